@@ -1,0 +1,1 @@
+"""Explainers: saliency for classifiers and interaction attributions for dual encoders."""

@@ -1,0 +1,1 @@
+"""Pure torch math: no state, no Lightning import."""

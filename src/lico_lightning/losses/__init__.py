@@ -1,0 +1,1 @@
+"""``nn.Module`` losses holding hyperparameters and learnable parts."""

@@ -1,0 +1,1 @@
+"""``torchmetrics.Metric`` classes (DDP-correct accumulators over the functional formulas)."""

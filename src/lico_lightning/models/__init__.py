@@ -1,0 +1,1 @@
+"""Image backbones (feature-map extractors) and their registry."""

@@ -1,0 +1,1 @@
+"""Text side of LICO: frozen text encoders and the learnable prompt."""
