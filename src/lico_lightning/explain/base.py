@@ -1,0 +1,216 @@
+"""The one small interface every saliency explainer implements, and the explainer registry.
+
+``explainer.attribute(images, target) -> saliency`` with ``images (B, C, H, W)``,
+``target (B,)`` long and ``saliency (B, H, W)`` at input resolution (min-max normalised to
+``[0, 1]`` per image unless ``normalize=False``).
+
+Every explainer is safe inside a training run: the model runs in eval mode and every module's
+``training`` flag, parameter ``requires_grad`` and hooks are restored afterwards (also on
+error); gradients are taken with ``torch.autograd.grad`` w.r.t. the hooked activation only
+(parameter ``.grad`` untouched); it works under ``torch.inference_mode`` (Lightning
+validation); randomness comes from the explainer's own seeded ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from lico_lightning._validation import check_tensor
+from lico_lightning.explain.hooks import (
+    detach_input,
+    explanation_mode,
+    find_default_layer,
+    preserve_model_state,
+    resolve_layer,
+)
+from lico_lightning.functional.saliency import check_target_range, normalize_saliency
+
+__all__ = ["EXPLAINERS", "Explainer", "create_explainer", "list_explainers", "register_explainer"]
+
+E = TypeVar("E", bound="Explainer")
+
+
+class Explainer(ABC):
+    """Base class: ``attribute(images, target) -> (B, H, W)`` saliency for a classifier.
+
+    Subclasses implement :meth:`_attribute`, which runs with the model in eval mode, outside
+    inference mode, under ``torch.no_grad()``, on a non-inference copy of ``images``.
+
+    Args:
+        model: classifier ``(B, C, H, W) -> (B, num_classes)`` logits.
+        layer: target layer (module or dotted name) for layer-based methods; ``None`` → the
+            model's declared default (attribute ``default_cam_layer`` / ``gradcam_layer`` /
+            ``cam_layer``), else the last module that outputs a ``(B, C, h, w)`` map with
+            ``h·w > 1`` (found by one forward pass).
+        reshape: maps the layer output to ``(B, N, h, w)`` (e.g. ``ViTReshape()``).
+        normalize: min-max normalise each map to ``[0, 1]``.
+        progress: show a tqdm bar for long work (ScoreCAM, RISE).
+    """
+
+    #: Whether the method reads a layer (False for RISE).
+    uses_layer: bool = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: nn.Module | str | None = None,
+        *,
+        reshape: Callable[[Tensor], Tensor] | None = None,
+        normalize: bool = True,
+        progress: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}.")
+        if reshape is not None and not callable(reshape):
+            raise TypeError(f"Expected `reshape` to be callable, but got {type(reshape).__name__}.")
+        self.model = model
+        self.reshape = reshape
+        self.normalize = normalize
+        self.progress = progress
+        self.layer_name: str | None = None
+        if self.uses_layer:
+            if layer is None:
+                layer = find_default_layer(model)
+            if layer is not None:
+                self.layer_name = resolve_layer(model, layer)[1]
+
+    @property
+    def layer(self) -> nn.Module | None:
+        """The hooked module (``None`` until resolved, or for layer-free methods)."""
+        return None if self.layer_name is None else self.model.get_submodule(self.layer_name)
+
+    def with_model(self: E, model: nn.Module) -> E:
+        """A shallow copy of this explainer bound to another model with the same layer names
+        (e.g. a randomised deep copy for sanity checks)."""
+        other = copy.copy(self)
+        other.model = model
+        if self.layer_name is not None:
+            resolve_layer(model, self.layer_name)
+        return other
+
+    def attribute(self, images: Tensor, target: Tensor) -> Tensor:
+        """Saliency maps for ``target`` classes.
+
+        Args:
+            images: ``(B, C, H, W)`` float, normalised like the training data.
+            target: ``(B,)`` long class indices.
+
+        Returns:
+            ``(B, H, W)`` float saliency, detached (a normal tensor even under inference mode).
+        """
+        check_tensor("images", images, 4, floating=True)
+        check_tensor("target", target, 1)
+        if target.dtype != torch.long:
+            raise TypeError(f"Expected `target` to be a torch.long tensor, but got {target.dtype}.")
+        if target.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"Expected `target` of shape ({images.shape[0]},) matching `images`, but got "
+                f"{tuple(target.shape)}."
+            )
+        num_classes = getattr(self.model, "num_classes", None)
+        if isinstance(num_classes, int):
+            check_target_range(target, num_classes)
+        with explanation_mode(), preserve_model_state(self.model):
+            x = detach_input(images)
+            t = target.detach().clone() if target.is_inference() else target
+            if self.uses_layer and self.layer_name is None:
+                self.layer_name = _infer_feature_layer(self.model, x[:1])
+            saliency = self._attribute(x, t).detach().float()
+            if self.normalize:
+                saliency = normalize_saliency(saliency)
+        return saliency
+
+    @abstractmethod
+    def _attribute(self, images: Tensor, target: Tensor) -> Tensor:
+        """``(B, C, H, W), (B,) -> (B, H, W)``; the model is already in eval mode."""
+
+    def __repr__(self) -> str:
+        layer = f"layer={self.layer_name!r}, " if self.uses_layer else ""
+        return f"{type(self).__name__}({layer}model={type(self.model).__name__})"
+
+
+def _infer_feature_layer(model: nn.Module, example: Tensor) -> str:
+    """Name of the last module (in forward-completion order) that outputs a spatial map."""
+    seen: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(mod: nn.Module, inp: object, out: object, _name: str = name) -> None:
+            if isinstance(out, Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1:
+                seen.append(_name)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError(
+            f"Expected {type(model).__name__} to have a layer with a (B, C, H, W) output to explain, "
+            "but got none; pass `layer=` (and `reshape=ViTReshape(...)` for transformers)."
+        )
+    return seen[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+EXPLAINERS: dict[str, type[Explainer]] = {}
+
+
+def register_explainer(name: str) -> Callable[[type[E]], type[E]]:
+    """Class decorator adding an :class:`Explainer` subclass to the registry under ``name``.
+
+    Example:
+        >>> @register_explainer("my_method")
+        ... class MyMethod(Explainer):
+        ...     uses_layer = False
+        ...     def _attribute(self, images, target):
+        ...         return images.abs().sum(1)
+        >>> "my_method" in list_explainers()
+        True
+        >>> del EXPLAINERS["my_method"]
+    """
+
+    def decorator(cls: type[E]) -> type[E]:
+        if not (isinstance(cls, type) and issubclass(cls, Explainer)):
+            raise TypeError(f"Expected an Explainer subclass, but got {cls!r}.")
+        EXPLAINERS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_explainers() -> list[str]:
+    """Names accepted by :func:`create_explainer` (and the ``SaliencyMonitor``'s ``methods``)."""
+    return sorted(EXPLAINERS)
+
+
+def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
+    """Build a registered explainer by name.
+
+    Example:
+        >>> import torchvision
+        >>> net = torchvision.models.resnet18(num_classes=3)
+        >>> create_explainer("gradcam", net, layer="layer4")
+        GradCAM(layer='layer4', model=ResNet)
+        >>> create_explainer("nope", net)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected an explainer name, but got 'nope'. Available: gradcam, gradcampp, ...
+    """
+    if name not in EXPLAINERS:
+        raise ValueError(
+            f"Expected an explainer name, but got {name!r}. Available: {', '.join(list_explainers())}."
+        )
+    return EXPLAINERS[name](model, **kwargs)
