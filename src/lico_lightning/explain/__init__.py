@@ -9,6 +9,14 @@ from lico_lightning.explain.base import (
     register_explainer,
 )
 from lico_lightning.explain.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+from lico_lightning.explain.evaluation import (
+    SALIENCY_METRICS,
+    SaliencyMetricOptions,
+    compute_saliency_metrics,
+    evaluate_saliency,
+    list_saliency_metrics,
+    parse_batch,
+)
 from lico_lightning.explain.hooks import (
     LayerCapture,
     ViTReshape,
@@ -25,16 +33,22 @@ from lico_lightning.explain.sanity import (
 __all__ = [
     "EXPLAINERS",
     "RISE",
+    "SALIENCY_METRICS",
     "Explainer",
     "GradCAM",
     "GradCAMPlusPlus",
     "LayerCapture",
     "ParameterRandomizationResult",
+    "SaliencyMetricOptions",
     "ScoreCAM",
     "ViTReshape",
+    "compute_saliency_metrics",
     "create_explainer",
+    "evaluate_saliency",
     "list_explainers",
+    "list_saliency_metrics",
     "parameter_randomization",
+    "parse_batch",
     "preserve_model_state",
     "randomizable_layers",
     "register_explainer",
