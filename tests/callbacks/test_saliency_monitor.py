@@ -311,3 +311,73 @@ def test_bad_arguments():
 def test_wrong_model_attr_fails_at_setup(tmp_path):
     with pytest.raises(ValueError, match="model_attr"):
         _fit(tmp_path, [_monitor(model_attr="backbone")], max_epochs=1)
+
+
+# ------------------------------------------------------------------ DDP (2 CPU processes, gloo)
+class BrokenOnRank1(Explainer):
+    """Fails on rank 1 only: the collective must still be reached on both ranks."""
+
+    uses_layer = False
+
+    def _attribute(self, images, target):
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() == 1:
+            raise RuntimeError("rank-1 failure")
+        return images.abs().sum(1)
+
+
+class FrozenTiny(TinyClassifier):
+    """No BN (running stats would differ per rank) and lr 0: weights equal on every rank."""
+
+    def __init__(self) -> None:
+        super().__init__(lr=0.0)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU()
+        )
+
+    def setup(self, stage: str) -> None:  # runs in every spawned process
+        register_explainer("broken_rank1")(BrokenOnRank1)
+
+
+@pytest.mark.distributed
+def test_monitor_under_two_process_ddp_matches_single_process(tmp_path):
+    register_explainer("broken_rank1")(BrokenOnRank1)
+    try:
+        results = {}
+        for name, kw in {
+            "single": {"devices": 1},
+            "ddp": {"devices": 2, "strategy": "ddp_spawn"},
+        }.items():
+            pl.seed_everything(7)
+            monitor = _monitor(methods=["gradcam", "broken_rank1"], num_probes=7)
+            trainer = pl.Trainer(
+                max_epochs=1,
+                accelerator="cpu",
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                default_root_dir=tmp_path / name,
+                num_sanity_val_steps=0,
+                callbacks=[monitor],
+                **kw,
+            )
+            train, valid = _loaders()
+            trainer.fit(FrozenTiny(), train, valid)
+            results[name] = {
+                k: float(v)
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith("saliency/")
+            }
+    finally:
+        del EXPLAINERS["broken_rank1"]
+    single, ddp = results["single"], results["ddp"]
+    assert {k for k in single if k.startswith("saliency/gradcam/")} == {
+        f"saliency/gradcam/{m}" for m in ("insertion", "deletion", "overall", "average_drop")
+    }
+    assert any(k.startswith("saliency/broken_rank1/") for k in single)  # works without DDP
+    assert not any(
+        k.startswith("saliency/broken_rank1/") for k in ddp
+    )  # failed on rank 1 -> not logged
+    for key, value in single.items():
+        if key.startswith("saliency/gradcam/"):
+            assert ddp[key] == pytest.approx(value, abs=1e-5), key

@@ -557,7 +557,7 @@ class SaliencyMonitor(Callback):
                 prog_bar=False,
                 # step-level logs reach the loggers only every `log_every_n_steps`: write those
                 # directly below, keep `pl_module.log` for callback_metrics (checkpointing)
-                logger=not on_step,
+                logger=bool(trainer.loggers) and not on_step,
                 sync_dist=False,  # already reduced: identical on every rank
                 rank_zero_only=False,
                 add_dataloader_idx=False,
