@@ -8,6 +8,7 @@ shared with :class:`~lico_lightning.callbacks.SaliencyMonitor`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -275,7 +276,8 @@ def evaluate_saliency(
         progress: tqdm bar over batches.
 
     Returns:
-        ``{"{method}/{metric}": value}``.
+        ``{"{method}/{metric}": value}`` (NaN, with a warning, for a metric no image was
+        valid for, e.g. pointing games without any box).
 
     Example:
         >>> import torchvision
@@ -321,6 +323,13 @@ def evaluate_saliency(
             for metric, (v, valid) in values.items():
                 sums[(name, metric)] += (v.double() * valid).sum().cpu()
                 counts[(name, metric)] += valid.sum().cpu()
+    empty = [f"{m}/{k}" for m, k in counts if counts[(m, k)] == 0]
+    if empty:
+        warnings.warn(
+            f"evaluate_saliency: no valid image for {empty} (e.g. no image had a box); "
+            "reporting NaN for them.",
+            stacklevel=2,
+        )
     return {
         f"{m}/{k}": float(sums[(m, k)] / counts[(m, k)]) if counts[(m, k)] > 0 else float("nan")
         for m, k in sums
