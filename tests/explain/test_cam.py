@@ -339,3 +339,38 @@ def test_custom_explainer_joins_the_interface():
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
     out = Saliency(net).attribute(torch.randn(2, 3, 2, 2), torch.tensor([0, 1]))
     assert out.shape == (2, 2, 2) and net[1].weight.grad is None
+
+
+def test_declared_default_layer_and_reshape_of_a_wrapped_backbone():
+    class Backbone(nn.Module):  # the lico_lightning.models interface: cam_layer + reshape
+        def __init__(self):
+            super().__init__()
+            self.vit = _tiny_vit()
+            self.cam_layer = "vit.encoder.layers.encoder_layer_0"
+            self.reshaped = 0
+
+        def forward(self, x):
+            return self.vit(x)
+
+        def reshape_cam_activation(self, tokens):
+            self.reshaped += 1
+            return ViTReshape(num_prefix_tokens=1)(tokens)
+
+    class Wrapper(nn.Module):  # e.g. a LightningModule holding the backbone
+        def __init__(self):
+            super().__init__()
+            self.backbone = Backbone()
+
+        def forward(self, x):
+            return self.backbone(x)
+
+    model = Wrapper()
+    images, target = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    explainer = GradCAM(model)
+    out = explainer.attribute(images, target)
+    assert explainer.layer_name == "backbone.vit.encoder.layers.encoder_layer_0"
+    assert model.backbone.reshaped > 0
+    ref = GradCAM(
+        model.backbone.vit, "encoder.layers.encoder_layer_0", reshape=ViTReshape()
+    ).attribute(images, target)
+    torch.testing.assert_close(out, ref)

@@ -45,10 +45,12 @@ class Explainer(ABC):
     Args:
         model: classifier ``(B, C, H, W) -> (B, num_classes)`` logits.
         layer: target layer (module or dotted name) for layer-based methods; ``None`` → the
-            model's declared default (attribute ``default_cam_layer`` / ``gradcam_layer`` /
-            ``cam_layer``), else the last module that outputs a ``(B, C, h, w)`` map with
-            ``h·w > 1`` (found by one forward pass).
-        reshape: maps the layer output to ``(B, N, h, w)`` (e.g. ``ViTReshape()``).
+            declared default of the model or of its first submodule that has one (attribute
+            ``cam_layer``, as on every :mod:`lico_lightning.models` backbone; a LightningModule
+            holding ``self.backbone`` gives ``"backbone.<cam_layer>"``), else the last module
+            that outputs a ``(B, C, h, w)`` map with ``h·w > 1`` (found by one forward pass).
+        reshape: maps the layer output to ``(B, N, h, w)`` (e.g. ``ViTReshape()``); ``None``
+            with a declared default layer → that module's ``reshape_cam_activation`` if any.
         normalize: min-max normalise each map to ``[0, 1]``.
         progress: show a tqdm bar for long work (ScoreCAM, RISE).
     """
@@ -75,8 +77,10 @@ class Explainer(ABC):
         self.progress = progress
         self.layer_name: str | None = None
         if self.uses_layer:
-            if layer is None:
-                layer = find_default_layer(model)
+            if layer is None and (found := find_default_layer(model)) is not None:
+                layer = found[0]
+                if self.reshape is None:
+                    self.reshape = found[1]
             if layer is not None:
                 self.layer_name = resolve_layer(model, layer)[1]
 

@@ -78,12 +78,35 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str | None:
     return None
 
 
-def find_default_layer(model: nn.Module) -> str | None:
-    """The model's declared default CAM layer (an attribute in :data:`DEFAULT_LAYER_ATTRIBUTES`)."""
-    for attr in DEFAULT_LAYER_ATTRIBUTES:
-        value = getattr(model, attr, None)
-        if isinstance(value, str) and value:
-            return value
+def find_default_layer(model: nn.Module) -> tuple[str, Callable[[Tensor], Tensor] | None] | None:
+    """The declared default CAM layer of ``model`` or of its first submodule that declares one.
+
+    A module declares it with a string attribute from :data:`DEFAULT_LAYER_ATTRIBUTES` (the
+    backbones of :mod:`lico_lightning.models` use ``cam_layer``), and optionally a
+    ``reshape_cam_activation`` method for token outputs. A wrapper such as a LightningModule
+    holding ``self.backbone`` resolves to ``"backbone.<cam_layer>"``.
+
+    Returns:
+        ``(dotted_name, reshape_or_None)``, or ``None`` if nothing is declared.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3))
+        >>> net[0].cam_layer = ""  # empty: ignored
+        >>> find_default_layer(net) is None
+        True
+        >>> wrapper = nn.Module(); wrapper.backbone = nn.Sequential(nn.Conv2d(1, 2, 3))
+        >>> wrapper.backbone.cam_layer = "0"
+        >>> find_default_layer(wrapper)
+        ('backbone.0', None)
+    """
+    for name, module in model.named_modules():
+        for attr in DEFAULT_LAYER_ATTRIBUTES:
+            value = getattr(module, attr, None)
+            if isinstance(value, str) and value:
+                reshape = getattr(module, "reshape_cam_activation", None)
+                return (f"{name}.{value}" if name else value), (
+                    reshape if callable(reshape) else None
+                )
     return None
 
 
