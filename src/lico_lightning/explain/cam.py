@@ -70,8 +70,8 @@ class GradCAM(_GradientCAM):
     Example:
         >>> import torchvision
         >>> net = torchvision.models.resnet18(num_classes=3)
-        >>> GradCAM(net, "layer4").attribute(torch.randn(2, 3, 64, 64), torch.tensor([0, 2])).shape
-        torch.Size([2, 64, 64])
+        >>> GradCAM(net, "layer4").attribute(torch.randn(2, 3, 32, 32), torch.tensor([0, 2])).shape
+        torch.Size([2, 32, 32])
     """
 
     def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
@@ -92,8 +92,8 @@ class GradCAMPlusPlus(_GradientCAM):
     Example:
         >>> import torchvision
         >>> net = torchvision.models.resnet18(num_classes=3)
-        >>> GradCAMPlusPlus(net, "layer4").attribute(torch.randn(1, 3, 64, 64), torch.tensor([1])).shape
-        torch.Size([1, 64, 64])
+        >>> GradCAMPlusPlus(net, "layer4").attribute(torch.randn(1, 3, 32, 32), torch.tensor([1])).shape
+        torch.Size([1, 32, 32])
     """
 
     def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:

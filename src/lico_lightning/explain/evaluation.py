@@ -280,11 +280,11 @@ def evaluate_saliency(
         valid for, e.g. pointing games without any box).
 
     Example:
-        >>> import torchvision
-        >>> net = torchvision.models.resnet18(num_classes=3)
-        >>> data = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))]
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...     nn.Flatten(), nn.Linear(4, 3))
+        >>> data = [(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]))]
         >>> res = evaluate_saliency(net, data, ["gradcam"], ["insertion", "deletion", "overall"],
-        ...     layer="layer4", progress=False)
+        ...     layer="1", progress=False)
         >>> sorted(res)
         ['gradcam/deletion', 'gradcam/insertion', 'gradcam/overall']
     """

@@ -114,13 +114,13 @@ def parameter_randomization(
         :class:`ParameterRandomizationResult`.
 
     Example:
-        >>> import torchvision
-        >>> net = torchvision.models.resnet18(num_classes=3)
         >>> from lico_lightning.explain import GradCAM
-        >>> res = parameter_randomization(GradCAM(net, "layer4"), torch.randn(2, 3, 32, 32),
-        ...     torch.tensor([0, 1]), layers=["fc", "layer4"])
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...     nn.Flatten(), nn.Linear(4, 3))
+        >>> res = parameter_randomization(GradCAM(net, "1"), torch.randn(2, 3, 16, 16),
+        ...     torch.tensor([0, 1]), mode="cascading", seed=0)
         >>> res.layers, tuple(res.correlation.shape)
-        (['fc', 'layer4'], (2, 2))
+        (['4', '0'], (2, 2))
     """
     if not isinstance(explainer, Explainer):
         raise TypeError(
