@@ -277,3 +277,21 @@ def test_accepts_other_integer_dtypes(clip_encoder: OpenCLIPTextEncoder) -> None
     prompts = PromptLearner(NAMES, clip_encoder, n_ctx=2).eval()
     with torch.no_grad():
         torch.testing.assert_close(prompts(LABELS.int()), prompts(LABELS))
+
+
+def test_bf16_autocast_gives_finite_context_gradients(clip_encoder: OpenCLIPTextEncoder) -> None:
+    prompts = PromptLearner(NAMES, clip_encoder, n_ctx=3, tokens="context+class+eot").train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = prompts(LABELS)
+    g.float().square().sum().backward()
+    assert torch.isfinite(prompts.ctx.grad).all() and prompts.ctx.grad.abs().sum() > 0
+
+
+def test_deepcopy_keeps_generator_state(clip_encoder: OpenCLIPTextEncoder) -> None:
+    """EMA / SWA wrappers deep-copy the module: the copy must draw the same permutations."""
+    import copy
+
+    prompts = PromptLearner(NAMES, clip_encoder, n_ctx=5, seed=3).train()
+    clone = copy.deepcopy(prompts)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(LABELS), prompts(LABELS), rtol=0, atol=0)

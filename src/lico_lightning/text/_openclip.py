@@ -72,7 +72,8 @@ class OpenCLIPTextEncoder(TextEncoder):
 
     Args:
         model_name: open_clip architecture name (``open_clip.list_models()``), e.g.
-            ``"ViT-B-32"`` (the paper's text encoder). Also picks the tokenizer.
+            ``"ViT-B-32"`` (the paper's text encoder). Also picks the tokenizer. Ignored
+            (with ``pretrained``) when ``model_cfg`` or ``model`` is given.
         pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...) or
             a checkpoint path; ``None`` keeps random weights (tests, timing). Tags trained
             with QuickGELU (e.g. ``"openai"``) switch QuickGELU on automatically.
