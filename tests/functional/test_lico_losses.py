@@ -487,3 +487,11 @@ def test_ot_input_errors():
         sinkhorn_ot_loss(x, y, text_weights=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="`image_weights` to be finite"):
         sinkhorn_ot_loss(x, y, image_weights=torch.full((5,), float("nan")))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
+def test_ot_runs_on_cpu_only_machine_without_touching_cuda():
+    # POT 0.9.7's torch backend creates CUDA tensors at first use when CUDA is available; on a
+    # CPU-only machine with a CUDA build of torch it must neither crash nor initialise CUDA.
+    sinkhorn_ot_loss(torch.randn(2, 4, 3), torch.randn(2, 2, 3), max_iter=1000)
+    assert not torch.cuda.is_initialized()
