@@ -1,5 +1,17 @@
 """Pure torch math: no state, no Lightning import."""
 
+from lico_lightning.functional.lico import (
+    SinkhornConvergenceWarning,
+    manifold_matching_loss,
+    sinkhorn_ot_loss,
+)
+
+__all__ = [
+    "SinkhornConvergenceWarning",
+    "manifold_matching_loss",
+    "sinkhorn_ot_loss",
+]
+
 # --- saliency metrics and CAM algebra (issue 3) ---
 from lico_lightning.functional.cam import (
     draw_rise_parameters,
@@ -24,7 +36,7 @@ from lico_lightning.functional.saliency import (
     spearman_rank_correlation,
 )
 
-__all__ = [
+__all__ += [
     "average_drop",
     "blur_images",
     "confidence_change",

@@ -1,0 +1,250 @@
+"""The open_clip text tower behind the :class:`TextEncoder` interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lico_lightning._validation import check_tensor
+from lico_lightning.text._base import TextEncoder
+
+__all__ = ["OpenCLIPTextEncoder", "tiny_openclip_config"]
+
+_SUPPORTED_POOL_TYPES = ("argmax", "eos")
+
+
+def tiny_openclip_config(
+    width: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    embed_dim: int = 32,
+    context_length: int = 77,
+) -> dict[str, Any]:
+    """An open_clip model config (as in its JSON files) for a tiny, fast, random CLIP.
+
+    It keeps CLIP's BPE vocabulary (49408) and context length, so the standard tokenizer
+    works; only the widths and depths are small. Meant for tests, doctests and benchmarks.
+
+    Example:
+        >>> cfg = tiny_openclip_config()
+        >>> cfg["text_cfg"]["width"], cfg["embed_dim"]
+        (32, 32)
+    """
+    return {
+        "embed_dim": embed_dim,
+        "vision_cfg": {
+            "image_size": 32,
+            "patch_size": 16,
+            "width": 32,
+            "layers": 1,
+            "head_width": 16,
+        },
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": 49408,
+            "width": width,
+            "heads": heads,
+            "layers": layers,
+        },
+    }
+
+
+class OpenCLIPTextEncoder(TextEncoder):
+    """The frozen text tower of an open_clip CLIP model; per-token features in the joint space.
+
+    Only the text tower is kept (token embedding, positional embedding, transformer,
+    ``ln_final``, ``text_projection`` and the causal mask); the image tower is dropped
+    after loading. :meth:`forward` follows open_clip's ``TextTransformer`` but starts from
+    token *embeddings* and projects **every** token, not only the pooled one:
+
+    .. math::
+
+        X^{(0)} = E + P_{1:L}, \\qquad
+        X^{(\\ell)} = \\mathrm{Block}_\\ell\\big(X^{(\\ell-1)}; \\text{causal mask}\\big), \\qquad
+        g_s = \\mathrm{LN}\\big(X^{(n)}_s\\big)\\, W_{\\text{proj}}
+
+    With the natural token embeddings, :math:`g_{\\text{EOT}}` is exactly
+    ``model.encode_text(ids)``. Because attention is causal, features up to a position do not
+    depend on anything after it: cutting sequences to the longest prompt gives the same
+    features as CLIP's 77 tokens, so ``attention_mask`` is accepted but not needed.
+
+    Args:
+        model_name: open_clip architecture name (``open_clip.list_models()``), e.g.
+            ``"ViT-B-32"`` (the paper's text encoder). Also picks the tokenizer. Ignored
+            (with ``pretrained``) when ``model_cfg`` or ``model`` is given.
+        pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...) or
+            a checkpoint path; ``None`` keeps random weights (tests, timing). Tags trained
+            with QuickGELU (e.g. ``"openai"``) switch QuickGELU on automatically.
+        model_cfg: build the model from this open_clip config dict instead (keys
+            ``embed_dim``, ``vision_cfg``, ``text_cfg``, optional ``quick_gelu`` /
+            ``custom_text``), with random weights; see :func:`tiny_openclip_config`.
+        cache_dir: where open_clip caches downloaded weights.
+        model: use this already built open_clip ``CLIP`` / ``CustomTextCLIP`` (its text
+            tower modules are shared, not copied, and get frozen).
+        tokenizer: an open_clip ``SimpleTokenizer``-like object (``encode``,
+            ``sot_token_id``, ``eot_token_id``). Default: ``open_clip.get_tokenizer(model_name)``
+            when the model is built by name, else a ``SimpleTokenizer``.
+
+    Raises:
+        ValueError: unknown ``model_name``; a text tower that is not a causal open_clip
+            ``TextTransformer`` (Hugging Face towers: use :class:`HFTextEncoder`; SigLIP-style
+            bidirectional towers and CoCa's appended class token are not supported).
+
+    Example:
+        >>> enc = OpenCLIPTextEncoder(model_cfg=tiny_openclip_config())
+        >>> tok = enc.tokenize(["a photo of a cat", "a dog"])
+        >>> tok.ids.shape, enc.width, enc.output_dim
+        (torch.Size([2, 7]), 32, 32)
+        >>> enc(enc.embed_tokens(tok.ids), tok.attention_mask).shape
+        torch.Size([2, 7, 32])
+        >>> any(p.requires_grad for p in enc.parameters()), enc.train().training
+        (False, False)
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        *,
+        model_cfg: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        model: nn.Module | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__()
+        import open_clip
+
+        if model is None and model_cfg is not None:
+            if not isinstance(model_cfg, dict):
+                raise TypeError(
+                    f"Expected `model_cfg` to be a dict, but got {type(model_cfg).__name__}."
+                )
+            cfg = dict(model_cfg)
+            model_cls = (
+                open_clip.CustomTextCLIP if cfg.pop("custom_text", False) else open_clip.CLIP
+            )
+            model = model_cls(**cfg)
+        elif model is None:
+            available = open_clip.list_models()
+            if model_name not in available:
+                raise ValueError(
+                    f"Expected `model_name` to be an open_clip model (open_clip.list_models(), "
+                    f"e.g. {available[:5]}), but got {model_name!r}."
+                )
+            quick_gelu = False
+            if pretrained is not None:
+                tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+                quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if tag_cfg else False
+            model = open_clip.create_model(
+                model_name,
+                pretrained=pretrained,
+                cache_dir=cache_dir,
+                force_quick_gelu=quick_gelu,
+            )
+            if tokenizer is None:
+                tokenizer = open_clip.get_tokenizer(model_name)
+        elif not isinstance(model, nn.Module):
+            raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}.")
+
+        tower = model.text if hasattr(model, "text") else model
+        tower_name = type(tower).__name__
+        missing = [
+            a
+            for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")
+            if not hasattr(tower, a)
+        ]
+        if missing:
+            raise ValueError(
+                f"Expected an open_clip CLIP with a TextTransformer text tower (for Hugging Face "
+                f"towers use HFTextEncoder), but got a {tower_name} without {missing}."
+            )
+        if getattr(tower, "cls_emb", None) is not None:
+            raise ValueError(
+                "Expected a text tower without an appended class token, but got a CoCa-style "
+                "tower (embed_cls=True), which is not supported."
+            )
+        attn_mask = getattr(tower, "attn_mask", None)
+        if attn_mask is None:
+            raise ValueError(
+                "Expected a causal open_clip text tower, but got a bidirectional one "
+                "(no_causal_mask=True, e.g. SigLIP), which is not supported."
+            )
+        pool_type = getattr(tower, "pool_type", getattr(model, "text_pool_type", "argmax"))
+        if pool_type not in _SUPPORTED_POOL_TYPES:
+            raise ValueError(
+                f"Expected a text tower pooled at the end-of-text token (pool_type in "
+                f"{list(_SUPPORTED_POOL_TYPES)}), but got pool_type={pool_type!r}."
+            )
+
+        self.token_embedding: nn.Embedding = tower.token_embedding
+        self.positional_embedding: nn.Parameter = tower.positional_embedding
+        self.transformer: nn.Module = tower.transformer
+        self.ln_final: nn.Module = tower.ln_final
+        self.text_projection = tower.text_projection  # Parameter (W, K), nn.Linear or None
+        self.register_buffer("attn_mask", attn_mask.detach().clone(), persistent=False)
+
+        if tokenizer is None:
+            tokenizer = open_clip.SimpleTokenizer(context_length=self.positional_embedding.shape[0])
+        for attr in ("encode", "sot_token_id", "eot_token_id"):
+            if not hasattr(tokenizer, attr):
+                raise TypeError(
+                    f"Expected a SimpleTokenizer-like `tokenizer` with `{attr}`, but got "
+                    f"{type(tokenizer).__name__}."
+                )
+        vocab = getattr(tokenizer, "vocab_size", None)
+        if vocab is not None and vocab > self.token_embedding.num_embeddings:
+            raise ValueError(
+                f"Expected a tokenizer whose vocabulary fits the token embedding "
+                f"({self.token_embedding.num_embeddings}), but got vocab_size={vocab}."
+            )
+        self._tokenizer = tokenizer
+
+        self.width = int(self.token_embedding.embedding_dim)
+        if isinstance(self.text_projection, nn.Linear):
+            self.output_dim = int(self.text_projection.out_features)
+        elif isinstance(self.text_projection, Tensor):
+            self.output_dim = int(self.text_projection.shape[1])
+        else:
+            self.output_dim = self.width
+        self.context_length = int(self.positional_embedding.shape[0])
+        self.bos_id = int(tokenizer.sot_token_id)
+        self.eot_id = int(tokenizer.eot_token_id)
+        self.pad_id = int(getattr(tower, "pad_id", 0))
+        self.causal = True
+        self.freeze()
+
+    def token_ids(self, text: str) -> list[int]:
+        """BPE ids of ``text`` (lower-cased, cleaned by the tokenizer), no start/end token."""
+        if not isinstance(text, str):
+            raise TypeError(f"Expected `text` to be a string, but got {type(text).__name__}.")
+        return [int(i) for i in self._tokenizer.encode(text)]
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """Token embeddings ``(S, L, W)`` of ids ``(S, L)`` (no positional embedding)."""
+        check_tensor("ids", ids, ndim=2)
+        if ids.dtype != torch.long:
+            raise TypeError(f"Expected `ids` of dtype torch.long, but got {ids.dtype}.")
+        return self.token_embedding(ids)
+
+    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Per-token features in the joint space.
+
+        Args:
+            inputs_embeds: ``(S, L, W)`` token embeddings, ``L <= context_length``.
+            attention_mask: ``(S, L)``; not needed (causal attention), checked for shape only.
+
+        Returns:
+            ``(S, L, K)``: ``ln_final`` and ``text_projection`` applied to every token.
+        """
+        _, length = self._check_forward_inputs(inputs_embeds, attention_mask)
+        dtype = self.transformer.get_cast_dtype()
+        x = inputs_embeds.to(dtype) + self.positional_embedding[:length].to(dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        x = self.ln_final(x)
+        if isinstance(self.text_projection, nn.Linear):
+            x = self.text_projection(x)
+        elif self.text_projection is not None:
+            x = x @ self.text_projection
+        return x
