@@ -48,6 +48,10 @@ class TinyClassifier(pl.LightningModule):
         x, y = batch
         self.log("val_loss", F.cross_entropy(self(x), y))
 
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_loss", F.cross_entropy(self(x), y))
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
@@ -381,3 +385,32 @@ def test_monitor_under_two_process_ddp_matches_single_process(tmp_path):
     for key, value in single.items():
         if key.startswith("saliency/gradcam/"):
             assert ddp[key] == pytest.approx(value, abs=1e-5), key
+
+
+# ------------------------------------------------------------------ test stage = Table 1 protocol
+def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path):
+    from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
+
+    monitor = _monitor(
+        methods=["gradcam", "rise"], metrics=["insertion", "deletion", "overall", "pointing_game"]
+    )
+    with pytest.warns(UserWarning, match="need boxes"):  # once, pointing game skipped
+        trainer, model = _fit(tmp_path, [monitor], max_epochs=1)
+    _, valid = _loaders()
+    trainer.test(model, valid)
+    expected = evaluate_saliency(
+        model,
+        valid,
+        ["gradcam", "rise"],
+        ["insertion", "deletion", "overall"],
+        explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
+        options=SaliencyMetricOptions(
+            step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0, chunk_size=256
+        ),
+        progress=False,
+    )
+    assert set(monitor.test_results) == {f"test/saliency/{k}" for k in expected}
+    for key, value in expected.items():
+        assert float(trainer.callback_metrics[f"test/saliency/{key}"]) == pytest.approx(
+            value, abs=1e-6
+        )

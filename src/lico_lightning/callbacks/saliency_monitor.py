@@ -28,11 +28,13 @@ from typing_extensions import override
 from lico_lightning._validation import check_choice, check_positive
 from lico_lightning.explain.base import Explainer, create_explainer
 from lico_lightning.explain.evaluation import (
+    BOX_METRICS,
     SaliencyMetricOptions,
     check_method_names,
     check_metric_names,
     compute_saliency_metrics,
     explained_target,
+    parse_batch,
 )
 from lico_lightning.explain.hooks import preserve_model_state
 
@@ -195,6 +197,10 @@ class SaliencyMonitor(Callback):
             ``mean`` if any, else per-image min-max).
         std: per-channel normalisation std for display.
         prefix: first part of the logged keys.
+        evaluate_test: during ``trainer.test`` (e.g. ``lico-lightning test --config ...
+            --ckpt_path ...``) explain every test batch and log the dataset means as
+            ``test/{prefix}/{method}/{metric}`` — the LICO Table 1 protocol on the whole test
+            set (pointing games when the batches carry boxes).
 
     Example:
         >>> monitor = SaliencyMonitor(methods=["gradcam"], metrics=["insertion", "deletion", "overall"])
@@ -228,6 +234,7 @@ class SaliencyMonitor(Callback):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         prefix: str = "saliency",
+        evaluate_test: bool = True,
     ) -> None:
         super().__init__()
         self.methods = check_method_names(methods)
@@ -315,7 +322,11 @@ class SaliencyMonitor(Callback):
         self.num_runs = 0
         self._explainers: dict[str, Explainer] = {}
         self._explained_model: nn.Module | None = None
+        self._warned_boxes = False
+        self._test_acc: _Accumulator | None = None
+        self.evaluate_test = evaluate_test
         self.last_results: dict[str, float] = {}
+        self.test_results: dict[str, float] = {}
 
     # -------------------------------------------------------------------- state
     @property
@@ -459,14 +470,9 @@ class SaliencyMonitor(Callback):
         return torch.stack(images), torch.stack(labels).long(), (boxes if has_boxes else None)  # type: ignore[arg-type]
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, on_step: bool) -> None:
-        n_methods, n_metrics = len(self.methods), len(self.metrics)
-        sums = torch.zeros(n_methods, n_metrics, dtype=torch.float64)
-        counts = torch.zeros(n_methods, n_metrics, dtype=torch.float64)
-        failed = torch.zeros(n_methods, dtype=torch.float64)
-        errors: dict[str, str] = {}
+        acc = _Accumulator(self.methods, self.metrics)
         maps: dict[str, Tensor] = {}
         shard_images: Tensor | None = None
-        model: nn.Module | None = None
         with _preserve_rng_state():
             try:
                 model = self._model(pl_module)
@@ -477,37 +483,13 @@ class SaliencyMonitor(Callback):
                     rank, world = trainer.global_rank, trainer.world_size
                     images, labels = images[rank::world], labels[rank::world]
                     boxes = boxes[rank::world] if boxes is not None else None
-                    device = pl_module.device
-                    images, labels = images.to(device), labels.to(device)
                     if images.shape[0] > 0:
                         shard_images = images
-                        explained = explained_target(model, images, labels, self.target)
-                        explainers = self._get_explainers(model)
-                        for i, name in enumerate(self.methods):
-                            try:
-                                saliency = explainers[name].attribute(images, explained)
-                                values = compute_saliency_metrics(
-                                    model,
-                                    images,
-                                    saliency,
-                                    explained,
-                                    self.metrics,
-                                    boxes,
-                                    self.options,
-                                )
-                                for j, metric in enumerate(self.metrics):
-                                    v, valid = values[metric]
-                                    sums[i, j] = (v.double() * valid).sum().cpu()
-                                    counts[i, j] = valid.sum().cpu()
-                                maps[name] = saliency
-                            except Exception as err:  # fault isolation: warn, keep training
-                                failed[i] = 1
-                                errors[name] = f"{type(err).__name__}: {err}"
+                        maps = self._accumulate(acc, model, pl_module, images, labels, boxes)
             except Exception as err:
-                failed[:] = 1
-                errors["*"] = f"{type(err).__name__}: {err}"
+                acc.fail_all(err)
             try:
-                self._reduce_and_log(trainer, pl_module, sums, counts, failed, errors, on_step)
+                self._reduce_and_log(trainer, pl_module, acc, self.prefix, on_step)
                 if self.log_images and trainer.is_global_zero and maps and shard_images is not None:
                     self._log_images(trainer, shard_images[: self.num_images], maps)
             except Exception as err:
@@ -516,38 +498,52 @@ class SaliencyMonitor(Callback):
                 )
         self.num_runs += 1
 
+    def _accumulate(
+        self,
+        acc: _Accumulator,
+        model: nn.Module,
+        pl_module: pl.LightningModule,
+        images: Tensor,
+        labels: Tensor,
+        boxes: list[Tensor] | None,
+    ) -> dict[str, Tensor]:
+        """Explain one batch with every method and add its metric sums to ``acc``."""
+        metrics = [m for m in self.metrics if boxes is not None or m not in BOX_METRICS]
+        if len(metrics) < len(self.metrics) and not self._warned_boxes:
+            self._warned_boxes = True
+            rank_zero_warn(
+                f"SaliencyMonitor: {sorted(set(self.metrics) - set(metrics))} need boxes, but the "
+                "images have none; those metrics are skipped."
+            )
+        device = pl_module.device
+        images, labels = images.to(device), labels.to(device)
+        explained = explained_target(model, images, labels, self.target)
+        explainers = self._get_explainers(model)
+        maps: dict[str, Tensor] = {}
+        for name in self.methods:
+            try:
+                saliency = explainers[name].attribute(images, explained)
+                if metrics:
+                    values = compute_saliency_metrics(
+                        model, images, saliency, explained, metrics, boxes, self.options
+                    )
+                    acc.add(name, values)
+                maps[name] = saliency
+            except Exception as err:  # fault isolation: warn, keep training
+                acc.fail(name, err)
+        return maps
+
     def _reduce_and_log(
         self,
         trainer: pl.Trainer,
         pl_module: pl.LightningModule,
-        sums: Tensor,
-        counts: Tensor,
-        failed: Tensor,
-        errors: dict[str, str],
+        acc: _Accumulator,
+        prefix: str,
         on_step: bool,
-    ) -> None:
-        packed = torch.cat([sums.flatten(), counts.flatten(), failed]).to(pl_module.device)
-        if trainer.world_size > 1:
-            packed = trainer.strategy.reduce(packed, reduce_op="sum")
-        packed = packed.cpu()
-        n = sums.numel()
-        sums, counts = packed[:n].view_as(sums), packed[n : 2 * n].view_as(counts)
-        failed = packed[2 * n :]
-        for i, name in enumerate(self.methods):
-            if failed[i] > 0:
-                reason = errors.get(name) or errors.get("*") or "an error on another rank"
-                rank_zero_warn(
-                    f"SaliencyMonitor: method {name!r} failed on {int(failed[i])} rank(s) ({reason}); "
-                    "nothing logged for it this time, training continues."
-                )
-        results: dict[str, float] = {}
-        for i, name in enumerate(self.methods):
-            if failed[i] > 0:
-                continue
-            for j, metric in enumerate(self.metrics):
-                if counts[i, j] > 0:
-                    results[f"{self.prefix}/{name}/{metric}"] = float(sums[i, j] / counts[i, j])
-        self.last_results = results
+    ) -> dict[str, float]:
+        results = acc.reduce(trainer, pl_module.device, prefix)
+        if prefix == self.prefix:
+            self.last_results = results
         for key, value in results.items():
             pl_module.log(
                 key,
@@ -566,6 +562,45 @@ class SaliencyMonitor(Callback):
         if on_step and results and trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(results, step=trainer.global_step)
+        return results
+
+    # -------------------------------------------------------------------- test stage
+    @override
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._test_acc = _Accumulator(self.methods, self.metrics) if self.evaluate_test else None
+
+    @override
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._test_acc is None:
+            return
+        with _preserve_rng_state():
+            try:
+                model = self._model(pl_module)
+                with preserve_model_state(model, eval_mode=False):
+                    images, labels, boxes = parse_batch(batch)
+                    self._accumulate(self._test_acc, model, pl_module, images, labels, boxes)
+            except Exception as err:
+                self._test_acc.fail_all(err)
+
+    @override
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._test_acc is None:
+            return
+        try:
+            self.test_results = self._reduce_and_log(
+                trainer, pl_module, self._test_acc, f"test/{self.prefix}", on_step=False
+            )
+        except Exception as err:
+            rank_zero_warn(f"SaliencyMonitor: test logging failed ({type(err).__name__}: {err}).")
+        self._test_acc = None
 
     def _log_images(self, trainer: pl.Trainer, images: Tensor, maps: dict[str, Tensor]) -> None:
         mean, std = self.mean, self.std
@@ -595,6 +630,56 @@ class SaliencyMonitor(Callback):
             save_image(
                 grid, directory / f"overlays_epoch{trainer.current_epoch:03d}_step{step:06d}.png"
             )
+
+
+class _Accumulator:
+    """Per-method metric sums / counts / failure flags, reduced across ranks in one collective."""
+
+    def __init__(self, methods: list[str], metrics: list[str]) -> None:
+        self.methods, self.metrics = methods, metrics
+        self.sums = torch.zeros(len(methods), len(metrics), dtype=torch.float64)
+        self.counts = torch.zeros(len(methods), len(metrics), dtype=torch.float64)
+        self.failed = torch.zeros(len(methods), dtype=torch.float64)
+        self.errors: dict[str, str] = {}
+
+    def add(self, method: str, values: Mapping[str, tuple[Tensor, Tensor]]) -> None:
+        i = self.methods.index(method)
+        for j, metric in enumerate(self.metrics):
+            if metric in values:
+                v, valid = values[metric]
+                self.sums[i, j] += (v.double() * valid).sum().cpu()
+                self.counts[i, j] += valid.sum().cpu()
+
+    def fail(self, method: str, err: Exception) -> None:
+        self.failed[self.methods.index(method)] = 1
+        self.errors.setdefault(method, f"{type(err).__name__}: {err}")
+
+    def fail_all(self, err: Exception) -> None:
+        self.failed[:] = 1
+        self.errors.setdefault("*", f"{type(err).__name__}: {err}")
+
+    def reduce(self, trainer: pl.Trainer, device: torch.device, prefix: str) -> dict[str, float]:
+        """Sum over ranks (every rank must call this), warn about failures, return the means."""
+        packed = torch.cat([self.sums.flatten(), self.counts.flatten(), self.failed]).to(device)
+        if trainer.world_size > 1:
+            packed = trainer.strategy.reduce(packed, reduce_op="sum")
+        packed = packed.cpu()
+        n = self.sums.numel()
+        sums, counts = packed[:n].view_as(self.sums), packed[n : 2 * n].view_as(self.counts)
+        failed = packed[2 * n :]
+        results: dict[str, float] = {}
+        for i, name in enumerate(self.methods):
+            if failed[i] > 0:
+                reason = self.errors.get(name) or self.errors.get("*") or "an error on another rank"
+                rank_zero_warn(
+                    f"SaliencyMonitor: method {name!r} failed on {int(failed[i])} rank(s) or "
+                    f"batch(es) ({reason}); nothing logged for it this time, training continues."
+                )
+                continue
+            for j, metric in enumerate(self.metrics):
+                if counts[i, j] > 0:
+                    results[f"{prefix}/{name}/{metric}"] = float(sums[i, j] / counts[i, j])
+        return results
 
 
 def _parse_sample(sample: Any) -> tuple[Tensor, Tensor, Tensor | None]:

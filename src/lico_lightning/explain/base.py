@@ -122,7 +122,7 @@ class Explainer(ABC):
             check_target_range(target, num_classes)
         with explanation_mode(), preserve_model_state(self.model):
             x = detach_input(images)
-            t = target.detach().clone() if target.is_inference() else target
+            t = target.detach().to(x.device).clone()
             if self.uses_layer and self.layer_name is None:
                 self.layer_name = _infer_feature_layer(self.model, x[:1])
             saliency = self._attribute(x, t).detach().float()
