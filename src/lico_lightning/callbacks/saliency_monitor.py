@@ -171,8 +171,8 @@ class SaliencyMonitor(Callback):
         methods: explainer names (``lico_lightning.explain.list_explainers()``).
         metrics: metric names (``lico_lightning.explain.list_saliency_metrics()``);
             ``pointing_game`` / ``energy_pointing_game`` need probe boxes.
-        every_n_epochs: run every k epochs (``None`` to disable).
-        every_n_train_steps: run every k optimizer steps (``None`` to disable).
+        every_n_epochs: run every k epochs (default 1 when neither schedule is given).
+        every_n_train_steps: run every k optimizer steps instead.
         num_probes: size of the drawn probe set.
         probe_images: ``(N, C, H, W)`` explicit probe images (normalised like the data).
         probe_targets: ``(N,)`` their labels.
@@ -212,7 +212,7 @@ class SaliencyMonitor(Callback):
         self,
         methods: Sequence[str] = ("gradcam",),
         metrics: Sequence[str] = ("insertion", "deletion", "overall"),
-        every_n_epochs: int | None = 1,
+        every_n_epochs: int | None = None,
         every_n_train_steps: int | None = None,
         num_probes: int = 16,
         probe_images: Tensor | None = None,
@@ -244,9 +244,7 @@ class SaliencyMonitor(Callback):
                 f"Expected at least one method and one metric, but got {self.methods} and {self.metrics}."
             )
         if every_n_epochs is None and every_n_train_steps is None:
-            raise ValueError(
-                "Expected `every_n_epochs` or `every_n_train_steps` to be set, but got both None."
-            )
+            every_n_epochs = 1
         if every_n_epochs is not None and every_n_train_steps is not None:
             raise ValueError(
                 "Expected only one of `every_n_epochs` and `every_n_train_steps`, but got "
