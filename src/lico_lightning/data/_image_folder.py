@@ -71,6 +71,24 @@ class ImageFolderDataModule(ImageDataModule):
         return_index: Yield ``(image, target, index)``.
         train_samples_per_epoch: Training samples per epoch (default: the training set size).
         pin_memory: DataLoader ``pin_memory``.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from PIL import Image
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = pathlib.Path(tmp.name)
+        >>> for split in ("train", "val"):
+        ...     for folder in ("001.Black_footed_Albatross", "002.Laysan_Albatross"):
+        ...         (root / split / folder).mkdir(parents=True)
+        ...         for i in range(3):
+        ...             Image.new("RGB", (12, 10)).save(root / split / folder / f"{i}.png")
+        >>> dm = ImageFolderDataModule(tmp.name, shots=2, image_size=8, resize_size=8)
+        >>> dm.class_names
+        ['black footed albatross', 'laysan albatross']
+        >>> dm.setup("fit")
+        >>> len(dm.train_dataset), dm.train_dataset[0][0].shape
+        (4, torch.Size([3, 8, 8]))
+        >>> tmp.cleanup()
     """
 
     dataset_name: ClassVar[str] = "ImageFolder"

@@ -21,7 +21,12 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class ResumableRandomSampler(Sampler[int]):
-    """Random permutation per epoch, drawn from a private generator seeded by ``(seed, epoch)``.
+    r"""Random permutation per epoch, drawn from a private generator seeded by ``(seed, epoch)``.
+
+    .. math::
+
+        \text{order}_e = \operatorname{randperm}\big(N;\ \operatorname{SeedSequence}(s, e)\big)
+
 
     Lightning calls ``set_epoch(current_epoch)`` on a dataloader's sampler at the start of every
     training epoch (``lightning_fabric.utilities.data._set_sampler_epoch``, also forwarded by the

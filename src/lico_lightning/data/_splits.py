@@ -61,12 +61,20 @@ def class_balanced_indices(
     seed: int = 0,
     num_classes: int | None = None,
 ) -> Tensor:
-    """Draw ``per_class`` indices of every class uniformly without replacement (seeded).
+    r"""Draw ``per_class`` indices of every class uniformly without replacement (seeded).
 
     Used for the k-shot subsets of the fine-grained benchmarks (``per_class = k``, as in CGC:
     k random training images per class) and, through :func:`limited_label_indices`, for the
-    limited-label CIFAR / SVHN splits. For a fixed seed the subsets are nested: the draw for
-    ``k`` is contained in the draw for any ``k' > k``.
+    limited-label CIFAR / SVHN splits. One seeded permutation ``pi`` of all indices is grouped
+    by class (stable), and the first ``k`` of each class are kept:
+
+    .. math::
+
+        S_k = \{\, i : \operatorname{rank}_{y_i}(i) < k \,\}, \qquad
+        \operatorname{rank}_c(i) = |\{ j : y_j = c,\ \pi^{-1}(j) < \pi^{-1}(i) \}|,
+
+    so every ``k``-subset of a class is equally likely, and for a fixed seed the subsets are
+    nested (``S_k ⊂ S_{k'}`` for ``k < k'``).
 
     Args:
         labels: Class index of every sample, shape ``(B,)``.
@@ -109,10 +117,15 @@ def limited_label_indices(
     seed: int = 0,
     num_classes: int | None = None,
 ) -> Tensor:
-    """Class-balanced labelled subset of ``num_labels`` samples (FixMatch / FlexMatch splits).
+    r"""Class-balanced labelled subset of ``num_labels`` samples (FixMatch / FlexMatch splits).
 
-    ``num_labels / num_classes`` samples per class, drawn uniformly without replacement with a
-    seeded private generator: CIFAR-10 40 / 250 / 4000, CIFAR-100 400 / 2500 / 10000,
+    .. math::
+
+        k = \text{num\_labels} / C \ \text{per class}, \qquad
+        |S| = \text{num\_labels},
+
+    drawn uniformly without replacement with a seeded private generator
+    (:func:`class_balanced_indices`): CIFAR-10 40 / 250 / 4000, CIFAR-100 400 / 2500 / 10000,
     SVHN 40 / 1000 in the LICO paper (Table 3).
 
     Args:
@@ -146,10 +159,16 @@ def stratified_split_indices(
     fractions: Sequence[float],
     seed: int = 0,
 ) -> list[Tensor]:
-    """Split indices into stratified parts (e.g. train / val / test) with a seeded generator.
+    r"""Split indices into stratified parts (e.g. train / val / test) with a seeded generator.
 
-    Part ``j > 0`` receives ``round(n_c * fractions[j])`` samples of each class ``c`` (class size
-    ``n_c``); part 0 receives the rest, so the parts cover every index exactly once.
+    Part ``j > 0`` receives
+
+    .. math::
+
+        m_{c,j} = \operatorname{round}(n_c \, f_j)
+
+    samples of each class ``c`` (class size ``n_c``, fraction ``f_j``); part 0 receives the
+    rest, so the parts cover every index exactly once.
 
     Args:
         labels: Class index of every sample, shape ``(B,)``.

@@ -172,6 +172,11 @@ class CIFAR10DataModule(_LimitedLabelDataModule):
         train_samples_per_epoch: Training samples per epoch (default: the training set size);
             more than the labelled set gives FixMatch-style iteration-based epochs.
         pin_memory: DataLoader ``pin_memory``.
+
+    Example:
+        >>> dm = CIFAR10DataModule("data", num_labels=40, download=True)  # fetched in prepare_data
+        >>> dm.num_classes, dm.class_names[:2], dm.image_size, dm.mean
+        (10, ['airplane', 'automobile'], 32, (0.4914, 0.4822, 0.4465))
     """
 
     dataset_name = "CIFAR-10"
@@ -275,6 +280,11 @@ class SVHNDataModule(_LimitedLabelDataModule):
         class_names: Ten names overriding ``"zero"`` … ``"nine"``.
         train_samples_per_epoch: Training samples per epoch (default: the training set size).
         pin_memory: DataLoader ``pin_memory``.
+
+    Example:
+        >>> dm = SVHNDataModule("data", num_labels=1000, download=True)
+        >>> dm.class_names[:3], dm.std
+        (['zero', 'one', 'two'], (0.198, 0.201, 0.197))
     """
 
     dataset_name = "SVHN"
