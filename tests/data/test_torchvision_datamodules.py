@@ -11,6 +11,7 @@ from torchvision import transforms as T
 
 from lico_lightning.data import (
     CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
     DIGIT_CLASSES,
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -49,6 +50,10 @@ class FakeCIFAR10(_FakeBase):
 
 class FakeCIFAR100(FakeCIFAR10):
     n_classes = 100
+
+    def __init__(self, root, train=True, transform=None, download=False):
+        super().__init__(root, train, transform, download)
+        self.classes = CIFAR100_CLASSES
 
 
 class FakeSVHN(_FakeBase):
@@ -108,6 +113,13 @@ def test_cifar100_budget_is_per_100_classes(cifar_root) -> None:
     assert len(dm.train_dataset) == 400
     with pytest.raises(ValueError, match="multiple of 100"):
         CIFAR100DataModule(cifar_root, num_labels=250)
+
+
+def test_class_list_on_disk_is_checked(cifar_root, monkeypatch) -> None:
+    dm = CIFAR100DataModule(cifar_root)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeCIFAR10)  # lists CIFAR-10 names
+    with pytest.warns(UserWarning, match="differ from the built-in names"):
+        dm.setup("fit")
 
 
 def test_more_labels_than_available_fails_at_setup(cifar_root) -> None:

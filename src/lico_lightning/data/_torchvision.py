@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -133,6 +134,14 @@ class _LimitedLabelDataModule(ImageDataModule):
         self._check_files()
         if stage in (None, "fit"):
             full = self._make(train=True, transform=self._transforms(train=True), download=False)
+            found = getattr(full, "classes", None)
+            if found is not None and list(found) != list(self.default_classes):
+                warnings.warn(
+                    f"{self.dataset_name} on disk lists classes {list(found)[:3]}..., which differ "
+                    f"from the built-in names {self.default_classes[:3]}...; pass `class_names`.",
+                    UserWarning,
+                    stacklevel=2,
+                )
             train: Dataset = full
             if self.num_labels is not None:
                 idx = limited_label_indices(
