@@ -258,6 +258,22 @@ def test_vit_weights_are_loaded_and_head_replaced(fake_download) -> None:
         ViTBackbone(image_size=224, weights="IMAGENET1K_V1")
 
 
+def test_registry_vit_b_16_accepts_short_weight_tags(fake_download, monkeypatch) -> None:
+    from lico_lightning.models import _registry
+
+    # Shrink the registered ViT-B/16 config (same patch size / image size) to keep it cheap.
+    monkeypatch.setitem(_registry._VIT_B_16, "num_layers", 1)
+    monkeypatch.setitem(_registry._VIT_B_16, "hidden_dim", 24)
+    monkeypatch.setitem(_registry._VIT_B_16, "num_heads", 2)
+    monkeypatch.setitem(_registry._VIT_B_16, "mlp_dim", 48)
+    ref = VisionTransformer(224, 16, 1, 2, 24, 48)
+    fake_download["state"] = ref.state_dict()
+    vit = create_backbone("vit_b_16", num_classes=1000, weights="IMAGENET1K_V1")
+    torch.testing.assert_close(vit.heads.head.weight, ref.heads.head.weight)
+    torch.testing.assert_close(vit.encoder.pos_embedding, ref.encoder.pos_embedding)
+    assert vit.image_size == 224 and vit.feature_shape(224) == (24, 197)
+
+
 def test_weight_tags_resolve_and_bad_tags_list_choices() -> None:
     assert (
         resolve_torchvision_weights("vit_b_16", "IMAGENET1K_V1")

@@ -40,7 +40,8 @@ def _vit_b_16(num_classes: int, weights: str | None = None, **kwargs: Any) -> Ba
     config = {**_VIT_B_16, **kwargs}
     if resolved is not None and "image_size" not in kwargs:
         config["image_size"] = int(resolved.meta["min_size"][0])
-    return ViTBackbone(num_classes=num_classes, weights=resolved, **config)
+    full_name = None if resolved is None else f"{type(resolved).__name__}.{resolved.name}"
+    return ViTBackbone(num_classes=num_classes, weights=full_name, **config)
 
 
 def _with(cls: Callable[..., Backbone], **defaults: Any) -> BackboneFactory:
