@@ -1,1 +1,65 @@
-"""LightningDataModules and offline datasets."""
+"""LightningDataModules and offline datasets.
+
+Every data module exposes ``class_names``, ``num_classes``, ``image_size``, ``mean`` and ``std``
+from construction on and yields ``(image, target)`` batches (``(image, target, index)`` with
+``return_index=True``) of normalised images. :class:`DigitsDataModule` is the embedded offline
+default; the others read data the user has (torchvision ``download=True`` where available).
+Training order is a pure function of ``(seed, epoch)`` (:class:`ResumableRandomSampler`).
+"""
+
+from lico_lightning.data._base import ImageDataModule
+from lico_lightning.data._class_names import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    DIGIT_CLASSES,
+    check_class_names,
+    clean_class_name,
+    load_class_names_file,
+)
+from lico_lightning.data._datasets import IndexedDataset, TensorImageDataset
+from lico_lightning.data._digits import DigitsDataModule
+from lico_lightning.data._image_folder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CUB200DataModule,
+    FGVCAircraftDataModule,
+    Flowers102DataModule,
+    ImageFolderDataModule,
+    ImageNetDataModule,
+    StanfordCarsDataModule,
+)
+from lico_lightning.data._sampler import ResumableRandomSampler
+from lico_lightning.data._splits import (
+    class_balanced_indices,
+    limited_label_indices,
+    stratified_split_indices,
+)
+from lico_lightning.data._torchvision import CIFAR10DataModule, CIFAR100DataModule, SVHNDataModule
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR100_CLASSES",
+    "DIGIT_CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "CUB200DataModule",
+    "DigitsDataModule",
+    "FGVCAircraftDataModule",
+    "Flowers102DataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "ImageNetDataModule",
+    "IndexedDataset",
+    "ResumableRandomSampler",
+    "SVHNDataModule",
+    "StanfordCarsDataModule",
+    "TensorImageDataset",
+    "check_class_names",
+    "class_balanced_indices",
+    "clean_class_name",
+    "limited_label_indices",
+    "load_class_names_file",
+    "stratified_split_indices",
+]

@@ -1,0 +1,150 @@
+"""Shared machinery of the image data modules: loaders, resumable shuffling, split state."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from lico_lightning.data._class_names import check_class_names
+from lico_lightning.data._datasets import IndexedDataset
+from lico_lightning.data._sampler import ResumableRandomSampler
+
+__all__ = ["ImageDataModule"]
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Expected `{name}` to be an int >= {minimum}, but got {value!r}.")
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base class of the image data modules (not used directly).
+
+    Every subclass exposes ``class_names``, ``num_classes``, ``image_size``, ``mean`` and ``std``
+    from construction on (before ``setup``), and yields ``(image, target)`` batches, or
+    ``(image, target, index)`` with ``return_index=True`` (``index`` = position in the split's
+    dataset). Images are normalised with ``mean`` / ``std``.
+
+    Training batches are shuffled by a :class:`ResumableRandomSampler` seeded with ``seed``:
+    the order of epoch ``e`` depends only on ``(seed, e)``, so resuming from an epoch-end
+    checkpoint reproduces the uninterrupted run's order. Random augmentations are not part of
+    that guarantee: with ``num_workers=0`` they draw from the global torch RNG of the main
+    process, with workers from per-worker seeds PyTorch derives from it.
+
+    ``state_dict`` records what defines the training split (seed, label budget or shots, ...);
+    ``load_state_dict`` warns when a resumed run is configured differently.
+    """
+
+    class_names: list[str]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        return_index: bool,
+        train_samples_per_epoch: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_int("batch_size", batch_size, 1)
+        _check_int("num_workers", num_workers, 0)
+        _check_int("seed", seed, 0)
+        if train_samples_per_epoch is not None:
+            _check_int("train_samples_per_epoch", train_samples_per_epoch, 1)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.return_index = bool(return_index)
+        self.train_samples_per_epoch = train_samples_per_epoch
+        self.pin_memory = pin_memory
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.train_sampler: ResumableRandomSampler | None = None
+
+    # ----------------------------------------------------------------- attributes
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``)."""
+        return len(self.class_names)
+
+    def _resolve_class_names(
+        self, default: list[str], override: list[str] | None, num_classes: int
+    ) -> list[str]:
+        return check_class_names(default if override is None else override, num_classes)
+
+    def _split_config(self) -> dict[str, Any]:
+        """What defines the training split (subclasses add their label budget / shots)."""
+        return {"seed": self.seed}
+
+    # ----------------------------------------------------------------- loaders
+    def _with_index(self, dataset: Dataset) -> Dataset:
+        return IndexedDataset(dataset) if self.return_index else dataset
+
+    def _require(self, dataset: Dataset | None, stage: str) -> Dataset:
+        if dataset is None:
+            raise RuntimeError(
+                f"Expected `setup({stage!r})` to run before asking for the {stage} dataloader "
+                f"(the Trainer calls it; call `dm.setup({stage!r})` when using {type(self).__name__} "
+                "on its own)."
+            )
+        return dataset
+
+    def _loader(self, dataset: Dataset, sampler: Any = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training loader (order a pure function of ``(seed, epoch)``)."""
+        dataset = self._require(self.train_dataset, "fit")
+        self.train_sampler = ResumableRandomSampler(
+            len(dataset),  # type: ignore[arg-type]
+            seed=self.seed,
+            num_samples=self.train_samples_per_epoch,
+        )
+        return self._loader(dataset, sampler=self.train_sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation loader, in dataset order."""
+        return self._loader(self._require(self.val_dataset, "validate"))
+
+    def test_dataloader(self) -> DataLoader:
+        """Test loader, in dataset order."""
+        return self._loader(self._require(self.test_dataset, "test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test loader."""
+        return self._loader(self._require(self.test_dataset, "predict"))
+
+    # ----------------------------------------------------------------- checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """What defines the training split, saved in Lightning checkpoints."""
+        return {"split": self._split_config()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Warn when the checkpoint's split differs from this module's configuration."""
+        saved = state_dict.get("split")
+        current = self._split_config()
+        if saved is not None and saved != current:
+            warnings.warn(
+                f"{type(self).__name__}: the checkpoint was trained on the split {saved}, but "
+                f"this run is configured as {current}; a resumed run will not see the same data. "
+                "Pass the checkpoint's values to continue it exactly.",
+                UserWarning,
+                stacklevel=2,
+            )
