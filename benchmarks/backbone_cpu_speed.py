@@ -8,6 +8,9 @@ per model and its ratio to WRN-28-2. Optionally times a MiniLM forward + backwar
 embedded digits until validation accuracy exceeds 90 %.
 
     PYTHONPATH=src python benchmarks/backbone_cpu_speed.py --threads 2 [--text] [--digits]
+
+On a machine shared with other busy processes, two intra-op threads per process can be several
+times slower than one (OpenMP oversubscription); compare ``--threads 1`` before concluding.
 """
 
 from __future__ import annotations

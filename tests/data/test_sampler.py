@@ -104,6 +104,8 @@ def _trainer(tmp_path, max_epochs: int, **kwargs) -> pl.Trainer:
     )
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
+@pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader`")
 def test_resumed_run_sees_the_uninterrupted_order(tmp_path) -> None:
     def dm() -> DigitsDataModule:
         return DigitsDataModule(image_size=8, batch_size=128, seed=11, return_index=True)

@@ -128,7 +128,9 @@ class ImageFolderDataModule(ImageDataModule):
             train_samples_per_epoch=train_samples_per_epoch,
             pin_memory=pin_memory,
         )
-        self.save_hyperparameters()
+        # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
+        # and Lightning refuses differing values for one key in model and data hparams.
+        self.save_hyperparameters(ignore=["class_names"])
         _check_int("image_size", image_size, 1)
         _check_int("resize_size", resize_size, 1)
         if shots is not None:

@@ -223,7 +223,9 @@ class CIFAR10DataModule(_LimitedLabelDataModule):
             train_samples_per_epoch=train_samples_per_epoch,
             pin_memory=pin_memory,
         )
-        self.save_hyperparameters()
+        # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
+        # and Lightning refuses differing values for one key in model and data hparams.
+        self.save_hyperparameters(ignore=["class_names"])
 
     def _required_paths(self, train: bool) -> list[Path]:
         return [Path(self.data_dir) / self._folder]
@@ -340,7 +342,9 @@ class SVHNDataModule(_LimitedLabelDataModule):
             train_samples_per_epoch=train_samples_per_epoch,
             pin_memory=pin_memory,
         )
-        self.save_hyperparameters()
+        # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
+        # and Lightning refuses differing values for one key in model and data hparams.
+        self.save_hyperparameters(ignore=["class_names"])
 
     def _split_config(self) -> dict[str, Any]:
         return {**super()._split_config(), "train_splits": self.train_splits}

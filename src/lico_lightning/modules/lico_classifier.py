@@ -1,0 +1,325 @@
+"""LICO image classifier: cross-entropy plus language-image consistency losses."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lico_lightning._validation import check_choice, check_positive
+from lico_lightning.losses import ManifoldMatchingLoss, SinkhornOTLoss
+from lico_lightning.models import create_backbone
+from lico_lightning.text import MappingNet, PromptLearner, create_text_encoder
+
+__all__ = ["LICOClassifier", "lico_cosine_lambda"]
+
+_SCHEDULES = ("cosine_7_16", "constant")
+
+
+def lico_cosine_lambda(total_steps: int) -> Any:
+    r"""Per-step learning-rate factor of the LICO paper (§4.2): :math:`\cos(7\pi k / 16K)`.
+
+    Args:
+        total_steps: K, the total number of optimizer steps of the run.
+
+    Returns:
+        A function ``k -> factor`` for :class:`torch.optim.lr_scheduler.LambdaLR`. The factor
+        decays from 1 at ``k = 0`` to :math:`\cos(7\pi/16) \approx 0.195` at ``k = K``.
+
+    Example:
+        >>> f = lico_cosine_lambda(100)
+        >>> round(f(0), 3), round(f(100), 3)
+        (1.0, 0.195)
+    """
+    check_positive("total_steps", total_steps)
+
+    def factor(step: int) -> float:
+        return math.cos(7.0 * math.pi * min(step, total_steps) / (16.0 * total_steps))
+
+    return factor
+
+
+class LICOClassifier(pl.LightningModule):
+    r"""Image classifier trained with LICO (Lei et al., NeurIPS 2023).
+
+    .. math::
+
+        \mathcal{L} = \mathcal{L}_{CE} + \alpha\,\mathcal{L}_{MM}(F, G) + \beta\,\mathcal{L}_{OT}(F, G),
+        \qquad G_i = h_\psi(g_\phi(t_{y_i}))
+
+    ``F_i`` (N × L) is the last feature map of the backbone with its spatial part flattened
+    (L = H·W); ``t_y`` is the learnable prompt of class ``y`` (context tokens + class name),
+    ``g_phi`` the **frozen** text encoder returning one feature per prompt token and ``h_psi``
+    the mapping MLP to L dimensions. Only the prompts of the classes present in the batch are
+    encoded. ``alpha = beta = 0`` is the plain cross-entropy baseline (the text side is then
+    not built at all).
+
+    Training-only parts (text encoder, prompts, ``h_psi``, the MM temperature) are dropped by
+    :meth:`export_classifier`, which returns the plain backbone classifier.
+
+    Args:
+        class_names: one name per class, in label order (e.g. from the data module).
+        backbone: registered backbone name (see :func:`lico_lightning.models.list_backbones`).
+        backbone_kwargs: extra keyword arguments for the backbone factory.
+        image_size: input side length, used to size ``h_psi`` (L of the feature map).
+        text_encoder: registered text encoder name
+            (see :func:`lico_lightning.text.list_text_encoders`).
+        text_encoder_kwargs: extra keyword arguments for the text encoder factory.
+        n_ctx: number of learnable context tokens (paper: 12).
+        ctx_init: optional words to initialise the context from, e.g. ``"a type of aircraft"``.
+        class_specific_context: one context per class instead of a shared one.
+        dynamic_context: shuffle the context tokens at every training step (Algorithm 1).
+        learnable_context: ``False`` freezes the context (Appendix G ablations).
+        prompt_tokens: which per-token text features form ``G_i`` (see :class:`PromptLearner`):
+            the paper's ``G_i = [g_1..g_{M-1}, g_t]`` is ``"context+class"``.
+        class_pool: how the class-name token features are pooled into ``g_t``.
+        mapping_hidden_dim: hidden units of ``h_psi`` (paper: 512).
+        mapping_dropout: dropout of ``h_psi``.
+        alpha: weight of the manifold-matching loss (paper: 10).
+        beta: weight of the optimal-transport loss (paper: 1).
+        mm_distance: ``"euclidean"`` (paper default) or ``"cosine"`` (Table 7).
+        mm_kwargs: extra keyword arguments for :class:`ManifoldMatchingLoss`.
+        ot_epsilon: entropic regularisation of the Sinkhorn solver.
+        ot_max_iter: Sinkhorn iterations.
+        lr: initial learning rate (paper: 0.03).
+        momentum: SGD momentum (paper: 0.9).
+        weight_decay: SGD weight decay (paper: 1e-4); not applied to the MM temperature.
+        nesterov: Nesterov momentum.
+        lr_schedule: ``"cosine_7_16"`` (paper, per step) or ``"constant"``.
+        resume_rng_state: store the global RNG states in checkpoints and restore them at the
+            start of the first resumed epoch, so that a run resumed from an epoch-end
+            checkpoint continues exactly (dropout, augmentation).
+
+    Example:
+        >>> from lico_lightning.text import OpenCLIPTextEncoder
+        >>> model = LICOClassifier(["cat", "dog"], backbone="wrn28_2", image_size=32,
+        ...                        text_encoder="openclip", text_encoder_kwargs=dict(
+        ...                            model_name="ViT-B-32", pretrained=None), n_ctx=4)
+        ...                                                     # doctest: +SKIP
+        >>> baseline = LICOClassifier(["cat", "dog"], backbone="preact_resnet18", alpha=0, beta=0)
+        >>> baseline(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 2])
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        backbone: str = "wrn28_2",
+        backbone_kwargs: dict[str, Any] | None = None,
+        image_size: int = 32,
+        text_encoder: str = "minilm",
+        text_encoder_kwargs: dict[str, Any] | None = None,
+        n_ctx: int = 12,
+        ctx_init: str | None = None,
+        class_specific_context: bool = False,
+        dynamic_context: bool = True,
+        learnable_context: bool = True,
+        prompt_tokens: Literal["context+class", "context+class+eot", "context+eot"] = "context+class",
+        class_pool: Literal["mean", "last"] = "mean",
+        mapping_hidden_dim: int = 512,
+        mapping_dropout: float = 0.5,
+        alpha: float = 10.0,
+        beta: float = 1.0,
+        mm_distance: Literal["euclidean", "cosine"] = "euclidean",
+        mm_kwargs: dict[str, Any] | None = None,
+        ot_epsilon: float = 0.1,
+        ot_max_iter: int = 100,
+        lr: float = 0.03,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        nesterov: bool = False,
+        lr_schedule: Literal["cosine_7_16", "constant"] = "cosine_7_16",
+        resume_rng_state: bool = True,
+    ) -> None:
+        super().__init__()
+        class_names = list(class_names)
+        if not class_names or not all(isinstance(c, str) for c in class_names):
+            raise ValueError(
+                f"Expected `class_names` to be a non-empty list of strings, but got {class_names!r}."
+            )
+        for name, value in (("alpha", alpha), ("beta", beta), ("weight_decay", weight_decay)):
+            check_positive(name, value, strict=False)
+        check_positive("lr", lr)
+        check_positive("image_size", image_size)
+        check_choice("lr_schedule", lr_schedule, _SCHEDULES)
+        self.save_hyperparameters()
+
+        num_classes = len(class_names)
+        self.class_names = class_names
+        self.backbone = create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.uses_text = alpha > 0 or beta > 0
+
+        self.prompt_learner: PromptLearner | None = None
+        self.mapping: MappingNet | None = None
+        self.mm_loss: ManifoldMatchingLoss | None = None
+        self.ot_loss: SinkhornOTLoss | None = None
+        if self.uses_text:
+            n_maps, length = self.backbone.feature_shape(image_size)
+            encoder = create_text_encoder(text_encoder, **(text_encoder_kwargs or {}))
+            self.prompt_learner = PromptLearner(
+                class_names,
+                encoder,
+                n_ctx=n_ctx,
+                ctx_init=ctx_init,
+                class_specific=class_specific_context,
+                dynamic_context=dynamic_context,
+                learnable_ctx=learnable_context,
+                tokens=prompt_tokens,
+                class_pool=class_pool,
+            )
+            self.mapping = MappingNet(
+                encoder.output_dim, length, hidden_dim=mapping_hidden_dim, dropout=mapping_dropout
+            )
+            self.mm_loss = ManifoldMatchingLoss(distance=mm_distance, **(mm_kwargs or {}))
+            self.ot_loss = SinkhornOTLoss(epsilon=ot_epsilon, max_iter=ot_max_iter)
+            self._feature_shape = (n_maps, length)
+
+        top5 = min(5, num_classes)
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self._pending_rng: dict[str, Any] | None = None
+        self._warned_small_batch = False
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` for images ``(B, 3, H, W)``."""
+        return self.backbone(images)
+
+    def export_classifier(self) -> nn.Module:
+        """A copy of the trained backbone classifier (no text encoder, prompts or ``h_psi``)."""
+        return copy.deepcopy(self.backbone).eval()
+
+    # ------------------------------------------------------------------ losses
+    def lico_losses(self, images: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Forward pass and all loss terms for a batch.
+
+        Returns:
+            dict with ``logits`` (B, num_classes), ``ce``, ``mm``, ``ot`` and the weighted
+            ``loss`` (scalars).
+        """
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(
+                f"Expected a non-empty image batch of shape (B, C, H, W), but got {tuple(images.shape)}."
+            )
+        if targets.shape != (images.shape[0],):
+            raise ValueError(
+                f"Expected targets of shape ({images.shape[0]},), but got {tuple(targets.shape)}."
+            )
+        fmap = self.backbone.forward_features(images)
+        logits = self.backbone.forward_head(fmap)
+        ce = F.cross_entropy(logits, targets)
+        zero = ce.new_zeros(())
+        out = {"logits": logits, "ce": ce, "mm": zero, "ot": zero}
+        if self.uses_text and images.shape[0] >= 2:
+            feats = fmap.flatten(2)  # (B, N, L)
+            if feats.shape[-1] != self._feature_shape[1]:
+                raise ValueError(
+                    f"Expected backbone feature maps with {self._feature_shape[1]} positions "
+                    f"(image_size={self.hparams.image_size}), but got {feats.shape[-1]} for input "
+                    f"{tuple(images.shape[-2:])}; set `image_size` to the training resolution."
+                )
+            text = self.mapping(self.prompt_learner(targets))  # (B, M, L)
+            if self.hparams.alpha > 0:
+                out["mm"] = self.mm_loss(feats, text)
+            if self.hparams.beta > 0:
+                out["ot"] = self.ot_loss(feats, text)
+        elif self.uses_text and not self._warned_small_batch:
+            rank_zero_warn(
+                "LICO losses need at least 2 samples per batch (the manifold-matching loss "
+                "compares samples within the batch); a batch of 1 was trained with CE only. "
+                "Use drop_last=True for the training dataloader to avoid this."
+            )
+            self._warned_small_batch = True
+        out["loss"] = ce + self.hparams.alpha * out["mm"] + self.hparams.beta * out["ot"]
+        return out
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch[0], batch[1]
+        out = self.lico_losses(images, targets)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Expected a finite training loss, but got ce={out['ce'].item()}, "
+                f"mm={out['mm'].item()}, ot={out['ot'].item()} at step {self.global_step}."
+            )
+        bs = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict(
+            {f"train/{k}": out[k] for k in ("ce", "mm", "ot")}, batch_size=bs, prog_bar=False
+        )
+        if self.mm_loss is not None:
+            self.log("train/mm_temperature", self.mm_loss.temperature.detach(), batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: Sequence[Tensor], stage: str) -> None:
+        images, targets = batch[0], batch[1]
+        out = self.lico_losses(images, targets)
+        bs = images.shape[0]
+        top1 = self.val_top1 if stage == "val" else self.test_top1
+        top5 = self.val_top5 if stage == "val" else self.test_top5
+        top1(out["logits"], targets)
+        top5(out["logits"], targets)
+        self.log_dict(
+            {f"{stage}/{k}": out[k] for k in ("loss", "ce", "mm", "ot")},
+            batch_size=bs,
+            sync_dist=True,
+        )
+        self.log(f"{stage}/acc", top1, prog_bar=True, batch_size=bs)
+        self.log(f"{stage}/acc_top5", top5, batch_size=bs)
+
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).softmax(dim=-1)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        no_decay = [p for p in self.mm_loss.parameters()] if self.mm_loss is not None else []
+        no_decay_ids = {id(p) for p in no_decay}
+        decay = [
+            p for p in self.parameters() if p.requires_grad and id(p) not in no_decay_ids
+        ]
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}]
+        trainable_no_decay = [p for p in no_decay if p.requires_grad]
+        if trainable_no_decay:
+            groups.append({"params": trainable_no_decay, "weight_decay": 0.0})
+        optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
+        if hp.lr_schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lico_cosine_lambda(total))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ------------------------------------------------------------------ exact resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.hparams.resume_rng_state:
+            checkpoint["lico_rng_states"] = _collect_rng_states(include_cuda=True)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_rng = checkpoint.get("lico_rng_states")
+
+    def on_train_epoch_start(self) -> None:
+        if self._pending_rng is not None:
+            _set_rng_states(self._pending_rng)
+            self._pending_rng = None
