@@ -33,20 +33,20 @@ RECIPE = ROOT / "recipes" / "lico_digits.yaml"
 def _child(variant: str, epochs: int, out: str, threads: int) -> None:
     import pytorch_lightning as pl
     import torch
-    from lico_lightning.cli import main
+    from lico_lightning.cli import build_cli
 
     from lico_lightning.callbacks import SaliencyMonitor
 
     torch.set_num_threads(threads)
     root = tempfile.mkdtemp(prefix="bench_monitor_")
-    cli = main(
+    cli = build_cli(
         [
             "--config",
             str(RECIPE),
             f"--trainer.max_epochs={epochs}",
             f"--trainer.default_root_dir={root}",
+            f"--trainer.logger.init_args.save_dir={root}",
             "--trainer.enable_progress_bar=false",
-            "--trainer.enable_checkpointing=false",
         ],
         run=False,
     )

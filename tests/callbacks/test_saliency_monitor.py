@@ -395,7 +395,7 @@ def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path
     with pytest.warns(UserWarning, match="need boxes"):  # once, pointing game skipped
         trainer, model = _fit(tmp_path, [monitor], max_epochs=1)
     _, valid = _loaders()
-    trainer.test(model, valid)
+    returned = trainer.test(model, valid)[0]
     expected = evaluate_saliency(
         model,
         valid,

@@ -551,7 +551,8 @@ class SaliencyMonitor(Callback):
                 prog_bar=False,
                 # step-level logs reach the loggers only every `log_every_n_steps`: write those
                 # directly below, keep `pl_module.log` for callback_metrics (checkpointing)
-                logger=bool(trainer.loggers) and not on_step,
+                # (test results are always logger=True: `trainer.test` returns and prints those)
+                logger=not on_step and (bool(trainer.loggers) or prefix != self.prefix),
                 sync_dist=False,  # already reduced: identical on every rank
                 rank_zero_only=False,
                 add_dataloader_idx=False,
