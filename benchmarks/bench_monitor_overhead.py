@@ -33,9 +33,9 @@ RECIPE = ROOT / "recipes" / "lico_digits.yaml"
 def _child(variant: str, epochs: int, out: str, threads: int) -> None:
     import pytorch_lightning as pl
     import torch
-    from lico_lightning.cli import build_cli
 
     from lico_lightning.callbacks import SaliencyMonitor
+    from lico_lightning.cli import build_cli
 
     torch.set_num_threads(threads)
     root = tempfile.mkdtemp(prefix="bench_monitor_")

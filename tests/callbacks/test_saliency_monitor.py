@@ -412,3 +412,6 @@ def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path
         assert float(trainer.callback_metrics[f"test/saliency/{key}"]) == pytest.approx(
             value, abs=1e-6
         )
+        assert returned[f"test/saliency/{key}"] == pytest.approx(
+            value, abs=1e-6
+        )  # what test() returns

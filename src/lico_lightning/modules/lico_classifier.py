@@ -123,7 +123,9 @@ class LICOClassifier(pl.LightningModule):
         class_specific_context: bool = False,
         dynamic_context: bool = True,
         learnable_context: bool = True,
-        prompt_tokens: Literal["context+class", "context+class+eot", "context+eot"] = "context+class",
+        prompt_tokens: Literal[
+            "context+class", "context+class+eot", "context+eot"
+        ] = "context+class",
         class_pool: Literal["mean", "last"] = "mean",
         mapping_hidden_dim: int = 512,
         mapping_dropout: float = 0.5,
@@ -155,7 +157,9 @@ class LICOClassifier(pl.LightningModule):
 
         num_classes = len(class_names)
         self.class_names = class_names
-        self.backbone = create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.backbone = create_backbone(
+            backbone, num_classes=num_classes, **(backbone_kwargs or {})
+        )
         self.uses_text = alpha > 0 or beta > 0
 
         self.prompt_learner: PromptLearner | None = None
@@ -294,9 +298,7 @@ class LICOClassifier(pl.LightningModule):
         hp = self.hparams
         no_decay = [p for p in self.mm_loss.parameters()] if self.mm_loss is not None else []
         no_decay_ids = {id(p) for p in no_decay}
-        decay = [
-            p for p in self.parameters() if p.requires_grad and id(p) not in no_decay_ids
-        ]
+        decay = [p for p in self.parameters() if p.requires_grad and id(p) not in no_decay_ids]
         groups = [{"params": decay, "weight_decay": hp.weight_decay}]
         trainable_no_decay = [p for p in no_decay if p.requires_grad]
         if trainable_no_decay:
