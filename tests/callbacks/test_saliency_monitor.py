@@ -403,7 +403,9 @@ def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path
         ["insertion", "deletion", "overall"],
         explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
         options=SaliencyMetricOptions(
-            step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0, chunk_size=256
+            step_fraction=0.036,
+            blur_kernel_size=3,
+            blur_sigma=1.0,  # test: protocol step
         ),
         progress=False,
     )

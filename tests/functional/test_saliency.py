@@ -318,3 +318,35 @@ def test_bad_input_errors():
         insertion_auc(model, images, sal, torch.tensor([0, 1]), step_fraction=0.0)
     with pytest.raises(ValueError, match="substrate"):
         deletion_auc(model, images, sal, torch.tensor([0, 1]), substrate="noise")
+
+
+@pytest.mark.parametrize("deletion_substrate", ["blur", "zero"])
+def test_joint_curves_equal_separate_curves_with_fewer_forwards(deletion_substrate):
+    from lico_lightning.functional.saliency import insertion_deletion_curves
+
+    net = _tiny_model()
+    seen = []
+
+    def model(x):
+        seen.append(x.shape[0])
+        return net(x)
+
+    images, sal, target = torch.randn(3, 3, 6, 5), torch.rand(3, 6, 5), torch.tensor([0, 2, 1])
+    fr, ins, dele = insertion_deletion_curves(
+        model,
+        images,
+        sal,
+        target,
+        step_fraction=0.1,
+        deletion_substrate=deletion_substrate,
+        chunk_size=7,
+    )
+    n = fr.numel() - 1
+    assert sum(seen) == 3 * (2 * n + (0 if deletion_substrate == "blur" else 1))  # vs 2n + 2
+    fr1, ins_ref = perturbation_curve(net, images, sal, target, "insertion", step_fraction=0.1)
+    _, del_ref = perturbation_curve(
+        net, images, sal, target, "deletion", step_fraction=0.1, substrate=deletion_substrate
+    )
+    torch.testing.assert_close(fr, fr1)
+    torch.testing.assert_close(ins, ins_ref)
+    torch.testing.assert_close(dele, del_ref)

@@ -45,6 +45,7 @@ __all__ = [
     "energy_pointing_game",
     "increase_in_confidence",
     "insertion_auc",
+    "insertion_deletion_curves",
     "normalize_saliency",
     "perturbation_curve",
     "pointing_game",
@@ -292,40 +293,147 @@ def perturbation_curve(
     _check_target(target, images.shape[0])
     check_choice("mode", mode, ["insertion", "deletion"])
     check_choice("substrate", substrate, ["blur", "zero"])
+    _check_step_and_chunk(step_fraction, chunk_size)
+    counts, fractions = _step_counts(images, step_fraction)
+    n = counts.numel() - 1
+    steps = torch.arange(n + 1)
+    # sources: 0 = image, 1 = substrate; insertion reveals the image over the substrate
+    finish, start = (0, 1) if mode == "insertion" else (1, 0)
+    with torch.no_grad():
+        sources = torch.stack([images, _substrate(images, substrate, blur_kernel_size, blur_sigma)])
+        scores = _evaluate_jobs(
+            model,
+            sources,
+            _pixel_rank(saliency),
+            target,
+            torch.full((n + 1,), finish),
+            torch.full((n + 1,), start),
+            counts[steps],
+            chunk_size,
+        )
+    return fractions, scores
+
+
+def insertion_deletion_curves(
+    model: Model,
+    images: Tensor,
+    saliency: Tensor,
+    target: Tensor,
+    *,
+    step_fraction: float = DEFAULT_STEP_FRACTION,
+    insertion_substrate: Substrate = "blur",
+    deletion_substrate: Substrate = "blur",
+    chunk_size: int = 128,
+    blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
+    blur_sigma: float = DEFAULT_BLUR_SIGMA,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Insertion and deletion curves together, each distinct image evaluated once.
+
+    Same curves as two :func:`perturbation_curve` calls, but the unperturbed image (last
+    insertion point = first deletion point) is evaluated once, and so is the substrate when
+    both modes use the same one (first insertion point = last deletion point): ``2n`` forward
+    passes per image instead of ``2n + 2``.
+
+    Args: as :func:`perturbation_curve`, with one substrate per mode.
+
+    Returns:
+        ``(fractions (n+1,), insertion (B, n+1), deletion (B, n+1))``.
+
+    Example:
+        >>> model = lambda x: torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)
+        >>> x, s, t = torch.rand(2, 1, 4, 4), torch.rand(2, 4, 4), torch.tensor([0, 1])
+        >>> frac, ins, dele = insertion_deletion_curves(model, x, s, t, step_fraction=0.25)
+        >>> torch.allclose(ins[:, -1], dele[:, 0]) and torch.allclose(ins[:, 0], dele[:, -1])
+        True
+    """
+    _check_images_saliency(images, saliency)
+    _check_target(target, images.shape[0])
+    check_choice("insertion_substrate", insertion_substrate, ["blur", "zero"])
+    check_choice("deletion_substrate", deletion_substrate, ["blur", "zero"])
+    _check_step_and_chunk(step_fraction, chunk_size)
+    counts, fractions = _step_counts(images, step_fraction)
+    n = counts.numel() - 1
+    shared = insertion_substrate == deletion_substrate
+    with torch.no_grad():
+        ins_base = _substrate(images, insertion_substrate, blur_kernel_size, blur_sigma)
+        del_base = (
+            ins_base
+            if shared
+            else _substrate(images, deletion_substrate, blur_kernel_size, blur_sigma)
+        )
+        sources = torch.stack([images, ins_base, del_base])  # 0 image, 1 ins. base, 2 del. base
+        # jobs (finish source, start source, step): insertion 0..n-1, deletion 0..n-1, and the
+        # fully deleted image unless it equals the insertion start
+        ins_steps = torch.arange(n)
+        del_steps = torch.arange(n + (0 if shared else 1))
+        finish = torch.cat([torch.zeros(n, dtype=torch.long), torch.full((del_steps.numel(),), 2)])
+        start = torch.cat(
+            [torch.ones(n, dtype=torch.long), torch.zeros(del_steps.numel(), dtype=torch.long)]
+        )
+        steps = torch.cat([ins_steps, del_steps])
+        scores = _evaluate_jobs(
+            model, sources, _pixel_rank(saliency), target, finish, start, counts[steps], chunk_size
+        )
+    ins = torch.cat([scores[:, :n], scores[:, n : n + 1]], 1)  # last insertion point = image
+    dele = scores[:, n:]
+    if shared:
+        dele = torch.cat([dele, scores[:, :1]], 1)  # fully deleted = blurred start of insertion
+    return fractions, ins, dele
+
+
+def _check_step_and_chunk(step_fraction: float, chunk_size: int) -> None:
     if not 0.0 < step_fraction <= 1.0:
         raise ValueError(f"Expected `step_fraction` in (0, 1], but got {step_fraction!r}.")
     check_positive("chunk_size", chunk_size)
 
-    b, _, h, w = images.shape
-    hw = h * w
+
+def _step_counts(images: Tensor, step_fraction: float) -> tuple[Tensor, Tensor]:
+    """Pixels moved after each step, ``k_i = min(i·s, HW)``, and the fractions ``k_i / HW``."""
+    hw = images.shape[-2] * images.shape[-1]
     step = max(1, round(step_fraction * hw))
     n_steps = math.ceil(hw / step)
-    counts = torch.clamp(torch.arange(n_steps + 1, device=images.device) * step, max=hw)
-    fractions = counts.float() / hw
+    counts = torch.clamp(torch.arange(n_steps + 1) * step, max=hw)
+    return counts, counts.float() / hw
 
-    with torch.no_grad():
-        base = (
-            blur_images(images, blur_kernel_size, blur_sigma)
-            if substrate == "blur"
-            else torch.zeros_like(images)
-        )
-        start, finish = (base, images) if mode == "insertion" else (images, base)
-        order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
-        rank = (
-            torch.empty_like(order)
-            .scatter_(1, order, torch.arange(hw, device=images.device).expand(b, hw))
-            .view(b, 1, h, w)
-        )
 
-        total = b * (n_steps + 1)
-        scores = images.new_empty(total, dtype=torch.float32)
-        for lo in range(0, total, chunk_size):
-            j = torch.arange(lo, min(lo + chunk_size, total), device=images.device)
-            bi, si = j // (n_steps + 1), j % (n_steps + 1)
-            mask = rank[bi] < counts[si].view(-1, 1, 1, 1)
-            x = torch.where(mask, finish[bi], start[bi])
-            scores[lo : lo + j.numel()] = target_probability(model, x, target[bi])
-    return fractions, scores.view(b, n_steps + 1)
+def _substrate(images: Tensor, substrate: str, kernel_size: int, sigma: float) -> Tensor:
+    return (
+        blur_images(images, kernel_size, sigma) if substrate == "blur" else torch.zeros_like(images)
+    )
+
+
+def _pixel_rank(saliency: Tensor) -> Tensor:
+    """Position of each pixel in decreasing-saliency order (stable), ``(B, 1, H, W)``."""
+    b, h, w = saliency.shape
+    order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
+    arange = torch.arange(h * w, device=saliency.device).expand(b, h * w)
+    return torch.empty_like(order).scatter_(1, order, arange).view(b, 1, h, w)
+
+
+def _evaluate_jobs(
+    model: Model,
+    sources: Tensor,
+    rank: Tensor,
+    target: Tensor,
+    finish: Tensor,
+    start: Tensor,
+    counts: Tensor,
+    chunk_size: int,
+) -> Tensor:
+    """Target probability of every (image b, job j): ``where(rank_b < k_j, S[finish_j, b],
+    S[start_j, b])``, evaluated in chunks over the flat ``B·J`` pairs; returns ``(B, J)``."""
+    b, jobs = sources.shape[1], finish.numel()
+    device = sources.device
+    finish, start, counts = finish.to(device), start.to(device), counts.to(device)
+    total = b * jobs
+    scores = torch.empty(total, dtype=torch.float32, device=device)
+    for lo in range(0, total, chunk_size):
+        flat = torch.arange(lo, min(lo + chunk_size, total), device=device)
+        bi, ji = flat // jobs, flat % jobs
+        mask = rank[bi] < counts[ji].view(-1, 1, 1, 1)
+        x = torch.where(mask, sources[finish[ji], bi], sources[start[ji], bi])
+        scores[lo : lo + flat.numel()] = target_probability(model, x, target[bi])
+    return scores.view(b, jobs)
 
 
 def curve_auc(fractions: Tensor, scores: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from lico_lightning.functional.saliency import (
     confidence_change,
     curve_auc,
     energy_pointing_game,
+    insertion_deletion_curves,
     perturbation_curve,
     pointing_game,
 )
@@ -100,7 +101,22 @@ class _PerturbationAUC(Metric):
         """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
         ``target (B,)``)."""
         with _model_context(model):
-            for mode in self._modes:
+            if len(self._modes) == 2:
+                fractions, ins, dele = insertion_deletion_curves(
+                    model,
+                    images,
+                    saliency,
+                    target,
+                    step_fraction=self.step_fraction,
+                    insertion_substrate=self.substrates["insertion"],  # type: ignore[arg-type]
+                    deletion_substrate=self.substrates["deletion"],  # type: ignore[arg-type]
+                    chunk_size=self.chunk_size,
+                    blur_kernel_size=self.blur_kernel_size,
+                    blur_sigma=self.blur_sigma,
+                )
+                curves = {"insertion": ins, "deletion": dele}
+            else:
+                mode = self._modes[0]
                 fractions, scores = perturbation_curve(
                     model,
                     images,
@@ -113,8 +129,10 @@ class _PerturbationAUC(Metric):
                     blur_kernel_size=self.blur_kernel_size,
                     blur_sigma=self.blur_sigma,
                 )
-                state = getattr(self, f"{mode}_sum")
-                setattr(self, f"{mode}_sum", state + curve_auc(fractions, scores).double().sum())
+                curves = {mode: scores}
+        for mode, scores in curves.items():
+            state = getattr(self, f"{mode}_sum")
+            setattr(self, f"{mode}_sum", state + curve_auc(fractions, scores).double().sum())
         self.total += images.shape[0]
 
 
