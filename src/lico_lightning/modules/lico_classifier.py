@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -21,6 +23,30 @@ from lico_lightning.models import create_backbone
 from lico_lightning.text import MappingNet, PromptLearner, create_text_encoder
 
 __all__ = ["LICOClassifier", "lico_cosine_lambda"]
+
+
+def _rng_states() -> dict[str, Any]:
+    """Global RNG states as plain tensors/tuples (loadable with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
 
 _SCHEDULES = ("cosine_7_16", "constant")
 
@@ -95,9 +121,12 @@ class LICOClassifier(pl.LightningModule):
         weight_decay: SGD weight decay (paper: 1e-4); not applied to the MM temperature.
         nesterov: Nesterov momentum.
         lr_schedule: ``"cosine_7_16"`` (paper, per step) or ``"constant"``.
-        resume_rng_state: store the global RNG states in checkpoints and restore them at the
-            start of the first resumed epoch, so that a run resumed from an epoch-end
-            checkpoint continues exactly (dropout, augmentation).
+        resume_rng_state: store the global RNG states (torch, CUDA, numpy, python) in
+            checkpoints and restore them when a fit resumes (and keep the sanity check from
+            consuming them), so that a run resumed from an epoch-end checkpoint continues
+            exactly: same dropout masks and augmentation draws (with ``num_workers=0``;
+            worker processes derive their seeds from it too). Data order comes from the data
+            module's epoch-seeded sampler.
 
     Example:
         >>> from lico_lightning.text import OpenCLIPTextEncoder
@@ -123,7 +152,9 @@ class LICOClassifier(pl.LightningModule):
         class_specific_context: bool = False,
         dynamic_context: bool = True,
         learnable_context: bool = True,
-        prompt_tokens: Literal["context+class", "context+class+eot", "context+eot"] = "context+class",
+        prompt_tokens: Literal[
+            "context+class", "context+class+eot", "context+eot"
+        ] = "context+class",
         class_pool: Literal["mean", "last"] = "mean",
         mapping_hidden_dim: int = 512,
         mapping_dropout: float = 0.5,
@@ -155,7 +186,9 @@ class LICOClassifier(pl.LightningModule):
 
         num_classes = len(class_names)
         self.class_names = class_names
-        self.backbone = create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.backbone = create_backbone(
+            backbone, num_classes=num_classes, **(backbone_kwargs or {})
+        )
         self.uses_text = alpha > 0 or beta > 0
 
         self.prompt_learner: PromptLearner | None = None
@@ -188,7 +221,7 @@ class LICOClassifier(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
-        self._pending_rng: dict[str, Any] | None = None
+        self._sanity_rng: dict[str, Any] | None = None
         self._warned_small_batch = False
 
     # ------------------------------------------------------------------ inference
@@ -212,9 +245,16 @@ class LICOClassifier(pl.LightningModule):
             raise ValueError(
                 f"Expected a non-empty image batch of shape (B, C, H, W), but got {tuple(images.shape)}."
             )
-        if targets.shape != (images.shape[0],):
+        if targets.shape != (images.shape[0],) or targets.dtype != torch.long:
             raise ValueError(
-                f"Expected targets of shape ({images.shape[0]},), but got {tuple(targets.shape)}."
+                f"Expected long targets of shape ({images.shape[0]},), but got "
+                f"{targets.dtype} of shape {tuple(targets.shape)}."
+            )
+        n_cls = len(self.class_names)
+        if bool(((targets < 0) | (targets >= n_cls)).any()):  # one host sync
+            raise ValueError(
+                f"Expected targets in [0, {n_cls}), but got values "
+                f"{sorted(set(targets.tolist()) - set(range(n_cls)))}."
             )
         fmap = self.backbone.forward_features(images)
         logits = self.backbone.forward_head(fmap)
@@ -294,9 +334,7 @@ class LICOClassifier(pl.LightningModule):
         hp = self.hparams
         no_decay = [p for p in self.mm_loss.parameters()] if self.mm_loss is not None else []
         no_decay_ids = {id(p) for p in no_decay}
-        decay = [
-            p for p in self.parameters() if p.requires_grad and id(p) not in no_decay_ids
-        ]
+        decay = [p for p in self.parameters() if p.requires_grad and id(p) not in no_decay_ids]
         groups = [{"params": decay, "weight_decay": hp.weight_decay}]
         trainable_no_decay = [p for p in no_decay if p.requires_grad]
         if trainable_no_decay:
@@ -314,12 +352,25 @@ class LICOClassifier(pl.LightningModule):
     # ------------------------------------------------------------------ exact resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.hparams.resume_rng_state:
-            checkpoint["lico_rng_states"] = _collect_rng_states(include_cuda=True)
+            checkpoint["lico_rng_states"] = _rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_rng = checkpoint.get("lico_rng_states")
+        # Restore right away when resuming a fit: Lightning builds the training iterator (and
+        # prefetches the first augmented batch) as early as configure_optimizers
+        # (estimated_stepping_batches), before any fit hook runs. Plain load_from_checkpoint
+        # (no trainer) leaves the caller's RNG alone.
+        states = checkpoint.get("lico_rng_states")
+        trainer = self._trainer
+        if states is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            _set_rng_states(states)
 
-    def on_train_epoch_start(self) -> None:
-        if self._pending_rng is not None:
-            _set_rng_states(self._pending_rng)
-            self._pending_rng = None
+    def on_sanity_check_start(self) -> None:
+        # The sanity check must not consume the global RNG, or a resumed run (which runs one)
+        # would draw differently from the uninterrupted run (which does not, mid-fit).
+        if self.hparams.resume_rng_state:
+            self._sanity_rng = _rng_states()
+
+    def on_sanity_check_end(self) -> None:
+        if self._sanity_rng is not None:
+            _set_rng_states(self._sanity_rng)
+            self._sanity_rng = None
