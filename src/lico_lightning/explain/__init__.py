@@ -6,10 +6,18 @@ from lico_lightning.explain.dual_encoder import (
     OpenCLIPDualEncoder,
     TextSpec,
 )
+from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
+from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
+from lico_lightning.explain.itsm import ITSM
 
 __all__ = [
+    "ITSM",
     "DualEncoder",
     "ImageSpec",
+    "IntegratedJacobians",
+    "InteractionAttribution",
+    "InteractionCAM",
     "OpenCLIPDualEncoder",
     "TextSpec",
+    "TokenLayout",
 ]
