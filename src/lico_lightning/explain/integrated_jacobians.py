@@ -106,7 +106,7 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
         text_layer: int = -1,
         image_reference: ImageReference = "zeros",
         text_reference: TextReference = "pad",
-        internal_batch_size: int = 256,
+        internal_batch_size: int = 64,
     ) -> None:
         super().__init__(encoder)
         for name, value in (("n_steps", n_steps), ("internal_batch_size", internal_batch_size)):
@@ -231,7 +231,7 @@ class InteractionCAM(IntegratedJacobians):
         encoder: DualEncoder,
         image_layer: int = -1,
         text_layer: int = -1,
-        internal_batch_size: int = 256,
+        internal_batch_size: int = 64,
     ) -> None:
         super().__init__(
             encoder,
