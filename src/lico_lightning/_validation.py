@@ -89,7 +89,5 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
         'cosine'
     """
     if value not in choices:
-        raise ValueError(
-            f"Expected `{name}` to be one of {sorted(choices)}, but got {value!r}."
-        )
+        raise ValueError(f"Expected `{name}` to be one of {sorted(choices)}, but got {value!r}.")
     return value

@@ -9,6 +9,7 @@ from lico_lightning.explain.dual_encoder import (
 from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.explain.itsm import ITSM
+from lico_lightning.explain.perturbation import conditional_perturbation_curves
 
 __all__ = [
     "ITSM",
@@ -20,4 +21,5 @@ __all__ = [
     "OpenCLIPDualEncoder",
     "TextSpec",
     "TokenLayout",
+    "conditional_perturbation_curves",
 ]

@@ -116,6 +116,25 @@ class InteractionAttribution:
         return self.score - total
 
     # ------------------------------------------------------------ projections
+    def marginal(self, side: Side) -> Tensor:
+        """Attribution of each token of ``side`` given the whole other input.
+
+        Sums the interactions over all tokens of the other side (its prefix tokens included):
+        ``marginal("b")`` of a caption–image result is the ``(*batch, Hp, Wp)`` image map for
+        the whole caption, ``marginal("a")`` the ``(*batch, S)`` caption attribution for the
+        whole image (the inputs of conditional insertion / deletion).
+        """
+        check_choice("side", side, ("a", "b"))
+        other: Side = "b" if side == "a" else "a"
+        layout = self._layout(other)
+        weights = torch.ones(
+            self._side_batch(other),
+            layout.num_tokens,
+            dtype=self.matrix.dtype,
+            device=self.matrix.device,
+        )
+        return self._project(other, weights)
+
     def project_span(self, span: tuple[int, int] | Tensor, side: Side = "a") -> Tensor:
         """Sum the interactions of a caption token span, leaving the other side.
 

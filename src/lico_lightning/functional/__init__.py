@@ -1,1 +1,24 @@
 """Pure torch math: no state, no Lightning import."""
+
+from lico_lightning.functional.grounding import (
+    box_to_mask,
+    confidence_drop,
+    confidence_increase,
+    insertion_deletion_auc,
+    perturbation_keep_masks,
+    pointing_game_accuracy,
+    pointing_game_energy,
+)
+from lico_lightning.functional.interaction import integration_points, token_interactions
+
+__all__ = [
+    "box_to_mask",
+    "confidence_drop",
+    "confidence_increase",
+    "insertion_deletion_auc",
+    "integration_points",
+    "perturbation_keep_masks",
+    "pointing_game_accuracy",
+    "pointing_game_energy",
+    "token_interactions",
+]

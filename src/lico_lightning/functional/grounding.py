@@ -83,8 +83,8 @@ def pointing_game_accuracy(
 ) -> Tensor:
     """Pointing game accuracy (PGA): does the most attributed cell lie in the target region?
 
-    A hit when the maximum of the map inside the region equals the global maximum (ties count
-    as hits). Regions without any cell count as misses.
+    The most attributed cell is the first maximum in row-major order (``argmax``; a constant
+    map points at the top-left cell). Regions without any cell count as misses.
 
     Args:
         saliency: ``(B, h, w)`` attribution maps (patch or pixel resolution).
@@ -94,7 +94,7 @@ def pointing_game_accuracy(
 
     .. math::
         \\mathrm{PGA} = \\frac{1}{B} \\sum_b
-            \\big[\\max_{(i,j) \\in \\mathrm{box}_b} e_{b,ij} = \\max_{i,j} e_{b,ij}\\big]
+            \\big[\\operatorname{argmax}_{i,j} e_{b,ij} \\in \\mathrm{box}_b\\big]
 
     Example:
         >>> sal = torch.zeros(2, 4, 4)
@@ -106,9 +106,8 @@ def pointing_game_accuracy(
     """
     check_choice("reduction", reduction, ("mean", "none"))
     saliency, mask = _saliency_and_mask(saliency, target, image_size)
-    flat = saliency.flatten(1)
-    inside = torch.where(mask.flatten(1), flat, torch.full_like(flat, float("-inf")))
-    hits = (inside.amax(1) >= flat.amax(1)).to(saliency.dtype)
+    peak = saliency.flatten(1).argmax(1, keepdim=True)
+    hits = mask.flatten(1).gather(1, peak).squeeze(1).to(saliency.dtype)
     return hits.mean() if reduction == "mean" else hits
 
 
@@ -242,12 +241,15 @@ def insertion_deletion_auc(curves: Tensor) -> Tensor:
     return torch.trapezoid(curves, dx=1.0 / (curves.shape[1] - 1), dim=1)
 
 
-def confidence_drop(original: Tensor, distilled: Tensor) -> Tensor:
+def confidence_drop(
+    original: Tensor, distilled: Tensor, reduction: Literal["mean", "none"] = "mean"
+) -> Tensor:
     """Confidence drop (M2IB eq. 17): mean decrease of the score when an input is distilled.
 
     Args:
         original: ``(B,)`` scores (M2IB: cosine similarity) of the original pairs.
         distilled: ``(B,)`` scores when one input keeps only its attributed part.
+        reduction: ``"mean"`` or ``"none"`` (``(B,)`` per-pair drops).
 
     .. math::
         \\mathrm{drop} = \\frac{1}{B} \\sum_i \\max(0, o_i - s_i)
@@ -256,12 +258,21 @@ def confidence_drop(original: Tensor, distilled: Tensor) -> Tensor:
         >>> confidence_drop(torch.tensor([0.3, 0.2]), torch.tensor([0.1, 0.4]))
         tensor(0.1000)
     """
+    check_choice("reduction", reduction, ("mean", "none"))
     original, distilled = _check_pair(original, distilled)
-    return (original - distilled).clamp_min(0).mean()
+    drop = (original - distilled).clamp_min(0)
+    return drop.mean() if reduction == "mean" else drop
 
 
-def confidence_increase(original: Tensor, distilled: Tensor) -> Tensor:
+def confidence_increase(
+    original: Tensor, distilled: Tensor, reduction: Literal["mean", "none"] = "mean"
+) -> Tensor:
     """Confidence increase (M2IB eq. 18): share of pairs whose score grows when distilled.
+
+    Args:
+        original: ``(B,)`` scores of the original pairs.
+        distilled: ``(B,)`` scores when one input keeps only its attributed part.
+        reduction: ``"mean"`` or ``"none"`` (``(B,)`` indicators as float).
 
     .. math::
         \\mathrm{increase} = \\frac{1}{B} \\sum_i [o_i < s_i]
@@ -270,8 +281,10 @@ def confidence_increase(original: Tensor, distilled: Tensor) -> Tensor:
         >>> confidence_increase(torch.tensor([0.3, 0.2]), torch.tensor([0.1, 0.4]))
         tensor(0.5000)
     """
+    check_choice("reduction", reduction, ("mean", "none"))
     original, distilled = _check_pair(original, distilled)
-    return (original < distilled).to(original.dtype).mean()
+    up = (original < distilled).to(original.dtype)
+    return up.mean() if reduction == "mean" else up
 
 
 # --------------------------------------------------------------------------- helpers
