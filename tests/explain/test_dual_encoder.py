@@ -301,3 +301,37 @@ def test_errors() -> None:
         enc.mask_image_patches(torch.randn(1, 3, 32, 32), torch.ones(1, 5, 5, dtype=torch.bool))
     with pytest.raises(TypeError, match="strings"):
         enc.tokenize("a dog")
+
+
+def test_phrase_span() -> None:
+    enc = OpenCLIPDualEncoder(tiny_clip())
+    caption = "A dog chases a red ball, and the dog wins"
+    tokens = enc.tokenize([caption])[0]
+    start, end = enc.phrase_span(caption, "red ball")
+    assert tokens[start:end].tolist() == enc.tokenize(["red ball"])[0, 1:3].tolist()
+    assert enc.phrase_span(caption, "dog") == (2, 3)  # first occurrence
+    with pytest.raises(ValueError, match="occur"):
+        enc.phrase_span(caption, "blue ball")
+    with pytest.raises(ValueError, match="non-empty"):
+        enc.phrase_span(caption, " ")
+
+
+@pytest.mark.parametrize("factory", [tiny_clip, tiny_custom_text_clip])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_allow_shorter_text_keeps_embeddings(factory, layer: int) -> None:
+    model = factory().eval()
+    enc = OpenCLIPDualEncoder(model)
+    tokens = enc.tokenize(CAPTIONS)
+    keep = int(enc.eot_positions(tokens).max()) + 1
+    with torch.no_grad():
+        want = model.encode_text(tokens)
+        with (
+            enc.allow_shorter_text(layer) as ok,
+            enc.intervene("text", layer, lambda x: x[:, :keep]),
+            enc.capture("text", -1, on="output") as seen,
+        ):
+            got = enc.encode_text(tokens)
+    assert ok
+    assert seen[0].shape[1] == keep
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert all_hooks(model) == 0

@@ -240,6 +240,30 @@ class DualEncoder(ABC):
             )
         return is_eot.int().argmax(-1)
 
+    def phrase_span(self, caption: str, phrase: str) -> tuple[int, int]:
+        """Token positions ``(start, end)`` (end exclusive) of ``phrase`` in ``caption``.
+
+        Both are tokenised with :meth:`tokenize`; the first occurrence of the phrase's tokens
+        among the caption's tokens is returned (positions count SOT as 0), ready for
+        :meth:`InteractionAttribution.project_span`. Raises ``ValueError`` if absent.
+
+        Example:
+            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> enc.phrase_span("a photo of a hot dog", "hot dog")
+            (5, 7)
+        """
+        for name, text in (("caption", caption), ("phrase", phrase)):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"Expected `{name}` to be a non-empty string, but got {text!r}.")
+        tokens = self.tokenize([caption, phrase])
+        eot = self.eot_positions(tokens).tolist()
+        cap = tokens[0, 1 : eot[0]].tolist()
+        sub = tokens[1, 1 : eot[1]].tolist()
+        for start in range(len(cap) - len(sub) + 1):
+            if cap[start : start + len(sub)] == sub:
+                return start + 1, start + 1 + len(sub)
+        raise ValueError(f"Expected {phrase!r} to occur in {caption!r}, but it does not.")
+
     def layers(self, tower: Tower) -> Sequence[nn.Module]:
         """Transformer blocks of ``"image"`` or ``"text"``."""
         check_choice("tower", tower, _TOWERS)
@@ -323,6 +347,18 @@ class DualEncoder(ABC):
             yield
         finally:
             handle.remove()
+
+    @contextmanager
+    def allow_shorter_text(self, layer: int) -> Iterator[bool]:
+        """Let the text blocks from ``layer`` on run on a prefix of the token sequence.
+
+        Yields True when supported: inside the block, an :meth:`intervene` hook on block
+        ``layer``'s input may return only the first ``L`` tokens (``L`` > every EOT position)
+        and the text embedding is unchanged for causal text towers, at a fraction of the cost.
+        The default yields False (not supported; return full-length tokens).
+        """
+        self.layer("text", layer)
+        yield False
 
     @contextmanager
     def capture(self, tower: Tower, layer: int, *, on: Where = "input") -> Iterator[list[Tensor]]:
@@ -671,6 +707,42 @@ class OpenCLIPDualEncoder(DualEncoder):
         if proj is None:
             return x
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+    @contextmanager
+    def allow_shorter_text(self, layer: int) -> Iterator[bool]:
+        """Slice the attention masks of text blocks ``layer:`` to the tokens they receive.
+
+        A forward pre-hook on each block's attention module cuts its ``attn_mask`` (causal
+        ``(S, S)`` or per-head ``(B·H, S, S)``) to the sequence length of its input; pooling at
+        the EOT position and the final norm are row-wise, so the embedding is unchanged as long
+        as the kept prefix contains every EOT.
+        """
+        self.layer("text", layer)
+        blocks = list(self.text_layers)
+        start = layer % len(blocks)
+        batch_first = self._layers_batch_first("text")
+
+        def pre_hook(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+            mask = kwargs.get("attn_mask")
+            if mask is None or not args:
+                return None
+            n = args[0].shape[1] if batch_first else args[0].shape[0]
+            if mask.shape[-1] == n:
+                return None
+            kwargs = dict(kwargs)
+            kwargs["attn_mask"] = mask[..., :n, :n]
+            return args, kwargs
+
+        handles = [
+            blk.attn.register_forward_pre_hook(pre_hook, with_kwargs=True) for blk in blocks[start:]
+        ]
+        try:
+            yield True
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def _layers_batch_first(self, tower: Tower) -> bool:
         if tower == "image":

@@ -29,7 +29,7 @@ differentiated *including* the L2 normalisation, so eq. 2 = eq. 10 holds for the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Literal
 
 import torch
@@ -162,13 +162,13 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
         r = torch.zeros_like(x) if ref_inputs is None else hidden[b:]
         delta = x - r
 
-        def embed(h: Tensor, rows: Tensor) -> Tensor:
-            """Normalised embedding with the block input replaced by ``h`` (rows of inputs)."""
+        def embed(h: Tensor, source: Tensor) -> Tensor:
+            """Normalised embedding of ``source`` inputs with the block input replaced by ``h``."""
             with enc.intervene(modality, layer, lambda _: h):
-                return self._unit(self._run(modality, inputs[rows]))
+                return self._unit(self._run(modality, source))
 
         # both ends of the path: the model's embeddings of inputs and references
-        ends = embed(torch.cat([x, r]), torch.arange(b, device=x.device).repeat(2))
+        ends = embed(torch.cat([x, r]), torch.cat([inputs, inputs]))
         e_x, e_r = ends[:b], ends[b:]
 
         # tokens whose gated Jacobian can be non-zero
@@ -187,15 +187,23 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
         onehot = (torch.arange(t, device=x.device)[None] == active[:, None]).to(x.dtype)  # (A, T)
         chunk = max(1, self.internal_batch_size // active.numel())
         acc = torch.zeros(b, active.numel(), k, dtype=x.dtype, device=x.device)
-        with _forward_ad_friendly():
+        with ExitStack() as stack:
+            stack.enter_context(_forward_ad_friendly())
+            if modality == "text" and enc.text_spec.causal:
+                # tokens after the last EOT can neither move nor reach an EOT: drop them
+                if stack.enter_context(enc.allow_shorter_text(layer)):
+                    keep = int(active.max()) + 1
+                    keep = max(keep, int(enc.eot_positions(inputs).max()) + 1)
+                    r, delta, onehot = r[:, :keep], delta[:, :keep], onehot[:, :keep]
             for start in range(0, b * n, chunk):
                 rows = torch.arange(start, min(start + chunk, b * n), device=x.device)
                 src, step = rows // n, rows % n
+                source = inputs[src]
                 h = r[src] + alphas[step, None, None] * delta[src]
                 tangents = onehot[:, None, :, None] * delta[src][None]  # (A, R, T, D)
 
-                def jvp_column(v: Tensor, h: Tensor = h, src: Tensor = src) -> Tensor:
-                    return jvp(lambda z: embed(z, src), (h,), (v,))[1]
+                def jvp_column(v: Tensor, h: Tensor = h, source: Tensor = source) -> Tensor:
+                    return jvp(lambda z: embed(z, source), (h,), (v,))[1]
 
                 cols = vmap(jvp_column)(tangents)  # (A, R, K)
                 acc.index_add_(0, src, cols.transpose(0, 1))
