@@ -335,3 +335,28 @@ def test_allow_shorter_text_keeps_embeddings(factory, layer: int) -> None:
     assert seen[0].shape[1] == keep
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert all_hooks(model) == 0
+
+
+def test_pooled_rows_only_keeps_image_embeddings() -> None:
+    model = tiny_clip().eval()
+    enc = OpenCLIPDualEncoder(model)
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        want = model.encode_image(images)
+        with enc.pooled_rows_only("image") as ok:
+            got = enc.encode_image(images)
+            # also when the last block's input is replaced (as integrated Jacobians do)
+            with enc.capture("image", -1) as seen:
+                enc.encode_image(images)
+            with enc.intervene("image", -1, lambda x: seen[0].flip(0)):
+                flipped = enc.encode_image(images)
+        with enc.pooled_rows_only("text") as ok_text:
+            pass
+    assert ok and not ok_text
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(flipped, want.flip(0), rtol=1e-5, atol=1e-5)
+    assert all_hooks(model) == 0
+    torch.manual_seed(0)
+    avg = OpenCLIPDualEncoder(open_clip.CLIP(16, {**VISION, "pool_type": "avg"}, TEXT))
+    with avg.pooled_rows_only("image") as ok_avg:
+        assert not ok_avg

@@ -361,6 +361,17 @@ class DualEncoder(ABC):
         yield False
 
     @contextmanager
+    def pooled_rows_only(self, tower: Tower) -> Iterator[bool]:
+        """Let the tower's last block compute only the token its embedding is read from.
+
+        Yields True when applied: the embedding is unchanged but the other tokens of the last
+        block's output are no longer meaningful (do not capture them). A speed-up for
+        explainers that differentiate the embedding many times. The default yields False.
+        """
+        check_choice("tower", tower, _TOWERS)
+        yield False
+
+    @contextmanager
     def capture(self, tower: Tower, layer: int, *, on: Where = "input") -> Iterator[list[Tensor]]:
         """Record a block's input or output tokens ``(B, T, D)`` of every forward in the block.
 
@@ -737,6 +748,55 @@ class OpenCLIPDualEncoder(DualEncoder):
 
         handles = [
             blk.attn.register_forward_pre_hook(pre_hook, with_kwargs=True) for blk in blocks[start:]
+        ]
+        try:
+            yield True
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def pooled_rows_only(self, tower: Tower) -> Iterator[bool]:
+        """Image tower with class-token pooling: the last block computes the class token only.
+
+        Hooks on the last block's attention (the query is cut to the class token; keys and
+        values keep every token) and on its ``ln_2`` (the MLP runs on the class token); the
+        block's residual additions broadcast that row, so row 0 of its output — the only one
+        ``ln_post`` / ``proj`` read for ``pool_type="tok"`` — is exact. About 5x less work in
+        that block for ViT-B/32. Applied for ``VisionTransformer`` towers with
+        ``pool_type="tok"``, no attentional pooler and ``nn.MultiheadAttention`` blocks;
+        otherwise (and for the text tower) yields False.
+        """
+        check_choice("tower", tower, _TOWERS)
+        visual = self._model.visual
+        block = visual.transformer.resblocks[-1] if self._vit else None
+        if (
+            tower != "image"
+            or block is None
+            or visual.pool_type != "tok"
+            or visual.attn_pool is not None
+            or not isinstance(getattr(block, "attn", None), nn.MultiheadAttention)
+            or not hasattr(block, "ln_2")
+            or hasattr(block, "ln_1_kv")
+            or not self._layers_batch_first("image")
+        ):
+            yield False
+            return
+
+        def query_pre_hook(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+            if len(args) < 3 or args[0].shape[1] == 1:
+                return None
+            q, k, v = args[:3]
+            return (q[:, :1], k, v, *args[3:]), kwargs
+
+        def ln_2_hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
+            return output[:, :1]
+
+        handles = [
+            block.attn.register_forward_pre_hook(query_pre_hook, with_kwargs=True),
+            block.ln_2.register_forward_hook(ln_2_hook),
         ]
         try:
             yield True

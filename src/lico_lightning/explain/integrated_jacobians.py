@@ -189,6 +189,7 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
         acc = torch.zeros(b, active.numel(), k, dtype=x.dtype, device=x.device)
         with ExitStack() as stack:
             stack.enter_context(_forward_ad_friendly())
+            stack.enter_context(enc.pooled_rows_only(modality))
             if modality == "text" and enc.text_spec.causal:
                 # tokens after the last EOT can neither move nor reach an EOT: drop them
                 if stack.enter_context(enc.allow_shorter_text(layer)):
