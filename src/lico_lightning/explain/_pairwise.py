@@ -173,11 +173,11 @@ class FactorizedInteractionExplainer(ABC):
                         f"got {type(x).__name__}."
                     )
                 x = enc.tokenize(list(x))
-            tokens = enc._check_tokens(x)
+            tokens = enc.check_tokens(x)
             enc.eot_positions(tokens)  # every caption needs an EOT
             return tokens
         check_tensor(name, x, ndim=4, floating=True)
-        return enc._check_images(x)
+        return enc.check_images(x)
 
     def _layout(self, modality: Modality, num_tokens: int) -> TokenLayout:
         if modality == "text":

@@ -454,6 +454,14 @@ class DualEncoder(ABC):
         return (-mean / std).view(1, -1, 1, 1).expand_as(like).clone()
 
     # ----------------------------------------------------------------- input checks
+    def check_tokens(self, tokens: Tensor) -> Tensor:
+        """Raise unless ``tokens`` are ``(B, S)`` integer ids for this text tower; return them."""
+        return self._check_tokens(tokens)
+
+    def check_images(self, images: Tensor) -> Tensor:
+        """Raise unless ``images`` are ``(B, C, H, W)`` floats of the tower's input size."""
+        return self._check_images(images)
+
     def _check_tokens(self, tokens: Tensor) -> Tensor:
         check_tensor("tokens", tokens, ndim=2)
         if tokens.dtype not in (torch.int32, torch.int64):

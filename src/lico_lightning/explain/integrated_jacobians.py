@@ -18,7 +18,10 @@ How it is computed here (and why it is cheap): per input only the per-token gate
 tangent ``(x - r)`` restricted to token ``t``; all tokens and interpolation steps go through
 ``torch.func.vmap`` over ``torch.func.jvp`` in chunks. The interaction matrix is then one
 GEMM. No ``(S·D) × (P·D)`` matrix, no loop over embedding dimensions, no parameter gradients
-(forward mode under ``no_grad``), and all B × B pairs of a batch cost 2B factor sets.
+(forward mode under ``no_grad``), and all B × B pairs of a batch cost 2B factor sets. Where the
+encoder supports it, causal text towers run on the tokens up to the last EOT only
+(:meth:`DualEncoder.allow_shorter_text`) and the image tower's last block on the class token
+only (:meth:`DualEncoder.pooled_rows_only`); both leave the result unchanged.
 
 The score is the model's: ``logit_scale · cos + bias``; with cosine similarity the towers are
 differentiated *including* the L2 normalisation, so eq. 2 = eq. 10 holds for the actual score

@@ -74,10 +74,10 @@ def conditional_perturbation_curves(
     check_choice("mode", mode, ("deletion", "insertion"))
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` to be a positive int, but got {batch_size!r}.")
-    images = encoder._check_images(images)
+    images = encoder.check_images(images)
     if not isinstance(texts, Tensor):
         texts = encoder.tokenize(list(texts))
-    tokens = encoder._check_tokens(texts)
+    tokens = encoder.check_tokens(texts)
     b = images.shape[0]
     if tokens.shape[0] != b:
         raise ValueError(
