@@ -1,1 +1,25 @@
 """Explainers: saliency for classifiers and interaction attributions for dual encoders."""
+
+from lico_lightning.explain.dual_encoder import (
+    DualEncoder,
+    ImageSpec,
+    OpenCLIPDualEncoder,
+    TextSpec,
+)
+from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
+from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
+from lico_lightning.explain.itsm import ITSM
+from lico_lightning.explain.perturbation import conditional_perturbation_curves
+
+__all__ = [
+    "ITSM",
+    "DualEncoder",
+    "ImageSpec",
+    "IntegratedJacobians",
+    "InteractionAttribution",
+    "InteractionCAM",
+    "OpenCLIPDualEncoder",
+    "TextSpec",
+    "TokenLayout",
+    "conditional_perturbation_curves",
+]

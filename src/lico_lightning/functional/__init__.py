@@ -1,5 +1,15 @@
 """Pure torch math: no state, no Lightning import."""
 
+from lico_lightning.functional.grounding import (
+    box_to_mask,
+    confidence_drop,
+    confidence_increase,
+    insertion_deletion_auc,
+    perturbation_keep_masks,
+    pointing_game_accuracy,
+    pointing_game_energy,
+)
+from lico_lightning.functional.interaction import integration_points, token_interactions
 from lico_lightning.functional.lico import (
     SinkhornConvergenceWarning,
     manifold_matching_loss,
@@ -8,6 +18,15 @@ from lico_lightning.functional.lico import (
 
 __all__ = [
     "SinkhornConvergenceWarning",
+    "box_to_mask",
+    "confidence_drop",
+    "confidence_increase",
+    "insertion_deletion_auc",
+    "integration_points",
     "manifold_matching_loss",
+    "perturbation_keep_masks",
+    "pointing_game_accuracy",
+    "pointing_game_energy",
     "sinkhorn_ot_loss",
+    "token_interactions",
 ]
