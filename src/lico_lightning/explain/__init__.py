@@ -13,3 +13,7 @@ __all__ = [
     "OpenCLIPDualEncoder",
     "TextSpec",
 ]
+
+from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
+
+__all__ += ["M2IB", "M2IBAttribution", "M2IBSettings"]
