@@ -118,6 +118,7 @@ def test_attribution_matches_naive_optimisation(tower: str) -> None:
         enc, tower, layer=0, beta=beta, sigma2=sigma2, steps=steps, num_copies=q, seed=seed
     ).attribute(images, tokens)
     t = 17 if tower == "image" else 77
+    assert out.attribution.dtype == torch.float64  # dtype follows the model
     for i in range(2):
         image, token = images[i : i + 1], tokens[i : i + 1]
         gen = torch.Generator().manual_seed(seed)
@@ -158,6 +159,11 @@ def test_batched_pairs_equal_single_pairs(tower: str) -> None:
     images, tokens = inputs(enc, 3)
     m2ib = M2IB(enc, tower, layer=0, steps=4, num_copies=3)
     both = m2ib(images, tokens)
+    chunked = M2IB(enc, tower, layer=0, steps=4, num_copies=3, max_pairs=2)(images, tokens)
+    for name in ("attribution", "token_capacity", "capacity", "fit", "similarity", "losses"):
+        torch.testing.assert_close(
+            getattr(chunked, name), getattr(both, name), rtol=1e-4, atol=1e-4
+        )
     for i in range(3):
         one = m2ib(images[i : i + 1], tokens[i : i + 1])
         for name in ("attribution", "token_capacity", "capacity", "fit", "similarity"):
@@ -417,6 +423,7 @@ def test_toy_attribution_finds_the_relevant_patches_and_tokens() -> None:
         ({"lr": 0.0}, ValueError, "lr"),
         ({"init_alpha": float("inf")}, ValueError, "init_alpha"),
         ({"seed": -1}, ValueError, "seed"),
+        ({"max_pairs": 0}, ValueError, "max_pairs"),
     ],
 )
 def test_bad_settings(kwargs, error, match: str) -> None:

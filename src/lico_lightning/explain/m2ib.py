@@ -5,7 +5,7 @@ text). Its per-element gates are optimised so that the bottlenecked embedding ke
 similarity to the OTHER modality's embedding while letting as little information through as
 possible; the information that does pass, per token, is the attribution.
 
-Differences from the reference implementation (YingWANGG/M2IB), all deliberate:
+Relation to the reference implementation (YingWANGG/M2IB):
 
 * the other modality's embedding is a constant, computed once under ``no_grad`` (the
   reference re-encodes both towers for every copy at every step);
@@ -14,7 +14,13 @@ Differences from the reference implementation (YingWANGG/M2IB), all deliberate:
   parameter), its train/eval mode is restored, the noise comes from a seeded
   ``torch.Generator`` and the device follows the model (the reference hard-codes ``cuda:0``);
 * :math:`\\sigma^2` enters the bottleneck as in paper eq. 5 (the reference's latest version
-  stores it but never uses it);
+  stores it but never uses it) and the KL is taken to the paper's prior
+  :math:`\\mathcal{N}(0, I)` (eq. 8; the reference's first version measured it in units of
+  :math:`\\sigma`, i.e. to :math:`\\mathcal{N}(0, \\sigma^2 I)` — the same at the default
+  :math:`\\sigma^2 = 1`), evaluated so that it stays finite for any gate;
+* kept from the reference: gates per token AND channel, :math:`\\alpha_0 = 5`, Adam with lr 1,
+  the KL averaged (not summed) over the bottlenecked elements, which is what its default
+  :math:`\\beta = 0.1` was tuned for;
 * several pairs are optimised jointly in one batched forward.
 """
 
@@ -186,6 +192,9 @@ class M2IB:
         init_alpha: initial gate logit, :math:`\\mathrm{sigmoid}(5) \\approx 0.993` (almost
             open), as in the reference code.
         seed: seed of the noise generator.
+        max_pairs: optimise at most this many pairs per batched forward (``max_pairs · Q``
+            copies); larger calls are split into chunks with identical results. ``None``: all
+            pairs of a call at once.
 
     Example:
         >>> from lico_lightning.explain.dual_encoder import OpenCLIPDualEncoder, _tiny_clip
@@ -213,6 +222,7 @@ class M2IB:
         num_copies: int = 10,
         init_alpha: float = 5.0,
         seed: int = 0,
+        max_pairs: int | None = None,
     ) -> None:
         if not isinstance(encoder, DualEncoder):
             raise TypeError(
@@ -234,6 +244,8 @@ class M2IB:
         _check_int("steps", steps, low=1)
         _check_int("num_copies", num_copies, low=1)
         _check_int("seed", seed, low=0)
+        if max_pairs is not None:
+            _check_int("max_pairs", max_pairs, low=1)
         self.encoder = encoder
         self.settings = M2IBSettings(
             tower=tower,
@@ -246,6 +258,7 @@ class M2IB:
             init_alpha=float(init_alpha),
             seed=seed,
         )
+        self.max_pairs = max_pairs
 
     # ------------------------------------------------------------------ public
     def attribute(self, images: Tensor, tokens: Tensor) -> M2IBAttribution:
@@ -259,6 +272,29 @@ class M2IB:
             :class:`M2IBAttribution` (tensors on the model's device).
         """
         images, tokens = self._check_inputs(images, tokens)
+        chunk = self.max_pairs or images.shape[0]
+        if images.shape[0] <= chunk:
+            return self._attribute(images, tokens)
+        parts = [
+            self._attribute(images[i : i + chunk], tokens[i : i + chunk])
+            for i in range(0, images.shape[0], chunk)
+        ]
+        first = parts[0]
+        return M2IBAttribution(
+            tower=first.tower,
+            attribution=torch.cat([p.attribution for p in parts]),
+            token_capacity=torch.cat([p.token_capacity for p in parts]),
+            capacity=torch.cat([p.capacity for p in parts]),
+            fit=torch.cat([p.fit for p in parts]),
+            similarity=torch.cat([p.similarity for p in parts]),
+            losses=torch.cat([p.losses for p in parts], dim=1),
+            settings=first.settings,
+            image_size=first.image_size,
+        )
+
+    __call__ = attribute
+
+    def _attribute(self, images: Tensor, tokens: Tensor) -> M2IBAttribution:
         s = self.settings
         with self._session(images, tokens) as ctx:
             device = ctx.features.device
@@ -311,8 +347,6 @@ class M2IB:
                 settings=s,
                 image_size=image_size,
             )
-
-    __call__ = attribute
 
     def objective(self, images: Tensor, tokens: Tensor, alpha: Tensor, noise: Tensor) -> Tensor:
         """Evaluate the per-pair loss :math:`\\mathcal{L}_b(\\alpha_b)` for given gates and noise.
