@@ -9,15 +9,19 @@ from lico_lightning.explain.dual_encoder import (
 from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.explain.itsm import ITSM
+from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
 from lico_lightning.explain.perturbation import conditional_perturbation_curves
 
 __all__ = [
-    "ITSM",
     "DualEncoder",
+    "ITSM",
     "ImageSpec",
     "IntegratedJacobians",
     "InteractionAttribution",
     "InteractionCAM",
+    "M2IB",
+    "M2IBAttribution",
+    "M2IBSettings",
     "OpenCLIPDualEncoder",
     "TextSpec",
     "TokenLayout",

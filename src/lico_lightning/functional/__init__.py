@@ -15,14 +15,18 @@ from lico_lightning.functional.lico import (
     manifold_matching_loss,
     sinkhorn_ot_loss,
 )
+from lico_lightning.functional.m2ib import bottleneck_capacity, gaussian_bottleneck, m2ib_objective
 
 __all__ = [
     "SinkhornConvergenceWarning",
+    "bottleneck_capacity",
     "box_to_mask",
     "confidence_drop",
     "confidence_increase",
+    "gaussian_bottleneck",
     "insertion_deletion_auc",
     "integration_points",
+    "m2ib_objective",
     "manifold_matching_loss",
     "perturbation_keep_masks",
     "pointing_game_accuracy",
