@@ -6,9 +6,13 @@ from lico_lightning.explain.dual_encoder import (
     OpenCLIPDualEncoder,
     TextSpec,
 )
+from lico_lightning.explain.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
 
 __all__ = [
     "DualEncoder",
+    "FIxLIP",
+    "FIxLIPAttribution",
+    "FIxLIPGame",
     "ImageSpec",
     "OpenCLIPDualEncoder",
     "TextSpec",
