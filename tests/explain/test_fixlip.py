@@ -194,7 +194,7 @@ def test_cross_modal_estimate_gets_closer_to_exact_with_budget(enc) -> None:
             .mean()
             .sqrt()
             .item()
-            for s in range(3)
+            for s in range(2)
         ]
         errors.append(float(np.mean(errs)))
     assert errors[0] > errors[1] > errors[2]

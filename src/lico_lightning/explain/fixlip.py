@@ -225,7 +225,10 @@ class FIxLIPAttribution:
 
     Captions have different numbers of text players; text dimensions are padded to
     ``T = max n_T`` with zeros (:attr:`text_valid` marks real players). Image players are the
-    ``P = Hp·Wp`` grid cells in row-major order.
+    ``P = Hp·Wp`` grid cells in row-major order. Values are float64 (the precision of the
+    least-squares fit) in the units of the model's score (logit scale · cosine + bias).
+    :meth:`to_context` gives the ``(B, S, Hp, Wp)`` token × patch layout indexed by caption
+    position; :meth:`joint` the full explanation of one pair over its ``P + n_T`` players.
 
     Attributes:
         constant: ``(B,)`` :math:`e_0`.
