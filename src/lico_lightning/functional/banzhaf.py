@@ -919,7 +919,11 @@ def _two_step_clique(
 
 
 def _min_cross_budget(n_image: int, n_text: int, f_i: int, f_t: int) -> int:
-    """Smallest budget whose :func:`split_budget` meets the per-modality feature counts."""
+    """A budget (near the smallest) whose :func:`split_budget` meets the per-modality counts.
+
+    Doubling then bisection; the split is not exactly monotone in the budget, so the result is
+    a sufficient budget, not always the minimum.
+    """
 
     def ok(b: int) -> bool:
         m_i, m_t = split_budget(b, n_image, n_text)
@@ -933,9 +937,7 @@ def _min_cross_budget(n_image: int, n_text: int, f_i: int, f_t: int) -> int:
         if hi > 2**62:
             return hi
     lo = hi // 2
-    while (
-        lo + 1 < hi
-    ):  # the split is not monotone everywhere; report the doubling bound's bisection
+    while lo + 1 < hi:
         mid = (lo + hi) // 2
         if ok(mid):
             hi = mid
