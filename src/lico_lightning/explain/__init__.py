@@ -6,6 +6,7 @@ from lico_lightning.explain.dual_encoder import (
     OpenCLIPDualEncoder,
     TextSpec,
 )
+from lico_lightning.explain.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
 from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.explain.itsm import ITSM
@@ -14,6 +15,9 @@ from lico_lightning.explain.perturbation import conditional_perturbation_curves
 
 __all__ = [
     "DualEncoder",
+    "FIxLIP",
+    "FIxLIPAttribution",
+    "FIxLIPGame",
     "ITSM",
     "ImageSpec",
     "IntegratedJacobians",

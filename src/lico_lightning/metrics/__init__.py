@@ -8,12 +8,20 @@ from lico_lightning.metrics.grounding import (
     PointingGameAccuracy,
     PointingGameEnergy,
 )
+from lico_lightning.metrics.interaction import (
+    AreaBetweenInsertionDeletion,
+    PFaithfulnessCorrelation,
+    PointingGameRecognition,
+)
 
 __all__ = [
+    "AreaBetweenInsertionDeletion",
     "ConditionalDeletionAUC",
     "ConditionalInsertionAUC",
     "ConfidenceDrop",
     "ConfidenceIncrease",
+    "PFaithfulnessCorrelation",
     "PointingGameAccuracy",
     "PointingGameEnergy",
+    "PointingGameRecognition",
 ]
