@@ -84,8 +84,8 @@ def main() -> None:
             timed(lambda: lico_model.mapping(lico_model.prompt_learner(y)).sum().backward())
         )
         g = text.detach().requires_grad_()
-        times["mm"].append(timed(lambda: lico_model.mm_loss(feats, g).backward()))
-        times["ot"].append(timed(lambda: lico_model.ot_loss(feats, g).backward()))
+        times["mm"].append(timed(lambda g=g: lico_model.mm_loss(feats, g).backward()))
+        times["ot"].append(timed(lambda g=g: lico_model.ot_loss(feats, g).backward()))
 
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print(

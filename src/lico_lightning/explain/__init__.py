@@ -14,16 +14,16 @@ from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
 from lico_lightning.explain.perturbation import conditional_perturbation_curves
 
 __all__ = [
+    "ITSM",
+    "M2IB",
     "DualEncoder",
     "FIxLIP",
     "FIxLIPAttribution",
     "FIxLIPGame",
-    "ITSM",
     "ImageSpec",
     "IntegratedJacobians",
     "InteractionAttribution",
     "InteractionCAM",
-    "M2IB",
     "M2IBAttribution",
     "M2IBSettings",
     "OpenCLIPDualEncoder",
