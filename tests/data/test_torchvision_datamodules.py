@@ -6,81 +6,28 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
 from torchvision import transforms as T
 
 from lico_lightning.data import (
     CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
     DIGIT_CLASSES,
     CIFAR10DataModule,
     CIFAR100DataModule,
     SVHNDataModule,
 )
 
-CALLS: list[dict] = []
-
-
-class _FakeBase:
-    """Shape of a torchvision dataset: PIL 32×32 images, transform applied in __getitem__."""
-
-    def __init__(self, n_classes: int, per_class: int, transform, download: bool, **where):
-        CALLS.append({"download": download, **where})
-        rng = np.random.default_rng(len(CALLS))
-        self.data = rng.integers(0, 256, size=(n_classes * per_class, 32, 32, 3), dtype=np.uint8)
-        self._labels = [i % n_classes for i in range(n_classes * per_class)]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def __getitem__(self, i: int):
-        img = Image.fromarray(self.data[i])
-        return (self.transform(img) if self.transform else img), self._labels[i]
-
-
-class FakeCIFAR10(_FakeBase):
-    n_classes = 10
-
-    def __init__(self, root, train=True, transform=None, download=False):
-        super().__init__(self.n_classes, 30 if train else 4, transform, download, train=train)
-        self.targets = self._labels
-        self.classes = CIFAR10_CLASSES
-
-
-class FakeCIFAR100(FakeCIFAR10):
-    n_classes = 100
-
-    def __init__(self, root, train=True, transform=None, download=False):
-        super().__init__(root, train, transform, download)
-        self.classes = CIFAR100_CLASSES
-
-
-class FakeSVHN(_FakeBase):
-    def __init__(self, root, split="train", transform=None, download=False):
-        per = {"train": 12, "extra": 5, "test": 3}[split]
-        super().__init__(10, per, transform, download, split=split)
-        self.labels = np.asarray(self._labels)
-
 
 @pytest.fixture(autouse=True)
-def fake_torchvision(monkeypatch):
-    CALLS.clear()
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
-    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeCIFAR100)
-    monkeypatch.setattr(torchvision.datasets, "SVHN", FakeSVHN)
+def _fakes(fake_torchvision_datasets):
+    return fake_torchvision_datasets
 
 
 @pytest.fixture
-def cifar_root(tmp_path):
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    (tmp_path / "cifar-100-python").mkdir()
-    for split in ("train", "test", "extra"):
-        (tmp_path / f"{split}_32x32.mat").touch()
-    return str(tmp_path)
+def cifar_root(fake_cifar_root):
+    return fake_cifar_root
 
 
-def test_cifar10_limited_labels(cifar_root) -> None:
+def test_cifar10_limited_labels(cifar_root, fake_torchvision_datasets) -> None:
     dm = CIFAR10DataModule(cifar_root, num_labels=40, batch_size=8, seed=3, num_workers=0)
     assert dm.class_names == CIFAR10_CLASSES and dm.num_classes == 10 and dm.image_size == 32
     dm.setup("fit")
@@ -93,7 +40,7 @@ def test_cifar10_limited_labels(cifar_root) -> None:
     again = CIFAR10DataModule(cifar_root, num_labels=40, seed=3)
     again.setup("fit")
     assert again.labeled_indices == dm.labeled_indices
-    assert all(c["download"] is False for c in CALLS)
+    assert all(c["download"] is False for c in fake_torchvision_datasets)
 
 
 def test_full_training_set_and_return_index(cifar_root) -> None:
@@ -117,7 +64,8 @@ def test_cifar100_budget_is_per_100_classes(cifar_root) -> None:
 
 def test_class_list_on_disk_is_checked(cifar_root, monkeypatch) -> None:
     dm = CIFAR100DataModule(cifar_root)
-    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeCIFAR10)  # lists CIFAR-10 names
+    fake_cifar10 = torchvision.datasets.CIFAR10  # the conftest fake, listing CIFAR-10 names
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", fake_cifar10)
     with pytest.warns(UserWarning, match="differ from the built-in names"):
         dm.setup("fit")
 
@@ -141,12 +89,12 @@ def test_augmentation_pipelines() -> None:
     assert crop.padding == 4 and crop.padding_mode == "reflect"
 
 
-def test_svhn_names_and_extra_split(cifar_root) -> None:
+def test_svhn_names_and_extra_split(cifar_root, fake_torchvision_datasets) -> None:
     dm = SVHNDataModule(cifar_root, num_labels=40, train_splits=["train", "extra"])
     assert dm.class_names == DIGIT_CLASSES
     dm.setup("fit")
     assert len(dm.train_dataset) == 40 and len(dm.val_dataset) == 30
-    assert {c["split"] for c in CALLS} == {"train", "extra", "test"}
+    assert {c["split"] for c in fake_torchvision_datasets} == {"train", "extra", "test"}
     full = SVHNDataModule(cifar_root, train_splits=["train", "extra"])
     full.setup("fit")
     assert len(full.train_dataset) == 170
@@ -163,12 +111,12 @@ def test_missing_data_says_how_to_get_it(tmp_path) -> None:
         SVHNDataModule(str(tmp_path))
 
 
-def test_download_happens_only_in_prepare_data(tmp_path) -> None:
+def test_download_happens_only_in_prepare_data(tmp_path, fake_torchvision_datasets) -> None:
     dm = CIFAR10DataModule(str(tmp_path), download=True)  # no check at construction
-    assert CALLS == []
+    assert fake_torchvision_datasets == []
     dm.prepare_data()
-    assert [c["download"] for c in CALLS] == [True, True]
-    assert [c["train"] for c in CALLS] == [True, False]
+    assert [c["download"] for c in fake_torchvision_datasets] == [True, True]
+    assert [c["train"] for c in fake_torchvision_datasets] == [True, False]
 
 
 def test_bad_arguments(cifar_root) -> None:

@@ -1,15 +1,82 @@
 """Pure torch math: no state, no Lightning import."""
 
+from lico_lightning.functional.banzhaf import (
+    BanzhafInteractions,
+    all_coalitions,
+    approximate_game_values,
+    banzhaf_kernel_weights,
+    banzhaf_values_from_interactions,
+    cross_modal_banzhaf_interactions,
+    exact_banzhaf_interactions,
+    greedy_subsets,
+    interaction_pairs,
+    kron_normal_equations,
+    model_agnostic_banzhaf_interactions,
+    normal_equations,
+    sample_coalitions,
+    select_clique,
+    solve_interactions,
+    split_budget,
+)
+from lico_lightning.functional.grounding import (
+    box_to_mask,
+    confidence_drop,
+    confidence_increase,
+    insertion_deletion_auc,
+    perturbation_keep_masks,
+    pointing_game_accuracy,
+    pointing_game_energy,
+)
+from lico_lightning.functional.interaction import integration_points, token_interactions
+from lico_lightning.functional.interaction_metrics import (
+    area_between_insertion_deletion,
+    p_faithfulness_correlation,
+    pointing_game_recognition,
+    rank_data,
+)
 from lico_lightning.functional.lico import (
     SinkhornConvergenceWarning,
     manifold_matching_loss,
     sinkhorn_ot_loss,
 )
+from lico_lightning.functional.m2ib import bottleneck_capacity, gaussian_bottleneck, m2ib_objective
 
 __all__ = [
+    "BanzhafInteractions",
     "SinkhornConvergenceWarning",
+    "all_coalitions",
+    "approximate_game_values",
+    "area_between_insertion_deletion",
+    "banzhaf_kernel_weights",
+    "banzhaf_values_from_interactions",
+    "bottleneck_capacity",
+    "box_to_mask",
+    "confidence_drop",
+    "confidence_increase",
+    "cross_modal_banzhaf_interactions",
+    "exact_banzhaf_interactions",
+    "gaussian_bottleneck",
+    "greedy_subsets",
+    "insertion_deletion_auc",
+    "integration_points",
+    "interaction_pairs",
+    "kron_normal_equations",
+    "m2ib_objective",
     "manifold_matching_loss",
+    "model_agnostic_banzhaf_interactions",
+    "normal_equations",
+    "p_faithfulness_correlation",
+    "perturbation_keep_masks",
+    "pointing_game_accuracy",
+    "pointing_game_energy",
+    "pointing_game_recognition",
+    "rank_data",
+    "sample_coalitions",
+    "select_clique",
     "sinkhorn_ot_loss",
+    "solve_interactions",
+    "split_budget",
+    "token_interactions",
 ]
 
 # --- saliency metrics and CAM algebra (issue 3) ---

@@ -1,5 +1,31 @@
 """``torchmetrics.Metric`` classes (DDP-correct accumulators over the functional formulas)."""
 
+from lico_lightning.metrics.grounding import (
+    ConditionalDeletionAUC,
+    ConditionalInsertionAUC,
+    ConfidenceDrop,
+    ConfidenceIncrease,
+    PointingGameAccuracy,
+    PointingGameEnergy,
+)
+from lico_lightning.metrics.interaction import (
+    AreaBetweenInsertionDeletion,
+    PFaithfulnessCorrelation,
+    PointingGameRecognition,
+)
+
+__all__ = [
+    "AreaBetweenInsertionDeletion",
+    "ConditionalDeletionAUC",
+    "ConditionalInsertionAUC",
+    "ConfidenceDrop",
+    "ConfidenceIncrease",
+    "PFaithfulnessCorrelation",
+    "PointingGameAccuracy",
+    "PointingGameEnergy",
+    "PointingGameRecognition",
+]
+
 # --- saliency quality metrics (issue 3) ---
 from lico_lightning.metrics.saliency import (
     AverageDrop,
@@ -11,7 +37,7 @@ from lico_lightning.metrics.saliency import (
     PointingGame,
 )
 
-__all__ = [
+__all__ += [
     "AverageDrop",
     "DeletionAUC",
     "EnergyPointingGame",

@@ -129,14 +129,17 @@ class LICOClassifier(pl.LightningModule):
             module's epoch-seeded sampler.
 
     Example:
-        >>> from lico_lightning.text import OpenCLIPTextEncoder
-        >>> model = LICOClassifier(["cat", "dog"], backbone="wrn28_2", image_size=32,
-        ...                        text_encoder="openclip", text_encoder_kwargs=dict(
-        ...                            model_name="ViT-B-32", pretrained=None), n_ctx=4)
-        ...                                                     # doctest: +SKIP
-        >>> baseline = LICOClassifier(["cat", "dog"], backbone="preact_resnet18", alpha=0, beta=0)
-        >>> baseline(torch.randn(2, 3, 32, 32)).shape
-        torch.Size([2, 2])
+        >>> from lico_lightning.text import tiny_openclip_config
+        >>> model = LICOClassifier(
+        ...     ["cat", "dog", "sea turtle"], backbone="wrn28_2", backbone_kwargs={"depth": 10},
+        ...     image_size=16, text_encoder="openclip", n_ctx=4,
+        ...     text_encoder_kwargs={"model_cfg": tiny_openclip_config()})
+        >>> out = model.lico_losses(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 1]))
+        >>> sorted(out), out["logits"].shape
+        (['ce', 'logits', 'loss', 'mm', 'ot'], torch.Size([4, 3]))
+        >>> classifier = model.export_classifier()  # plain backbone, no LICO parts
+        >>> classifier(torch.randn(2, 3, 16, 16)).shape
+        torch.Size([2, 3])
     """
 
     def __init__(

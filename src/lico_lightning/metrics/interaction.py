@@ -1,0 +1,128 @@
+"""``torchmetrics`` classes for interaction explanations: AID, PGR and p-faithfulness correlation.
+
+Each class averages the per-explanation values of its functional counterpart in
+:mod:`lico_lightning.functional.interaction_metrics` (states ``total`` and ``count``, summed
+across processes, so DDP gives the mean over every explanation seen by every rank).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from lico_lightning.functional.interaction_metrics import (
+    area_between_insertion_deletion,
+    p_faithfulness_correlation,
+    pointing_game_recognition,
+)
+
+__all__ = [
+    "AreaBetweenInsertionDeletion",
+    "PFaithfulnessCorrelation",
+    "PointingGameRecognition",
+]
+
+
+class _MeanOverExplanations(Metric):
+    """Mean of per-explanation values (sum and count are DDP-summed)."""
+
+    full_state_update = False
+    is_differentiable = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state(
+            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def _accumulate(self, values: Tensor) -> None:
+        self.total += values.detach().to(torch.float64).sum()
+        self.count += values.numel()
+
+    def compute(self) -> Tensor:
+        if int(self.count) == 0:
+            raise ValueError(
+                f"Expected at least one update before compute() of {type(self).__name__}, but got none."
+            )
+        return (self.total / self.count).float()
+
+
+class AreaBetweenInsertionDeletion(_MeanOverExplanations):
+    """Mean area between insertion and deletion curves (AID, FIxLIP Definition 9).
+
+    See :func:`~lico_lightning.functional.area_between_insertion_deletion`. Explanations may
+    have different numbers of players across updates.
+
+    Args:
+        normalize: rescale curves to ``ν(∅) = 0``, ``ν(N) = 1`` and divide by ``n``.
+
+    Example:
+        >>> metric = AreaBetweenInsertionDeletion()
+        >>> metric.update(torch.tensor([0.0, 3.0, 4.0]), torch.tensor([0.0, 1.0, 4.0]))
+        >>> metric.update(torch.tensor([[0.0, 1.0, 1.0, 2.0]]), torch.tensor([[0.0, 0.0, 1.0, 2.0]]))
+        >>> metric.compute()
+        tensor(0.2083)
+    """
+
+    higher_is_better = True
+
+    def __init__(self, normalize: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(normalize, bool):
+            raise TypeError(
+                f"Expected `normalize` to be a bool, but got {type(normalize).__name__}."
+            )
+        self.normalize = normalize
+
+    def update(self, max_values: Tensor, min_values: Tensor) -> None:
+        """Add curves ``(n+1,)`` or ``(B, n+1)`` (game values of :math:`M_{e,\\max,k}`, :math:`M_{e,\\min,k}`)."""
+        self._accumulate(
+            area_between_insertion_deletion(max_values, min_values, normalize=self.normalize)
+        )
+
+
+class PointingGameRecognition(_MeanOverExplanations):
+    """Mean pointing game recognition (PGR, FIxLIP Definition 10).
+
+    See :func:`~lico_lightning.functional.pointing_game_recognition`.
+
+    Example:
+        >>> metric = PointingGameRecognition()
+        >>> e = torch.tensor([[[2.0, -1.0], [-1.0, 1.0]]])
+        >>> obj = torch.tensor([[[True, False], [False, True]]])
+        >>> metric.update(e, obj)
+        >>> metric.update(-e, obj)
+        >>> metric.compute()
+        tensor(0.5000)
+    """
+
+    higher_is_better = True
+
+    def update(
+        self, interactions: Tensor, object_masks: Tensor, token_mask: Tensor | None = None
+    ) -> None:
+        """Add ``(B, T, P)`` interactions with their ``(B, T, P)`` object masks (and ``(B, T)`` tokens)."""
+        self._accumulate(pointing_game_recognition(interactions, object_masks, token_mask))
+
+
+class PFaithfulnessCorrelation(_MeanOverExplanations):
+    """Mean p-faithfulness correlation (Spearman, FIxLIP Definition 8).
+
+    See :func:`~lico_lightning.functional.p_faithfulness_correlation`.
+
+    Example:
+        >>> metric = PFaithfulnessCorrelation()
+        >>> metric.update(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1.0, 5.0, 7.0, 6.0]]))
+        >>> metric.compute()
+        tensor(0.8000)
+    """
+
+    higher_is_better = True
+
+    def update(self, game_values: Tensor, approx_values: Tensor) -> None:
+        """Add ``(B, m)`` game values and approximations on the same coalitions."""
+        self._accumulate(p_faithfulness_correlation(game_values, approx_values))

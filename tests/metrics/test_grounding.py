@@ -1,0 +1,152 @@
+"""Grounding metric classes == naive loops over all samples, also across 2 gloo processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lico_lightning.metrics import (
+    ConditionalDeletionAUC,
+    ConditionalInsertionAUC,
+    ConfidenceDrop,
+    ConfidenceIncrease,
+    PointingGameAccuracy,
+    PointingGameEnergy,
+)
+
+
+def _data(n: int = 11, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sal = torch.randn(n, 4, 4, generator=g)
+    xy = torch.rand(n, 2, generator=g) * 20
+    boxes = torch.cat([xy, xy + 12], 1)
+    curves = torch.rand(n, 5, generator=g)
+    original, distilled = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    return sal, boxes, curves, original, distilled
+
+
+def _reference(sal, boxes, curves, original, distilled):
+    """Plain Python over samples: box cells by centre, argmax, energies, trapezoids."""
+    hits, energies, aucs = [], [], []
+    for b in range(sal.shape[0]):
+        x1, y1, x2, y2 = boxes[b].tolist()
+        flat = sal[b].flatten().tolist()
+        inside = [
+            x1 <= (j + 0.5) * 8 <= x2 and y1 <= (i + 0.5) * 8 <= y2
+            for i in range(4)
+            for j in range(4)
+        ]
+        hits.append(float(inside[flat.index(max(flat))]))
+        pos = [max(v, 0.0) for v in flat]
+        energies.append(sum(p for p, m in zip(pos, inside) if m) / sum(pos) if sum(pos) else 0.0)
+        c = curves[b].tolist()
+        aucs.append(sum((c[j] + c[j + 1]) / 2 for j in range(4)) / 4)
+    o, s = original.tolist(), distilled.tolist()
+    energies.sort()
+    return {
+        "pga": sum(hits) / len(hits),
+        "mpge": energies[(len(energies) - 1) // 2],
+        "pge": sum(energies) / len(energies),
+        "insertion": sum(aucs) / len(aucs),
+        "deletion": sum(aucs) / len(aucs),
+        "drop": sum(max(0.0, a - b) for a, b in zip(o, s)) / len(o),
+        "increase": sum(a < b for a, b in zip(o, s)) / len(o),
+    }
+
+
+def _metrics():
+    return {
+        "pga": PointingGameAccuracy(image_size=(32, 32)),
+        "mpge": PointingGameEnergy(image_size=(32, 32)),
+        "pge": PointingGameEnergy(image_size=(32, 32), reduction="mean"),
+        "insertion": ConditionalInsertionAUC(),
+        "deletion": ConditionalDeletionAUC(),
+        "drop": ConfidenceDrop(),
+        "increase": ConfidenceIncrease(),
+    }
+
+
+def _update(metrics, sal, boxes, curves, original, distilled, chunk: int = 3):
+    for start in range(0, sal.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        metrics["pga"].update(sal[rows], boxes[rows])
+        metrics["mpge"].update(sal[rows], boxes[rows])
+        metrics["pge"].update(sal[rows], boxes[rows])
+        metrics["insertion"].update(curves[rows])
+        metrics["deletion"].update(curves[rows])
+        metrics["drop"].update(original[rows], distilled[rows])
+        metrics["increase"].update(original[rows], distilled[rows])
+
+
+def test_classes_match_reference_over_batches() -> None:
+    data = _data()
+    metrics = _metrics()
+    _update(metrics, *data)
+    ref = _reference(*data)
+    for key, metric in metrics.items():
+        assert float(metric.compute()) == pytest.approx(ref[key], abs=1e-6), key
+    assert PointingGameAccuracy.higher_is_better and not ConditionalDeletionAUC.higher_is_better
+    assert ConditionalInsertionAUC.higher_is_better and not ConfidenceDrop.higher_is_better
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+def test_reset_and_errors() -> None:
+    metric = PointingGameEnergy()
+    with pytest.raises(ValueError, match="at least one update"):
+        metric.compute()
+    with pytest.raises(ValueError, match="at least one update"):
+        ConfidenceDrop().compute()
+    sal, boxes, *_ = _data()
+    metric = PointingGameAccuracy(image_size=(32, 32))
+    metric.update(sal, boxes)
+    metric.reset()
+    metric.update(sal[:2], boxes[:2])
+    assert int(metric.count) == 2
+    with pytest.raises(ValueError, match="reduction"):
+        PointingGameEnergy(reduction="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="image_size"):
+        PointingGameAccuracy(image_size=(32,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="inside"):
+        PointingGameAccuracy(image_size=(8, 8)).update(sal, boxes)
+    assert not math.isnan(float(PointingGameAccuracy().forward(sal, torch.ones_like(sal).bool())))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, queue) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        data = _data()
+        idx = list(range(rank, data[0].shape[0], world_size))  # 6 and 5 samples
+        metrics = _metrics()
+        _update(metrics, *(d[idx] for d in data), chunk=2)
+        queue.put((rank, {k: float(m.compute()) for k, m in metrics.items()}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_process_ddp_equals_one_process() -> None:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    mp.start_processes(
+        _ddp_worker, args=(2, _free_port(), queue), nprocs=2, join=True, start_method="spawn"
+    )
+    results = dict(queue.get(timeout=60) for _ in range(2))
+    ref = _reference(*_data())
+    for rank in (0, 1):
+        for key, value in ref.items():
+            assert results[rank][key] == pytest.approx(value, abs=1e-6), (rank, key)
