@@ -1,38 +1,5 @@
 """Explainers: saliency for classifiers and interaction attributions for dual encoders."""
 
-from lico_lightning.explain.dual_encoder import (
-    DualEncoder,
-    ImageSpec,
-    OpenCLIPDualEncoder,
-    TextSpec,
-)
-from lico_lightning.explain.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
-from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
-from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
-from lico_lightning.explain.itsm import ITSM
-from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
-from lico_lightning.explain.perturbation import conditional_perturbation_curves
-
-__all__ = [
-    "ITSM",
-    "M2IB",
-    "DualEncoder",
-    "FIxLIP",
-    "FIxLIPAttribution",
-    "FIxLIPGame",
-    "ImageSpec",
-    "IntegratedJacobians",
-    "InteractionAttribution",
-    "InteractionCAM",
-    "M2IBAttribution",
-    "M2IBSettings",
-    "OpenCLIPDualEncoder",
-    "TextSpec",
-    "TokenLayout",
-    "conditional_perturbation_curves",
-]
-
-# --- saliency explainers for classifiers (issue 3) ---
 from lico_lightning.explain.base import (
     EXPLAINERS,
     Explainer,
@@ -41,6 +8,12 @@ from lico_lightning.explain.base import (
     register_explainer,
 )
 from lico_lightning.explain.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+from lico_lightning.explain.dual_encoder import (
+    DualEncoder,
+    ImageSpec,
+    OpenCLIPDualEncoder,
+    TextSpec,
+)
 from lico_lightning.explain.evaluation import (
     SALIENCY_METRICS,
     SaliencyMetricOptions,
@@ -49,12 +22,18 @@ from lico_lightning.explain.evaluation import (
     list_saliency_metrics,
     parse_batch,
 )
+from lico_lightning.explain.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
 from lico_lightning.explain.hooks import (
     LayerCapture,
     ViTReshape,
     preserve_model_state,
     resolve_layer,
 )
+from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
+from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
+from lico_lightning.explain.itsm import ITSM
+from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
+from lico_lightning.explain.perturbation import conditional_perturbation_curves
 from lico_lightning.explain.rise import RISE
 from lico_lightning.explain.sanity import (
     ParameterRandomizationResult,
@@ -62,19 +41,35 @@ from lico_lightning.explain.sanity import (
     randomizable_layers,
 )
 
-__all__ += [
+__all__ = [
+    "DualEncoder",
     "EXPLAINERS",
-    "RISE",
-    "SALIENCY_METRICS",
     "Explainer",
+    "FIxLIP",
+    "FIxLIPAttribution",
+    "FIxLIPGame",
     "GradCAM",
     "GradCAMPlusPlus",
+    "ITSM",
+    "ImageSpec",
+    "IntegratedJacobians",
+    "InteractionAttribution",
+    "InteractionCAM",
     "LayerCapture",
+    "M2IB",
+    "M2IBAttribution",
+    "M2IBSettings",
+    "OpenCLIPDualEncoder",
     "ParameterRandomizationResult",
+    "RISE",
+    "SALIENCY_METRICS",
     "SaliencyMetricOptions",
     "ScoreCAM",
+    "TextSpec",
+    "TokenLayout",
     "ViTReshape",
     "compute_saliency_metrics",
+    "conditional_perturbation_curves",
     "create_explainer",
     "evaluate_saliency",
     "list_explainers",

@@ -13,20 +13,6 @@ from lico_lightning.metrics.interaction import (
     PFaithfulnessCorrelation,
     PointingGameRecognition,
 )
-
-__all__ = [
-    "AreaBetweenInsertionDeletion",
-    "ConditionalDeletionAUC",
-    "ConditionalInsertionAUC",
-    "ConfidenceDrop",
-    "ConfidenceIncrease",
-    "PFaithfulnessCorrelation",
-    "PointingGameAccuracy",
-    "PointingGameEnergy",
-    "PointingGameRecognition",
-]
-
-# --- saliency quality metrics (issue 3) ---
 from lico_lightning.metrics.saliency import (
     AverageDrop,
     DeletionAUC,
@@ -37,12 +23,21 @@ from lico_lightning.metrics.saliency import (
     PointingGame,
 )
 
-__all__ += [
+__all__ = [
+    "AreaBetweenInsertionDeletion",
     "AverageDrop",
+    "ConditionalDeletionAUC",
+    "ConditionalInsertionAUC",
+    "ConfidenceDrop",
+    "ConfidenceIncrease",
     "DeletionAUC",
     "EnergyPointingGame",
     "IncreaseInConfidence",
     "InsertionAUC",
     "InsertionDeletionAUC",
+    "PFaithfulnessCorrelation",
     "PointingGame",
+    "PointingGameAccuracy",
+    "PointingGameEnergy",
+    "PointingGameRecognition",
 ]
