@@ -38,6 +38,12 @@ TINY_TRAINER = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _clean_argv(monkeypatch):
+    """LightningCLI warns when pytest's own argv sits beside explicit args."""
+    monkeypatch.setattr(sys, "argv", ["lico-lightning"])
+
+
 def _image_folder(root: Path, classes: list[str], per_class: int = 3, size: int = 40) -> None:
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
