@@ -26,7 +26,6 @@ Relation to the reference implementation (YingWANGG/M2IB):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -36,7 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lico_lightning._validation import check_choice, check_finite, check_tensor
+from lico_lightning._validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_int_pair,
+    check_real,
+    check_tensor,
+)
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.functional.m2ib import (
     bottleneck_capacity,
@@ -118,15 +124,9 @@ class M2IBAttribution:
                 f"Expected an image attribution to upsample, but got tower {self.tower!r}."
             )
         check_choice("mode", mode, ("bilinear", "nearest", "bicubic"))
-        size = self.image_size if size is None else size
-        if (
-            not isinstance(size, (tuple, list))
-            or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-        ):
-            raise ValueError(f"Expected `size` to be two positive ints (H, W), but got {size!r}.")
+        size = check_int_pair("size", self.image_size if size is None else size)
         kwargs = {} if mode == "nearest" else {"align_corners": False}
-        return F.interpolate(self.attribution[:, None], size=tuple(size), mode=mode, **kwargs)[:, 0]
+        return F.interpolate(self.attribution[:, None], size=size, mode=mode, **kwargs)[:, 0]
 
 
 @dataclass
@@ -237,15 +237,15 @@ class M2IB:
                 "Expected an image tower with a patch grid (ViT) for image attributions, but "
                 f"{type(encoder).__name__}.image_spec.grid_size is None."
             )
-        _check_real("beta", beta, low=0.0, strict=False)
-        _check_real("sigma2", sigma2, low=0.0, strict=True)
-        _check_real("lr", lr, low=0.0, strict=True)
-        _check_real("init_alpha", init_alpha)
-        _check_int("steps", steps, low=1)
-        _check_int("num_copies", num_copies, low=1)
-        _check_int("seed", seed, low=0)
+        check_real("beta", beta, low=0.0, strict=False)
+        check_real("sigma2", sigma2, low=0.0, strict=True)
+        check_real("lr", lr, low=0.0, strict=True)
+        check_real("init_alpha", init_alpha)
+        check_int("steps", steps, 1)
+        check_int("num_copies", num_copies, 1)
+        check_int("seed", seed, 0)
         if max_pairs is not None:
-            _check_int("max_pairs", max_pairs, low=1)
+            check_int("max_pairs", max_pairs, 1)
         self.encoder = encoder
         self.settings = M2IBSettings(
             tower=tower,
@@ -523,20 +523,3 @@ def _module_device(module: nn.Module, default: torch.device) -> torch.device:
     for buf in module.buffers():
         return buf.device
     return default
-
-
-def _check_real(name: str, value: object, *, low: float | None = None, strict: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Expected `{name}` to be a number, but got {type(value).__name__}.")
-    if not math.isfinite(value):
-        raise ValueError(f"Expected `{name}` to be finite, but got {value!r}.")
-    if low is not None and (value <= low if strict else value < low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"Expected `{name}` {bound}, but got {value!r}.")
-
-
-def _check_int(name: str, value: object, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
-    if value < low:
-        raise ValueError(f"Expected `{name}` >= {low}, but got {value!r}.")

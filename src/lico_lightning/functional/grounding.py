@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_choice, check_finite, check_tensor
+from lico_lightning._validation import check_choice, check_finite, check_int_pair, check_tensor
 
 __all__ = [
     "box_to_mask",
@@ -62,8 +62,8 @@ def box_to_mask(
                  [0, 0, 0, 0],
                  [0, 0, 0, 0]]], dtype=torch.int32)
     """
-    h, w = _check_size("grid_size", grid_size)
-    img_h, img_w = _check_size("image_size", image_size if image_size is not None else grid_size)
+    h, w = check_int_pair("grid_size", grid_size)
+    img_h, img_w = check_int_pair("image_size", image_size if image_size is not None else grid_size)
     boxes = _check_boxes(boxes, (img_h, img_w))
     dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
     boxes = boxes.to(dtype)
@@ -288,16 +288,6 @@ def confidence_increase(
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_size(name: str, size: object) -> tuple[int, int]:
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-    ):
-        raise ValueError(f"Expected `{name}` to be two positive ints (H, W), but got {size!r}.")
-    return int(size[0]), int(size[1])
-
-
 def _check_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
     check_tensor("boxes", boxes, ndim=2)
     if boxes.shape[1] != 4:

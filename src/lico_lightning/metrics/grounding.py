@@ -21,9 +21,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lico_lightning._validation import check_choice
+from lico_lightning._validation import check_choice, check_int_pair
 from lico_lightning.functional.grounding import (
-    _check_size,
     confidence_drop,
     confidence_increase,
     insertion_deletion_auc,
@@ -85,7 +84,7 @@ class PointingGameAccuracy(_MeanMetric):
 
     def __init__(self, image_size: tuple[int, int] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.image_size = None if image_size is None else _check_size("image_size", image_size)
+        self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
 
     def update(self, saliency: Tensor, target: Tensor) -> None:
         """Add ``(B, h, w)`` maps and ``(B, 4)`` boxes (or ``(B, h, w)`` bool masks)."""
@@ -118,7 +117,7 @@ class PointingGameEnergy(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.image_size = None if image_size is None else _check_size("image_size", image_size)
+        self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
         self.reduction = check_choice("reduction", reduction, ("median", "mean"))
         self.add_state("energies", default=[], dist_reduce_fx="cat")
 
