@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lico_lightning._validation import check_tensor
+from lico_lightning.explain._safety import explanation_mode
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.functional.interaction import token_interactions
@@ -122,8 +123,7 @@ class FactorizedInteractionExplainer(ABC):
 
         enc = self.encoder
         with ExitStack() as stack:
-            stack.enter_context(torch.inference_mode(False))
-            stack.enter_context(torch.no_grad())
+            stack.enter_context(explanation_mode())
             stack.enter_context(enc.explaining())
             inp_a, inp_b = inp_a.clone(), inp_b.clone()  # leave inference mode behind
             if mod_a == mod_b and inp_a.shape[1:] == inp_b.shape[1:]:

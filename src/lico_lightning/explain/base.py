@@ -22,13 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_tensor
-from lico_lightning.explain.hooks import (
-    detach_input,
-    explanation_mode,
-    find_default_layer,
-    preserve_model_state,
-    resolve_layer,
-)
+from lico_lightning.explain._safety import detach_input, explanation_mode, preserve_model_state
+from lico_lightning.explain.hooks import find_default_layer, resolve_layer
 from lico_lightning.functional.saliency import check_target_range, normalize_saliency
 
 __all__ = ["EXPLAINERS", "Explainer", "create_explainer", "list_explainers", "register_explainer"]

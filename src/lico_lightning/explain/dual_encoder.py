@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning.explain._safety import restored_training_modes
 
 __all__ = [
     "DualEncoder",
@@ -406,15 +407,10 @@ class DualEncoder(ABC):
             >>> enc.module.training
             True
         """
-        modes = [(m, m.training) for m in self.module.modules()]
         with ExitStack() as stack:
-            try:
-                self.module.eval()
-                self._explaining_contexts(stack)
-                yield
-            finally:
-                for m, mode in modes:
-                    m.training = mode
+            stack.enter_context(restored_training_modes(self.module))
+            self._explaining_contexts(stack)
+            yield
 
     def mask_image_patches(self, images: Tensor, keep: Tensor, fill: float = 0.0) -> Tensor:
         """Set the pixels of dropped grid cells to ``fill`` (0 = the mean colour when normalised).

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lico_lightning._validation import check_choice, check_positive
+from lico_lightning.explain._safety import module_device, preserve_model_state
 from lico_lightning.explain.base import create_explainer, list_explainers
-from lico_lightning.explain.hooks import preserve_model_state
 from lico_lightning.functional.saliency import (
     DEFAULT_BLUR_KERNEL_SIZE,
     DEFAULT_BLUR_SIGMA,
@@ -320,8 +320,7 @@ def evaluate_saliency(
             extra.setdefault("layer", layer)
         explainers[name] = create_explainer(name, model, **extra)
     if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = module_device(model, torch.device("cpu"))
 
     sums = {
         (m, k): torch.zeros((), dtype=torch.float64) for m in method_names for k in metric_names

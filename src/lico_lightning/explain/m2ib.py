@@ -33,7 +33,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lico_lightning._validation import (
     check_choice,
@@ -43,6 +43,7 @@ from lico_lightning._validation import (
     check_real,
     check_tensor,
 )
+from lico_lightning.explain._safety import explanation_mode, module_device, restored_requires_grad
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.functional.m2ib import (
     bottleneck_capacity,
@@ -403,11 +404,10 @@ class M2IB:
         enc = self.encoder
         s = self.settings
         with ExitStack() as stack:
-            stack.enter_context(torch.inference_mode(False))
-            stack.enter_context(torch.enable_grad())
+            stack.enter_context(explanation_mode(grad=True))
             stack.enter_context(enc.explaining())
-            stack.enter_context(_frozen_parameters(enc.module))
-            device = _module_device(enc.module, images.device)
+            stack.enter_context(restored_requires_grad(enc.module, freeze=True))
+            device = module_device(enc.module, images.device)
             images = images.detach().to(device).clone()  # out of inference mode
             tokens = tokens.detach().to(device).clone()
             eot = enc.eot_positions(tokens)
@@ -498,28 +498,3 @@ class M2IB:
         emb = self._embed(ctx, inputs, alpha, noise)
         kl = bottleneck_capacity(ctx.features, alpha, s.sigma2)
         return m2ib_objective(kl, emb, ctx.target, s.beta, ctx.valid)
-
-
-@contextmanager
-def _frozen_parameters(module: nn.Module) -> Iterator[None]:
-    """Set ``requires_grad=False`` on every parameter; restore each flag after (also on error).
-
-    No autograd graph is built into the model (the gates are the only leaves that need
-    gradients); ``.grad`` is never read or written.
-    """
-    saved = [(p, p.requires_grad) for p in module.parameters()]
-    try:
-        for p, _ in saved:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-
-
-def _module_device(module: nn.Module, default: torch.device) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    for buf in module.buffers():
-        return buf.device
-    return default

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning.explain._safety import explanation_mode
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.functional.grounding import perturbation_keep_masks
 
@@ -119,8 +120,7 @@ def conditional_perturbation_curves(
     keep = keep.flatten(0, 1)  # (B·(J+1), F)
 
     with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.no_grad())
+        stack.enter_context(explanation_mode())
         stack.enter_context(encoder.explaining())
         images, tokens = images.clone(), tokens.clone()
         if modality == "image":
