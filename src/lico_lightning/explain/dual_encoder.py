@@ -232,7 +232,7 @@ class DualEncoder(ABC):
 
     def eot_positions(self, tokens: Tensor) -> Tensor:
         """Position of the first EOT token of every caption, ``(B,)`` long."""
-        tokens = self._check_tokens(tokens)
+        tokens = self.check_tokens(tokens)
         is_eot = tokens == self.text_spec.eot_id
         if not bool(is_eot.any(-1).all()):
             raise ValueError(
@@ -452,13 +452,6 @@ class DualEncoder(ABC):
     # ----------------------------------------------------------------- input checks
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """Raise unless ``tokens`` are ``(B, S)`` integer ids for this text tower; return them."""
-        return self._check_tokens(tokens)
-
-    def check_images(self, images: Tensor) -> Tensor:
-        """Raise unless ``images`` are ``(B, C, H, W)`` floats of the tower's input size."""
-        return self._check_images(images)
-
-    def _check_tokens(self, tokens: Tensor) -> Tensor:
         check_tensor("tokens", tokens, ndim=2)
         if tokens.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"Expected `tokens` to be int64 token ids, but got {tokens.dtype}.")
@@ -470,7 +463,8 @@ class DualEncoder(ABC):
             )
         return tokens
 
-    def _check_images(self, images: Tensor) -> Tensor:
+    def check_images(self, images: Tensor) -> Tensor:
+        """Raise unless ``images`` are ``(B, C, H, W)`` floats of the tower's input size."""
         check_tensor("images", images, ndim=4, floating=True)
         size = self.image_spec.image_size
         if tuple(images.shape[-2:]) != tuple(size):
@@ -625,7 +619,7 @@ class OpenCLIPDualEncoder(DualEncoder):
     # ----------------------------------------------------------------- towers
     def encode_image(self, images: Tensor) -> Tensor:
         """Unnormalised image embeddings ``(B, K)``, equal to ``model.encode_image(images)``."""
-        self._check_images(images)
+        self.check_images(images)
         return self._model.encode_image(images)
 
     def encode_text(self, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
@@ -634,7 +628,7 @@ class OpenCLIPDualEncoder(DualEncoder):
         With ``token_mask`` (``(B, S)`` bool, True = keep), masked tokens are removed as keys
         from every attention layer (the causal mask is kept); SOT and EOT are always kept.
         """
-        tokens = self._check_tokens(tokens)
+        tokens = self.check_tokens(tokens)
         if token_mask is None:
             return self._model.encode_text(tokens)
         check_tensor("token_mask", token_mask, ndim=2)

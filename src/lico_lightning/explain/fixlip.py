@@ -115,8 +115,8 @@ class FIxLIPGame:
         check_choice("text_masking", text_masking, _TEXT_MASKING)
         check_int("chunk_size", chunk_size, 1)
         self.encoder = encoder
-        self.image = encoder._check_images(image[None])[0]
-        self.tokens = encoder._check_tokens(tokens[None])[0]
+        self.image = encoder.check_images(image[None])[0]
+        self.tokens = encoder.check_tokens(tokens[None])[0]
         self.grid_size = _resolve_grid(encoder, grid, tuple(image.shape[-2:]))
         eot = int(encoder.eot_positions(self.tokens[None])[0])
         if eot < 2:
@@ -561,7 +561,7 @@ class FIxLIP:
 
     # ------------------------------------------------------------------ internals
     def _inputs(self, images: Tensor, texts: Tensor | Sequence[str]) -> tuple[Tensor, Tensor]:
-        check_tensor("images", images, ndim=4, floating=True)
+        images = self.encoder.check_images(images)
         if isinstance(texts, Tensor):
             tokens = texts
         elif isinstance(texts, Sequence) and not isinstance(texts, str):
@@ -570,7 +570,7 @@ class FIxLIP:
             raise TypeError(
                 f"Expected `texts` to be token ids or a list of strings, but got {type(texts).__name__}."
             )
-        tokens = self.encoder._check_tokens(tokens)
+        tokens = self.encoder.check_tokens(tokens)
         if tokens.shape[0] != images.shape[0]:
             raise ValueError(
                 f"Expected `images` and `texts` with the same batch size, but got "

@@ -381,13 +381,7 @@ class M2IB:
 
     # ---------------------------------------------------------------- internals
     def _check_inputs(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        check_tensor("images", images, ndim=4, floating=True)
-        size = tuple(self.encoder.image_spec.image_size)
-        if tuple(images.shape[-2:]) != size:
-            raise ValueError(
-                f"Expected `images` of spatial size {size} for this image tower, but got "
-                f"{tuple(images.shape)}."
-            )
+        self.encoder.check_images(images)
         self.encoder.eot_positions(tokens)  # token dtype, length and EOT checks
         if images.shape[0] != tokens.shape[0]:
             raise ValueError(
