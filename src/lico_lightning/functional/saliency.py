@@ -33,6 +33,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur_image
 
 from lico_lightning._validation import check_choice, check_positive, check_tensor
+from lico_lightning.functional._shared_metrics import rank_correlation
 
 __all__ = [
     "average_drop",
@@ -743,20 +744,15 @@ def energy_pointing_game(
 # --------------------------------------------------------------------------------------------
 # rank correlation (sanity checks)
 # --------------------------------------------------------------------------------------------
-def _average_ranks(x: Tensor) -> Tensor:
-    sorted_x, _ = x.sort(dim=1)
-    left = torch.searchsorted(sorted_x, x.contiguous(), side="left")
-    right = torch.searchsorted(sorted_x, x.contiguous(), side="right")
-    return (left + right + 1).to(torch.float64) / 2.0
-
-
 def spearman_rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     r"""Spearman rank correlation between rows of ``a`` and ``b`` (ties get average ranks).
 
     .. math::
         \rho = \frac{\operatorname{cov}(r_a, r_b)}{\sigma_{r_a} \sigma_{r_b}}
 
-    A constant row has no ranking; its correlation is defined as 0 (instead of NaN).
+    A constant row has no ranking; its correlation is defined as 0 (instead of NaN). Same
+    formula as :func:`~lico_lightning.functional.p_faithfulness_correlation` (which raises on
+    a constant row instead), computed in float64.
 
     Args:
         a: ``(B, *)`` (e.g. saliency maps ``(B, H, W)``); flattened per row.
@@ -775,10 +771,5 @@ def spearman_rank_correlation(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(
             f"Expected `a` and `b` of the same shape (B, ...), but got {tuple(a.shape)} and {tuple(b.shape)}."
         )
-    ra = _average_ranks(a.flatten(1))
-    rb = _average_ranks(b.flatten(1))
-    ra = ra - ra.mean(1, keepdim=True)
-    rb = rb - rb.mean(1, keepdim=True)
-    denom = ra.norm(dim=1) * rb.norm(dim=1)
-    rho = torch.where(denom > 0, (ra * rb).sum(1) / denom.clamp_min(1e-300), 0.0)
-    return rho.clamp(-1.0, 1.0).to(a.dtype)
+    rho, _ = rank_correlation(a.flatten(1), b.flatten(1))
+    return rho.to(a.dtype)
