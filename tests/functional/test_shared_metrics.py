@@ -7,7 +7,12 @@ import torch
 from scipy import stats
 
 from lico_lightning.functional import (
+    box_to_mask,
+    energy_pointing_game,
     p_faithfulness_correlation,
+    pointing_game,
+    pointing_game_accuracy,
+    pointing_game_energy,
     rank_data,
     spearman_rank_correlation,
 )
@@ -45,3 +50,46 @@ def test_p_faithfulness_correlation_ranks_low_precision_inputs_exactly() -> None
     got = p_faithfulness_correlation(a.bfloat16(), b.bfloat16())
     assert got.dtype == torch.bfloat16
     assert float(got) == pytest.approx(want, abs=2e-3)  # half a bfloat16 step at 0.9
+
+
+# ------------------------------------------------------------------ localisation
+def _one_box_per_map(n: int, size: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """Random non-empty boxes with integer edges (edges land on patch centres of 8-px cells)."""
+    h, w = size
+    x = torch.randint(0, w + 1, (n, 2), generator=gen)
+    y = torch.randint(0, h + 1, (n, 2), generator=gen)
+    x1, x2 = x.min(1).values, x.max(1).values
+    y1, y2 = y.min(1).values, y.max(1).values
+    x2, y2 = torch.maximum(x2, x1 + 1).clamp(max=w), torch.maximum(y2, y1 + 1).clamp(max=h)
+    x1, y1 = torch.minimum(x1, x2 - 1), torch.minimum(y1, y2 - 1)
+    return torch.stack([x1, y1, x2, y2], 1).float()
+
+
+def test_classifier_and_grounding_pointing_games_agree_at_pixel_resolution() -> None:
+    gen = torch.Generator().manual_seed(2)
+    sal = torch.randn(40, 12, 10, generator=gen).round(decimals=0)  # ties: first argmax
+    sal[0] = 0.0  # constant map points at the top-left pixel
+    boxes = _one_box_per_map(40, (12, 10), gen)
+    hits, valid = pointing_game(sal, list(boxes[:, None]), tolerance=0, reduction="none")
+    assert bool(valid.all())
+    pga = pointing_game_accuracy(sal, boxes, reduction="none")
+    assert 0 < int(hits.sum()) < 40  # both outcomes occur
+    assert torch.equal(pga, hits.float())
+    energy, _ = energy_pointing_game(sal, list(boxes[:, None]), reduction="none")
+    torch.testing.assert_close(pointing_game_energy(sal, boxes, reduction="none"), energy)
+
+
+def test_grounding_pointing_game_boxes_equal_their_masks_on_a_patch_grid() -> None:
+    # 4x5 patches of 8 px: integer box edges often pass exactly through a patch centre
+    gen = torch.Generator().manual_seed(3)
+    sal = torch.randn(64, 4, 5, generator=gen)
+    boxes = _one_box_per_map(64, (32, 40), gen)
+    masks = box_to_mask(boxes, (4, 5), (32, 40))
+    got = pointing_game_accuracy(sal, boxes, image_size=(32, 40), reduction="none")
+    assert torch.equal(got, pointing_game_accuracy(sal, masks, reduction="none"))
+    # and a naive loop over the peak cell's centre (edges included)
+    for b in range(64):
+        peak = int(sal[b].flatten().argmax())
+        cy, cx = (peak // 5 + 0.5) * 8, (peak % 5 + 0.5) * 8
+        x1, y1, x2, y2 = boxes[b].tolist()
+        assert bool(got[b]) == (x1 <= cx <= x2 and y1 <= cy <= y2)

@@ -48,3 +48,112 @@ def rank_correlation(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     defined = denom > 0
     rho = torch.where(defined, (ra * rb).sum(-1) / denom.clamp_min(1e-300), 0.0)
     return rho.clamp(-1.0, 1.0), defined
+
+
+# --------------------------------------------------------------------------- localisation
+# Boxes are (x1, y1, x2, y2) in pixels of an (H, W) image (pixel-edge coordinates: pixel
+# (i, j) covers [j, j+1) x [i, i+1)); a cell of an (h, w) map stands for the image region it
+# covers and is represented by its centre. A centre on a box edge is inside.
+def check_boxes_in_image(
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    *,
+    strict: bool,
+    image_index: Tensor | None = None,
+) -> None:
+    """Raise ``ValueError`` naming the first box that is not finite, leaves the image, or is
+    inverted (``x1 > x2``; with ``strict`` also empty, ``x1 == x2``)."""
+    if boxes.numel() == 0:
+        return
+    h, w = image_size
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    inverted = (x1 >= x2) | (y1 >= y2) if strict else (x1 > x2) | (y1 > y2)
+    bad = ~torch.isfinite(boxes).all(-1) | (x1 < 0) | (y1 < 0) | (x2 > w) | (y2 > h) | inverted
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        rel = "<" if strict else "<="
+        which = f"box {i}" if image_index is None else f"box {i} (image {int(image_index[i])})"
+        raise ValueError(
+            f"Expected boxes (x1, y1, x2, y2) inside the {h}x{w} image with "
+            f"0 <= x1 {rel} x2 <= {w} and 0 <= y1 {rel} y2 <= {h}, but got {which} = "
+            f"{boxes[i].tolist()}."
+        )
+
+
+def cell_centres(n: int, extent: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Image coordinates of the centres of ``n`` cells along an axis of ``extent`` pixels,
+    :math:`(k + \\tfrac12)\\, \\mathrm{extent} / n`."""
+    return (torch.arange(n, device=device, dtype=dtype) + 0.5) * (extent / n)
+
+
+def box_cell_masks(
+    boxes: Tensor, grid_size: tuple[int, int], image_size: tuple[int, int]
+) -> Tensor:
+    """``(N, h, w)`` bool: the cells of an ``(h, w)`` grid whose centre lies in each of the
+    ``(N, 4)`` floating-point boxes (computed in the boxes' dtype)."""
+    h, w = grid_size
+    cy = cell_centres(h, image_size[0], boxes.dtype, boxes.device)
+    cx = cell_centres(w, image_size[1], boxes.dtype, boxes.device)
+    x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))
+    in_y = (cy[None] >= y1) & (cy[None] <= y2)  # (N, h)
+    in_x = (cx[None] >= x1) & (cx[None] <= x2)  # (N, w)
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+def pointing_hits(
+    saliency: Tensor,
+    boxes: Tensor,
+    image_index: Tensor,
+    image_size: tuple[int, int],
+    tolerance: float,
+) -> Tensor:
+    r"""Pointing game (Zhang et al. 2018): is the maximum of each map within ``tolerance``
+    pixels of one of its boxes?
+
+    The maximum is the first maximal cell in row-major order (``argmax``); its centre
+    :math:`c` (in image pixels, in the boxes' dtype) hits box :math:`k` when
+
+    .. math::
+        \sqrt{d_x^2 + d_y^2} \le \tau, \quad
+        d_x = \max(x_1 - c_x, 0) + \max(c_x - x_2, 0), \;
+        d_y = \max(y_1 - c_y, 0) + \max(c_y - y_2, 0)
+
+    (:math:`\tau = 0`: the centre lies in the box, edges included — exactly
+    :func:`box_cell_masks` at the maximum).
+
+    Args:
+        saliency: ``(B, h, w)`` maps.
+        boxes: ``(N, 4)`` floating-point boxes, on the maps' device.
+        image_index: ``(N,)`` long, the map each box belongs to (maps may have 0 or many).
+        image_size: ``(H, W)`` the boxes refer to.
+        tolerance: :math:`\tau` in pixels.
+
+    Returns:
+        ``(B,)`` bool, False for maps without boxes.
+    """
+    b, h, w = saliency.shape
+    peak = saliency.flatten(1).argmax(1)
+    cy = ((peak // w).to(boxes.dtype) + 0.5) * (image_size[0] / h)
+    cx = ((peak % w).to(boxes.dtype) + 0.5) * (image_size[1] / w)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    px, py = cx[image_index], cy[image_index]
+    dx = (x1 - px).clamp_min(0) + (px - x2).clamp_min(0)
+    dy = (y1 - py).clamp_min(0) + (py - y2).clamp_min(0)
+    box_hit = torch.hypot(dx, dy) <= tolerance
+    hits = torch.zeros(b, device=saliency.device).index_add_(0, image_index, box_hit.float())
+    return hits > 0
+
+
+def positive_energy_share(saliency: Tensor, mask: Tensor) -> Tensor:
+    r"""Energy pointing game: share of the positive attribution inside the region, per map.
+
+    .. math::
+        E_b = \frac{\sum_{p \in \mathrm{region}_b} \max(s_{b,p}, 0)}{\sum_p \max(s_{b,p}, 0)}
+
+    Computed in the dtype of ``saliency`` ``(B, h, w)``; ``mask`` ``(B, h, w)`` bool is the
+    region. A map without positive attribution scores 0 (nothing points at the object).
+    """
+    pos = saliency.clamp_min(0).flatten(1)
+    total = pos.sum(1)
+    inside = (pos * mask.flatten(1)).sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(pos.dtype).tiny), 0.0)

@@ -26,6 +26,12 @@ import torch
 from torch import Tensor
 
 from lico_lightning._validation import check_choice, check_finite, check_int_pair, check_tensor
+from lico_lightning.functional._shared_metrics import (
+    box_cell_masks,
+    check_boxes_in_image,
+    pointing_hits,
+    positive_energy_share,
+)
 
 __all__ = [
     "box_to_mask",
@@ -65,14 +71,7 @@ def box_to_mask(
     h, w = check_int_pair("grid_size", grid_size)
     img_h, img_w = check_int_pair("image_size", image_size if image_size is not None else grid_size)
     boxes = _check_boxes(boxes, (img_h, img_w))
-    dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
-    boxes = boxes.to(dtype)
-    cy = (torch.arange(h, device=boxes.device, dtype=dtype) + 0.5) * (img_h / h)
-    cx = (torch.arange(w, device=boxes.device, dtype=dtype) + 0.5) * (img_w / w)
-    x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))
-    in_y = (cy[None] >= y1) & (cy[None] <= y2)  # (B, h)
-    in_x = (cx[None] >= x1) & (cx[None] <= x2)  # (B, w)
-    return in_y[:, :, None] & in_x[:, None, :]
+    return box_cell_masks(boxes, (h, w), (img_h, img_w))
 
 
 def pointing_game_accuracy(
@@ -85,6 +84,10 @@ def pointing_game_accuracy(
 
     The most attributed cell is the first maximum in row-major order (``argmax``; a constant
     map points at the top-left cell). Regions without any cell count as misses.
+
+    With boxes this is :func:`~lico_lightning.functional.pointing_game` with tolerance 0
+    (the cell's centre lies in the box, edges included) for one box per map on a grid of any
+    resolution; both call the same core.
 
     Args:
         saliency: ``(B, h, w)`` attribution maps (patch or pixel resolution).
@@ -105,9 +108,14 @@ def pointing_game_accuracy(
         tensor(0.5000)
     """
     check_choice("reduction", reduction, ("mean", "none"))
-    saliency, mask = _saliency_and_mask(saliency, target, image_size)
-    peak = saliency.flatten(1).argmax(1, keepdim=True)
-    hits = mask.flatten(1).gather(1, peak).squeeze(1).to(saliency.dtype)
+    target, size = _check_saliency_target(saliency, target, image_size)
+    if target.ndim == 3:  # a mask: the region is given cell by cell
+        peak = saliency.flatten(1).argmax(1, keepdim=True)
+        hits = target.flatten(1).gather(1, peak).squeeze(1)
+    else:
+        index = torch.arange(saliency.shape[0], device=saliency.device)
+        hits = pointing_hits(saliency, target, index, size, tolerance=0.0)
+    hits = hits.to(saliency.dtype)
     return hits.mean() if reduction == "mean" else hits
 
 
@@ -119,7 +127,9 @@ def pointing_game_energy(
 ) -> Tensor:
     """Pointing game energy (PGE): share of the positive attribution inside the target region.
 
-    Maps without positive attribution score 0 (nothing points at the object).
+    Maps without positive attribution score 0 (nothing points at the object). The same
+    formula as :func:`~lico_lightning.functional.energy_pointing_game` (one core), here for
+    one box or mask per map on a grid of any resolution.
 
     Args:
         saliency: ``(B, h, w)`` attribution maps.
@@ -138,11 +148,10 @@ def pointing_game_energy(
         tensor(0.7500)
     """
     check_choice("reduction", reduction, ("mean", "median", "none"))
-    saliency, mask = _saliency_and_mask(saliency, target, image_size)
-    pos = saliency.clamp_min(0).flatten(1)
-    total = pos.sum(1)
-    inside = (pos * mask.flatten(1)).sum(1)
-    energy = torch.where(total > 0, inside / total.clamp_min(torch.finfo(pos.dtype).tiny), 0.0)
+    target, size = _check_saliency_target(saliency, target, image_size)
+    grid = (int(saliency.shape[1]), int(saliency.shape[2]))
+    mask = target if target.ndim == 3 else box_cell_masks(target, grid, size)
+    energy = positive_energy_share(saliency, mask)
     if reduction == "mean":
         return energy.mean()
     if reduction == "median":
@@ -289,6 +298,7 @@ def confidence_increase(
 
 # --------------------------------------------------------------------------- helpers
 def _check_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """One non-empty box per map; returned as floating point (float32 for integer boxes)."""
     check_tensor("boxes", boxes, ndim=2)
     if boxes.shape[1] != 4:
         raise ValueError(
@@ -296,21 +306,15 @@ def _check_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
         )
     if boxes.is_floating_point():
         check_finite("boxes", boxes)
-    h, w = image_size
-    x1, y1, x2, y2 = boxes.unbind(1)
-    bad = (x1 < 0) | (y1 < 0) | (x2 > w) | (y2 > h) | (x1 >= x2) | (y1 >= y2)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"Expected boxes inside the {h}x{w} image with 0 <= x1 < x2 <= {w} and "
-            f"0 <= y1 < y2 <= {h}, but got box {i} = {boxes[i].tolist()}."
-        )
-    return boxes
+    check_boxes_in_image(boxes, image_size, strict=True)
+    return boxes if boxes.is_floating_point() else boxes.to(torch.float32)
 
 
-def _saliency_and_mask(
+def _check_saliency_target(
     saliency: Tensor, target: Tensor, image_size: tuple[int, int] | None
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, tuple[int, int]]:
+    """Validate; return the ``(B, h, w)`` bool mask or the floating ``(B, 4)`` boxes, and the
+    image size the boxes refer to."""
     check_tensor("saliency", saliency, ndim=3, floating=True)
     check_finite("saliency", saliency)
     check_tensor("target", target, ndim=(2, 3))
@@ -326,8 +330,9 @@ def _saliency_and_mask(
                 f"Expected a mask `target` of dtype bool and shape (B, {grid[0]}, {grid[1]}), "
                 f"but got {target.dtype} {tuple(target.shape)}."
             )
-        return saliency, target
-    return saliency, box_to_mask(target, grid, image_size)
+        return target, grid
+    size = check_int_pair("image_size", image_size if image_size is not None else grid)
+    return _check_boxes(target, size), size
 
 
 def _check_pair(original: Tensor, distilled: Tensor) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,13 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur_image
 
 from lico_lightning._validation import check_choice, check_positive, check_tensor
-from lico_lightning.functional._shared_metrics import rank_correlation
+from lico_lightning.functional._shared_metrics import (
+    box_cell_masks,
+    check_boxes_in_image,
+    pointing_hits,
+    positive_energy_share,
+    rank_correlation,
+)
 
 __all__ = [
     "average_drop",
@@ -127,24 +133,7 @@ def _check_boxes(
     flat = torch.cat([b.reshape(-1, 4).float() for b in boxes]) if boxes else torch.zeros(0, 4)
     counts = torch.tensor([b.numel() // 4 for b in boxes], dtype=torch.long)
     image_index = torch.repeat_interleave(torch.arange(batch_size), counts)
-    if flat.numel():
-        x1, y1, x2, y2 = flat.unbind(1)
-        bad = (
-            ~torch.isfinite(flat).all(1)
-            | (x1 < 0)
-            | (y1 < 0)
-            | (x2 > width)
-            | (y2 > height)
-            | (x1 > x2)
-            | (y1 > y2)
-        )
-        if bool(bad.any()):
-            first = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                "Expected boxes (x1, y1, x2, y2) with 0 <= x1 <= x2 <= W and 0 <= y1 <= y2 <= H "
-                f"for images of size H x W = {height} x {width}, but got "
-                f"{flat[first].tolist()} for image {int(image_index[first])}."
-            )
+    check_boxes_in_image(flat, (height, width), strict=False, image_index=image_index)
     return flat, image_index
 
 
@@ -635,10 +624,6 @@ def increase_in_confidence(
 # --------------------------------------------------------------------------------------------
 # pointing game
 # --------------------------------------------------------------------------------------------
-def _pixel_centres(n: int, device: torch.device) -> Tensor:
-    return torch.arange(n, device=device, dtype=torch.float32) + 0.5
-
-
 def pointing_game(
     saliency: Tensor,
     boxes: Sequence[Tensor],
@@ -656,7 +641,9 @@ def pointing_game(
         d_x = \max(x_1 - c_x, 0, c_x - x_2),\; d_y = \max(y_1 - c_y, 0, c_y - y_2)
 
     Accuracy = Hits / (Hits + Misses) over images that have at least one box; images with no
-    box are skipped (returned as ``valid = False``).
+    box are skipped (returned as ``valid = False``). With ``tolerance=0`` and one box per
+    image this is :func:`~lico_lightning.functional.pointing_game_accuracy` at pixel
+    resolution (one core computes both).
 
     Args:
         saliency: ``(B, H, W)``.
@@ -680,15 +667,7 @@ def pointing_game(
     flat, img = _check_boxes(boxes, b, h, w)
     flat, img = flat.to(saliency.device), img.to(saliency.device)
 
-    peak = saliency.flatten(1).argmax(1)
-    cy = (peak // w).float() + 0.5
-    cx = (peak % w).float() + 0.5
-    x1, y1, x2, y2 = flat.unbind(1)
-    px, py = cx[img], cy[img]
-    dx = (x1 - px).clamp_min(0) + (px - x2).clamp_min(0)
-    dy = (y1 - py).clamp_min(0) + (py - y2).clamp_min(0)
-    box_hit = torch.hypot(dx, dy) <= tolerance
-    hits = torch.zeros(b, device=saliency.device).index_add_(0, img, box_hit.float()) > 0
+    hits = pointing_hits(saliency, flat, img, (h, w), tolerance)
     valid = torch.bincount(img, minlength=b) > 0
     if reduction == "none":
         return hits, valid
@@ -705,7 +684,9 @@ def energy_pointing_game(
         \text{E}_b = \frac{\sum_{p \in \cup_k \text{box}_k} \max(s_p, 0)}{\sum_{p} \max(s_p, 0)}
 
     A pixel is inside a box when its centre is (boundaries included). A map with no positive
-    saliency scores 0. Images with no box are skipped.
+    saliency scores 0. Images with no box are skipped. The same formula (one core) as
+    :func:`~lico_lightning.functional.pointing_game_energy`, here over the union of any number
+    of boxes per image, in float32.
 
     Args:
         saliency: ``(B, H, W)``.
@@ -724,17 +705,9 @@ def energy_pointing_game(
     flat, img = _check_boxes(boxes, b, h, w)
     flat, img = flat.to(saliency.device), img.to(saliency.device)
 
-    x1, y1, x2, y2 = (c[:, None] for c in flat.unbind(1))
-    ys, xs = _pixel_centres(h, saliency.device), _pixel_centres(w, saliency.device)
-    rows = (ys >= y1) & (ys <= y2)
-    cols = (xs >= x1) & (xs <= x2)
-    box_masks = (rows[:, :, None] & cols[:, None, :]).float()
+    box_masks = box_cell_masks(flat, (h, w), (h, w)).float()
     union = torch.zeros(b, h, w, device=saliency.device).index_add_(0, img, box_masks) > 0
-
-    pos = saliency.float().clamp_min(0)
-    total = pos.flatten(1).sum(1)
-    inside = (pos * union).flatten(1).sum(1)
-    energy = torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny), 0.0)
+    energy = positive_energy_share(saliency.float(), union)
     valid = torch.bincount(img, minlength=b) > 0
     if reduction == "none":
         return energy, valid
