@@ -7,8 +7,16 @@ import torch
 from scipy import stats
 
 from lico_lightning.functional import (
+    average_drop,
     box_to_mask,
+    confidence_change,
+    confidence_drop,
+    confidence_increase,
+    curve_auc,
     energy_pointing_game,
+    increase_in_confidence,
+    insertion_deletion_auc,
+    normalize_saliency,
     p_faithfulness_correlation,
     pointing_game,
     pointing_game_accuracy,
@@ -93,3 +101,38 @@ def test_grounding_pointing_game_boxes_equal_their_masks_on_a_patch_grid() -> No
         cy, cx = (peak // 5 + 0.5) * 8, (peak % 5 + 0.5) * 8
         x1, y1, x2, y2 = boxes[b].tolist()
         assert bool(got[b]) == (x1 <= cx <= x2 and y1 <= cy <= y2)
+
+
+# ------------------------------------------------------------------ faithfulness
+@pytest.mark.parametrize("steps", [1, 4, 27])
+def test_both_auc_views_agree_on_evenly_spaced_curves(steps: int) -> None:
+    gen = torch.Generator().manual_seed(4)
+    curves = torch.rand(6, steps + 1, generator=gen, dtype=torch.float64)
+    fractions = torch.arange(steps + 1, dtype=torch.float64) / steps
+    want = [sum((c[j] + c[j + 1]) / 2 / steps for j in range(steps)) for c in curves.tolist()]
+    torch.testing.assert_close(
+        insertion_deletion_auc(curves), torch.tensor(want, dtype=torch.float64)
+    )
+    torch.testing.assert_close(curve_auc(fractions, curves), insertion_deletion_auc(curves))
+
+
+def test_confidence_views_share_the_increase_and_differ_only_by_the_relative_drop() -> None:
+    # Grad-CAM++ on a classifier vs M2IB's eqs. 17-18 on the same scores Y (image) and O
+    # (explanation map): the increase is the same indicator, the drop is divided by Y.
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 4))
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randn(32, 3, 4, 4, generator=gen)
+    sal = torch.rand(32, 4, 4, generator=gen)
+    target = torch.randint(0, 4, (32,), generator=gen)
+    drop, increase = confidence_change(net, images, sal, target)
+    with torch.no_grad():
+        explanation = images * normalize_saliency(sal)[:, None]
+        y = net(images).softmax(-1).gather(1, target[:, None])[:, 0]
+        o = net(explanation).softmax(-1).gather(1, target[:, None])[:, 0]
+    assert 0 < int(increase.sum()) < 32  # both outcomes occur
+    torch.testing.assert_close(confidence_increase(y, o, reduction="none"), increase.float())
+    torch.testing.assert_close(confidence_drop(y, o, reduction="none") / y, drop)
+    torch.testing.assert_close(
+        increase_in_confidence(net, images, sal, target), increase.float().mean()
+    )
+    torch.testing.assert_close(average_drop(net, images, sal, target), drop.mean())

@@ -157,3 +157,43 @@ def positive_energy_share(saliency: Tensor, mask: Tensor) -> Tensor:
     total = pos.sum(1)
     inside = (pos * mask.flatten(1)).sum(1)
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(pos.dtype).tiny), 0.0)
+
+
+# --------------------------------------------------------------------------- faithfulness
+def trapezoid_auc(scores: Tensor, fractions: Tensor | None = None) -> Tensor:
+    r"""Area under insertion / deletion curves over the perturbed fraction, trapezoid rule.
+
+    .. math::
+        \mathrm{AUC}_b = \sum_{i=1}^{n} \tfrac12 (y_{b,i-1} + y_{b,i}) (f_i - f_{i-1})
+
+    Args:
+        scores: ``(..., n+1)`` curve values :math:`y`.
+        fractions: ``(n+1,)`` increasing fractions :math:`f` from 0 to 1 (a partial last step
+            keeps its true width); ``None``: evenly spaced, :math:`f_i = i / n`.
+
+    Returns:
+        ``(...)`` areas.
+    """
+    if fractions is None:
+        return torch.trapezoid(scores, dx=1.0 / (scores.shape[-1] - 1), dim=-1)
+    return torch.trapezoid(scores, x=fractions.to(scores), dim=-1)
+
+
+def score_change(original: Tensor, explained: Tensor, *, relative: bool) -> tuple[Tensor, Tensor]:
+    r"""Per-sample drop and increase of a score when the input keeps only its explained part.
+
+    .. math::
+        \mathrm{drop} = \max(0, o - s) \;\big/\, o \ (\text{if relative}), \qquad
+        \mathrm{increase} = [o < s]
+
+    Grad-CAM++'s average drop is relative (``o`` is a softmax probability, > 0); M2IB's
+    confidence drop (eq. 17) is absolute because its scores are cosine similarities, which can
+    be 0 or negative. The increase (Grad-CAM++ / M2IB eq. 18) is the same indicator.
+
+    Returns:
+        ``(drop, increase)``, ``increase`` as bool.
+    """
+    drop = (original - explained).clamp_min(0)
+    if relative:
+        drop = drop / original.clamp_min(torch.finfo(original.dtype).tiny)
+    return drop, original < explained

@@ -31,6 +31,8 @@ from lico_lightning.functional._shared_metrics import (
     check_boxes_in_image,
     pointing_hits,
     positive_energy_share,
+    score_change,
+    trapezoid_auc,
 )
 
 __all__ = [
@@ -226,7 +228,9 @@ def insertion_deletion_auc(curves: Tensor) -> Tensor:
     """Area under insertion / deletion curves sampled at equally spaced fractions in [0, 1].
 
     The x-axis is the fraction of perturbed features, so AUCs of inputs with different numbers
-    of features are comparable; the y-axis is the model's score in its own units.
+    of features are comparable; the y-axis is the model's score in its own units. The same
+    trapezoid rule as :func:`~lico_lightning.functional.curve_auc` (one core), for evenly
+    spaced fractions.
 
     Args:
         curves: ``(B, J + 1)`` scores after perturbing ``0, 1/J, ..., 1`` of the features.
@@ -247,13 +251,17 @@ def insertion_deletion_auc(curves: Tensor) -> Tensor:
             f"Expected `curves` with at least 2 points per row, but got shape {tuple(curves.shape)}."
         )
     check_finite("curves", curves)
-    return torch.trapezoid(curves, dx=1.0 / (curves.shape[1] - 1), dim=1)
+    return trapezoid_auc(curves)
 
 
 def confidence_drop(
     original: Tensor, distilled: Tensor, reduction: Literal["mean", "none"] = "mean"
 ) -> Tensor:
     """Confidence drop (M2IB eq. 17): mean decrease of the score when an input is distilled.
+
+    Unlike Grad-CAM++'s :func:`~lico_lightning.functional.average_drop` the decrease is not
+    divided by the original score: M2IB's scores are cosine similarities (possibly <= 0), not
+    probabilities. Both share one core.
 
     Args:
         original: ``(B,)`` scores (M2IB: cosine similarity) of the original pairs.
@@ -269,7 +277,7 @@ def confidence_drop(
     """
     check_choice("reduction", reduction, ("mean", "none"))
     original, distilled = _check_pair(original, distilled)
-    drop = (original - distilled).clamp_min(0)
+    drop, _ = score_change(original, distilled, relative=False)
     return drop.mean() if reduction == "mean" else drop
 
 
@@ -277,6 +285,9 @@ def confidence_increase(
     original: Tensor, distilled: Tensor, reduction: Literal["mean", "none"] = "mean"
 ) -> Tensor:
     """Confidence increase (M2IB eq. 18): share of pairs whose score grows when distilled.
+
+    The same indicator as Grad-CAM++'s
+    :func:`~lico_lightning.functional.increase_in_confidence` (one core), on given scores.
 
     Args:
         original: ``(B,)`` scores of the original pairs.
@@ -292,7 +303,8 @@ def confidence_increase(
     """
     check_choice("reduction", reduction, ("mean", "none"))
     original, distilled = _check_pair(original, distilled)
-    up = (original < distilled).to(original.dtype)
+    _, up = score_change(original, distilled, relative=False)
+    up = up.to(original.dtype)
     return up.mean() if reduction == "mean" else up
 
 

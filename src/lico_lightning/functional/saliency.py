@@ -39,6 +39,8 @@ from lico_lightning.functional._shared_metrics import (
     pointing_hits,
     positive_energy_share,
     rank_correlation,
+    score_change,
+    trapezoid_auc,
 )
 
 __all__ = [
@@ -433,7 +435,8 @@ def curve_auc(fractions: Tensor, scores: Tensor) -> Tensor:
         \text{AUC} = \sum_{i=1}^{n} \tfrac12 (p_{i-1} + p_i)(f_i - f_{i-1})
 
     Equals RISE's ``(sum - p_0/2 - p_n/2) / n`` when the step divides ``H·W``; a partial last
-    step is weighted by its true width.
+    step is weighted by its true width. One core with
+    :func:`~lico_lightning.functional.insertion_deletion_auc` (evenly spaced curves).
 
     Args:
         fractions: ``(n+1,)`` increasing from 0 to 1.
@@ -446,7 +449,7 @@ def curve_auc(fractions: Tensor, scores: Tensor) -> Tensor:
         >>> curve_auc(torch.tensor([0.0, 0.5, 1.0]), torch.tensor([[0.0, 1.0, 1.0]]))
         tensor([0.7500])
     """
-    return torch.trapezoid(scores, x=fractions.to(scores), dim=-1)
+    return trapezoid_auc(scores, fractions)
 
 
 def insertion_auc(
@@ -553,6 +556,10 @@ def confidence_change(
     .. math::
         \text{drop} = \frac{\max(0, Y - O)}{Y}, \qquad \text{increase} = \mathbb{1}[Y < O]
 
+    The same core as M2IB's :func:`~lico_lightning.functional.confidence_drop` /
+    :func:`~lico_lightning.functional.confidence_increase`, whose drop is absolute (not divided
+    by :math:`Y`: its scores are cosine similarities).
+
     Args:
         model: callable ``(B, C, H, W) -> (B, num_classes)`` logits, called under ``no_grad``.
         images: ``(B, C, H, W)``.
@@ -575,8 +582,7 @@ def confidence_change(
         explanation = images * normalize_saliency(saliency).unsqueeze(1).to(images)
         probs = target_probability(model, torch.cat([images, explanation]), target.repeat(2))
     y, o = probs.chunk(2)
-    drop = (y - o).clamp_min(0) / y.clamp_min(torch.finfo(y.dtype).tiny)
-    return drop, o > y
+    return score_change(y, o, relative=True)
 
 
 def average_drop(
