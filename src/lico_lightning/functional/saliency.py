@@ -25,7 +25,7 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -452,6 +452,70 @@ def curve_auc(fractions: Tensor, scores: Tensor) -> Tensor:
     return trapezoid_auc(scores, fractions)
 
 
+def _perturbation_aucs(
+    model: Model,
+    images: Tensor,
+    saliency: Tensor,
+    target: Tensor,
+    substrates: Mapping[str, Substrate],
+    *,
+    step_fraction: float = DEFAULT_STEP_FRACTION,
+    chunk_size: int = 128,
+    blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
+    blur_sigma: float = DEFAULT_BLUR_SIGMA,
+) -> dict[str, Tensor]:
+    """Per-image insertion and/or deletion AUCs, ``{mode: (B,)}``, for ``substrates``
+    ``{mode: substrate}`` with ``mode`` in ``"insertion"``, ``"deletion"``.
+
+    Both modes together share one pass (:func:`insertion_deletion_curves`, the unperturbed
+    image and a common substrate evaluated once); one mode runs :func:`perturbation_curve`.
+    The one dispatcher behind :func:`insertion_auc`, :func:`deletion_auc`, the
+    ``InsertionAUC`` / ``DeletionAUC`` / ``InsertionDeletionAUC`` metrics and
+    :func:`~lico_lightning.explain.compute_saliency_metrics`.
+
+    Example:
+        >>> model = lambda x: torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)
+        >>> aucs = _perturbation_aucs(model, torch.ones(2, 1, 4, 4), torch.rand(2, 4, 4),
+        ...     torch.tensor([0, 1]), {"insertion": "blur", "deletion": "zero"}, step_fraction=0.25)
+        >>> sorted(aucs), aucs["deletion"].shape
+        (['deletion', 'insertion'], torch.Size([2]))
+    """
+    modes = [m for m in ("insertion", "deletion") if m in substrates]
+    if not modes or len(modes) != len(substrates):
+        raise ValueError(
+            "Expected `substrates` to map 'insertion' and/or 'deletion' to a substrate, but got "
+            f"{dict(substrates)!r}."
+        )
+    common = dict(
+        step_fraction=step_fraction,
+        chunk_size=chunk_size,
+        blur_kernel_size=blur_kernel_size,
+        blur_sigma=blur_sigma,
+    )
+    if len(modes) == 2:
+        fractions, ins, dele = insertion_deletion_curves(
+            model,
+            images,
+            saliency,
+            target,
+            insertion_substrate=substrates["insertion"],
+            deletion_substrate=substrates["deletion"],
+            **common,  # type: ignore[arg-type]
+        )
+        return {"insertion": curve_auc(fractions, ins), "deletion": curve_auc(fractions, dele)}
+    mode = modes[0]
+    fractions, scores = perturbation_curve(
+        model,
+        images,
+        saliency,
+        target,
+        mode,  # type: ignore[arg-type]
+        substrate=substrates[mode],
+        **common,  # type: ignore[arg-type]
+    )
+    return {mode: curve_auc(fractions, scores)}
+
+
 def insertion_auc(
     model: Model,
     images: Tensor,
@@ -481,19 +545,19 @@ def insertion_auc(
         ...     torch.tensor([0]), substrate="zero")) > 0.5
         True
     """
-    fractions, scores = perturbation_curve(
+    check_choice("reduction", reduction, ["mean", "none"])
+    aucs = _perturbation_aucs(
         model,
         images,
         saliency,
         target,
-        "insertion",
+        {"insertion": substrate},
         step_fraction=step_fraction,
-        substrate=substrate,
         chunk_size=chunk_size,
         blur_kernel_size=blur_kernel_size,
         blur_sigma=blur_sigma,
     )
-    return _reduce(curve_auc(fractions, scores), None, reduction)
+    return _reduce(aucs["insertion"], None, reduction)
 
 
 def deletion_auc(
@@ -526,19 +590,19 @@ def deletion_auc(
         ...     torch.tensor([0]), substrate="zero")) < 0.9
         True
     """
-    fractions, scores = perturbation_curve(
+    check_choice("reduction", reduction, ["mean", "none"])
+    aucs = _perturbation_aucs(
         model,
         images,
         saliency,
         target,
-        "deletion",
+        {"deletion": substrate},
         step_fraction=step_fraction,
-        substrate=substrate,
         chunk_size=chunk_size,
         blur_kernel_size=blur_kernel_size,
         blur_sigma=blur_sigma,
     )
-    return _reduce(curve_auc(fractions, scores), None, reduction)
+    return _reduce(aucs["deletion"], None, reduction)
 
 
 # --------------------------------------------------------------------------------------------
