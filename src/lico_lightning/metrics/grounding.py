@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import torch  # noqa: F401 - the doctest examples use it
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -29,6 +29,7 @@ from lico_lightning.functional.grounding import (
     pointing_game_accuracy,
     pointing_game_energy,
 )
+from lico_lightning.metrics._mean import _MeanOfValues
 
 __all__ = [
     "ConditionalDeletionAUC",
@@ -40,29 +41,7 @@ __all__ = [
 ]
 
 
-class _MeanMetric(Metric):
-    """Sum of per-sample values and their count (both summed across processes)."""
-
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state(
-            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def _add(self, values: Tensor) -> None:
-        self.total += values.sum().to(self.total.dtype)
-        self.count += values.numel()
-
-    def compute(self) -> Tensor:
-        if int(self.count) == 0:
-            raise ValueError("Expected at least one update before compute, but got none.")
-        return (self.total / self.count).float()
-
-
-class PointingGameAccuracy(_MeanMetric):
+class PointingGameAccuracy(_MeanOfValues):
     """Pointing game accuracy (PGA): share of maps whose maximum lies in the object's box.
 
     Args:
@@ -135,7 +114,7 @@ class PointingGameEnergy(Metric):
         return values.median() if self.reduction == "median" else values.mean()
 
 
-class _CurveAUC(_MeanMetric):
+class _CurveAUC(_MeanOfValues):
     is_differentiable = False
 
     def update(self, curves: Tensor) -> None:
@@ -175,7 +154,7 @@ class ConditionalDeletionAUC(_CurveAUC):
     higher_is_better = False
 
 
-class ConfidenceDrop(_MeanMetric):
+class ConfidenceDrop(_MeanOfValues):
     """Confidence drop (M2IB eq. 17): mean ``max(0, o - s)``; lower is better.
 
     Example:
@@ -193,7 +172,7 @@ class ConfidenceDrop(_MeanMetric):
         self._add(confidence_drop(original, distilled, reduction="none"))
 
 
-class ConfidenceIncrease(_MeanMetric):
+class ConfidenceIncrease(_MeanOfValues):
     """Confidence increase (M2IB eq. 18): share of pairs with ``o < s``; higher is better.
 
     Example:
