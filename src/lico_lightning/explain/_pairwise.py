@@ -55,9 +55,27 @@ class FactorizedInteractionExplainer(ABC):
     def _side_factors(self, modality: Modality, inputs: Tensor) -> SideFactors:
         """Per-token factors of one side's inputs (called inside the safety context)."""
 
+    #: Block of each tower the method reads (negative counts from the end); set by
+    #: :meth:`_set_layers` in subclasses that read hidden layers.
+    image_layer: int | None = None
+    text_layer: int | None = None
+
+    def _set_layers(self, image_layer: int, text_layer: int) -> None:
+        for name, value in (("image_layer", image_layer), ("text_layer", text_layer)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
+        self.image_layer = image_layer
+        self.text_layer = text_layer
+
+    def _layer_of(self, modality: Modality) -> int:
+        layer = self.image_layer if modality == "image" else self.text_layer
+        assert layer is not None  # set by _set_layers
+        return layer
+
     def _check_side(self, modality: Modality) -> None:
-        """Validate layer choices for a modality before any work (raise early)."""
-        del modality
+        """Validate the layer choice for a modality before any work (raise early)."""
+        if self.image_layer is not None:  # a method that reads hidden layers
+            self.encoder.layer(modality, self._layer_of(modality))  # raises listing what exists
 
     def attribute(
         self,
