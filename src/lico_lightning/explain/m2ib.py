@@ -45,6 +45,7 @@ from lico_lightning._validation import (
 )
 from lico_lightning.explain._safety import explanation_mode, module_device, restored_requires_grad
 from lico_lightning.explain.dual_encoder import DualEncoder
+from lico_lightning.functional.cam import _resize_maps
 from lico_lightning.functional.m2ib import (
     bottleneck_capacity,
     gaussian_bottleneck,
@@ -126,8 +127,7 @@ class M2IBAttribution:
             )
         check_choice("mode", mode, ("bilinear", "nearest", "bicubic"))
         size = check_int_pair("size", self.image_size if size is None else size)
-        kwargs = {} if mode == "nearest" else {"align_corners": False}
-        return F.interpolate(self.attribution[:, None], size=size, mode=mode, **kwargs)[:, 0]
+        return _resize_maps(self.attribution, size, mode)
 
 
 @dataclass
