@@ -360,3 +360,14 @@ def test_pooled_rows_only_keeps_image_embeddings() -> None:
     avg = OpenCLIPDualEncoder(open_clip.CLIP(16, {**VISION, "pool_type": "avg"}, TEXT))
     with avg.pooled_rows_only("image") as ok_avg:
         assert not ok_avg
+
+
+def test_caption_masks_match_a_loop_over_positions() -> None:
+    enc = OpenCLIPDualEncoder(tiny_clip())
+    tokens = enc.tokenize(["a dog", "a photo of a red car", "x"])
+    seen, content = enc.caption_masks(tokens)
+    eot_id = enc.text_spec.eot_id
+    for b, row in enumerate(tokens.tolist()):
+        eot = row.index(eot_id)
+        assert seen[b].tolist() == [p <= eot for p in range(len(row))]
+        assert content[b].tolist() == [0 < p < eot for p in range(len(row))]

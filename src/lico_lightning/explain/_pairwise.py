@@ -224,8 +224,7 @@ class FactorizedInteractionExplainer(ABC):
 
     def _text_valid(self, tokens: Tensor) -> Tensor:
         """``(B, S)`` bool, positions up to and including EOT."""
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        return pos[None] <= self.encoder.eot_positions(tokens)[:, None]
+        return self.encoder.caption_masks(tokens)[0]
 
 
 def _split(f: SideFactors, n: int) -> tuple[SideFactors, SideFactors]:

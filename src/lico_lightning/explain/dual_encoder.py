@@ -241,6 +241,21 @@ class DualEncoder(ABC):
             )
         return is_eot.int().argmax(-1)
 
+    def caption_masks(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Two ``(B, S)`` bool masks of tokenised captions: the positions up to and including
+        EOT (all a causal tower's text embedding can see), and the caption content strictly
+        between SOT and EOT (the tokens explainers attribute or perturb).
+
+        Example:
+            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> seen, content = enc.caption_masks(enc.tokenize(["a dog"]))
+            >>> seen[0, :5].tolist(), content[0, :5].tolist()
+            ([True, True, True, True, False], [False, True, True, False, False])
+        """
+        eot = self.eot_positions(tokens)[:, None]
+        pos = torch.arange(tokens.shape[1], device=tokens.device)[None]
+        return pos <= eot, (pos > 0) & (pos < eot)
+
     def phrase_span(self, caption: str, phrase: str) -> tuple[int, int]:
         """Token positions ``(start, end)`` (end exclusive) of ``phrase`` in ``caption``.
 

@@ -404,7 +404,6 @@ class M2IB:
             device = module_device(enc.module, images.device)
             images = images.detach().to(device).clone()  # out of inference mode
             tokens = tokens.detach().to(device).clone()
-            eot = enc.eot_positions(tokens)
             with torch.no_grad():
                 if s.tower == "image":
                     target = enc.encode_text(tokens)
@@ -450,8 +449,7 @@ class M2IB:
                         f"Expected block {s.layer} of the text tower to output one token per "
                         f"position ({tokens.shape[1]}), but got {t}."
                     )
-                valid = positions <= eot[:, None]
-                content = (positions > 0) & (positions < eot[:, None])
+                valid, content = enc.caption_masks(tokens)
             opt_dtype = torch.promote_types(r.dtype, torch.float32)
             yield _Prepared(
                 inputs=inputs,

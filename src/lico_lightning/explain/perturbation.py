@@ -107,8 +107,7 @@ def conditional_perturbation_curves(
                 f"Expected text `attributions` of shape {tuple(tokens.shape)}, but got "
                 f"{tuple(attributions.shape)}."
             )
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        candidates = (pos[None] > 0) & (pos[None] < encoder.eot_positions(tokens)[:, None])
+        candidates = encoder.caption_masks(tokens)[1]
         flat_scores = attributions
         grid = None
 
