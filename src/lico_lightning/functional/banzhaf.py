@@ -56,7 +56,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_int, check_positive, check_probability, check_tensor
+from lico_lightning._validation import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_probability,
+    check_tensor,
+)
 
 __all__ = [
     "BanzhafInteractions",
@@ -223,8 +229,7 @@ def interaction_pairs(
     """
     check_int("n_image", n_image, 0)
     check_int("n_text", n_text, 0)
-    if kind not in _KINDS:
-        raise ValueError(f"Expected `kind` to be one of {list(_KINDS)}, but got {kind!r}.")
+    check_choice("kind", kind, _KINDS)
     n = n_image + n_text
     device = None if clique is None else clique.device
     if clique is not None:
@@ -774,10 +779,7 @@ def cross_modal_banzhaf_interactions(
     check_int("n_image", n_image, 1)
     check_int("n_text", n_text, 1)
     check_probability("p", p)
-    if interactions not in _KINDS:
-        raise ValueError(
-            f"Expected `interactions` to be one of {list(_KINDS)}, but got {interactions!r}."
-        )
+    check_choice("interactions", interactions, _KINDS)
     if clique_size is not None:
         check_int("clique_size", clique_size, 2)
     if budget_split is None:
@@ -865,10 +867,7 @@ def model_agnostic_banzhaf_interactions(
     check_int("n_text", n_text, 0)
     check_int("budget", budget, 1)
     check_probability("p", p)
-    if interactions not in _KINDS:
-        raise ValueError(
-            f"Expected `interactions` to be one of {list(_KINDS)}, but got {interactions!r}."
-        )
+    check_choice("interactions", interactions, _KINDS)
     if interactions == "cross" and n_text == 0:
         raise ValueError("Expected `n_text` > 0 for interactions='cross', but got 0.")
     if clique_size is not None:
