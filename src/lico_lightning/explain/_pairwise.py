@@ -184,14 +184,7 @@ class FactorizedInteractionExplainer(ABC):
     def _prepare(self, modality: Modality, x: object, name: str) -> Tensor:
         enc = self.encoder
         if modality == "text":
-            if not isinstance(x, Tensor):
-                if isinstance(x, str) or not isinstance(x, Sequence):
-                    raise TypeError(
-                        f"Expected `{name}` to be token ids (B, S) or a list of captions, but "
-                        f"got {type(x).__name__}."
-                    )
-                x = enc.tokenize(list(x))
-            tokens = enc.check_tokens(x)
+            tokens = enc.as_tokens(x, name)  # type: ignore[arg-type]
             enc.eot_positions(tokens)  # every caption needs an EOT
             return tokens
         check_tensor(name, x, ndim=4, floating=True)

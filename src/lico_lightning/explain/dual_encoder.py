@@ -478,6 +478,35 @@ class DualEncoder(ABC):
             )
         return tokens
 
+    def as_tokens(self, texts: Tensor | Sequence[str], name: str = "texts") -> Tensor:
+        """Checked ``(B, S)`` token ids from token ids or a list of captions (tokenised).
+
+        Example:
+            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> enc.as_tokens(["a dog", "a cat"]).shape
+            torch.Size([2, 77])
+        """
+        if not isinstance(texts, Tensor):
+            if isinstance(texts, str) or not isinstance(texts, Sequence):
+                raise TypeError(
+                    f"Expected `{name}` to be token ids (B, S) or a list of strings (captions), "
+                    f"but got {type(texts).__name__}."
+                )
+            texts = self.tokenize(list(texts))
+        return self.check_tokens(texts)
+
+    def check_pairs(self, images: Tensor, texts: Tensor | Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Checked ``(B, C, H, W)`` images and ``(B, S)`` token ids of B image–caption pairs
+        (captions may be given as strings)."""
+        images = self.check_images(images)
+        tokens = self.as_tokens(texts)
+        if tokens.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"Expected `images` and `texts` with the same batch size, but got "
+                f"{images.shape[0]} and {tokens.shape[0]}."
+            )
+        return images, tokens
+
     def check_images(self, images: Tensor) -> Tensor:
         """Raise unless ``images`` are ``(B, C, H, W)`` floats of the tower's input size."""
         check_tensor("images", images, ndim=4, floating=True)

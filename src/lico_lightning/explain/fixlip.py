@@ -561,21 +561,7 @@ class FIxLIP:
 
     # ------------------------------------------------------------------ internals
     def _inputs(self, images: Tensor, texts: Tensor | Sequence[str]) -> tuple[Tensor, Tensor]:
-        images = self.encoder.check_images(images)
-        if isinstance(texts, Tensor):
-            tokens = texts
-        elif isinstance(texts, Sequence) and not isinstance(texts, str):
-            tokens = self.encoder.tokenize(list(texts))
-        else:
-            raise TypeError(
-                f"Expected `texts` to be token ids or a list of strings, but got {type(texts).__name__}."
-            )
-        tokens = self.encoder.check_tokens(tokens)
-        if tokens.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"Expected `images` and `texts` with the same batch size, but got "
-                f"{images.shape[0]} and {tokens.shape[0]}."
-            )
+        images, tokens = self.encoder.check_pairs(images, texts)
         return images.detach(), tokens.to(images.device)
 
     @staticmethod

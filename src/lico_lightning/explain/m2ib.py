@@ -381,13 +381,8 @@ class M2IB:
 
     # ---------------------------------------------------------------- internals
     def _check_inputs(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        self.encoder.check_images(images)
-        self.encoder.eot_positions(tokens)  # token dtype, length and EOT checks
-        if images.shape[0] != tokens.shape[0]:
-            raise ValueError(
-                "Expected one caption per image (the same batch size), but got "
-                f"{images.shape[0]} images and {tokens.shape[0]} captions."
-            )
+        images, tokens = self.encoder.check_pairs(images, tokens)
+        self.encoder.eot_positions(tokens)  # every caption needs an EOT
         check_finite("images", images)
         return images, tokens
 

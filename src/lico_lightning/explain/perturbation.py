@@ -75,16 +75,8 @@ def conditional_perturbation_curves(
     check_choice("mode", mode, ("deletion", "insertion"))
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` to be a positive int, but got {batch_size!r}.")
-    images = encoder.check_images(images)
-    if not isinstance(texts, Tensor):
-        texts = encoder.tokenize(list(texts))
-    tokens = encoder.check_tokens(texts)
+    images, tokens = encoder.check_pairs(images, texts)
     b = images.shape[0]
-    if tokens.shape[0] != b:
-        raise ValueError(
-            f"Expected `images` and `texts` with the same batch size, but got {b} and "
-            f"{tokens.shape[0]}."
-        )
     check_tensor("attributions", attributions, floating=True)
     if modality == "image":
         if attributions.ndim != 3 or attributions.shape[0] != b:
