@@ -72,7 +72,7 @@ def check_boxes_in_image(
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
         rel = "<" if strict else "<="
-        which = f"box {i}" if image_index is None else f"box {i} (image {int(image_index[i])})"
+        which = f"box {i}" if image_index is None else f"a box of image {int(image_index[i])}"
         raise ValueError(
             f"Expected boxes (x1, y1, x2, y2) inside the {h}x{w} image with "
             f"0 <= x1 {rel} x2 <= {w} and 0 <= y1 {rel} y2 <= {h}, but got {which} = "
