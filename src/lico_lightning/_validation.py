@@ -6,6 +6,7 @@ These run before any work is done, so a bad call never leaves half-written outpu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,8 +15,11 @@ from torch import Tensor
 __all__ = [
     "check_choice",
     "check_finite",
+    "check_int",
+    "check_int_pair",
     "check_positive",
     "check_probability",
+    "check_real",
     "check_tensor",
 ]
 
@@ -91,3 +95,58 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"Expected `{name}` to be one of {sorted(choices)}, but got {value!r}.")
     return value
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Raise ``TypeError`` unless ``value`` is an int (not a bool), ``ValueError`` if below
+    ``minimum``; return it.
+
+    Example:
+        >>> check_int("steps", 3, 1)
+        3
+        >>> check_int("steps", 0, 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `steps` >= 1, but got 0.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"Expected `{name}` >= {minimum}, but got {value!r}.")
+    return value
+
+
+def check_int_pair(name: str, value: object, letters: str = "(H, W)") -> tuple[int, int]:
+    """Raise ``ValueError`` unless ``value`` is a tuple/list of two positive ints (sizes, grids).
+
+    Example:
+        >>> check_int_pair("grid", [2, 3], "(Hp, Wp)")
+        (2, 3)
+    """
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise ValueError(f"Expected `{name}` to be two positive ints {letters}, but got {value!r}.")
+    return int(value[0]), int(value[1])
+
+
+def check_real(name: str, value: object, *, low: float | None = None, strict: bool = True) -> float:
+    """Raise unless ``value`` is a finite real number (int or float, not a bool) and, with
+    ``low``, ``> low`` (``>= low`` when ``strict=False``); return it as a float.
+
+    Example:
+        >>> check_real("beta", 0.1, low=0.0, strict=False)
+        0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"Expected `{name}` to be a float (or int), but got {type(value).__name__}."
+        )
+    if not math.isfinite(value):
+        raise ValueError(f"Expected `{name}` to be finite, but got {value!r}.")
+    if low is not None and (value <= low if strict else value < low):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(f"Expected `{name}` {bound}, but got {value!r}.")
+    return float(value)

@@ -360,3 +360,32 @@ def test_pooled_rows_only_keeps_image_embeddings() -> None:
     avg = OpenCLIPDualEncoder(open_clip.CLIP(16, {**VISION, "pool_type": "avg"}, TEXT))
     with avg.pooled_rows_only("image") as ok_avg:
         assert not ok_avg
+
+
+def test_caption_masks_match_a_loop_over_positions() -> None:
+    enc = OpenCLIPDualEncoder(tiny_clip())
+    tokens = enc.tokenize(["a dog", "a photo of a red car", "x"])
+    seen, content = enc.caption_masks(tokens)
+    eot_id = enc.text_spec.eot_id
+    for b, row in enumerate(tokens.tolist()):
+        eot = row.index(eot_id)
+        assert seen[b].tolist() == [p <= eot for p in range(len(row))]
+        assert content[b].tolist() == [0 < p < eot for p in range(len(row))]
+
+
+def test_as_tokens_and_check_pairs() -> None:
+    enc = OpenCLIPDualEncoder(tiny_clip())
+    tokens = enc.tokenize(["a dog", "a cat"])
+    assert torch.equal(enc.as_tokens(["a dog", "a cat"]), tokens)
+    assert enc.as_tokens(tokens) is tokens
+    with pytest.raises(TypeError, match="`captions` to be token ids"):
+        enc.as_tokens("a dog", "captions")  # a bare string is not a batch
+    with pytest.raises(TypeError, match="int64 token ids"):
+        enc.as_tokens(tokens.float())
+    images = torch.randn(2, 3, 32, 32)
+    got_images, got_tokens = enc.check_pairs(images, ("a dog", "a cat"))
+    assert got_images is images and torch.equal(got_tokens, tokens)
+    with pytest.raises(ValueError, match="same batch size, but got 2 and 1"):
+        enc.check_pairs(images, ["a dog"])
+    with pytest.raises(ValueError, match="spatial size"):
+        enc.check_pairs(torch.randn(2, 3, 16, 16), tokens)

@@ -350,3 +350,24 @@ def test_joint_curves_equal_separate_curves_with_fewer_forwards(deletion_substra
     torch.testing.assert_close(fr, fr1)
     torch.testing.assert_close(ins, ins_ref)
     torch.testing.assert_close(dele, del_ref)
+
+
+def test_perturbation_aucs_dispatch_equals_the_curves():
+    """The one dispatcher behind insertion_auc / deletion_auc, the metrics and the evaluation."""
+    from lico_lightning.functional.saliency import _perturbation_aucs
+
+    net = _tiny_model()
+    g = torch.Generator().manual_seed(7)
+    x, sal = torch.randn(3, 3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 2])
+    kw = {"step_fraction": 0.25, "chunk_size": 5}
+    both = _perturbation_aucs(net, x, sal, t, {"insertion": "blur", "deletion": "zero"}, **kw)
+    for mode, substrate in (("insertion", "blur"), ("deletion", "zero")):
+        fractions, scores = perturbation_curve(net, x, sal, t, mode, substrate=substrate, **kw)
+        torch.testing.assert_close(both[mode], curve_auc(fractions, scores))
+        alone = _perturbation_aucs(net, x, sal, t, {mode: substrate}, **kw)
+        assert list(alone) == [mode]
+        torch.testing.assert_close(alone[mode], both[mode])
+    for bad in ({}, {"insertion": "blur", "overall": "blur"}):
+        with pytest.raises(ValueError, match="`substrates`"):
+            _perturbation_aucs(net, x, sal, t, bad, **kw)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lico_lightning._validation import check_tensor
+from lico_lightning.explain._safety import explanation_mode
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.functional.interaction import token_interactions
@@ -54,9 +55,27 @@ class FactorizedInteractionExplainer(ABC):
     def _side_factors(self, modality: Modality, inputs: Tensor) -> SideFactors:
         """Per-token factors of one side's inputs (called inside the safety context)."""
 
+    #: Block of each tower the method reads (negative counts from the end); set by
+    #: :meth:`_set_layers` in subclasses that read hidden layers.
+    image_layer: int | None = None
+    text_layer: int | None = None
+
+    def _set_layers(self, image_layer: int, text_layer: int) -> None:
+        for name, value in (("image_layer", image_layer), ("text_layer", text_layer)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
+        self.image_layer = image_layer
+        self.text_layer = text_layer
+
+    def _layer_of(self, modality: Modality) -> int:
+        layer = self.image_layer if modality == "image" else self.text_layer
+        assert layer is not None  # set by _set_layers
+        return layer
+
     def _check_side(self, modality: Modality) -> None:
-        """Validate layer choices for a modality before any work (raise early)."""
-        del modality
+        """Validate the layer choice for a modality before any work (raise early)."""
+        if self.image_layer is not None:  # a method that reads hidden layers
+            self.encoder.layer(modality, self._layer_of(modality))  # raises listing what exists
 
     def attribute(
         self,
@@ -122,8 +141,7 @@ class FactorizedInteractionExplainer(ABC):
 
         enc = self.encoder
         with ExitStack() as stack:
-            stack.enter_context(torch.inference_mode(False))
-            stack.enter_context(torch.no_grad())
+            stack.enter_context(explanation_mode())
             stack.enter_context(enc.explaining())
             inp_a, inp_b = inp_a.clone(), inp_b.clone()  # leave inference mode behind
             if mod_a == mod_b and inp_a.shape[1:] == inp_b.shape[1:]:
@@ -166,14 +184,7 @@ class FactorizedInteractionExplainer(ABC):
     def _prepare(self, modality: Modality, x: object, name: str) -> Tensor:
         enc = self.encoder
         if modality == "text":
-            if not isinstance(x, Tensor):
-                if isinstance(x, str) or not isinstance(x, Sequence):
-                    raise TypeError(
-                        f"Expected `{name}` to be token ids (B, S) or a list of captions, but "
-                        f"got {type(x).__name__}."
-                    )
-                x = enc.tokenize(list(x))
-            tokens = enc.check_tokens(x)
+            tokens = enc.as_tokens(x, name)  # type: ignore[arg-type]
             enc.eot_positions(tokens)  # every caption needs an EOT
             return tokens
         check_tensor(name, x, ndim=4, floating=True)
@@ -206,8 +217,7 @@ class FactorizedInteractionExplainer(ABC):
 
     def _text_valid(self, tokens: Tensor) -> Tensor:
         """``(B, S)`` bool, positions up to and including EOT."""
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        return pos[None] <= self.encoder.eot_positions(tokens)[:, None]
+        return self.encoder.caption_masks(tokens)[0]
 
 
 def _split(f: SideFactors, n: int) -> tuple[SideFactors, SideFactors]:

@@ -22,14 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_tensor
-from lico_lightning.explain.hooks import (
-    detach_input,
-    explanation_mode,
-    find_default_layer,
-    preserve_model_state,
-    resolve_layer,
-)
-from lico_lightning.functional.saliency import check_target_range, normalize_saliency
+from lico_lightning.explain._safety import detach_input, explanation_mode, preserve_model_state
+from lico_lightning.explain.hooks import find_default_layer, resolve_layer
+from lico_lightning.functional.saliency import _check_target, normalize_saliency
 
 __all__ = ["EXPLAINERS", "Explainer", "create_explainer", "list_explainers", "register_explainer"]
 
@@ -109,17 +104,10 @@ class Explainer(ABC):
             ``(B, H, W)`` float saliency, detached (a normal tensor even under inference mode).
         """
         check_tensor("images", images, 4, floating=True)
-        check_tensor("target", target, 1)
-        if target.dtype != torch.long:
-            raise TypeError(f"Expected `target` to be a torch.long tensor, but got {target.dtype}.")
-        if target.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"Expected `target` of shape ({images.shape[0]},) matching `images`, but got "
-                f"{tuple(target.shape)}."
-            )
         num_classes = getattr(self.model, "num_classes", None)
-        if isinstance(num_classes, int):
-            check_target_range(target, num_classes)
+        _check_target(
+            target, images.shape[0], num_classes if isinstance(num_classes, int) else None
+        )
         with explanation_mode(), preserve_model_state(self.model):
             x = detach_input(images)
             t = target.detach().to(x.device).clone()

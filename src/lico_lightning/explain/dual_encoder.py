@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning.explain._safety import restored_training_modes
 
 __all__ = [
     "DualEncoder",
@@ -231,7 +232,7 @@ class DualEncoder(ABC):
 
     def eot_positions(self, tokens: Tensor) -> Tensor:
         """Position of the first EOT token of every caption, ``(B,)`` long."""
-        tokens = self._check_tokens(tokens)
+        tokens = self.check_tokens(tokens)
         is_eot = tokens == self.text_spec.eot_id
         if not bool(is_eot.any(-1).all()):
             raise ValueError(
@@ -239,6 +240,21 @@ class DualEncoder(ABC):
                 f"rows {(~is_eot.any(-1)).nonzero().flatten().tolist()} have none."
             )
         return is_eot.int().argmax(-1)
+
+    def caption_masks(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Two ``(B, S)`` bool masks of tokenised captions: the positions up to and including
+        EOT (all a causal tower's text embedding can see), and the caption content strictly
+        between SOT and EOT (the tokens explainers attribute or perturb).
+
+        Example:
+            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> seen, content = enc.caption_masks(enc.tokenize(["a dog"]))
+            >>> seen[0, :5].tolist(), content[0, :5].tolist()
+            ([True, True, True, True, False], [False, True, True, False, False])
+        """
+        eot = self.eot_positions(tokens)[:, None]
+        pos = torch.arange(tokens.shape[1], device=tokens.device)[None]
+        return pos <= eot, (pos > 0) & (pos < eot)
 
     def phrase_span(self, caption: str, phrase: str) -> tuple[int, int]:
         """Token positions ``(start, end)`` (end exclusive) of ``phrase`` in ``caption``.
@@ -406,15 +422,10 @@ class DualEncoder(ABC):
             >>> enc.module.training
             True
         """
-        modes = [(m, m.training) for m in self.module.modules()]
         with ExitStack() as stack:
-            try:
-                self.module.eval()
-                self._explaining_contexts(stack)
-                yield
-            finally:
-                for m, mode in modes:
-                    m.training = mode
+            stack.enter_context(restored_training_modes(self.module))
+            self._explaining_contexts(stack)
+            yield
 
     def mask_image_patches(self, images: Tensor, keep: Tensor, fill: float = 0.0) -> Tensor:
         """Set the pixels of dropped grid cells to ``fill`` (0 = the mean colour when normalised).
@@ -456,13 +467,6 @@ class DualEncoder(ABC):
     # ----------------------------------------------------------------- input checks
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """Raise unless ``tokens`` are ``(B, S)`` integer ids for this text tower; return them."""
-        return self._check_tokens(tokens)
-
-    def check_images(self, images: Tensor) -> Tensor:
-        """Raise unless ``images`` are ``(B, C, H, W)`` floats of the tower's input size."""
-        return self._check_images(images)
-
-    def _check_tokens(self, tokens: Tensor) -> Tensor:
         check_tensor("tokens", tokens, ndim=2)
         if tokens.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"Expected `tokens` to be int64 token ids, but got {tokens.dtype}.")
@@ -474,7 +478,37 @@ class DualEncoder(ABC):
             )
         return tokens
 
-    def _check_images(self, images: Tensor) -> Tensor:
+    def as_tokens(self, texts: Tensor | Sequence[str], name: str = "texts") -> Tensor:
+        """Checked ``(B, S)`` token ids from token ids or a list of captions (tokenised).
+
+        Example:
+            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> enc.as_tokens(["a dog", "a cat"]).shape
+            torch.Size([2, 77])
+        """
+        if not isinstance(texts, Tensor):
+            if isinstance(texts, str) or not isinstance(texts, Sequence):
+                raise TypeError(
+                    f"Expected `{name}` to be token ids (B, S) or a list of strings (captions), "
+                    f"but got {type(texts).__name__}."
+                )
+            texts = self.tokenize(list(texts))
+        return self.check_tokens(texts)
+
+    def check_pairs(self, images: Tensor, texts: Tensor | Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Checked ``(B, C, H, W)`` images and ``(B, S)`` token ids of B image–caption pairs
+        (captions may be given as strings)."""
+        images = self.check_images(images)
+        tokens = self.as_tokens(texts)
+        if tokens.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"Expected `images` and `texts` with the same batch size, but got "
+                f"{images.shape[0]} and {tokens.shape[0]}."
+            )
+        return images, tokens
+
+    def check_images(self, images: Tensor) -> Tensor:
+        """Raise unless ``images`` are ``(B, C, H, W)`` floats of the tower's input size."""
         check_tensor("images", images, ndim=4, floating=True)
         size = self.image_spec.image_size
         if tuple(images.shape[-2:]) != tuple(size):
@@ -629,7 +663,7 @@ class OpenCLIPDualEncoder(DualEncoder):
     # ----------------------------------------------------------------- towers
     def encode_image(self, images: Tensor) -> Tensor:
         """Unnormalised image embeddings ``(B, K)``, equal to ``model.encode_image(images)``."""
-        self._check_images(images)
+        self.check_images(images)
         return self._model.encode_image(images)
 
     def encode_text(self, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
@@ -638,7 +672,7 @@ class OpenCLIPDualEncoder(DualEncoder):
         With ``token_mask`` (``(B, S)`` bool, True = keep), masked tokens are removed as keys
         from every attention layer (the causal mask is kept); SOT and EOT are always kept.
         """
-        tokens = self._check_tokens(tokens)
+        tokens = self.check_tokens(tokens)
         if token_mask is None:
             return self._model.encode_text(tokens)
         check_tensor("token_mask", token_mask, ndim=2)

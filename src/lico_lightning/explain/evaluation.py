@@ -18,19 +18,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lico_lightning._validation import check_choice, check_positive
+from lico_lightning.explain._safety import module_device, preserve_model_state
 from lico_lightning.explain.base import create_explainer, list_explainers
-from lico_lightning.explain.hooks import preserve_model_state
 from lico_lightning.functional.saliency import (
     DEFAULT_BLUR_KERNEL_SIZE,
     DEFAULT_BLUR_SIGMA,
     DEFAULT_STEP_FRACTION,
     DEFAULT_TOLERANCE,
+    _check_step_and_chunk,
+    _perturbation_aucs,
     check_logits,
     confidence_change,
-    curve_auc,
     energy_pointing_game,
-    insertion_deletion_curves,
-    perturbation_curve,
     pointing_game,
 )
 
@@ -115,11 +114,9 @@ class SaliencyMetricOptions:
     tolerance: float = DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.step_fraction <= 1.0:
-            raise ValueError(f"Expected `step_fraction` in (0, 1], but got {self.step_fraction!r}.")
+        _check_step_and_chunk(self.step_fraction, self.chunk_size)
         check_choice("insertion_substrate", self.insertion_substrate, ["blur", "zero"])
         check_choice("deletion_substrate", self.deletion_substrate, ["blur", "zero"])
-        check_positive("chunk_size", self.chunk_size)
         check_positive("tolerance", self.tolerance, strict=False)
 
 
@@ -193,41 +190,28 @@ def compute_saliency_metrics(
     all_valid = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
     with preserve_model_state(model), torch.no_grad():
         aucs: dict[str, Tensor] = {}
-        want_ins = "insertion" in names or "overall" in names
-        want_del = "deletion" in names or "overall" in names
-        if want_ins and want_del:  # one pass, shared endpoints evaluated once
-            fractions, ins, dele = insertion_deletion_curves(
-                model,
-                images,
-                saliency,
-                target,
-                step_fraction=opts.step_fraction,
-                insertion_substrate=opts.insertion_substrate,
-                deletion_substrate=opts.deletion_substrate,
-                chunk_size=opts.chunk_size,
-                blur_kernel_size=opts.blur_kernel_size,
-                blur_sigma=opts.blur_sigma,
+        substrates = {
+            mode: substrate
+            for mode, substrate in (
+                ("insertion", opts.insertion_substrate),
+                ("deletion", opts.deletion_substrate),
             )
-            aucs["insertion"], aucs["deletion"] = (
-                curve_auc(fractions, ins),
-                curve_auc(fractions, dele),
+            if mode in names or "overall" in names
+        }
+        if substrates:  # both modes: one pass, shared endpoints evaluated once
+            aucs.update(
+                _perturbation_aucs(
+                    model,
+                    images,
+                    saliency,
+                    target,
+                    substrates,
+                    step_fraction=opts.step_fraction,
+                    chunk_size=opts.chunk_size,
+                    blur_kernel_size=opts.blur_kernel_size,
+                    blur_sigma=opts.blur_sigma,
+                )
             )
-        elif want_ins or want_del:
-            mode = "insertion" if want_ins else "deletion"
-            substrate = opts.insertion_substrate if want_ins else opts.deletion_substrate
-            fractions, scores = perturbation_curve(
-                model,
-                images,
-                saliency,
-                target,
-                mode,  # type: ignore[arg-type]
-                step_fraction=opts.step_fraction,
-                substrate=substrate,
-                chunk_size=opts.chunk_size,
-                blur_kernel_size=opts.blur_kernel_size,
-                blur_sigma=opts.blur_sigma,
-            )
-            aucs[mode] = curve_auc(fractions, scores)
         if "average_drop" in names or "increase_in_confidence" in names:
             drop, increase = confidence_change(model, images, saliency, target)
             aucs["average_drop"], aucs["increase_in_confidence"] = drop, increase.float()
@@ -320,8 +304,7 @@ def evaluate_saliency(
             extra.setdefault("layer", layer)
         explainers[name] = create_explainer(name, model, **extra)
     if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = module_device(model, torch.device("cpu"))
 
     sums = {
         (m, k): torch.zeros((), dtype=torch.float64) for m in method_names for k in metric_names

@@ -32,7 +32,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_choice, check_positive, check_probability, check_tensor
+from lico_lightning._validation import (
+    check_choice,
+    check_int,
+    check_int_pair,
+    check_positive,
+    check_probability,
+    check_tensor,
+)
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.functional.banzhaf import (
     BanzhafInteractions,
@@ -106,10 +113,10 @@ class FIxLIPGame:
         check_tensor("image", image, ndim=3, floating=True)
         check_tensor("tokens", tokens, ndim=1)
         check_choice("text_masking", text_masking, _TEXT_MASKING)
-        _check_int("chunk_size", chunk_size, 1)
+        check_int("chunk_size", chunk_size, 1)
         self.encoder = encoder
-        self.image = encoder._check_images(image[None])[0]
-        self.tokens = encoder._check_tokens(tokens[None])[0]
+        self.image = encoder.check_images(image[None])[0]
+        self.tokens = encoder.check_tokens(tokens[None])[0]
         self.grid_size = _resolve_grid(encoder, grid, tuple(image.shape[-2:]))
         eot = int(encoder.eot_positions(self.tokens[None])[0])
         if eot < 2:
@@ -121,7 +128,7 @@ class FIxLIPGame:
         self.text_masking = text_masking
         if replacement_token_id is None:
             replacement_token_id = encoder.text_spec.pad_id
-        _check_int("replacement_token_id", replacement_token_id, 0)
+        check_int("replacement_token_id", replacement_token_id, 0)
         self.replacement_token_id = replacement_token_id
         self.chunk_size = chunk_size
         self.progress = progress
@@ -285,7 +292,7 @@ class FIxLIPAttribution:
         interaction maps indexed by the tokenised caption (easy to wrap as a generic
         interaction-attribution object).
         """
-        _check_int("context_length", context_length, 1)
+        check_int("context_length", context_length, 1)
         b = self.cross.shape[0]
         if bool((self.token_positions >= context_length).any()):
             raise ValueError(
@@ -399,23 +406,23 @@ class FIxLIP:
         if not isinstance(encoder, DualEncoder):
             raise TypeError(f"Expected a DualEncoder, but got {type(encoder).__name__}.")
         check_probability("p", p)
-        _check_int("budget", budget, 4)
+        check_int("budget", budget, 4)
         check_choice("estimator", estimator, _ESTIMATORS)
         check_choice("interactions", interactions, _INTERACTIONS)
         check_choice("text_masking", text_masking, _TEXT_MASKING)
         if clique_size is not None:
-            _check_int("clique_size", clique_size, 2)
+            check_int("clique_size", clique_size, 2)
         if budget_split is not None:
             if len(budget_split) != 2:
                 raise ValueError(f"Expected `budget_split` = (m_I, m_T), but got {budget_split!r}.")
             for v in budget_split:
-                _check_int("budget_split", v, 1)
+                check_int("budget_split", v, 1)
             budget_split = (int(budget_split[0]), int(budget_split[1]))
-        _check_int("chunk_size", chunk_size, 1)
+        check_int("chunk_size", chunk_size, 1)
         check_positive("ridge", ridge, strict=False)
-        _check_int("seed", seed, 0)
+        check_int("seed", seed, 0)
         if grid is not None:
-            _check_grid(grid)
+            check_int_pair("grid", grid, "(Hp, Wp)")
         self.encoder = encoder
         self.p = float(p)
         self.budget = budget
@@ -542,7 +549,7 @@ class FIxLIP:
         self._check_attribution(attribution, images.shape[0])
         p = self.p if p is None else p
         check_probability("p", p)
-        _check_int("num_masks", num_masks, 2)
+        check_int("num_masks", num_masks, 2)
         gen = generator if generator is not None else torch.Generator().manual_seed(self.seed + 1)
         nus, approx = [], []
         for b in range(images.shape[0]):
@@ -554,21 +561,7 @@ class FIxLIP:
 
     # ------------------------------------------------------------------ internals
     def _inputs(self, images: Tensor, texts: Tensor | Sequence[str]) -> tuple[Tensor, Tensor]:
-        check_tensor("images", images, ndim=4, floating=True)
-        if isinstance(texts, Tensor):
-            tokens = texts
-        elif isinstance(texts, Sequence) and not isinstance(texts, str):
-            tokens = self.encoder.tokenize(list(texts))
-        else:
-            raise TypeError(
-                f"Expected `texts` to be token ids or a list of strings, but got {type(texts).__name__}."
-            )
-        tokens = self.encoder._check_tokens(tokens)
-        if tokens.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"Expected `images` and `texts` with the same batch size, but got "
-                f"{images.shape[0]} and {tokens.shape[0]}."
-            )
+        images, tokens = self.encoder.check_pairs(images, texts)
         return images.detach(), tokens.to(images.device)
 
     @staticmethod
@@ -661,25 +654,9 @@ def _resolve_grid(
                 "Expected `grid` (Hp, Wp) for an image tower without a patch grid (e.g. ResNet), "
                 "but got None."
             )
-    _check_grid(grid)
+    check_int_pair("grid", grid, "(Hp, Wp)")
     if size[0] % grid[0] or size[1] % grid[1]:
         raise ValueError(
             f"Expected a `grid` that divides the image size {size}, but got {tuple(grid)}."
         )
     return int(grid[0]), int(grid[1])
-
-
-def _check_grid(grid: object) -> None:
-    if (
-        not isinstance(grid, (tuple, list))
-        or len(grid) != 2
-        or not all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in grid)
-    ):
-        raise ValueError(f"Expected `grid` to be two positive ints (Hp, Wp), but got {grid!r}.")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"Expected `{name}` >= {minimum}, but got {value}.")

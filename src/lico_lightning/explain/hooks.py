@@ -8,17 +8,20 @@ and leave the model exactly as it was found.
   makes the output a fresh leaf so that ``torch.autograd.grad`` reaches *only* that tensor.
 * :func:`preserve_model_state` / :func:`explanation_mode` — eval mode for the explanation,
   with every module's ``training`` flag and every parameter's ``requires_grad`` restored
-  afterwards (even on error), and gradients available under Lightning's ``inference_mode``.
+  afterwards (even on error), and gradients available under Lightning's ``inference_mode``
+  (defined in :mod:`lico_lightning.explain._safety`, shared by every explainer).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from lico_lightning.explain._safety import detach_input as detach_input
+from lico_lightning.explain._safety import explanation_mode, preserve_model_state
 
 __all__ = [
     "LayerCapture",
@@ -243,51 +246,3 @@ class LayerCapture:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-
-
-@contextmanager
-def preserve_model_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
-    """Switch ``model`` to eval mode; restore every module's ``training`` flag and every
-    parameter's ``requires_grad`` on exit, also on error.
-
-    Example:
-        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
-        >>> net[1].eval()  # a mixed state is restored module by module
-        Dropout(p=0.5, inplace=False)
-        >>> with preserve_model_state(net):
-        ...     net.training
-        False
-        >>> net.training, net[1].training
-        (True, False)
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        if eval_mode:
-            model.eval()
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in flags:
-            if p.requires_grad != flag:
-                p.requires_grad_(flag)
-
-
-@contextmanager
-def explanation_mode() -> Iterator[None]:
-    """Leave ``torch.inference_mode`` (Lightning validation) and run without grad by default.
-
-    Inside, gradient explainers switch grad on at their hooked layer (:class:`LayerCapture`);
-    the previous grad / inference mode is restored on exit.
-    """
-    with torch.inference_mode(False), torch.no_grad():
-        yield
-
-
-def detach_input(images: Tensor) -> Tensor:
-    """A normal (non-inference) tensor holding ``images``, safe to feed to an autograd graph."""
-    if images.is_inference() or images.requires_grad:
-        with torch.inference_mode(False):
-            return images.detach().clone()
-    return images

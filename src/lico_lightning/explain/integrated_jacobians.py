@@ -115,12 +115,8 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
         for name, value in (("n_steps", n_steps), ("internal_batch_size", internal_batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Expected `{name}` to be a positive int, but got {value!r}.")
-        for name, value in (("image_layer", image_layer), ("text_layer", text_layer)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
+        self._set_layers(image_layer, text_layer)
         self.n_steps = n_steps
-        self.image_layer = image_layer
-        self.text_layer = text_layer
         self.image_reference = check_choice(
             "image_reference", image_reference, ("zeros", "black", "hidden_zeros")
         )
@@ -128,12 +124,6 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
             "text_reference", text_reference, ("pad", "hidden_zeros")
         )
         self.internal_batch_size = internal_batch_size
-
-    def _layer_of(self, modality: Modality) -> int:
-        return self.image_layer if modality == "image" else self.text_layer
-
-    def _check_side(self, modality: Modality) -> None:
-        self.encoder.layer(modality, self._layer_of(modality))  # raises listing what exists
 
     def _reference_inputs(self, modality: Modality, inputs: Tensor) -> Tensor | None:
         if modality == "image":

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning.functional.cam import _resize_maps
 from lico_lightning.functional.grounding import box_to_mask
 
 __all__ = ["InteractionAttribution", "TokenLayout"]
@@ -202,11 +202,7 @@ class InteractionAttribution:
             raise ValueError(
                 f"Expected `maps` of shape (..., Hp, Wp), but got {tuple(maps.shape)}."
             )
-        lead = maps.shape[:-2]
-        flat = maps.reshape(-1, 1, *maps.shape[-2:])
-        kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-        up = F.interpolate(flat, size=layout.image_size, mode=mode, **kwargs)
-        return up.reshape(*lead, *layout.image_size)
+        return _resize_maps(maps, layout.image_size, mode)
 
     # ---------------------------------------------------------------- helpers
     def _layout(self, side: Side) -> TokenLayout:

@@ -59,23 +59,16 @@ class ITSM(FactorizedInteractionExplainer):
     ) -> None:
         super().__init__(encoder)
         self.variant = check_choice("variant", variant, ("output", "hidden"))
-        for name, value in (("image_layer", image_layer), ("text_layer", text_layer)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
-        self.image_layer = image_layer
-        self.text_layer = text_layer
+        self._set_layers(image_layer, text_layer)
         self.normalize = bool(normalize)
         self.method = f"itsm_{variant}"
-
-    def _check_side(self, modality: Modality) -> None:
-        self.encoder.layer(modality, self.image_layer if modality == "image" else self.text_layer)
 
     def _side_factors(self, modality: Modality, inputs: Tensor) -> SideFactors:
         enc = self.encoder
         if self.variant == "output":
             layer, on = -1, "output"
         else:
-            layer = self.image_layer if modality == "image" else self.text_layer
+            layer = self._layer_of(modality)
             on = "input"
         with enc.capture(modality, layer, on=on) as seen:
             embeddings = self._run(modality, inputs)

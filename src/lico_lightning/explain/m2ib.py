@@ -26,7 +26,6 @@ Relation to the reference implementation (YingWANGG/M2IB):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -34,10 +33,19 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from lico_lightning._validation import check_choice, check_finite, check_tensor
+from lico_lightning._validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_int_pair,
+    check_real,
+    check_tensor,
+)
+from lico_lightning.explain._safety import explanation_mode, module_device, restored_requires_grad
 from lico_lightning.explain.dual_encoder import DualEncoder
+from lico_lightning.functional.cam import _resize_maps
 from lico_lightning.functional.m2ib import (
     bottleneck_capacity,
     gaussian_bottleneck,
@@ -118,15 +126,8 @@ class M2IBAttribution:
                 f"Expected an image attribution to upsample, but got tower {self.tower!r}."
             )
         check_choice("mode", mode, ("bilinear", "nearest", "bicubic"))
-        size = self.image_size if size is None else size
-        if (
-            not isinstance(size, (tuple, list))
-            or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-        ):
-            raise ValueError(f"Expected `size` to be two positive ints (H, W), but got {size!r}.")
-        kwargs = {} if mode == "nearest" else {"align_corners": False}
-        return F.interpolate(self.attribution[:, None], size=tuple(size), mode=mode, **kwargs)[:, 0]
+        size = check_int_pair("size", self.image_size if size is None else size)
+        return _resize_maps(self.attribution, size, mode)
 
 
 @dataclass
@@ -237,15 +238,15 @@ class M2IB:
                 "Expected an image tower with a patch grid (ViT) for image attributions, but "
                 f"{type(encoder).__name__}.image_spec.grid_size is None."
             )
-        _check_real("beta", beta, low=0.0, strict=False)
-        _check_real("sigma2", sigma2, low=0.0, strict=True)
-        _check_real("lr", lr, low=0.0, strict=True)
-        _check_real("init_alpha", init_alpha)
-        _check_int("steps", steps, low=1)
-        _check_int("num_copies", num_copies, low=1)
-        _check_int("seed", seed, low=0)
+        check_real("beta", beta, low=0.0, strict=False)
+        check_real("sigma2", sigma2, low=0.0, strict=True)
+        check_real("lr", lr, low=0.0, strict=True)
+        check_real("init_alpha", init_alpha)
+        check_int("steps", steps, 1)
+        check_int("num_copies", num_copies, 1)
+        check_int("seed", seed, 0)
         if max_pairs is not None:
-            _check_int("max_pairs", max_pairs, low=1)
+            check_int("max_pairs", max_pairs, 1)
         self.encoder = encoder
         self.settings = M2IBSettings(
             tower=tower,
@@ -380,19 +381,8 @@ class M2IB:
 
     # ---------------------------------------------------------------- internals
     def _check_inputs(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        check_tensor("images", images, ndim=4, floating=True)
-        size = tuple(self.encoder.image_spec.image_size)
-        if tuple(images.shape[-2:]) != size:
-            raise ValueError(
-                f"Expected `images` of spatial size {size} for this image tower, but got "
-                f"{tuple(images.shape)}."
-            )
-        self.encoder.eot_positions(tokens)  # token dtype, length and EOT checks
-        if images.shape[0] != tokens.shape[0]:
-            raise ValueError(
-                "Expected one caption per image (the same batch size), but got "
-                f"{images.shape[0]} images and {tokens.shape[0]} captions."
-            )
+        images, tokens = self.encoder.check_pairs(images, tokens)
+        self.encoder.eot_positions(tokens)  # every caption needs an EOT
         check_finite("images", images)
         return images, tokens
 
@@ -403,14 +393,12 @@ class M2IB:
         enc = self.encoder
         s = self.settings
         with ExitStack() as stack:
-            stack.enter_context(torch.inference_mode(False))
-            stack.enter_context(torch.enable_grad())
+            stack.enter_context(explanation_mode(grad=True))
             stack.enter_context(enc.explaining())
-            stack.enter_context(_frozen_parameters(enc.module))
-            device = _module_device(enc.module, images.device)
+            stack.enter_context(restored_requires_grad(enc.module, freeze=True))
+            device = module_device(enc.module, images.device)
             images = images.detach().to(device).clone()  # out of inference mode
             tokens = tokens.detach().to(device).clone()
-            eot = enc.eot_positions(tokens)
             with torch.no_grad():
                 if s.tower == "image":
                     target = enc.encode_text(tokens)
@@ -456,8 +444,7 @@ class M2IB:
                         f"Expected block {s.layer} of the text tower to output one token per "
                         f"position ({tokens.shape[1]}), but got {t}."
                     )
-                valid = positions <= eot[:, None]
-                content = (positions > 0) & (positions < eot[:, None])
+                valid, content = enc.caption_masks(tokens)
             opt_dtype = torch.promote_types(r.dtype, torch.float32)
             yield _Prepared(
                 inputs=inputs,
@@ -498,45 +485,3 @@ class M2IB:
         emb = self._embed(ctx, inputs, alpha, noise)
         kl = bottleneck_capacity(ctx.features, alpha, s.sigma2)
         return m2ib_objective(kl, emb, ctx.target, s.beta, ctx.valid)
-
-
-@contextmanager
-def _frozen_parameters(module: nn.Module) -> Iterator[None]:
-    """Set ``requires_grad=False`` on every parameter; restore each flag after (also on error).
-
-    No autograd graph is built into the model (the gates are the only leaves that need
-    gradients); ``.grad`` is never read or written.
-    """
-    saved = [(p, p.requires_grad) for p in module.parameters()]
-    try:
-        for p, _ in saved:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-
-
-def _module_device(module: nn.Module, default: torch.device) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    for buf in module.buffers():
-        return buf.device
-    return default
-
-
-def _check_real(name: str, value: object, *, low: float | None = None, strict: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Expected `{name}` to be a number, but got {type(value).__name__}.")
-    if not math.isfinite(value):
-        raise ValueError(f"Expected `{name}` to be finite, but got {value!r}.")
-    if low is not None and (value <= low if strict else value < low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"Expected `{name}` {bound}, but got {value!r}.")
-
-
-def _check_int(name: str, value: object, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
-    if value < low:
-        raise ValueError(f"Expected `{name}` >= {low}, but got {value!r}.")

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning.explain._safety import explanation_mode
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.functional.grounding import perturbation_keep_masks
 
@@ -74,16 +75,8 @@ def conditional_perturbation_curves(
     check_choice("mode", mode, ("deletion", "insertion"))
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` to be a positive int, but got {batch_size!r}.")
-    images = encoder.check_images(images)
-    if not isinstance(texts, Tensor):
-        texts = encoder.tokenize(list(texts))
-    tokens = encoder.check_tokens(texts)
+    images, tokens = encoder.check_pairs(images, texts)
     b = images.shape[0]
-    if tokens.shape[0] != b:
-        raise ValueError(
-            f"Expected `images` and `texts` with the same batch size, but got {b} and "
-            f"{tokens.shape[0]}."
-        )
     check_tensor("attributions", attributions, floating=True)
     if modality == "image":
         if attributions.ndim != 3 or attributions.shape[0] != b:
@@ -106,8 +99,7 @@ def conditional_perturbation_curves(
                 f"Expected text `attributions` of shape {tuple(tokens.shape)}, but got "
                 f"{tuple(attributions.shape)}."
             )
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        candidates = (pos[None] > 0) & (pos[None] < encoder.eot_positions(tokens)[:, None])
+        candidates = encoder.caption_masks(tokens)[1]
         flat_scores = attributions
         grid = None
 
@@ -119,8 +111,7 @@ def conditional_perturbation_curves(
     keep = keep.flatten(0, 1)  # (B·(J+1), F)
 
     with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.no_grad())
+        stack.enter_context(explanation_mode())
         stack.enter_context(encoder.explaining())
         images, tokens = images.clone(), tokens.clone()
         if modality == "image":

@@ -56,7 +56,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_positive, check_probability, check_tensor
+from lico_lightning._validation import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_probability,
+    check_tensor,
+)
 
 __all__ = [
     "BanzhafInteractions",
@@ -113,7 +119,7 @@ def all_coalitions(n: int, device: torch.device | str | None = None) -> Tensor:
                 [0, 1],
                 [1, 1]], dtype=torch.int32)
     """
-    _check_int("n", n, minimum=0)
+    check_int("n", n, 0)
     if n > MAX_EXACT_PLAYERS:
         raise ValueError(
             f"Expected at most {MAX_EXACT_PLAYERS} players to enumerate 2^n coalitions, but got {n}."
@@ -162,8 +168,8 @@ def sample_coalitions(
         >>> masks.shape, round(float(w.sum()), 6)
         (torch.Size([8, 3]), 1.0)
     """
-    _check_int("n", n, minimum=1)
-    _check_int("m", m, minimum=1)
+    check_int("n", n, 1)
+    check_int("m", m, 1)
     check_probability("p", p)
     if n <= MAX_EXACT_PLAYERS and m >= 2**n:
         masks = all_coalitions(n)
@@ -189,9 +195,9 @@ def split_budget(budget: int, n_image: int, n_text: int) -> tuple[int, int]:
         >>> split_budget(2**21, 49, 20)
         (3542, 592)
     """
-    _check_int("budget", budget, minimum=4)
-    _check_int("n_image", n_image, minimum=1)
-    _check_int("n_text", n_text, minimum=1)
+    check_int("budget", budget, 4)
+    check_int("n_image", n_image, 1)
+    check_int("n_text", n_text, 1)
     small, large = (n_text, n_image) if n_text < n_image else (n_image, n_text)
     m_small = math.ceil(max(4.0, math.sqrt(budget) * small / large))
     m_small = min(m_small, 2**small) if small < 63 else m_small
@@ -221,10 +227,9 @@ def interaction_pairs(
         >>> interaction_pairs(2, 1, kind="cross").tolist()
         [[0, 2], [1, 2]]
     """
-    _check_int("n_image", n_image, minimum=0)
-    _check_int("n_text", n_text, minimum=0)
-    if kind not in _KINDS:
-        raise ValueError(f"Expected `kind` to be one of {list(_KINDS)}, but got {kind!r}.")
+    check_int("n_image", n_image, 0)
+    check_int("n_text", n_text, 0)
+    check_choice("kind", kind, _KINDS)
     n = n_image + n_text
     device = None if clique is None else clique.device
     if clique is not None:
@@ -277,7 +282,7 @@ def normal_equations(
     m, n = masks.shape
     weights, values = _check_rows(m, weights=weights, values=values)
     pairs = _check_pairs(pairs, n)
-    _check_int("chunk_size", chunk_size, minimum=1)
+    check_int("chunk_size", chunk_size, 1)
     dev = values.device
     masks, pairs = masks.to(dev), pairs.to(dev)
     size = 1 + n + pairs.shape[0]
@@ -600,7 +605,7 @@ def select_clique(first_order: Tensor, n_image: int, n_text: int, size: int) -> 
         raise ValueError(
             f"Expected `first_order` of shape ({n},), but got {tuple(first_order.shape)}."
         )
-    _check_int("size", size, minimum=2)
+    check_int("size", size, 2)
     keep = torch.zeros(n, dtype=torch.bool, device=first_order.device)
     if size >= n:
         return keep.fill_(True)
@@ -771,23 +776,20 @@ def cross_modal_banzhaf_interactions(
         >>> (e.first_order.round(decimals=6) + 0.0).tolist(), round(e.second_order[0, 2].item(), 6)
         ([2.0, 0.0, 0.0, 0.0], 1.0)
     """
-    _check_int("n_image", n_image, minimum=1)
-    _check_int("n_text", n_text, minimum=1)
+    check_int("n_image", n_image, 1)
+    check_int("n_text", n_text, 1)
     check_probability("p", p)
-    if interactions not in _KINDS:
-        raise ValueError(
-            f"Expected `interactions` to be one of {list(_KINDS)}, but got {interactions!r}."
-        )
+    check_choice("interactions", interactions, _KINDS)
     if clique_size is not None:
-        _check_int("clique_size", clique_size, minimum=2)
+        check_int("clique_size", clique_size, 2)
     if budget_split is None:
         m_i, m_t = split_budget(budget, n_image, n_text)
     else:
         if len(budget_split) != 2:
             raise ValueError(f"Expected `budget_split` = (m_I, m_T), but got {budget_split!r}.")
         m_i, m_t = budget_split
-        _check_int("budget_split[0]", m_i, minimum=1)
-        _check_int("budget_split[1]", m_t, minimum=1)
+        check_int("budget_split[0]", m_i, 1)
+        check_int("budget_split[1]", m_t, 1)
     f_i, f_t, _ = required_coalitions(
         n_image, n_text, interactions=interactions, clique_size=clique_size
     )
@@ -861,18 +863,15 @@ def model_agnostic_banzhaf_interactions(
         >>> (e.first_order.round(decimals=6) + 0.0).tolist(), round(e.second_order[0, 1].item(), 6)
         ([0.0, 0.0, 1.0], 3.0)
     """
-    _check_int("n_image", n_image, minimum=1)
-    _check_int("n_text", n_text, minimum=0)
-    _check_int("budget", budget, minimum=1)
+    check_int("n_image", n_image, 1)
+    check_int("n_text", n_text, 0)
+    check_int("budget", budget, 1)
     check_probability("p", p)
-    if interactions not in _KINDS:
-        raise ValueError(
-            f"Expected `interactions` to be one of {list(_KINDS)}, but got {interactions!r}."
-        )
+    check_choice("interactions", interactions, _KINDS)
     if interactions == "cross" and n_text == 0:
         raise ValueError("Expected `n_text` > 0 for interactions='cross', but got 0.")
     if clique_size is not None:
-        _check_int("clique_size", clique_size, minimum=2)
+        check_int("clique_size", clique_size, 2)
     n = n_image + n_text
     _, _, size = required_coalitions(
         n_image, n_text, interactions=interactions, clique_size=clique_size

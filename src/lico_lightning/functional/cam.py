@@ -120,7 +120,20 @@ def upsample_saliency(saliency: Tensor, size: tuple[int, int]) -> Tensor:
     check_tensor("saliency", saliency, 3, floating=True)
     if tuple(saliency.shape[-2:]) == tuple(size):
         return saliency
-    return F.interpolate(saliency[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return _resize_maps(saliency, size)
+
+
+def _resize_maps(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
+    """Resize ``(..., h, w)`` maps to ``(..., H, W)`` with ``F.interpolate``.
+
+    The one resizing convention of the package (CAMs, RISE masks, M2IB and interaction patch
+    maps): ``align_corners=False`` for the interpolating modes (``"bilinear"``,
+    ``"bicubic"``), nothing extra for ``"nearest"`` and the like.
+    """
+    size = (int(size[0]), int(size[1]))
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    return F.interpolate(flat, size=size, mode=mode, **kwargs).reshape(*maps.shape[:-2], *size)
 
 
 def rise_masks(grids: Tensor, shifts: Tensor, size: tuple[int, int]) -> Tensor:
@@ -150,9 +163,7 @@ def rise_masks(grids: Tensor, shifts: Tensor, size: tuple[int, int]) -> Tensor:
     h, w = size
     s = grids.shape[-1]
     ch, cw = math.ceil(h / s), math.ceil(w / s)
-    up = F.interpolate(
-        grids[:, None], size=((s + 1) * ch, (s + 1) * cw), mode="bilinear", align_corners=False
-    )[:, 0]
+    up = _resize_maps(grids, ((s + 1) * ch, (s + 1) * cw))
     rows = shifts[:, 0, None] + torch.arange(h, device=grids.device)
     cols = shifts[:, 1, None] + torch.arange(w, device=grids.device)
     idx = torch.arange(grids.shape[0], device=grids.device)

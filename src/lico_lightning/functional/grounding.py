@@ -25,7 +25,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_choice, check_finite, check_tensor
+from lico_lightning._validation import check_choice, check_finite, check_int_pair, check_tensor
+from lico_lightning.functional._shared_metrics import (
+    box_cell_masks,
+    check_boxes_in_image,
+    pointing_hits,
+    positive_energy_share,
+    score_change,
+    trapezoid_auc,
+)
 
 __all__ = [
     "box_to_mask",
@@ -62,17 +70,10 @@ def box_to_mask(
                  [0, 0, 0, 0],
                  [0, 0, 0, 0]]], dtype=torch.int32)
     """
-    h, w = _check_size("grid_size", grid_size)
-    img_h, img_w = _check_size("image_size", image_size if image_size is not None else grid_size)
+    h, w = check_int_pair("grid_size", grid_size)
+    img_h, img_w = check_int_pair("image_size", image_size if image_size is not None else grid_size)
     boxes = _check_boxes(boxes, (img_h, img_w))
-    dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
-    boxes = boxes.to(dtype)
-    cy = (torch.arange(h, device=boxes.device, dtype=dtype) + 0.5) * (img_h / h)
-    cx = (torch.arange(w, device=boxes.device, dtype=dtype) + 0.5) * (img_w / w)
-    x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))
-    in_y = (cy[None] >= y1) & (cy[None] <= y2)  # (B, h)
-    in_x = (cx[None] >= x1) & (cx[None] <= x2)  # (B, w)
-    return in_y[:, :, None] & in_x[:, None, :]
+    return box_cell_masks(boxes, (h, w), (img_h, img_w))
 
 
 def pointing_game_accuracy(
@@ -85,6 +86,10 @@ def pointing_game_accuracy(
 
     The most attributed cell is the first maximum in row-major order (``argmax``; a constant
     map points at the top-left cell). Regions without any cell count as misses.
+
+    With boxes this is :func:`~lico_lightning.functional.pointing_game` with tolerance 0
+    (the cell's centre lies in the box, edges included) for one box per map on a grid of any
+    resolution; both call the same core.
 
     Args:
         saliency: ``(B, h, w)`` attribution maps (patch or pixel resolution).
@@ -105,9 +110,14 @@ def pointing_game_accuracy(
         tensor(0.5000)
     """
     check_choice("reduction", reduction, ("mean", "none"))
-    saliency, mask = _saliency_and_mask(saliency, target, image_size)
-    peak = saliency.flatten(1).argmax(1, keepdim=True)
-    hits = mask.flatten(1).gather(1, peak).squeeze(1).to(saliency.dtype)
+    target, size = _check_saliency_target(saliency, target, image_size)
+    if target.ndim == 3:  # a mask: the region is given cell by cell
+        peak = saliency.flatten(1).argmax(1, keepdim=True)
+        hits = target.flatten(1).gather(1, peak).squeeze(1)
+    else:
+        index = torch.arange(saliency.shape[0], device=saliency.device)
+        hits = pointing_hits(saliency, target, index, size, tolerance=0.0)
+    hits = hits.to(saliency.dtype)
     return hits.mean() if reduction == "mean" else hits
 
 
@@ -119,7 +129,9 @@ def pointing_game_energy(
 ) -> Tensor:
     """Pointing game energy (PGE): share of the positive attribution inside the target region.
 
-    Maps without positive attribution score 0 (nothing points at the object).
+    Maps without positive attribution score 0 (nothing points at the object). The same
+    formula as :func:`~lico_lightning.functional.energy_pointing_game` (one core), here for
+    one box or mask per map on a grid of any resolution.
 
     Args:
         saliency: ``(B, h, w)`` attribution maps.
@@ -138,11 +150,10 @@ def pointing_game_energy(
         tensor(0.7500)
     """
     check_choice("reduction", reduction, ("mean", "median", "none"))
-    saliency, mask = _saliency_and_mask(saliency, target, image_size)
-    pos = saliency.clamp_min(0).flatten(1)
-    total = pos.sum(1)
-    inside = (pos * mask.flatten(1)).sum(1)
-    energy = torch.where(total > 0, inside / total.clamp_min(torch.finfo(pos.dtype).tiny), 0.0)
+    target, size = _check_saliency_target(saliency, target, image_size)
+    grid = (int(saliency.shape[1]), int(saliency.shape[2]))
+    mask = target if target.ndim == 3 else box_cell_masks(target, grid, size)
+    energy = positive_energy_share(saliency, mask)
     if reduction == "mean":
         return energy.mean()
     if reduction == "median":
@@ -217,7 +228,9 @@ def insertion_deletion_auc(curves: Tensor) -> Tensor:
     """Area under insertion / deletion curves sampled at equally spaced fractions in [0, 1].
 
     The x-axis is the fraction of perturbed features, so AUCs of inputs with different numbers
-    of features are comparable; the y-axis is the model's score in its own units.
+    of features are comparable; the y-axis is the model's score in its own units. The same
+    trapezoid rule as :func:`~lico_lightning.functional.curve_auc` (one core), for evenly
+    spaced fractions.
 
     Args:
         curves: ``(B, J + 1)`` scores after perturbing ``0, 1/J, ..., 1`` of the features.
@@ -238,13 +251,17 @@ def insertion_deletion_auc(curves: Tensor) -> Tensor:
             f"Expected `curves` with at least 2 points per row, but got shape {tuple(curves.shape)}."
         )
     check_finite("curves", curves)
-    return torch.trapezoid(curves, dx=1.0 / (curves.shape[1] - 1), dim=1)
+    return trapezoid_auc(curves)
 
 
 def confidence_drop(
     original: Tensor, distilled: Tensor, reduction: Literal["mean", "none"] = "mean"
 ) -> Tensor:
     """Confidence drop (M2IB eq. 17): mean decrease of the score when an input is distilled.
+
+    Unlike Grad-CAM++'s :func:`~lico_lightning.functional.average_drop` the decrease is not
+    divided by the original score: M2IB's scores are cosine similarities (possibly <= 0), not
+    probabilities. Both share one core.
 
     Args:
         original: ``(B,)`` scores (M2IB: cosine similarity) of the original pairs.
@@ -260,7 +277,7 @@ def confidence_drop(
     """
     check_choice("reduction", reduction, ("mean", "none"))
     original, distilled = _check_pair(original, distilled)
-    drop = (original - distilled).clamp_min(0)
+    drop, _ = score_change(original, distilled, relative=False)
     return drop.mean() if reduction == "mean" else drop
 
 
@@ -268,6 +285,9 @@ def confidence_increase(
     original: Tensor, distilled: Tensor, reduction: Literal["mean", "none"] = "mean"
 ) -> Tensor:
     """Confidence increase (M2IB eq. 18): share of pairs whose score grows when distilled.
+
+    The same indicator as Grad-CAM++'s
+    :func:`~lico_lightning.functional.increase_in_confidence` (one core), on given scores.
 
     Args:
         original: ``(B,)`` scores of the original pairs.
@@ -283,22 +303,14 @@ def confidence_increase(
     """
     check_choice("reduction", reduction, ("mean", "none"))
     original, distilled = _check_pair(original, distilled)
-    up = (original < distilled).to(original.dtype)
+    _, up = score_change(original, distilled, relative=False)
+    up = up.to(original.dtype)
     return up.mean() if reduction == "mean" else up
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_size(name: str, size: object) -> tuple[int, int]:
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-    ):
-        raise ValueError(f"Expected `{name}` to be two positive ints (H, W), but got {size!r}.")
-    return int(size[0]), int(size[1])
-
-
 def _check_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """One non-empty box per map; returned as floating point (float32 for integer boxes)."""
     check_tensor("boxes", boxes, ndim=2)
     if boxes.shape[1] != 4:
         raise ValueError(
@@ -306,21 +318,15 @@ def _check_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
         )
     if boxes.is_floating_point():
         check_finite("boxes", boxes)
-    h, w = image_size
-    x1, y1, x2, y2 = boxes.unbind(1)
-    bad = (x1 < 0) | (y1 < 0) | (x2 > w) | (y2 > h) | (x1 >= x2) | (y1 >= y2)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"Expected boxes inside the {h}x{w} image with 0 <= x1 < x2 <= {w} and "
-            f"0 <= y1 < y2 <= {h}, but got box {i} = {boxes[i].tolist()}."
-        )
-    return boxes
+    check_boxes_in_image(boxes, image_size, strict=True)
+    return boxes if boxes.is_floating_point() else boxes.to(torch.float32)
 
 
-def _saliency_and_mask(
+def _check_saliency_target(
     saliency: Tensor, target: Tensor, image_size: tuple[int, int] | None
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, tuple[int, int]]:
+    """Validate; return the ``(B, h, w)`` bool mask or the floating ``(B, 4)`` boxes, and the
+    image size the boxes refer to."""
     check_tensor("saliency", saliency, ndim=3, floating=True)
     check_finite("saliency", saliency)
     check_tensor("target", target, ndim=(2, 3))
@@ -336,8 +342,9 @@ def _saliency_and_mask(
                 f"Expected a mask `target` of dtype bool and shape (B, {grid[0]}, {grid[1]}), "
                 f"but got {target.dtype} {tuple(target.shape)}."
             )
-        return saliency, target
-    return saliency, box_to_mask(target, grid, image_size)
+        return target, grid
+    size = check_int_pair("image_size", image_size if image_size is not None else grid)
+    return _check_boxes(target, size), size
 
 
 def _check_pair(original: Tensor, distilled: Tensor) -> tuple[Tensor, Tensor]:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from lico_lightning._validation import check_tensor
+from lico_lightning.functional._shared_metrics import average_ranks, rank_correlation
 
 __all__ = [
     "area_between_insertion_deletion",
@@ -161,16 +162,15 @@ def pointing_game_recognition(
 def rank_data(x: Tensor) -> Tensor:
     """Ranks (1-based, ties get their average rank) along the last dimension, batched.
 
+    The ranks both Spearman correlations of the package use (float64 for float64 input,
+    else float32, exact up to :math:`2^{24}` elements).
+
     Example:
         >>> rank_data(torch.tensor([10.0, 30.0, 20.0, 20.0]))
         tensor([1.0000, 4.0000, 2.5000, 2.5000])
     """
     check_tensor("x", x)
-    sorted_x = x.sort(-1).values.contiguous()
-    xc = x.contiguous()
-    left = torch.searchsorted(sorted_x, xc, side="left")
-    right = torch.searchsorted(sorted_x, xc, side="right")
-    return (left + right + 1).to(torch.float64 if x.dtype == torch.float64 else torch.float32) / 2
+    return average_ranks(x, torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
 def p_faithfulness_correlation(game_values: Tensor, approx_values: Tensor) -> Tensor:
@@ -181,7 +181,10 @@ def p_faithfulness_correlation(game_values: Tensor, approx_values: Tensor) -> Te
             \\operatorname{rank}\\hat\\nu_e(M^{(i)})\\bigr), \\quad
         M^{(1..m)} \\overset{iid}{\\sim} \\mathbb{P}_p
 
-    (Pearson correlation of the ranks; ties get their average rank, like ``scipy.stats.spearmanr``).
+    (Pearson correlation of the ranks; ties get their average rank, like ``scipy.stats.spearmanr``;
+    computed in float64). The same formula as
+    :func:`~lico_lightning.functional.spearman_rank_correlation`, which maps a constant row to 0
+    where this raises.
 
     Args:
         game_values: ``(..., m)`` :math:`\\nu(M^{(i)})`, ``m >= 2``.
@@ -206,15 +209,10 @@ def p_faithfulness_correlation(game_values: Tensor, approx_values: Tensor) -> Te
         )
     if game_values.shape[-1] < 2:
         raise ValueError(f"Expected at least 2 coalitions, but got {game_values.shape[-1]}.")
-    dtype = torch.promote_types(game_values.dtype, approx_values.dtype)
-    ra = rank_data(game_values).to(dtype)
-    rb = rank_data(approx_values).to(dtype)
-    ra = ra - ra.mean(-1, keepdim=True)
-    rb = rb - rb.mean(-1, keepdim=True)
-    na, nb = ra.square().sum(-1), rb.square().sum(-1)
-    if bool(((na == 0) | (nb == 0)).any()):
+    rho, defined = rank_correlation(game_values, approx_values)
+    if not bool(defined.all()):
         raise ValueError(
             "Expected game values and approximations that are not constant over the coalitions, "
             "but got a constant series (Spearman's correlation is undefined)."
         )
-    return ((ra * rb).sum(-1) / (na * nb).sqrt()).clamp(-1.0, 1.0)
+    return rho.to(torch.promote_types(game_values.dtype, approx_values.dtype))

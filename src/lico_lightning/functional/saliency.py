@@ -25,7 +25,7 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -33,6 +33,15 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur_image
 
 from lico_lightning._validation import check_choice, check_positive, check_tensor
+from lico_lightning.functional._shared_metrics import (
+    box_cell_masks,
+    check_boxes_in_image,
+    pointing_hits,
+    positive_energy_share,
+    rank_correlation,
+    score_change,
+    trapezoid_auc,
+)
 
 __all__ = [
     "average_drop",
@@ -126,24 +135,7 @@ def _check_boxes(
     flat = torch.cat([b.reshape(-1, 4).float() for b in boxes]) if boxes else torch.zeros(0, 4)
     counts = torch.tensor([b.numel() // 4 for b in boxes], dtype=torch.long)
     image_index = torch.repeat_interleave(torch.arange(batch_size), counts)
-    if flat.numel():
-        x1, y1, x2, y2 = flat.unbind(1)
-        bad = (
-            ~torch.isfinite(flat).all(1)
-            | (x1 < 0)
-            | (y1 < 0)
-            | (x2 > width)
-            | (y2 > height)
-            | (x1 > x2)
-            | (y1 > y2)
-        )
-        if bool(bad.any()):
-            first = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                "Expected boxes (x1, y1, x2, y2) with 0 <= x1 <= x2 <= W and 0 <= y1 <= y2 <= H "
-                f"for images of size H x W = {height} x {width}, but got "
-                f"{flat[first].tolist()} for image {int(image_index[first])}."
-            )
+    check_boxes_in_image(flat, (height, width), strict=False, image_index=image_index)
     return flat, image_index
 
 
@@ -443,7 +435,8 @@ def curve_auc(fractions: Tensor, scores: Tensor) -> Tensor:
         \text{AUC} = \sum_{i=1}^{n} \tfrac12 (p_{i-1} + p_i)(f_i - f_{i-1})
 
     Equals RISE's ``(sum - p_0/2 - p_n/2) / n`` when the step divides ``H·W``; a partial last
-    step is weighted by its true width.
+    step is weighted by its true width. One core with
+    :func:`~lico_lightning.functional.insertion_deletion_auc` (evenly spaced curves).
 
     Args:
         fractions: ``(n+1,)`` increasing from 0 to 1.
@@ -456,7 +449,71 @@ def curve_auc(fractions: Tensor, scores: Tensor) -> Tensor:
         >>> curve_auc(torch.tensor([0.0, 0.5, 1.0]), torch.tensor([[0.0, 1.0, 1.0]]))
         tensor([0.7500])
     """
-    return torch.trapezoid(scores, x=fractions.to(scores), dim=-1)
+    return trapezoid_auc(scores, fractions)
+
+
+def _perturbation_aucs(
+    model: Model,
+    images: Tensor,
+    saliency: Tensor,
+    target: Tensor,
+    substrates: Mapping[str, Substrate],
+    *,
+    step_fraction: float = DEFAULT_STEP_FRACTION,
+    chunk_size: int = 128,
+    blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
+    blur_sigma: float = DEFAULT_BLUR_SIGMA,
+) -> dict[str, Tensor]:
+    """Per-image insertion and/or deletion AUCs, ``{mode: (B,)}``, for ``substrates``
+    ``{mode: substrate}`` with ``mode`` in ``"insertion"``, ``"deletion"``.
+
+    Both modes together share one pass (:func:`insertion_deletion_curves`, the unperturbed
+    image and a common substrate evaluated once); one mode runs :func:`perturbation_curve`.
+    The one dispatcher behind :func:`insertion_auc`, :func:`deletion_auc`, the
+    ``InsertionAUC`` / ``DeletionAUC`` / ``InsertionDeletionAUC`` metrics and
+    :func:`~lico_lightning.explain.compute_saliency_metrics`.
+
+    Example:
+        >>> model = lambda x: torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)
+        >>> aucs = _perturbation_aucs(model, torch.ones(2, 1, 4, 4), torch.rand(2, 4, 4),
+        ...     torch.tensor([0, 1]), {"insertion": "blur", "deletion": "zero"}, step_fraction=0.25)
+        >>> sorted(aucs), aucs["deletion"].shape
+        (['deletion', 'insertion'], torch.Size([2]))
+    """
+    modes = [m for m in ("insertion", "deletion") if m in substrates]
+    if not modes or len(modes) != len(substrates):
+        raise ValueError(
+            "Expected `substrates` to map 'insertion' and/or 'deletion' to a substrate, but got "
+            f"{dict(substrates)!r}."
+        )
+    common = dict(
+        step_fraction=step_fraction,
+        chunk_size=chunk_size,
+        blur_kernel_size=blur_kernel_size,
+        blur_sigma=blur_sigma,
+    )
+    if len(modes) == 2:
+        fractions, ins, dele = insertion_deletion_curves(
+            model,
+            images,
+            saliency,
+            target,
+            insertion_substrate=substrates["insertion"],
+            deletion_substrate=substrates["deletion"],
+            **common,  # type: ignore[arg-type]
+        )
+        return {"insertion": curve_auc(fractions, ins), "deletion": curve_auc(fractions, dele)}
+    mode = modes[0]
+    fractions, scores = perturbation_curve(
+        model,
+        images,
+        saliency,
+        target,
+        mode,  # type: ignore[arg-type]
+        substrate=substrates[mode],
+        **common,  # type: ignore[arg-type]
+    )
+    return {mode: curve_auc(fractions, scores)}
 
 
 def insertion_auc(
@@ -488,19 +545,19 @@ def insertion_auc(
         ...     torch.tensor([0]), substrate="zero")) > 0.5
         True
     """
-    fractions, scores = perturbation_curve(
+    check_choice("reduction", reduction, ["mean", "none"])
+    aucs = _perturbation_aucs(
         model,
         images,
         saliency,
         target,
-        "insertion",
+        {"insertion": substrate},
         step_fraction=step_fraction,
-        substrate=substrate,
         chunk_size=chunk_size,
         blur_kernel_size=blur_kernel_size,
         blur_sigma=blur_sigma,
     )
-    return _reduce(curve_auc(fractions, scores), None, reduction)
+    return _reduce(aucs["insertion"], None, reduction)
 
 
 def deletion_auc(
@@ -533,19 +590,19 @@ def deletion_auc(
         ...     torch.tensor([0]), substrate="zero")) < 0.9
         True
     """
-    fractions, scores = perturbation_curve(
+    check_choice("reduction", reduction, ["mean", "none"])
+    aucs = _perturbation_aucs(
         model,
         images,
         saliency,
         target,
-        "deletion",
+        {"deletion": substrate},
         step_fraction=step_fraction,
-        substrate=substrate,
         chunk_size=chunk_size,
         blur_kernel_size=blur_kernel_size,
         blur_sigma=blur_sigma,
     )
-    return _reduce(curve_auc(fractions, scores), None, reduction)
+    return _reduce(aucs["deletion"], None, reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -562,6 +619,10 @@ def confidence_change(
 
     .. math::
         \text{drop} = \frac{\max(0, Y - O)}{Y}, \qquad \text{increase} = \mathbb{1}[Y < O]
+
+    The same core as M2IB's :func:`~lico_lightning.functional.confidence_drop` /
+    :func:`~lico_lightning.functional.confidence_increase`, whose drop is absolute (not divided
+    by :math:`Y`: its scores are cosine similarities).
 
     Args:
         model: callable ``(B, C, H, W) -> (B, num_classes)`` logits, called under ``no_grad``.
@@ -585,8 +646,7 @@ def confidence_change(
         explanation = images * normalize_saliency(saliency).unsqueeze(1).to(images)
         probs = target_probability(model, torch.cat([images, explanation]), target.repeat(2))
     y, o = probs.chunk(2)
-    drop = (y - o).clamp_min(0) / y.clamp_min(torch.finfo(y.dtype).tiny)
-    return drop, o > y
+    return score_change(y, o, relative=True)
 
 
 def average_drop(
@@ -634,10 +694,6 @@ def increase_in_confidence(
 # --------------------------------------------------------------------------------------------
 # pointing game
 # --------------------------------------------------------------------------------------------
-def _pixel_centres(n: int, device: torch.device) -> Tensor:
-    return torch.arange(n, device=device, dtype=torch.float32) + 0.5
-
-
 def pointing_game(
     saliency: Tensor,
     boxes: Sequence[Tensor],
@@ -655,7 +711,9 @@ def pointing_game(
         d_x = \max(x_1 - c_x, 0, c_x - x_2),\; d_y = \max(y_1 - c_y, 0, c_y - y_2)
 
     Accuracy = Hits / (Hits + Misses) over images that have at least one box; images with no
-    box are skipped (returned as ``valid = False``).
+    box are skipped (returned as ``valid = False``). With ``tolerance=0`` and one box per
+    image this is :func:`~lico_lightning.functional.pointing_game_accuracy` at pixel
+    resolution (one core computes both).
 
     Args:
         saliency: ``(B, H, W)``.
@@ -679,15 +737,7 @@ def pointing_game(
     flat, img = _check_boxes(boxes, b, h, w)
     flat, img = flat.to(saliency.device), img.to(saliency.device)
 
-    peak = saliency.flatten(1).argmax(1)
-    cy = (peak // w).float() + 0.5
-    cx = (peak % w).float() + 0.5
-    x1, y1, x2, y2 = flat.unbind(1)
-    px, py = cx[img], cy[img]
-    dx = (x1 - px).clamp_min(0) + (px - x2).clamp_min(0)
-    dy = (y1 - py).clamp_min(0) + (py - y2).clamp_min(0)
-    box_hit = torch.hypot(dx, dy) <= tolerance
-    hits = torch.zeros(b, device=saliency.device).index_add_(0, img, box_hit.float()) > 0
+    hits = pointing_hits(saliency, flat, img, (h, w), tolerance)
     valid = torch.bincount(img, minlength=b) > 0
     if reduction == "none":
         return hits, valid
@@ -704,7 +754,9 @@ def energy_pointing_game(
         \text{E}_b = \frac{\sum_{p \in \cup_k \text{box}_k} \max(s_p, 0)}{\sum_{p} \max(s_p, 0)}
 
     A pixel is inside a box when its centre is (boundaries included). A map with no positive
-    saliency scores 0. Images with no box are skipped.
+    saliency scores 0. Images with no box are skipped. The same formula (one core) as
+    :func:`~lico_lightning.functional.pointing_game_energy`, here over the union of any number
+    of boxes per image, in float32.
 
     Args:
         saliency: ``(B, H, W)``.
@@ -723,17 +775,9 @@ def energy_pointing_game(
     flat, img = _check_boxes(boxes, b, h, w)
     flat, img = flat.to(saliency.device), img.to(saliency.device)
 
-    x1, y1, x2, y2 = (c[:, None] for c in flat.unbind(1))
-    ys, xs = _pixel_centres(h, saliency.device), _pixel_centres(w, saliency.device)
-    rows = (ys >= y1) & (ys <= y2)
-    cols = (xs >= x1) & (xs <= x2)
-    box_masks = (rows[:, :, None] & cols[:, None, :]).float()
+    box_masks = box_cell_masks(flat, (h, w), (h, w)).float()
     union = torch.zeros(b, h, w, device=saliency.device).index_add_(0, img, box_masks) > 0
-
-    pos = saliency.float().clamp_min(0)
-    total = pos.flatten(1).sum(1)
-    inside = (pos * union).flatten(1).sum(1)
-    energy = torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny), 0.0)
+    energy = positive_energy_share(saliency.float(), union)
     valid = torch.bincount(img, minlength=b) > 0
     if reduction == "none":
         return energy, valid
@@ -743,20 +787,15 @@ def energy_pointing_game(
 # --------------------------------------------------------------------------------------------
 # rank correlation (sanity checks)
 # --------------------------------------------------------------------------------------------
-def _average_ranks(x: Tensor) -> Tensor:
-    sorted_x, _ = x.sort(dim=1)
-    left = torch.searchsorted(sorted_x, x.contiguous(), side="left")
-    right = torch.searchsorted(sorted_x, x.contiguous(), side="right")
-    return (left + right + 1).to(torch.float64) / 2.0
-
-
 def spearman_rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     r"""Spearman rank correlation between rows of ``a`` and ``b`` (ties get average ranks).
 
     .. math::
         \rho = \frac{\operatorname{cov}(r_a, r_b)}{\sigma_{r_a} \sigma_{r_b}}
 
-    A constant row has no ranking; its correlation is defined as 0 (instead of NaN).
+    A constant row has no ranking; its correlation is defined as 0 (instead of NaN). Same
+    formula as :func:`~lico_lightning.functional.p_faithfulness_correlation` (which raises on
+    a constant row instead), computed in float64.
 
     Args:
         a: ``(B, *)`` (e.g. saliency maps ``(B, H, W)``); flattened per row.
@@ -775,10 +814,5 @@ def spearman_rank_correlation(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(
             f"Expected `a` and `b` of the same shape (B, ...), but got {tuple(a.shape)} and {tuple(b.shape)}."
         )
-    ra = _average_ranks(a.flatten(1))
-    rb = _average_ranks(b.flatten(1))
-    ra = ra - ra.mean(1, keepdim=True)
-    rb = rb - rb.mean(1, keepdim=True)
-    denom = ra.norm(dim=1) * rb.norm(dim=1)
-    rho = torch.where(denom > 0, (ra * rb).sum(1) / denom.clamp_min(1e-300), 0.0)
-    return rho.clamp(-1.0, 1.0).to(a.dtype)
+    rho, _ = rank_correlation(a.flatten(1), b.flatten(1))
+    return rho.to(a.dtype)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lico_lightning._validation import check_choice, check_positive
+from lico_lightning._validation import check_choice, check_positive, check_real
 from lico_lightning.functional.lico import (
     _DISTANCES,
     _REDUCTIONS,
@@ -20,14 +20,6 @@ from lico_lightning.functional.lico import (
 )
 
 __all__ = ["ManifoldMatchingLoss", "SinkhornOTLoss"]
-
-
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Expected `{name}` to be a float, but got {type(value).__name__}.")
-    if not math.isfinite(value):
-        raise ValueError(f"Expected `{name}` to be finite, but got {value!r}.")
-    return float(value)
 
 
 class ManifoldMatchingLoss(nn.Module):
@@ -96,9 +88,9 @@ class ManifoldMatchingLoss(nn.Module):
         reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> None:
         super().__init__()
-        temperature = _check_real("temperature", temperature)
-        min_temperature = _check_real("min_temperature", min_temperature)
-        max_temperature = _check_real("max_temperature", max_temperature)
+        temperature = check_real("temperature", temperature)
+        min_temperature = check_real("min_temperature", min_temperature)
+        max_temperature = check_real("max_temperature", max_temperature)
         check_positive("min_temperature", min_temperature)
         if not max_temperature > min_temperature:
             raise ValueError(
@@ -188,12 +180,12 @@ class SinkhornOTLoss(nn.Module):
         reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> None:
         super().__init__()
-        epsilon = _check_real("epsilon", epsilon)
+        epsilon = check_real("epsilon", epsilon)
         check_positive("epsilon", epsilon)
         if isinstance(max_iter, bool) or not isinstance(max_iter, int):
             raise TypeError(f"Expected `max_iter` to be an int, but got {type(max_iter).__name__}.")
         check_positive("max_iter", max_iter)
-        tol = _check_real("tol", tol)
+        tol = check_real("tol", tol)
         check_positive("tol", tol, strict=False)
         check_choice("reduction", reduction, _REDUCTIONS)
         self.epsilon = epsilon

@@ -16,20 +16,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import torch  # noqa: F401 - the doctest examples use it
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lico_lightning._validation import check_choice
+from lico_lightning._validation import check_choice, check_int_pair
 from lico_lightning.functional.grounding import (
-    _check_size,
     confidence_drop,
     confidence_increase,
     insertion_deletion_auc,
     pointing_game_accuracy,
     pointing_game_energy,
 )
+from lico_lightning.metrics._mean import _MeanOfValues
 
 __all__ = [
     "ConditionalDeletionAUC",
@@ -41,29 +41,7 @@ __all__ = [
 ]
 
 
-class _MeanMetric(Metric):
-    """Sum of per-sample values and their count (both summed across processes)."""
-
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state(
-            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def _add(self, values: Tensor) -> None:
-        self.total += values.sum().to(self.total.dtype)
-        self.count += values.numel()
-
-    def compute(self) -> Tensor:
-        if int(self.count) == 0:
-            raise ValueError("Expected at least one update before compute, but got none.")
-        return (self.total / self.count).float()
-
-
-class PointingGameAccuracy(_MeanMetric):
+class PointingGameAccuracy(_MeanOfValues):
     """Pointing game accuracy (PGA): share of maps whose maximum lies in the object's box.
 
     Args:
@@ -85,7 +63,7 @@ class PointingGameAccuracy(_MeanMetric):
 
     def __init__(self, image_size: tuple[int, int] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.image_size = None if image_size is None else _check_size("image_size", image_size)
+        self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
 
     def update(self, saliency: Tensor, target: Tensor) -> None:
         """Add ``(B, h, w)`` maps and ``(B, 4)`` boxes (or ``(B, h, w)`` bool masks)."""
@@ -118,7 +96,7 @@ class PointingGameEnergy(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.image_size = None if image_size is None else _check_size("image_size", image_size)
+        self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
         self.reduction = check_choice("reduction", reduction, ("median", "mean"))
         self.add_state("energies", default=[], dist_reduce_fx="cat")
 
@@ -136,7 +114,7 @@ class PointingGameEnergy(Metric):
         return values.median() if self.reduction == "median" else values.mean()
 
 
-class _CurveAUC(_MeanMetric):
+class _CurveAUC(_MeanOfValues):
     is_differentiable = False
 
     def update(self, curves: Tensor) -> None:
@@ -176,7 +154,7 @@ class ConditionalDeletionAUC(_CurveAUC):
     higher_is_better = False
 
 
-class ConfidenceDrop(_MeanMetric):
+class ConfidenceDrop(_MeanOfValues):
     """Confidence drop (M2IB eq. 17): mean ``max(0, o - s)``; lower is better.
 
     Example:
@@ -194,7 +172,7 @@ class ConfidenceDrop(_MeanMetric):
         self._add(confidence_drop(original, distilled, reduction="none"))
 
 
-class ConfidenceIncrease(_MeanMetric):
+class ConfidenceIncrease(_MeanOfValues):
     """Confidence increase (M2IB eq. 18): share of pairs with ``o < s``; higher is better.
 
     Example:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+import torch  # noqa: F401 - the doctest examples use it
 from torch import Tensor
-from torchmetrics import Metric
 
 from lico_lightning.functional.interaction_metrics import (
     area_between_insertion_deletion,
     p_faithfulness_correlation,
     pointing_game_recognition,
 )
+from lico_lightning.metrics._mean import _MeanOfValues
 
 __all__ = [
     "AreaBetweenInsertionDeletion",
@@ -26,29 +26,10 @@ __all__ = [
 ]
 
 
-class _MeanOverExplanations(Metric):
+class _MeanOverExplanations(_MeanOfValues):
     """Mean of per-explanation values (sum and count are DDP-summed)."""
 
-    full_state_update = False
     is_differentiable = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state(
-            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def _accumulate(self, values: Tensor) -> None:
-        self.total += values.detach().to(torch.float64).sum()
-        self.count += values.numel()
-
-    def compute(self) -> Tensor:
-        if int(self.count) == 0:
-            raise ValueError(
-                f"Expected at least one update before compute() of {type(self).__name__}, but got none."
-            )
-        return (self.total / self.count).float()
 
 
 class AreaBetweenInsertionDeletion(_MeanOverExplanations):
@@ -80,9 +61,7 @@ class AreaBetweenInsertionDeletion(_MeanOverExplanations):
 
     def update(self, max_values: Tensor, min_values: Tensor) -> None:
         """Add curves ``(n+1,)`` or ``(B, n+1)`` (game values of :math:`M_{e,\\max,k}`, :math:`M_{e,\\min,k}`)."""
-        self._accumulate(
-            area_between_insertion_deletion(max_values, min_values, normalize=self.normalize)
-        )
+        self._add(area_between_insertion_deletion(max_values, min_values, normalize=self.normalize))
 
 
 class PointingGameRecognition(_MeanOverExplanations):
@@ -106,7 +85,7 @@ class PointingGameRecognition(_MeanOverExplanations):
         self, interactions: Tensor, object_masks: Tensor, token_mask: Tensor | None = None
     ) -> None:
         """Add ``(B, T, P)`` interactions with their ``(B, T, P)`` object masks (and ``(B, T)`` tokens)."""
-        self._accumulate(pointing_game_recognition(interactions, object_masks, token_mask))
+        self._add(pointing_game_recognition(interactions, object_masks, token_mask))
 
 
 class PFaithfulnessCorrelation(_MeanOverExplanations):
@@ -125,4 +104,4 @@ class PFaithfulnessCorrelation(_MeanOverExplanations):
 
     def update(self, game_values: Tensor, approx_values: Tensor) -> None:
         """Add ``(B, m)`` game values and approximations on the same coalitions."""
-        self._accumulate(p_faithfulness_correlation(game_values, approx_values))
+        self._add(p_faithfulness_correlation(game_values, approx_values))

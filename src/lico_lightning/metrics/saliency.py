@@ -24,11 +24,10 @@ from lico_lightning.functional.saliency import (
     DEFAULT_BLUR_SIGMA,
     DEFAULT_STEP_FRACTION,
     DEFAULT_TOLERANCE,
+    _check_step_and_chunk,
+    _perturbation_aucs,
     confidence_change,
-    curve_auc,
     energy_pointing_game,
-    insertion_deletion_curves,
-    perturbation_curve,
     pointing_game,
 )
 
@@ -81,11 +80,9 @@ class _PerturbationAUC(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 < step_fraction <= 1.0:
-            raise ValueError(f"Expected `step_fraction` in (0, 1], but got {step_fraction!r}.")
+        _check_step_and_chunk(step_fraction, chunk_size)
         check_choice("insertion_substrate", insertion_substrate, ["blur", "zero"])
         check_choice("deletion_substrate", deletion_substrate, ["blur", "zero"])
-        check_positive("chunk_size", chunk_size)
         self.step_fraction = step_fraction
         self.substrates = {"insertion": insertion_substrate, "deletion": deletion_substrate}
         self.chunk_size = chunk_size
@@ -101,38 +98,20 @@ class _PerturbationAUC(Metric):
         """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
         ``target (B,)``)."""
         with _model_context(model):
-            if len(self._modes) == 2:
-                fractions, ins, dele = insertion_deletion_curves(
-                    model,
-                    images,
-                    saliency,
-                    target,
-                    step_fraction=self.step_fraction,
-                    insertion_substrate=self.substrates["insertion"],  # type: ignore[arg-type]
-                    deletion_substrate=self.substrates["deletion"],  # type: ignore[arg-type]
-                    chunk_size=self.chunk_size,
-                    blur_kernel_size=self.blur_kernel_size,
-                    blur_sigma=self.blur_sigma,
-                )
-                curves = {"insertion": ins, "deletion": dele}
-            else:
-                mode = self._modes[0]
-                fractions, scores = perturbation_curve(
-                    model,
-                    images,
-                    saliency,
-                    target,
-                    mode,  # type: ignore[arg-type]
-                    step_fraction=self.step_fraction,
-                    substrate=self.substrates[mode],  # type: ignore[arg-type]
-                    chunk_size=self.chunk_size,
-                    blur_kernel_size=self.blur_kernel_size,
-                    blur_sigma=self.blur_sigma,
-                )
-                curves = {mode: scores}
-        for mode, scores in curves.items():
+            aucs = _perturbation_aucs(
+                model,
+                images,
+                saliency,
+                target,
+                {mode: self.substrates[mode] for mode in self._modes},  # type: ignore[misc]
+                step_fraction=self.step_fraction,
+                chunk_size=self.chunk_size,
+                blur_kernel_size=self.blur_kernel_size,
+                blur_sigma=self.blur_sigma,
+            )
+        for mode, auc in aucs.items():
             state = getattr(self, f"{mode}_sum")
-            setattr(self, f"{mode}_sum", state + curve_auc(fractions, scores).double().sum())
+            setattr(self, f"{mode}_sum", state + auc.double().sum())
         self.total += images.shape[0]
 
 

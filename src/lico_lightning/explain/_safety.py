@@ -1,0 +1,142 @@
+"""Leave a model exactly as it was found: the context managers every explainer uses.
+
+Every explainer (saliency methods for classifiers, dual-encoder explainers) and every metric
+or callback that runs a model it does not own goes through these, so the rules are written
+once:
+
+* :func:`restored_training_modes` — every module's ``training`` flag saved and restored (also
+  on error), optionally eval mode inside;
+* :func:`restored_requires_grad` — every parameter's ``requires_grad`` saved and restored,
+  optionally all frozen inside (no autograd graph into the model);
+* :func:`preserve_model_state` — both of the above (eval mode by default);
+* :func:`explanation_mode` — leave ``torch.inference_mode`` (Lightning validation) with grad
+  off (or on, for explainers that optimise or differentiate their own leaves);
+* :func:`detach_input` — a normal (non-inference) copy of an input;
+* :func:`module_device` — the device of a module's weights.
+
+Public names are re-exported from :mod:`lico_lightning.explain.hooks` (their historical home).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "detach_input",
+    "explanation_mode",
+    "module_device",
+    "preserve_model_state",
+    "restored_requires_grad",
+    "restored_training_modes",
+]
+
+
+@contextmanager
+def restored_training_modes(module: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
+    """Optionally switch ``module`` to eval mode; restore every submodule's ``training`` flag
+    on exit, also on error (a mixed train/eval state is restored module by module).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+        >>> with restored_training_modes(net):
+        ...     net[1].training
+        False
+        >>> net[1].training
+        True
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        if eval_mode:
+            module.eval()
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextmanager
+def restored_requires_grad(module: nn.Module, *, freeze: bool = False) -> Iterator[None]:
+    """Restore every parameter's ``requires_grad`` on exit, also on error; with ``freeze``,
+    set it to False inside (no autograd graph is built into the model; ``.grad`` is never
+    read or written).
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> with restored_requires_grad(net, freeze=True):
+        ...     net.weight.requires_grad
+        False
+        >>> net.weight.requires_grad
+        True
+    """
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        if freeze:
+            for p, _ in flags:
+                p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+
+
+@contextmanager
+def preserve_model_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
+    """Switch ``model`` to eval mode; restore every module's ``training`` flag and every
+    parameter's ``requires_grad`` on exit, also on error.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+        >>> net[1].eval()  # a mixed state is restored module by module
+        Dropout(p=0.5, inplace=False)
+        >>> with preserve_model_state(net):
+        ...     net.training
+        False
+        >>> net.training, net[1].training
+        (True, False)
+    """
+    with ExitStack() as stack:
+        stack.enter_context(restored_requires_grad(model))
+        stack.enter_context(restored_training_modes(model, eval_mode=eval_mode))
+        yield
+
+
+@contextmanager
+def explanation_mode(*, grad: bool = False) -> Iterator[None]:
+    """Leave ``torch.inference_mode`` (Lightning validation) and run without grad by default.
+
+    Inside, gradient explainers switch grad on at their hooked layer
+    (:class:`~lico_lightning.explain.hooks.LayerCapture`); explainers that differentiate
+    their own leaves throughout (M2IB's gates) pass ``grad=True``. The previous grad /
+    inference mode is restored on exit.
+    """
+    with torch.inference_mode(False), torch.enable_grad() if grad else torch.no_grad():
+        yield
+
+
+def detach_input(images: Tensor) -> Tensor:
+    """A normal (non-inference) tensor holding ``images``, safe to feed to an autograd graph."""
+    if images.is_inference() or images.requires_grad:
+        with torch.inference_mode(False):
+            return images.detach().clone()
+    return images
+
+
+def module_device(module: nn.Module, default: torch.device) -> torch.device:
+    """Device of the first parameter (else the first buffer) of ``module``, else ``default``.
+
+    Example:
+        >>> module_device(nn.Linear(2, 2), torch.device("meta"))
+        device(type='cpu')
+        >>> module_device(nn.ReLU(), torch.device("meta"))
+        device(type='meta')
+    """
+    for p in module.parameters():
+        return p.device
+    for buf in module.buffers():
+        return buf.device
+    return default
