@@ -107,6 +107,52 @@ def test_openclip_custom_text_tower_supported() -> None:
         torch.testing.assert_close(pooled, model.encode_text(ids), rtol=1e-5, atol=1e-6)
 
 
+def test_openclip_shared_prefix_equals_full_forward_values_and_gradients(
+    clip_encoder: OpenCLIPTextEncoder,
+) -> None:
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(6, clip_encoder.width, generator=gen, requires_grad=True)
+    suf = torch.randn(3, 4, clip_encoder.width, generator=gen, requires_grad=True)
+    fp, fs = clip_encoder.forward_shared_prefix(pre, suf)
+    w_p, w_s = torch.randn(fp.shape, generator=gen), torch.randn(fs.shape, generator=gen)
+    g_pre, g_suf = torch.autograd.grad((fp * w_p).sum() + (fs * w_s).sum(), [pre, suf])
+
+    full = clip_encoder(torch.cat([pre.expand(3, -1, -1), suf], dim=1))
+    # the prefix rows are identical in every sequence; take them from one, as fp is one copy
+    ref_g_pre, ref_g_suf = torch.autograd.grad(
+        (full[0, :6] * w_p).sum() + (full[:, 6:] * w_s).sum(), [pre, suf]
+    )
+    for row in range(3):
+        torch.testing.assert_close(fp, full[row, :6], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fs, full[:, 6:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g_pre, ref_g_pre, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g_suf, ref_g_suf, rtol=1e-4, atol=1e-5)
+
+
+def test_openclip_shared_prefix_needs_standard_blocks_and_valid_shapes(
+    clip_encoder: OpenCLIPTextEncoder,
+) -> None:
+    assert clip_encoder.supports_shared_prefix
+    w = clip_encoder.width
+    with pytest.raises(ValueError, match="prefix"):
+        clip_encoder.forward_shared_prefix(torch.randn(3, w + 1), torch.randn(2, 2, w))
+    with pytest.raises(ValueError, match="context length"):
+        clip_encoder.forward_shared_prefix(torch.randn(70, w), torch.randn(2, 8, w))
+    with pytest.raises(ValueError, match="2 dims"):
+        clip_encoder.forward_shared_prefix(torch.randn(1, 3, w), torch.randn(2, 2, w))
+    cfg = tiny_openclip_config()
+    cfg["text_cfg"]["qk_norm"] = True  # open_clip's CustomResidualAttentionBlock
+    custom = OpenCLIPTextEncoder(model_cfg=cfg)
+    assert not custom.supports_shared_prefix
+    with pytest.raises(ValueError, match="custom blocks"):
+        custom.forward_shared_prefix(torch.randn(3, w), torch.randn(2, 2, w))
+
+
+def test_shared_prefix_is_not_offered_by_default(minilm_encoder: HFTextEncoder) -> None:
+    with pytest.raises(NotImplementedError, match="shared-prefix"):
+        minilm_encoder.forward_shared_prefix(torch.randn(2, 384), torch.randn(2, 2, 384))
+
+
 # ---------------------------------------------------------------------------- Hugging Face
 def test_hf_equals_automodel_last_hidden_state(minilm_encoder: HFTextEncoder) -> None:
     from transformers import AutoModel, AutoTokenizer

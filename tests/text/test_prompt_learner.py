@@ -103,7 +103,7 @@ def test_class_specific_vs_shared_context(clip_encoder: OpenCLIPTextEncoder) -> 
 def test_encodes_each_distinct_label_once_on_cut_sequences(
     clip_encoder: OpenCLIPTextEncoder,
 ) -> None:
-    prompts = PromptLearner(NAMES, clip_encoder, n_ctx=2).eval()
+    prompts = PromptLearner(NAMES, clip_encoder, n_ctx=2, shared_prefix=False).eval()
     shapes: list[tuple[int, ...]] = []
     handle = clip_encoder.register_forward_hook(lambda m, args, out: shapes.append(out.shape))
     try:
@@ -117,6 +117,67 @@ def test_encodes_each_distinct_label_once_on_cut_sequences(
     assert shapes[0][:2] == (2, max(lengths[0], lengths[1]))
     assert shapes[1][:2] == (2, max(lengths[0], lengths[3]))
     assert shapes[1][1] < full == max(lengths)
+
+
+def _rows_through_first_mlp(enc: OpenCLIPTextEncoder, fn) -> int:
+    rows: list[int] = []
+    mlp = enc.transformer.resblocks[0].mlp
+    handle = mlp.register_forward_hook(lambda m, args, out: rows.append(out[..., 0].numel()))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return sum(rows)
+
+
+@pytest.mark.parametrize("tokens", TOKEN_OPTIONS)
+@pytest.mark.parametrize("ctx_init", [None, "a photo of"])
+def test_shared_prefix_equals_full_sequences_in_training(
+    tokens: str, ctx_init: str | None, clip_encoder: OpenCLIPTextEncoder
+) -> None:
+    """Same G, same context gradient, same dynamic-context draws; far fewer token passes."""
+    labels = torch.tensor([1, 0, 1, 3, 2, 1, 2])
+    kwargs = {"n_ctx": 5, "ctx_init": ctx_init, "tokens": tokens, "seed": 3}
+    fast = PromptLearner(NAMES, clip_encoder, shared_prefix=True, **kwargs)
+    full = PromptLearner(NAMES, clip_encoder, shared_prefix=False, **kwargs)
+    with torch.no_grad():
+        full.ctx.copy_(fast.ctx.normal_())
+    for _ in range(3):  # three training steps: three permutations drawn by each
+        outs, grads, rows = [], [], []
+        for prompts in (fast, full):
+            prompts.ctx.grad = None
+
+            def run(prompts: PromptLearner = prompts, outs: list = outs) -> None:
+                g = prompts(labels)
+                (g * torch.linspace(-1, 1, g.numel()).view_as(g)).sum().backward()
+                outs.append(g.detach())
+
+            rows.append(_rows_through_first_mlp(clip_encoder, run))
+            grads.append(prompts.ctx.grad.clone())
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+        length = full.token_ids.shape[1]  # all 4 classes present
+        assert rows[1] == 4 * length
+        assert rows[0] == (1 + 5) + 4 * (length - 1 - 5)
+    assert torch.equal(fast._generator.get_state(), full._generator.get_state())
+
+
+def test_shared_prefix_falls_back_where_it_does_not_apply(
+    clip_encoder: OpenCLIPTextEncoder, minilm_encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args, **kwargs):
+        raise AssertionError("shared-prefix path used where it must not be")
+
+    monkeypatch.setattr(OpenCLIPTextEncoder, "forward_shared_prefix", boom)
+    labels = torch.tensor([0, 1, 2])
+    PromptLearner(NAMES, clip_encoder, n_ctx=3, class_specific=True)(labels)  # own context
+    PromptLearner(NAMES, clip_encoder, n_ctx=0)(labels)  # no shared prefix beyond BOS
+    PromptLearner(NAMES, clip_encoder, n_ctx=3)(torch.tensor([2, 2]))  # one class: no saving
+    PromptLearner(NAMES, clip_encoder, n_ctx=3, shared_prefix=False)(labels)
+    assert not minilm_encoder.supports_shared_prefix  # bidirectional: prefix sees the suffix
+    PromptLearner(NAMES, minilm_encoder, n_ctx=3)(labels)
+    with pytest.raises(AssertionError, match="must not be"):  # the guard itself works
+        PromptLearner(NAMES, clip_encoder, n_ctx=3)(labels)
 
 
 def test_dynamic_context_permutes_in_train_only(clip_encoder: OpenCLIPTextEncoder) -> None:

@@ -68,6 +68,7 @@ class TextEncoder(nn.Module, ABC):
     eot_id: int
     pad_id: int
     causal: bool
+    supports_shared_prefix: bool = False
 
     @abstractmethod
     def token_ids(self, text: str) -> list[int]:
@@ -80,6 +81,37 @@ class TextEncoder(nn.Module, ABC):
     @abstractmethod
     def forward(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Per-token features: ``(S, L, W)`` embeddings (+ ``(S, L)`` mask) → ``(S, L, K)``."""
+
+    def forward_shared_prefix(
+        self, prefix_embeds: Tensor, suffix_embeds: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Features of S sequences that all start with the same P token embeddings.
+
+        For a causal encoder the features of a shared prefix do not depend on what follows,
+        so they can be computed once and the S suffixes attend to the prefix's cached
+        keys/values. The result equals (up to float rounding)
+
+        .. code-block:: python
+
+            full = self(torch.cat([prefix_embeds.expand(S, -1, -1), suffix_embeds], 1))
+            full[0, :P], full[:, P:]
+
+        Encoders that can do this set :attr:`supports_shared_prefix`; the default raises.
+
+        Args:
+            prefix_embeds: ``(P, W)`` input embeddings of the shared prefix.
+            suffix_embeds: ``(S, L, W)`` input embeddings of the S suffixes.
+
+        Returns:
+            ``(P, K)`` prefix features and ``(S, L, K)`` suffix features.
+
+        Raises:
+            NotImplementedError: the encoder has no shared-prefix path.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no shared-prefix path (supports_shared_prefix=False); "
+            f"call forward() on the full sequences."
+        )
 
     # ------------------------------------------------------------------ shared behaviour
     def freeze(self) -> TextEncoder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_tensor
@@ -213,6 +214,7 @@ class OpenCLIPTextEncoder(TextEncoder):
         self.eot_id = int(tokenizer.eot_token_id)
         self.pad_id = int(getattr(tower, "pad_id", 0))
         self.causal = True
+        self.supports_shared_prefix = _blocks_support_shared_prefix(self.transformer)
         self.freeze()
 
     def token_ids(self, text: str) -> list[int]:
@@ -242,9 +244,129 @@ class OpenCLIPTextEncoder(TextEncoder):
         dtype = self.transformer.get_cast_dtype()
         x = inputs_embeds.to(dtype) + self.positional_embedding[:length].to(dtype)
         x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        return self._head(x)
+
+    def forward_shared_prefix(
+        self, prefix_embeds: Tensor, suffix_embeds: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Per-token features of S sequences sharing their first P embeddings, prefix run once.
+
+        Runs the same blocks as :meth:`forward` (the tower's own ``ln_1``, attention weights,
+        ``ls_1``, ``ln_2``, ``mlp``, ``ls_2``), but the prefix rows go through each block once
+        and the suffix rows attend to the prefix's keys/values (causal mask unchanged):
+
+        .. math::
+
+            \\mathrm{Attn}(Q_{\\text{suf}},\\, [K_{\\text{pre}}; K_{\\text{suf}}],\\,
+            [V_{\\text{pre}}; V_{\\text{suf}}])
+
+        Exact for causal attention: position ``s`` never sees positions after it. With
+        LICO's shared context this turns S×(1 + n_ctx + T) token passes into
+        (1 + n_ctx) + S×T.
+
+        Args:
+            prefix_embeds: ``(P, W)`` shared prefix embeddings (``[BOS]`` + context).
+            suffix_embeds: ``(S, L, W)`` per-sequence rest (class name, ``.``, ``[EOT]``).
+
+        Returns:
+            ``(P, K)`` and ``(S, L, K)``, equal to :meth:`forward` on the concatenation.
+
+        Raises:
+            ValueError: wrong shapes; P + L longer than the context; a tower whose blocks
+                are not open_clip's standard ``ResidualAttentionBlock``
+                (:attr:`supports_shared_prefix` is False).
+
+        Example:
+            >>> enc = OpenCLIPTextEncoder(model_cfg=tiny_openclip_config())
+            >>> pre, suf = torch.randn(5, 32), torch.randn(3, 4, 32)
+            >>> fp, fs = enc.forward_shared_prefix(pre, suf)
+            >>> full = enc(torch.cat([pre.expand(3, -1, -1), suf], 1))
+            >>> torch.allclose(fs, full[:, 5:], atol=1e-5), torch.allclose(fp, full[2, :5], atol=1e-5)
+            (True, True)
+        """
+        if not self.supports_shared_prefix:
+            raise ValueError(
+                "Expected a text tower of open_clip ResidualAttentionBlocks for the shared-prefix "
+                "path, but this tower has custom blocks; use forward() on full sequences."
+            )
+        check_tensor("prefix_embeds", prefix_embeds, ndim=2, floating=True)
+        check_tensor("suffix_embeds", suffix_embeds, ndim=3, floating=True)
+        n_pre = prefix_embeds.shape[0]
+        _, n_suf, width = suffix_embeds.shape
+        if prefix_embeds.shape[1] != self.width or width != self.width:
+            raise ValueError(
+                f"Expected prefix (P, {self.width}) and suffix (S, L, {self.width}) embeddings, "
+                f"but got shapes {tuple(prefix_embeds.shape)} and {tuple(suffix_embeds.shape)}."
+            )
+        if n_pre + n_suf > self.context_length:
+            raise ValueError(
+                f"Expected at most {self.context_length} tokens (the encoder's context length), "
+                f"but got {n_pre} + {n_suf}."
+            )
+        dtype = self.transformer.get_cast_dtype()
+        pos = self.positional_embedding.to(dtype)
+        xp = prefix_embeds.to(dtype) + pos[:n_pre]
+        xs = suffix_embeds.to(dtype) + pos[n_pre : n_pre + n_suf]
+        mask = self.attn_mask[: n_pre + n_suf, : n_pre + n_suf].to(dtype)
+        for block in self.transformer.resblocks:
+            xp, xs = _shared_prefix_block(block, xp, xs, mask)
+        return self._head(xp), self._head(xs)
+
+    def _head(self, x: Tensor) -> Tensor:
         x = self.ln_final(x)
         if isinstance(self.text_projection, nn.Linear):
-            x = self.text_projection(x)
-        elif self.text_projection is not None:
-            x = x @ self.text_projection
+            return self.text_projection(x)
+        if self.text_projection is not None:
+            return x @ self.text_projection
         return x
+
+
+def _blocks_support_shared_prefix(transformer: nn.Module) -> bool:
+    """True when every block is a plain open_clip ``ResidualAttentionBlock`` self-attention."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    blocks = getattr(transformer, "resblocks", None)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        return False
+    for block in blocks:
+        attn = getattr(block, "attn", None)
+        if (
+            type(block) is not ResidualAttentionBlock
+            or hasattr(block, "ln_1_kv")
+            or type(attn) is not nn.MultiheadAttention
+            or not attn._qkv_same_embed_dim
+            or attn.in_proj_weight is None
+            or attn.bias_k is not None
+            or attn.add_zero_attn
+        ):
+            return False
+    return True
+
+
+def _shared_prefix_block(block: nn.Module, xp: Tensor, xs: Tensor, mask: Tensor) -> Tensor:
+    """One ``ResidualAttentionBlock`` on prefix rows ``(P, W)`` and suffix rows ``(S, L, W)``."""
+    attn: nn.MultiheadAttention = block.attn
+    n_pre, n_seq = xp.shape[0], xs.shape[0]
+    heads = attn.num_heads
+
+    def split(t: Tensor) -> Tensor:  # (..., n, W) -> (..., heads, n, W / heads)
+        return t.unflatten(-1, (heads, -1)).transpose(-3, -2)
+
+    def merge(t: Tensor) -> Tensor:  # (..., heads, n, d) -> (..., n, heads * d)
+        return t.transpose(-3, -2).flatten(-2)
+
+    qp, kp, vp = map(
+        split, F.linear(block.ln_1(xp), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+    )
+    qs, ks, vs = map(
+        split, F.linear(block.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+    )
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask[:n_pre, :n_pre])
+    k = torch.cat([kp.expand(n_seq, -1, -1, -1), ks], dim=-2)
+    v = torch.cat([vp.expand(n_seq, -1, -1, -1), vs], dim=-2)
+    out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask[n_pre:])
+    xp = xp + block.ls_1(attn.out_proj(merge(out_p)))
+    xs = xs + block.ls_1(attn.out_proj(merge(out_s)))
+    xp = xp + block.ls_2(block.mlp(block.ln_2(xp)))
+    xs = xs + block.ls_2(block.mlp(block.ln_2(xs)))
+    return xp, xs

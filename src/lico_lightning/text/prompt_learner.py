@@ -61,7 +61,12 @@ class PromptLearner(nn.Module):
     back per sample), on sequences cut to the longest prompt among those classes (exact: the
     causal mask, or the attention mask for BERT-like encoders, makes padding irrelevant).
     Labels are copied to the CPU once (one host sync, which finding distinct labels needs
-    anyway); the rest of the bookkeeping happens there.
+    anyway); the rest of the bookkeeping happens there. With shared context and a causal
+    encoder that offers it (:attr:`TextEncoder.supports_shared_prefix`, e.g. open_clip
+    towers), the common prefix ``[BOS] X_1 ... X_{n_ctx}`` is encoded **once** and only the
+    class-name suffixes run per class against its cached keys/values
+    (:meth:`TextEncoder.forward_shared_prefix`): the same features, about
+    ``(1 + n_ctx + T) / T`` times fewer token passes (``shared_prefix=False`` turns it off).
 
     Args:
         class_names: the C class names, index = label.
@@ -81,6 +86,8 @@ class PromptLearner(nn.Module):
         init_std: std of the normal init of random context vectors (CoOp: 0.02).
         seed: seed of the dynamic-context generator; ``None`` draws one from torch's global
             RNG (so ``seed_everything`` makes it reproducible).
+        shared_prefix: encode the shared ``[BOS] + context`` prefix once when the encoder
+            supports it (see **Cost**); exact up to float rounding.
 
     Attributes:
         num_tokens: M, rows of G per sample.
@@ -118,6 +125,7 @@ class PromptLearner(nn.Module):
         learnable_ctx: bool = True,
         init_std: float = 0.02,
         seed: int | None = None,
+        shared_prefix: bool = True,
     ) -> None:
         super().__init__()
         names = _check_class_names(class_names)
@@ -201,6 +209,7 @@ class PromptLearner(nn.Module):
         self.ctx_init = ctx_init
         self.class_specific = class_specific
         self.dynamic_context = dynamic_context
+        self.shared_prefix = bool(shared_prefix)
         self.tokens = tokens
         self.class_pool = class_pool
         self.num_tokens = n_ctx * ("context" in tokens) + ("class" in tokens) + ("eot" in tokens)
@@ -254,12 +263,15 @@ class PromptLearner(nn.Module):
         uniq = uniq_cpu.to(device, non_blocking=True)
         inverse = inverse_cpu.to(device, non_blocking=True)
 
-        embeds = self.text_encoder.embed_tokens(self.token_ids[uniq, :length])  # (S, L, W)
         n = self.n_ctx
-        if n > 0:
-            ctx = self._context(uniq).to(embeds.dtype)
-            embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n :]], dim=1)
-        feats = self.text_encoder(embeds, self.attention_mask[uniq, :length])  # (S, L, K)
+        if self._uses_shared_prefix(uniq.shape[0]):
+            feats = self._encode_shared_prefix(uniq, length)
+        else:
+            embeds = self.text_encoder.embed_tokens(self.token_ids[uniq, :length])  # (S, L, W)
+            if n > 0:
+                ctx = self._context(uniq).to(embeds.dtype)
+                embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n :]], dim=1)
+            feats = self.text_encoder(embeds, self.attention_mask[uniq, :length])  # (S, L, K)
 
         parts = []
         if "context" in self.tokens:
@@ -274,6 +286,25 @@ class PromptLearner(nn.Module):
         return g[inverse]
 
     # ------------------------------------------------------------------ internals
+    def _uses_shared_prefix(self, n_distinct: int) -> bool:
+        return (
+            self.shared_prefix
+            and n_distinct > 1
+            and self.n_ctx > 0
+            and not self.class_specific
+            and self.text_encoder.supports_shared_prefix
+        )
+
+    def _encode_shared_prefix(self, uniq: Tensor, length: int) -> Tensor:
+        """``(S, L, K)`` features: ``[BOS] + context`` once, class-name suffixes per class."""
+        n = self.n_ctx
+        ids = self.token_ids[uniq, :length]
+        bos = self.text_encoder.embed_tokens(ids[:1, :1])[0]  # (1, W), the same for all rows
+        prefix = torch.cat([bos, self._context(uniq[:1])[0].to(bos.dtype)], dim=0)  # (1+n, W)
+        suffix = self.text_encoder.embed_tokens(ids[:, 1 + n :])  # (S, L - 1 - n, W)
+        feats_pre, feats_suf = self.text_encoder.forward_shared_prefix(prefix, suffix)
+        return torch.cat([feats_pre.expand(ids.shape[0], -1, -1), feats_suf], dim=1)
+
     def _context(self, uniq: Tensor) -> Tensor:
         """Context vectors ``(S, n_ctx, W)`` for the distinct labels, shuffled in training."""
         if self.class_specific:
