@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from tests._ddp import run_in_gloo_group
 
 from lico_lightning.metrics import (
     ConditionalDeletionAUC,
@@ -117,35 +114,17 @@ def test_reset_and_errors() -> None:
     assert not math.isnan(float(PointingGameAccuracy().forward(sal, torch.ones_like(sal).bool())))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world_size: int, port: int, queue) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        data = _data()
-        idx = list(range(rank, data[0].shape[0], world_size))  # 6 and 5 samples
-        metrics = _metrics()
-        _update(metrics, *(d[idx] for d in data), chunk=2)
-        queue.put((rank, {k: float(m.compute()) for k, m in metrics.items()}))
-    finally:
-        dist.destroy_process_group()
+def _ddp_rank(rank: int, world_size: int) -> dict[str, float]:
+    data = _data()
+    idx = list(range(rank, data[0].shape[0], world_size))  # 6 and 5 samples
+    metrics = _metrics()
+    _update(metrics, *(d[idx] for d in data), chunk=2)
+    return {k: float(m.compute()) for k, m in metrics.items()}
 
 
 @pytest.mark.distributed
 def test_two_process_ddp_equals_one_process() -> None:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    mp.start_processes(
-        _ddp_worker, args=(2, _free_port(), queue), nprocs=2, join=True, start_method="spawn"
-    )
-    results = dict(queue.get(timeout=60) for _ in range(2))
+    results = run_in_gloo_group(_ddp_rank)
     ref = _reference(*_data())
     for rank in (0, 1):
         for key, value in ref.items():

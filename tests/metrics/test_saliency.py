@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from tests._ddp import run_in_gloo_group
 from torch import nn
 
 from lico_lightning.functional.saliency import (
@@ -142,37 +138,19 @@ def test_bad_arguments():
 
 
 # ------------------------------------------------------------------ DDP (2 CPU processes, gloo)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world_size: int, port: int, queue) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        model = _model()
-        images, sal, target, boxes = _data()
-        metrics = _metrics()
-        idx = list(range(rank, images.shape[0], world_size))  # uneven sample counts per rank
-        idx = idx[:-1] if rank == 1 else idx
-        _update(metrics, model, images[idx], sal[idx], target[idx], [boxes[i] for i in idx])
-        queue.put((rank, _results(metrics), idx))
-    finally:
-        dist.destroy_process_group()
+def _ddp_rank(rank: int, world_size: int) -> tuple[dict[str, float], list[int]]:
+    model = _model()
+    images, sal, target, boxes = _data()
+    metrics = _metrics()
+    idx = list(range(rank, images.shape[0], world_size))  # uneven sample counts per rank
+    idx = idx[:-1] if rank == 1 else idx
+    _update(metrics, model, images[idx], sal[idx], target[idx], [boxes[i] for i in idx])
+    return _results(metrics), idx
 
 
 @pytest.mark.distributed
 def test_metric_classes_under_two_process_ddp():
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    mp.start_processes(
-        _ddp_worker, args=(2, _free_port(), queue), nprocs=2, join=True, start_method="spawn"
-    )
-    results = dict((r, (res, idx)) for r, res, idx in (queue.get(timeout=60) for _ in range(2)))
+    results = run_in_gloo_group(_ddp_rank)
     used = sorted(results[0][1] + results[1][1])
     model = _model()
     images, sal, target, boxes = _data()
