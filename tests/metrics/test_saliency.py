@@ -119,11 +119,14 @@ def test_metric_classes_match_per_sample_loops_across_batches():
     assert not AverageDrop.higher_is_better and PointingGame.higher_is_better
 
 
-def test_no_valid_box_returns_zero_division_with_warning():
-    metric = PointingGame(zero_division=0.0)
+@pytest.mark.parametrize("cls", [PointingGame, EnergyPointingGame])
+def test_no_valid_box_returns_zero_division_with_warning(cls):
+    metric = cls(zero_division=0.5)
     metric.update(torch.rand(2, 8, 8), [torch.zeros(0, 4), torch.zeros(0, 4)])
     with pytest.warns(UserWarning, match="no valid sample"):
-        assert float(metric.compute()) == 0.0
+        assert float(metric.compute()) == 0.5
+    metric.update(torch.rand(1, 8, 8), [torch.tensor([[0.0, 0.0, 8.0, 8.0]])])  # whole image
+    assert float(metric.compute()) == 1.0  # only the image with a box counts
 
 
 def test_bad_arguments():

@@ -7,6 +7,22 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import rank_zero_warn
+
+
+def _mean_of_sum(total: Tensor, count: Tensor, name: str, zero_division: float | None) -> Tensor:
+    """``total / count``; with no sample: raise (``zero_division=None``) or warn and return it."""
+    if int(count) == 0:
+        if zero_division is None:
+            raise ValueError(
+                f"Expected at least one update before compute() of {name}, but got none."
+            )
+        rank_zero_warn(
+            f"{name}: no valid sample was accumulated (e.g. every image had no box); "
+            f"returning {zero_division}."
+        )
+        return torch.tensor(zero_division, dtype=torch.float32, device=total.device)
+    return (total / count).float()
 
 
 class _MeanOfValues(Metric):
@@ -14,7 +30,9 @@ class _MeanOfValues(Metric):
     the value under DDP equals the mean over every sample seen by every rank.
 
     Subclasses call :meth:`_add` in ``update`` with the per-sample values of their functional
-    formula; :meth:`compute` raises if nothing was added (an empty mean has no value).
+    formula. :meth:`compute` with nothing added raises, or, when the subclass passes a
+    ``zero_division`` value, warns and returns that value (metrics that skip samples, e.g.
+    images without boxes).
     """
 
     full_state_update = False
@@ -22,8 +40,9 @@ class _MeanOfValues(Metric):
     total: Tensor
     count: Tensor
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, zero_division: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.zero_division = zero_division
         self.add_state(
             "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
@@ -34,9 +53,4 @@ class _MeanOfValues(Metric):
         self.count += values.numel()
 
     def compute(self) -> Tensor:
-        if int(self.count) == 0:
-            raise ValueError(
-                f"Expected at least one update before compute() of {type(self).__name__}, but "
-                "got none."
-            )
-        return (self.total / self.count).float()
+        return _mean_of_sum(self.total, self.count, type(self).__name__, self.zero_division)

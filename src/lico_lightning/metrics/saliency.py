@@ -1,7 +1,8 @@
 """``torchmetrics`` accumulators for saliency quality (DDP-correct sums over the functional math).
 
-Every state is a sum with ``dist_reduce_fx="sum"`` (numerator and count), so the value over
-several processes equals the value over the union of their samples. Metrics that need the
+Every state is a sum with ``dist_reduce_fx="sum"`` (numerator and count; the shared
+``_MeanOfValues`` accumulator), so the value over several processes equals the value over the
+union of their samples. Metrics that need the
 classifier take it in :meth:`update` (it is not stored, so the metric holds no model weights);
 they run it in eval mode under ``no_grad`` and restore its train/eval flags afterwards.
 """
@@ -15,7 +16,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.utilities import rank_zero_warn
 
 from lico_lightning._validation import check_choice, check_positive
 from lico_lightning.explain.hooks import preserve_model_state
@@ -30,6 +30,7 @@ from lico_lightning.functional.saliency import (
     energy_pointing_game,
     pointing_game,
 )
+from lico_lightning.metrics._mean import _mean_of_sum, _MeanOfValues
 
 __all__ = [
     "AverageDrop",
@@ -48,24 +49,12 @@ def _model_context(model: Model) -> Any:
     return preserve_model_state(model) if isinstance(model, nn.Module) else nullcontext()
 
 
-def _safe_mean(total: Tensor, count: Tensor, name: str, zero_division: float) -> Tensor:
-    if count == 0:
-        rank_zero_warn(
-            f"{name}: no valid sample was accumulated (e.g. every image had no box); "
-            f"returning {zero_division}."
-        )
-        return torch.tensor(zero_division, dtype=torch.float32, device=total.device)
-    return total.float() / count
-
-
 class _PerturbationAUC(Metric):
+    """Configuration and the AUC computation shared by the insertion/deletion metrics."""
+
     full_state_update = False
     is_differentiable = False
     higher_is_better: bool | None = True
-
-    insertion_sum: Tensor
-    deletion_sum: Tensor
-    total: Tensor
 
     _modes: tuple[str, ...] = ("insertion", "deletion")
 
@@ -88,17 +77,12 @@ class _PerturbationAUC(Metric):
         self.chunk_size = chunk_size
         self.blur_kernel_size = blur_kernel_size
         self.blur_sigma = blur_sigma
-        self.add_state(
-            "insertion_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("deletion_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
-        """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
-        ``target (B,)``)."""
+    def _aucs(
+        self, model: Model, images: Tensor, saliency: Tensor, target: Tensor
+    ) -> dict[str, Tensor]:
         with _model_context(model):
-            aucs = _perturbation_aucs(
+            return _perturbation_aucs(
                 model,
                 images,
                 saliency,
@@ -109,10 +93,6 @@ class _PerturbationAUC(Metric):
                 blur_kernel_size=self.blur_kernel_size,
                 blur_sigma=self.blur_sigma,
             )
-        for mode, auc in aucs.items():
-            state = getattr(self, f"{mode}_sum")
-            setattr(self, f"{mode}_sum", state + auc.double().sum())
-        self.total += images.shape[0]
 
 
 class InsertionDeletionAUC(_PerturbationAUC):
@@ -141,14 +121,80 @@ class InsertionDeletionAUC(_PerturbationAUC):
         ['deletion', 'insertion', 'overall']
     """
 
+    insertion_sum: Tensor
+    deletion_sum: Tensor
+    count: Tensor
+
+    def __init__(
+        self,
+        step_fraction: float = DEFAULT_STEP_FRACTION,
+        insertion_substrate: Literal["blur", "zero"] = "blur",
+        deletion_substrate: Literal["blur", "zero"] = "blur",
+        chunk_size: int = 128,
+        blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
+        blur_sigma: float = DEFAULT_BLUR_SIGMA,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            step_fraction,
+            insertion_substrate,
+            deletion_substrate,
+            chunk_size,
+            blur_kernel_size,
+            blur_sigma,
+            **kwargs,
+        )
+        for name in ("insertion_sum", "deletion_sum"):
+            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
+        """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
+        ``target (B,)``)."""
+        aucs = self._aucs(model, images, saliency, target)
+        self.insertion_sum += aucs["insertion"].double().sum()
+        self.deletion_sum += aucs["deletion"].double().sum()
+        self.count += images.shape[0]
+
     def compute(self) -> dict[str, Tensor]:
         """``{"insertion", "deletion", "overall"}`` means over all accumulated images."""
-        ins = _safe_mean(self.insertion_sum, self.total, type(self).__name__, 0.0)
-        dele = _safe_mean(self.deletion_sum, self.total, type(self).__name__, 0.0)
+        name = type(self).__name__
+        ins = _mean_of_sum(self.insertion_sum, self.count, name, 0.0)
+        dele = _mean_of_sum(self.deletion_sum, self.count, name, 0.0)
         return {"insertion": ins, "deletion": dele, "overall": ins - dele}
 
 
-class InsertionAUC(_PerturbationAUC):
+class _OneModeAUC(_PerturbationAUC, _MeanOfValues):
+    """Mean AUC of one mode (``_modes[0]``); the other mode's substrate is never used."""
+
+    def __init__(
+        self,
+        step_fraction: float = DEFAULT_STEP_FRACTION,
+        substrate: Literal["blur", "zero"] = "blur",
+        chunk_size: int = 128,
+        blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
+        blur_sigma: float = DEFAULT_BLUR_SIGMA,
+        **kwargs: Any,
+    ) -> None:
+        substrates = {"insertion": "blur", "deletion": "blur", self._modes[0]: substrate}
+        super().__init__(
+            step_fraction,
+            substrates["insertion"],  # type: ignore[arg-type]
+            substrates["deletion"],  # type: ignore[arg-type]
+            chunk_size,
+            blur_kernel_size,
+            blur_sigma,
+            zero_division=0.0,
+            **kwargs,
+        )
+
+    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
+        """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
+        ``target (B,)``)."""
+        self._add(self._aucs(model, images, saliency, target)[self._modes[0]])
+
+
+class InsertionAUC(_OneModeAUC):
     r"""Insertion AUC (higher is better): blurred image → image by decreasing saliency.
 
     .. math::
@@ -166,25 +212,8 @@ class InsertionAUC(_PerturbationAUC):
 
     _modes = ("insertion",)
 
-    def __init__(
-        self,
-        step_fraction: float = DEFAULT_STEP_FRACTION,
-        substrate: Literal["blur", "zero"] = "blur",
-        chunk_size: int = 128,
-        blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
-        blur_sigma: float = DEFAULT_BLUR_SIGMA,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            step_fraction, substrate, "blur", chunk_size, blur_kernel_size, blur_sigma, **kwargs
-        )
 
-    def compute(self) -> Tensor:
-        """Mean insertion AUC."""
-        return _safe_mean(self.insertion_sum, self.total, type(self).__name__, 0.0)
-
-
-class DeletionAUC(_PerturbationAUC):
+class DeletionAUC(_OneModeAUC):
     r"""Deletion AUC (lower is better): pixels become the substrate by decreasing saliency.
 
     .. math::
@@ -203,25 +232,8 @@ class DeletionAUC(_PerturbationAUC):
     higher_is_better = False
     _modes = ("deletion",)
 
-    def __init__(
-        self,
-        step_fraction: float = DEFAULT_STEP_FRACTION,
-        substrate: Literal["blur", "zero"] = "blur",
-        chunk_size: int = 128,
-        blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
-        blur_sigma: float = DEFAULT_BLUR_SIGMA,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            step_fraction, "blur", substrate, chunk_size, blur_kernel_size, blur_sigma, **kwargs
-        )
 
-    def compute(self) -> Tensor:
-        """Mean deletion AUC."""
-        return _safe_mean(self.deletion_sum, self.total, type(self).__name__, 0.0)
-
-
-class PointingGame(Metric):
+class PointingGame(_MeanOfValues):
     r"""Pointing-game accuracy Hits / (Hits + Misses) (Zhang et al., 2018) with a pixel tolerance.
 
     .. math::
@@ -243,35 +255,23 @@ class PointingGame(Metric):
         tensor(0.5000)
     """
 
-    full_state_update = False
     is_differentiable = False
     higher_is_better = True
-
-    hits: Tensor
-    total: Tensor
 
     def __init__(
         self, tolerance: float = DEFAULT_TOLERANCE, zero_division: float = 0.0, **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(zero_division=zero_division, **kwargs)
         check_positive("tolerance", tolerance, strict=False)
         self.tolerance = tolerance
-        self.zero_division = zero_division
-        self.add_state("hits", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, saliency: Tensor, boxes: Sequence[Tensor]) -> None:
         """Accumulate a batch: ``saliency (B, H, W)``, ``boxes`` list of ``B`` ``(K_i, 4)``."""
         hits, valid = pointing_game(saliency, boxes, self.tolerance, reduction="none")
-        self.hits += (hits & valid).sum()
-        self.total += valid.sum()
-
-    def compute(self) -> Tensor:
-        """Accuracy over images with at least one box."""
-        return _safe_mean(self.hits, self.total, type(self).__name__, self.zero_division)
+        self._add(hits[valid].float())
 
 
-class EnergyPointingGame(Metric):
+class EnergyPointingGame(_MeanOfValues):
     r"""Energy-based pointing game (Score-CAM): mean share of positive saliency inside the boxes.
 
     .. math::
@@ -292,41 +292,23 @@ class EnergyPointingGame(Metric):
         tensor(0.7500)
     """
 
-    full_state_update = False
     is_differentiable = False
     higher_is_better = True
 
-    energy_sum: Tensor
-    total: Tensor
-
     def __init__(self, zero_division: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.zero_division = zero_division
-        self.add_state("energy_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        super().__init__(zero_division=zero_division, **kwargs)
 
     def update(self, saliency: Tensor, boxes: Sequence[Tensor]) -> None:
         """Accumulate a batch: ``saliency (B, H, W)``, ``boxes`` list of ``B`` ``(K_i, 4)``."""
         energy, valid = energy_pointing_game(saliency, boxes, reduction="none")
-        self.energy_sum += (energy * valid).double().sum()
-        self.total += valid.sum()
-
-    def compute(self) -> Tensor:
-        """Mean energy over images with at least one box."""
-        return _safe_mean(self.energy_sum, self.total, type(self).__name__, self.zero_division)
+        self._add(energy[valid])
 
 
-class _ConfidenceMetric(Metric):
-    full_state_update = False
+class _ConfidenceMetric(_MeanOfValues):
     is_differentiable = False
 
-    value_sum: Tensor
-    total: Tensor
-
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("value_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        super().__init__(zero_division=0.0, **kwargs)
 
     def _value(self, drop: Tensor, increase: Tensor) -> Tensor:
         raise NotImplementedError
@@ -335,12 +317,7 @@ class _ConfidenceMetric(Metric):
         """Accumulate a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``, ``target (B,)``)."""
         with _model_context(model):
             drop, increase = confidence_change(model, images, saliency, target)
-        self.value_sum += self._value(drop, increase).double().sum()
-        self.total += images.shape[0]
-
-    def compute(self) -> Tensor:
-        """Mean over all accumulated images."""
-        return _safe_mean(self.value_sum, self.total, type(self).__name__, 0.0)
+        self._add(self._value(drop, increase))
 
 
 class AverageDrop(_ConfidenceMetric):
