@@ -310,6 +310,8 @@ def test_bad_input_errors():
         insertion_auc(model, images, torch.rand(2, 7, 8), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="target"):
         deletion_auc(model, images, sal, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="target"):  # the bad target is not in chunk 1
+        deletion_auc(model, images, sal, torch.tensor([0, 4]), chunk_size=1)
     with pytest.raises(ValueError, match="target"):
         average_drop(model, images, sal, torch.tensor([-1, 0]))
     with pytest.raises(TypeError, match=r"torch\.long"):

@@ -18,10 +18,10 @@ from lico_lightning.functional.cam import (
     weighted_activation_map,
 )
 from lico_lightning.functional.saliency import (
+    _probability_of,
     check_logits,
     check_target_range,
     normalize_saliency,
-    target_probability,
 )
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "ScoreCAM"]
@@ -162,5 +162,6 @@ class ScoreCAM(Explainer):
             bi, ni = pairs[lo : lo + self.batch_size].unbind(1)
             masks = normalize_saliency(upsample_saliency(activations[bi, ni], size))
             masked = images[bi] * masks[:, None].to(images.dtype)
-            weights[bi, ni] = target_probability(self.model, masked, target[bi])
+            logits = check_logits(self.model(masked), masked.shape[0])
+            weights[bi, ni] = _probability_of(logits, target[bi])
         return upsample_saliency(weighted_activation_map(activations, weights), size)

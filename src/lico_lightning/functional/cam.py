@@ -80,7 +80,6 @@ def grad_cam_plus_plus_weights(activations: Tensor, gradients: Tensor) -> Tensor
     g3 = g2 * gradients
     denom = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g3
     alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
-    alpha = torch.where(gradients != 0, alpha, 0.0)
     return (alpha * gradients.clamp_min(0)).sum(dim=(2, 3))
 
 

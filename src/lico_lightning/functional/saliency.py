@@ -211,6 +211,11 @@ def target_probability(model: Model, x: Tensor, target: Tensor) -> Tensor:
     """Softmax probability of ``target`` for each image: ``(B, C, H, W), (B,) -> (B,)``."""
     logits = check_logits(model(x), x.shape[0])
     check_target_range(target, logits.shape[1])
+    return _probability_of(logits, target)
+
+
+def _probability_of(logits: Tensor, target: Tensor) -> Tensor:
+    """``softmax(logits)[b, target_b]`` without the range check (loops check once, up front)."""
     return logits.float().softmax(-1).gather(1, target[:, None]).squeeze(1)
 
 
@@ -424,7 +429,10 @@ def _evaluate_jobs(
         bi, ji = flat // jobs, flat % jobs
         mask = rank[bi] < counts[ji].view(-1, 1, 1, 1)
         x = torch.where(mask, sources[finish[ji], bi], sources[start[ji], bi])
-        scores[lo : lo + flat.numel()] = target_probability(model, x, target[bi])
+        logits = check_logits(model(x), x.shape[0])
+        if lo == 0:  # the class count is known from the first chunk: check every target once
+            check_target_range(target, logits.shape[1])
+        scores[lo : lo + flat.numel()] = _probability_of(logits, target[bi])
     return scores.view(b, jobs)
 
 
