@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from lico_lightning.explain import GradCAM, evaluate_saliency, list_saliency_metrics, parse_batch
+from lico_lightning.explain import (
+    EXPLAINERS,
+    Explainer,
+    GradCAM,
+    build_explainers,
+    evaluate_saliency,
+    list_saliency_metrics,
+    parse_batch,
+    register_explainer,
+)
 from lico_lightning.functional.saliency import (
     confidence_change,
     deletion_auc,
@@ -112,3 +121,26 @@ def test_errors():
     with pytest.raises(TypeError, match="Expected a batch"):
         parse_batch(torch.zeros(2, 3, 4, 4))
     assert "overall" in list_saliency_metrics()
+
+
+def test_shared_layer_goes_only_to_explainers_that_read_one():
+    class InputMagnitude(Explainer):  # no `layer` argument at all
+        uses_layer = False
+
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__(model, None)
+
+        def _attribute(self, images, target):
+            return images.abs().sum(1)
+
+    register_explainer("input_magnitude")(InputMagnitude)
+    try:
+        explainers = build_explainers(_net(), ["gradcam", "input_magnitude", "rise"], layer="3")
+        res = evaluate_saliency(
+            _net(), _batches(), ["input_magnitude"], ["insertion"], layer="3", progress=False
+        )
+    finally:
+        del EXPLAINERS["input_magnitude"]
+    assert explainers["gradcam"].layer_name == "3"
+    assert isinstance(explainers["input_magnitude"], InputMagnitude)
+    assert 0.0 <= float(res["input_magnitude/insertion"]) <= 1.0

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lico_lightning._validation import check_choice, check_positive
-from lico_lightning.explain.base import Explainer, create_explainer
+from lico_lightning.explain.base import Explainer, build_explainers
 from lico_lightning.explain.evaluation import (
     BOX_METRICS,
     SaliencyMetricOptions,
@@ -430,12 +430,9 @@ class SaliencyMonitor(Callback):
 
     def _get_explainers(self, model: nn.Module) -> dict[str, Explainer]:
         if self._explained_model is not model:
-            self._explainers = {}
-            for name in self.methods:
-                kwargs = dict(self.explainer_kwargs.get(name, {}))
-                if self.layer is not None and name != "rise":
-                    kwargs.setdefault("layer", self.layer)
-                self._explainers[name] = create_explainer(name, model, **kwargs)
+            self._explainers = build_explainers(
+                model, self.methods, self.layer, self.explainer_kwargs
+            )
             self._explained_model = model
         return self._explainers
 

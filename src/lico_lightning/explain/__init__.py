@@ -3,6 +3,7 @@
 from lico_lightning.explain.base import (
     EXPLAINERS,
     Explainer,
+    build_explainers,
     create_explainer,
     list_explainers,
     register_explainer,
@@ -68,6 +69,7 @@ __all__ = [
     "TextSpec",
     "TokenLayout",
     "ViTReshape",
+    "build_explainers",
     "compute_saliency_metrics",
     "conditional_perturbation_curves",
     "create_explainer",

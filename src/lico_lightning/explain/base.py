@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -26,7 +26,14 @@ from lico_lightning.explain._safety import detach_input, explanation_mode, prese
 from lico_lightning.explain.hooks import find_default_layer, resolve_layer
 from lico_lightning.functional.saliency import _check_target, normalize_saliency
 
-__all__ = ["EXPLAINERS", "Explainer", "create_explainer", "list_explainers", "register_explainer"]
+__all__ = [
+    "EXPLAINERS",
+    "Explainer",
+    "build_explainers",
+    "create_explainer",
+    "list_explainers",
+    "register_explainer",
+]
 
 E = TypeVar("E", bound="Explainer")
 
@@ -206,3 +213,31 @@ def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
             f"Expected an explainer name, but got {name!r}. Available: {', '.join(list_explainers())}."
         )
     return EXPLAINERS[name](model, **kwargs)
+
+
+def build_explainers(
+    model: nn.Module,
+    methods: Sequence[str],
+    layer: str | nn.Module | None = None,
+    explainer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Explainer]:
+    """One explainer per method name, sharing a default target ``layer``.
+
+    ``layer`` goes to every explainer that reads a layer (``uses_layer``, e.g. the CAMs) and
+    is left out for those that do not (e.g. RISE); ``explainer_kwargs[name]`` overrides it
+    and adds per-method options.
+
+    Example:
+        >>> import torchvision
+        >>> net = torchvision.models.resnet18(num_classes=3)
+        >>> build_explainers(net, ["gradcam", "rise"], layer="layer3", explainer_kwargs={"rise": {"num_masks": 8}})
+        {'gradcam': GradCAM(layer='layer3', model=ResNet), 'rise': RISE(model=ResNet)}
+    """
+    kwargs = explainer_kwargs or {}
+    explainers = {}
+    for name in methods:
+        extra = dict(kwargs.get(name, {}))
+        if layer is not None and name in EXPLAINERS and EXPLAINERS[name].uses_layer:
+            extra.setdefault("layer", layer)
+        explainers[name] = create_explainer(name, model, **extra)
+    return explainers

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lico_lightning._validation import check_choice, check_positive
 from lico_lightning.explain._safety import module_device, preserve_model_state
-from lico_lightning.explain.base import create_explainer, list_explainers
+from lico_lightning.explain.base import build_explainers, list_explainers
 from lico_lightning.functional.saliency import (
     DEFAULT_BLUR_KERNEL_SIZE,
     DEFAULT_BLUR_SIGMA,
@@ -296,13 +296,7 @@ def evaluate_saliency(
     if max_batches is not None:
         check_positive("max_batches", max_batches)
     opts = options or SaliencyMetricOptions()
-    kwargs = dict(explainer_kwargs or {})
-    explainers = {}
-    for name in method_names:
-        extra = dict(kwargs.get(name, {}))
-        if layer is not None and name != "rise":
-            extra.setdefault("layer", layer)
-        explainers[name] = create_explainer(name, model, **extra)
+    explainers = build_explainers(model, method_names, layer, explainer_kwargs)
     if device is None:
         device = module_device(model, torch.device("cpu"))
 
