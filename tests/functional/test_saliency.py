@@ -170,6 +170,25 @@ def test_confidence_change_matches_naive():
     )
 
 
+def test_confidence_change_with_known_clean_probability_runs_only_the_explanations():
+    model = _tiny_model()
+    images, sal, target = torch.randn(5, 3, 6, 6), torch.randn(5, 6, 6), torch.randint(0, 4, (5,))
+    with torch.no_grad():
+        clean = model(images).softmax(-1).gather(1, target[:, None]).squeeze(1)
+    rows: list[int] = []
+    handle = model.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    try:
+        drop, inc = confidence_change(model, images, sal, target, clean)
+    finally:
+        handle.remove()
+    assert rows == [5]  # the explanation maps only
+    ref_drop, ref_inc = confidence_change(model, images, sal, target)  # checked against naive
+    torch.testing.assert_close(drop, ref_drop)
+    assert torch.equal(inc, ref_inc)
+    with pytest.raises(ValueError, match="clean_probability"):
+        confidence_change(model, images, sal, target, clean[:3])
+
+
 def test_normalize_saliency_constant_map_is_zero_not_nan():
     out = normalize_saliency(torch.stack([torch.full((3, 3), 2.0), torch.arange(9.0).view(3, 3)]))
     assert torch.isfinite(out).all() and out[0].abs().sum() == 0 and out[1].max() == 1

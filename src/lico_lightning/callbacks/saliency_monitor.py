@@ -527,7 +527,7 @@ class SaliencyMonitor(Callback):
             )
         device = pl_module.device
         images, labels = images.to(device), labels.to(device)
-        explained = explained_target(model, images, labels, self.target)
+        explained, clean_probability = explained_target(model, images, labels, self.target)
         explainers = self._get_explainers(model)
         maps: dict[str, Tensor] = {}
         for name in self.methods:
@@ -535,7 +535,14 @@ class SaliencyMonitor(Callback):
                 saliency = explainers[name].attribute(images, explained)
                 if metrics:
                     values = compute_saliency_metrics(
-                        model, images, saliency, explained, metrics, boxes, options
+                        model,
+                        images,
+                        saliency,
+                        explained,
+                        metrics,
+                        boxes,
+                        options,
+                        clean_probability,
                     )
                     acc.add(name, values)
                 maps[name] = saliency

@@ -27,6 +27,7 @@ from lico_lightning.functional.saliency import (
     DEFAULT_TOLERANCE,
     _check_step_and_chunk,
     _perturbation_aucs,
+    _probability_of,
     check_logits,
     confidence_change,
     energy_pointing_game,
@@ -160,6 +161,7 @@ def compute_saliency_metrics(
     metrics: Sequence[str],
     boxes: Sequence[Tensor] | None = None,
     options: SaliencyMetricOptions | None = None,
+    clean_probability: Tensor | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-sample values of the chosen metrics for one batch of maps.
 
@@ -174,6 +176,9 @@ def compute_saliency_metrics(
         metrics: names from :func:`list_saliency_metrics`.
         boxes: list of ``B`` ``(K_i, 4)`` tensors, needed by the pointing games.
         options: protocol knobs.
+        clean_probability: ``(B,)`` softmax probability of ``target`` on ``images`` when the
+            caller has it (see :func:`explained_target`); saves the confidence metrics' clean
+            forward pass, which would otherwise be repeated for every method.
 
     Returns:
         ``{name: (values (B,), valid (B,) bool)}`` — ``valid`` is False for skipped images
@@ -213,7 +218,7 @@ def compute_saliency_metrics(
                 )
             )
         if "average_drop" in names or "increase_in_confidence" in names:
-            drop, increase = confidence_change(model, images, saliency, target)
+            drop, increase = confidence_change(model, images, saliency, target, clean_probability)
             aucs["average_drop"], aucs["increase_in_confidence"] = drop, increase.float()
     if "overall" in names:
         aucs["overall"] = aucs["insertion"] - aucs["deletion"]
@@ -231,12 +236,15 @@ def compute_saliency_metrics(
 
 def explained_target(
     model: nn.Module, images: Tensor, labels: Tensor, target: Literal["predicted", "label"]
-) -> Tensor:
-    """The class to explain: the model's top-1 prediction (protocol) or the label."""
+) -> tuple[Tensor, Tensor | None]:
+    """The class to explain — the model's top-1 prediction (protocol) or the label — and, when
+    the model had to run to choose it, the softmax probability of that class (else ``None``)."""
     if target == "label":
-        return labels.long()
+        return labels.long(), None
     with preserve_model_state(model), torch.no_grad():
-        return check_logits(model(images), images.shape[0]).argmax(1)
+        logits = check_logits(model(images), images.shape[0])
+    explained = logits.argmax(1)
+    return explained, _probability_of(logits, explained)
 
 
 def evaluate_saliency(
@@ -309,11 +317,11 @@ def evaluate_saliency(
             break
         images, labels, boxes = parse_batch(batch)
         images, labels = images.to(device), labels.to(device)
-        explained = explained_target(model, images, labels, target)
+        explained, clean_probability = explained_target(model, images, labels, target)
         for name, explainer in explainers.items():
             saliency = explainer.attribute(images, explained)
             values = compute_saliency_metrics(
-                model, images, saliency, explained, metric_names, boxes, opts
+                model, images, saliency, explained, metric_names, boxes, opts, clean_probability
             )
             for metric, (v, valid) in values.items():
                 sums[(name, metric)] += (v.double() * valid).sum().cpu()

@@ -617,7 +617,11 @@ def deletion_auc(
 # average drop / increase in confidence (Grad-CAM++)
 # --------------------------------------------------------------------------------------------
 def confidence_change(
-    model: Model, images: Tensor, saliency: Tensor, target: Tensor
+    model: Model,
+    images: Tensor,
+    saliency: Tensor,
+    target: Tensor,
+    clean_probability: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Per-sample drop and increase of confidence when the model sees only the explanation map.
 
@@ -637,6 +641,8 @@ def confidence_change(
         images: ``(B, C, H, W)``.
         saliency: ``(B, H, W)``.
         target: ``(B,)`` long.
+        clean_probability: ``(B,)`` :math:`Y` when the caller already has it (e.g. from the
+            forward pass that chose the target); then only the explanation maps are run.
 
     Returns:
         ``(drop (B,) float in [0, 1], increase (B,) bool)``.
@@ -650,10 +656,20 @@ def confidence_change(
     """
     _check_images_saliency(images, saliency)
     _check_target(target, images.shape[0])
+    if clean_probability is not None:
+        check_tensor("clean_probability", clean_probability, ndim=1, floating=True)
+        if clean_probability.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"Expected `clean_probability` of shape ({images.shape[0]},), but got "
+                f"{tuple(clean_probability.shape)}."
+            )
     with torch.no_grad():
         explanation = images * normalize_saliency(saliency).unsqueeze(1).to(images)
-        probs = target_probability(model, torch.cat([images, explanation]), target.repeat(2))
-    y, o = probs.chunk(2)
+        if clean_probability is None:
+            probs = target_probability(model, torch.cat([images, explanation]), target.repeat(2))
+            y, o = probs.chunk(2)
+        else:
+            y, o = clean_probability.float(), target_probability(model, explanation, target)
     return score_change(y, o, relative=True)
 
 
