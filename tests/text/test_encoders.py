@@ -107,9 +107,26 @@ def test_openclip_custom_text_tower_supported() -> None:
         torch.testing.assert_close(pooled, model.encode_text(ids), rtol=1e-5, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def layerscale_encoder() -> OpenCLIPTextEncoder:
+    """A tiny tower with LayerScale (ls_1/ls_2 not Identity) and random, non-unit gammas."""
+    cfg = tiny_openclip_config()
+    cfg["text_cfg"]["ls_init_value"] = 0.5
+    enc = OpenCLIPTextEncoder(model_cfg=cfg)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for block in enc.transformer.resblocks:
+            for ls in (block.ls_1, block.ls_2):
+                ls.gamma.copy_(torch.empty(ls.gamma.shape).uniform_(-2, 2, generator=gen))
+    return enc
+
+
+@pytest.mark.parametrize("encoder", ["clip_encoder", "layerscale_encoder"])
 def test_openclip_shared_prefix_equals_full_forward_values_and_gradients(
-    clip_encoder: OpenCLIPTextEncoder,
+    encoder: str, request: pytest.FixtureRequest
 ) -> None:
+    clip_encoder: OpenCLIPTextEncoder = request.getfixturevalue(encoder)
+    assert clip_encoder.supports_shared_prefix
     gen = torch.Generator().manual_seed(0)
     pre = torch.randn(6, clip_encoder.width, generator=gen, requires_grad=True)
     suf = torch.randn(3, 4, clip_encoder.width, generator=gen, requires_grad=True)

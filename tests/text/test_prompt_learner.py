@@ -130,14 +130,14 @@ def _rows_through_first_mlp(enc: OpenCLIPTextEncoder, fn) -> int:
     return sum(rows)
 
 
-@pytest.mark.parametrize("tokens", TOKEN_OPTIONS)
 @pytest.mark.parametrize("ctx_init", [None, "a photo of"])
 def test_shared_prefix_equals_full_sequences_in_training(
-    tokens: str, ctx_init: str | None, clip_encoder: OpenCLIPTextEncoder
+    ctx_init: str | None, clip_encoder: OpenCLIPTextEncoder
 ) -> None:
-    """Same G, same context gradient, same dynamic-context draws; far fewer token passes."""
+    """Same G, same context gradient, same dynamic-context draws; far fewer token passes.
+    (Rows are picked after encoding, so "context+class+eot" compares every row kind.)"""
     labels = torch.tensor([1, 0, 1, 3, 2, 1, 2])
-    kwargs = {"n_ctx": 5, "ctx_init": ctx_init, "tokens": tokens, "seed": 3}
+    kwargs = {"n_ctx": 5, "ctx_init": ctx_init, "tokens": "context+class+eot", "seed": 3}
     fast = PromptLearner(NAMES, clip_encoder, shared_prefix=True, **kwargs)
     full = PromptLearner(NAMES, clip_encoder, shared_prefix=False, **kwargs)
     with torch.no_grad():

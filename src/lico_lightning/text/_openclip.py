@@ -241,8 +241,7 @@ class OpenCLIPTextEncoder(TextEncoder):
             ``(S, L, K)``: ``ln_final`` and ``text_projection`` applied to every token.
         """
         _, length = self._check_forward_inputs(inputs_embeds, attention_mask)
-        dtype = self.transformer.get_cast_dtype()
-        x = inputs_embeds.to(dtype) + self.positional_embedding[:length].to(dtype)
+        x = self._with_positions(inputs_embeds, 0)
         x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
         return self._head(x)
 
@@ -290,27 +289,30 @@ class OpenCLIPTextEncoder(TextEncoder):
                 "path, but this tower has custom blocks; use forward() on full sequences."
             )
         check_tensor("prefix_embeds", prefix_embeds, ndim=2, floating=True)
-        check_tensor("suffix_embeds", suffix_embeds, ndim=3, floating=True)
-        n_pre = prefix_embeds.shape[0]
-        _, n_suf, width = suffix_embeds.shape
-        if prefix_embeds.shape[1] != self.width or width != self.width:
+        if prefix_embeds.shape[1] != self.width:
             raise ValueError(
-                f"Expected prefix (P, {self.width}) and suffix (S, L, {self.width}) embeddings, "
-                f"but got shapes {tuple(prefix_embeds.shape)} and {tuple(suffix_embeds.shape)}."
+                f"Expected `prefix_embeds` of shape (P, {self.width}), but got "
+                f"{tuple(prefix_embeds.shape)}."
             )
+        _, n_suf = self._check_forward_inputs(suffix_embeds, None)
+        n_pre = prefix_embeds.shape[0]
         if n_pre + n_suf > self.context_length:
             raise ValueError(
                 f"Expected at most {self.context_length} tokens (the encoder's context length), "
                 f"but got {n_pre} + {n_suf}."
             )
-        dtype = self.transformer.get_cast_dtype()
-        pos = self.positional_embedding.to(dtype)
-        xp = prefix_embeds.to(dtype) + pos[:n_pre]
-        xs = suffix_embeds.to(dtype) + pos[n_pre : n_pre + n_suf]
-        mask = self.attn_mask[: n_pre + n_suf, : n_pre + n_suf].to(dtype)
+        xp = self._with_positions(prefix_embeds, 0)
+        xs = self._with_positions(suffix_embeds, n_pre)
+        mask = self.attn_mask[: n_pre + n_suf, : n_pre + n_suf].to(xp.dtype)
         for block in self.transformer.resblocks:
             xp, xs = _shared_prefix_block(block, xp, xs, mask)
         return self._head(xp), self._head(xs)
+
+    def _with_positions(self, embeds: Tensor, start: int) -> Tensor:
+        """``embeds (..., n, W)`` cast to the tower's dtype plus positions ``start .. start+n``."""
+        dtype = self.transformer.get_cast_dtype()
+        n = embeds.shape[-2]
+        return embeds.to(dtype) + self.positional_embedding[start : start + n].to(dtype)
 
     def _head(self, x: Tensor) -> Tensor:
         x = self.ln_final(x)
@@ -343,7 +345,9 @@ def _blocks_support_shared_prefix(transformer: nn.Module) -> bool:
     return True
 
 
-def _shared_prefix_block(block: nn.Module, xp: Tensor, xs: Tensor, mask: Tensor) -> Tensor:
+def _shared_prefix_block(
+    block: nn.Module, xp: Tensor, xs: Tensor, mask: Tensor
+) -> tuple[Tensor, Tensor]:
     """One ``ResidualAttentionBlock`` on prefix rows ``(P, W)`` and suffix rows ``(S, L, W)``."""
     attn: nn.MultiheadAttention = block.attn
     n_pre, n_seq = xp.shape[0], xs.shape[0]
