@@ -9,6 +9,7 @@ images through the attached logger(s). It never perturbs training (see the class
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -294,14 +295,7 @@ class SaliencyMonitor(Callback):
             chunk_size=chunk_size,
             tolerance=tolerance,
         )
-        self.test_options = SaliencyMetricOptions(
-            step_fraction=test_step_fraction,
-            deletion_substrate=deletion_substrate,
-            blur_kernel_size=blur_kernel_size,
-            blur_sigma=blur_sigma,
-            chunk_size=chunk_size,
-            tolerance=tolerance,
-        )
+        self.test_options = dataclasses.replace(self.options, step_fraction=test_step_fraction)
         self.every_n_epochs = every_n_epochs
         self.every_n_train_steps = every_n_train_steps
         self.num_probes = num_probes

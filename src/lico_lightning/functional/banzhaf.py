@@ -946,13 +946,6 @@ def _min_cross_budget(n_image: int, n_text: int, f_i: int, f_t: int) -> int:
 
 
 # --------------------------------------------------------------------------- checks
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"Expected `{name}` >= {minimum}, but got {value}.")
-
-
 def _check_masks(name: str, masks: object, ndim: int | None = 2) -> None:
     check_tensor(name, masks, ndim=ndim, nonempty=False)
     if masks.dtype != torch.bool:  # type: ignore[union-attr]
