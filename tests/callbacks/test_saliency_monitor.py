@@ -16,7 +16,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lico_lightning.callbacks import SaliencyMonitor
-from lico_lightning.explain import EXPLAINERS, Explainer, register_explainer
+from lico_lightning.explain import (
+    EXPLAINERS,
+    Explainer,
+    SaliencyMetricOptions,
+    evaluate_saliency,
+    register_explainer,
+)
 
 
 class TinyClassifier(pl.LightningModule):
@@ -156,6 +162,22 @@ def test_monitor_does_not_perturb_training(tmp_path, schedule, runs):
     for key, value in monitor.last_results.items():
         assert key in trainer.callback_metrics
         assert float(trainer.callback_metrics[key]) == pytest.approx(value)
+    # the last run saw the final weights: recompute it independently of the monitor's probe
+    # drawing, batching and reduction, from the validation samples it says it drew
+    _, valid = _loaders()
+    probe = [valid.dataset[i] for i in monitor.probe_indices]
+    batch = (torch.stack([x for x, _ in probe]), torch.stack([y for _, y in probe]))
+    expected = evaluate_saliency(
+        monitored,
+        [batch],
+        ["gradcam", "scorecam", "rise"],
+        ["insertion", "deletion", "overall", "average_drop"],
+        explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
+        options=SaliencyMetricOptions(step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0),
+        progress=False,
+    )
+    for key, value in expected.items():
+        assert monitor.last_results[f"saliency/{key}"] == pytest.approx(value, abs=1e-5), key
 
 
 def test_failing_explainer_is_isolated_and_does_not_perturb(tmp_path, broken):
