@@ -286,29 +286,19 @@ def perturbation_curve(
         >>> scores.shape
         torch.Size([1, 5])
     """
-    _check_images_saliency(images, saliency)
-    _check_target(target, images.shape[0])
     check_choice("mode", mode, ["insertion", "deletion"])
-    check_choice("substrate", substrate, ["blur", "zero"])
-    _check_step_and_chunk(step_fraction, chunk_size)
-    counts, fractions = _step_counts(images, step_fraction)
-    n = counts.numel() - 1
-    steps = torch.arange(n + 1)
-    # sources: 0 = image, 1 = substrate; insertion reveals the image over the substrate
-    finish, start = (0, 1) if mode == "insertion" else (1, 0)
-    with torch.no_grad():
-        sources = torch.stack([images, _substrate(images, substrate, blur_kernel_size, blur_sigma)])
-        scores = _evaluate_jobs(
-            model,
-            sources,
-            _pixel_rank(saliency),
-            target,
-            torch.full((n + 1,), finish),
-            torch.full((n + 1,), start),
-            counts[steps],
-            chunk_size,
-        )
-    return fractions, scores
+    fractions, curves = _curves(
+        model,
+        images,
+        saliency,
+        target,
+        {mode: substrate},
+        step_fraction=step_fraction,
+        chunk_size=chunk_size,
+        blur_kernel_size=blur_kernel_size,
+        blur_sigma=blur_sigma,
+    )
+    return fractions, curves[mode]
 
 
 def insertion_deletion_curves(
@@ -343,39 +333,80 @@ def insertion_deletion_curves(
         >>> torch.allclose(ins[:, -1], dele[:, 0]) and torch.allclose(ins[:, 0], dele[:, -1])
         True
     """
+    fractions, curves = _curves(
+        model,
+        images,
+        saliency,
+        target,
+        {"insertion": insertion_substrate, "deletion": deletion_substrate},
+        step_fraction=step_fraction,
+        chunk_size=chunk_size,
+        blur_kernel_size=blur_kernel_size,
+        blur_sigma=blur_sigma,
+    )
+    return fractions, curves["insertion"], curves["deletion"]
+
+
+def _curves(
+    model: Model,
+    images: Tensor,
+    saliency: Tensor,
+    target: Tensor,
+    substrates: Mapping[str, Substrate],
+    *,
+    step_fraction: float,
+    chunk_size: int,
+    blur_kernel_size: int,
+    blur_sigma: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(fractions (n+1,), {mode: scores (B, n+1)})`` for ``substrates`` ``{mode: substrate}``.
+
+    Every distinct image is evaluated once: a point with nothing moved is the mode's whole
+    start source, one with everything moved its whole finish source, so the unperturbed image
+    (end of insertion, start of deletion) and a substrate both modes share are single jobs.
+    """
     _check_images_saliency(images, saliency)
     _check_target(target, images.shape[0])
-    check_choice("insertion_substrate", insertion_substrate, ["blur", "zero"])
-    check_choice("deletion_substrate", deletion_substrate, ["blur", "zero"])
+    modes = [m for m in ("insertion", "deletion") if m in substrates]
+    if not modes or len(modes) != len(substrates):
+        raise ValueError(
+            "Expected `substrates` to map 'insertion' and/or 'deletion' to a substrate, but got "
+            f"{dict(substrates)!r}."
+        )
+    for mode in modes:
+        check_choice(f"{mode}_substrate", substrates[mode], ["blur", "zero"])
     _check_step_and_chunk(step_fraction, chunk_size)
     counts, fractions = _step_counts(images, step_fraction)
     n = counts.numel() - 1
-    shared = insertion_substrate == deletion_substrate
     with torch.no_grad():
-        ins_base = _substrate(images, insertion_substrate, blur_kernel_size, blur_sigma)
-        del_base = (
-            ins_base
-            if shared
-            else _substrate(images, deletion_substrate, blur_kernel_size, blur_sigma)
-        )
-        sources = torch.stack([images, ins_base, del_base])  # 0 image, 1 ins. base, 2 del. base
-        # jobs (finish source, start source, step): insertion 0..n-1, deletion 0..n-1, and the
-        # fully deleted image unless it equals the insertion start
-        ins_steps = torch.arange(n)
-        del_steps = torch.arange(n + (0 if shared else 1))
-        finish = torch.cat([torch.zeros(n, dtype=torch.long), torch.full((del_steps.numel(),), 2)])
-        start = torch.cat(
-            [torch.ones(n, dtype=torch.long), torch.zeros(del_steps.numel(), dtype=torch.long)]
-        )
-        steps = torch.cat([ins_steps, del_steps])
+        sources, source_of = [images], {"image": 0}
+        for mode in modes:
+            if substrates[mode] not in source_of:
+                source_of[substrates[mode]] = len(sources)
+                sources.append(_substrate(images, substrates[mode], blur_kernel_size, blur_sigma))
+        jobs: dict[tuple[int, int, int], int] = {}  # (finish, start, pixels moved) -> column
+        columns: dict[str, list[int]] = {}
+        for mode in modes:
+            # insertion reveals the image over the substrate; deletion the reverse
+            base = source_of[substrates[mode]]
+            finish, start = (0, base) if mode == "insertion" else (base, 0)
+            columns[mode] = []
+            for i in range(n + 1):
+                key = (start, start, 0) if i == 0 else (finish, finish, 0) if i == n else None
+                key = key or (finish, start, int(counts[i]))
+                columns[mode].append(jobs.setdefault(key, len(jobs)))
+        finish_t, start_t, counts_t = torch.tensor(list(jobs)).unbind(1)
         scores = _evaluate_jobs(
-            model, sources, _pixel_rank(saliency), target, finish, start, counts[steps], chunk_size
+            model,
+            torch.stack(sources),
+            _pixel_rank(saliency),
+            target,
+            finish_t,
+            start_t,
+            counts_t,
+            chunk_size,
         )
-    ins = torch.cat([scores[:, :n], scores[:, n : n + 1]], 1)  # last insertion point = image
-    dele = scores[:, n:]
-    if shared:
-        dele = torch.cat([dele, scores[:, :1]], 1)  # fully deleted = blurred start of insertion
-    return fractions, ins, dele
+    return fractions, {mode: scores[:, columns[mode]] for mode in modes}
 
 
 def _check_step_and_chunk(step_fraction: float, chunk_size: int) -> None:
@@ -475,9 +506,8 @@ def _perturbation_aucs(
     """Per-image insertion and/or deletion AUCs, ``{mode: (B,)}``, for ``substrates``
     ``{mode: substrate}`` with ``mode`` in ``"insertion"``, ``"deletion"``.
 
-    Both modes together share one pass (:func:`insertion_deletion_curves`, the unperturbed
-    image and a common substrate evaluated once); one mode runs :func:`perturbation_curve`.
-    The one dispatcher behind :func:`insertion_auc`, :func:`deletion_auc`, the
+    Both modes together share one pass (the unperturbed image and a common substrate
+    evaluated once, as in :func:`insertion_deletion_curves`). The one entry point behind :func:`insertion_auc`, :func:`deletion_auc`, the
     ``InsertionAUC`` / ``DeletionAUC`` / ``InsertionDeletionAUC`` metrics and
     :func:`~lico_lightning.explain.compute_saliency_metrics`.
 
@@ -488,40 +518,18 @@ def _perturbation_aucs(
         >>> sorted(aucs), aucs["deletion"].shape
         (['deletion', 'insertion'], torch.Size([2]))
     """
-    modes = [m for m in ("insertion", "deletion") if m in substrates]
-    if not modes or len(modes) != len(substrates):
-        raise ValueError(
-            "Expected `substrates` to map 'insertion' and/or 'deletion' to a substrate, but got "
-            f"{dict(substrates)!r}."
-        )
-    common = dict(
+    fractions, curves = _curves(
+        model,
+        images,
+        saliency,
+        target,
+        substrates,
         step_fraction=step_fraction,
         chunk_size=chunk_size,
         blur_kernel_size=blur_kernel_size,
         blur_sigma=blur_sigma,
     )
-    if len(modes) == 2:
-        fractions, ins, dele = insertion_deletion_curves(
-            model,
-            images,
-            saliency,
-            target,
-            insertion_substrate=substrates["insertion"],
-            deletion_substrate=substrates["deletion"],
-            **common,  # type: ignore[arg-type]
-        )
-        return {"insertion": curve_auc(fractions, ins), "deletion": curve_auc(fractions, dele)}
-    mode = modes[0]
-    fractions, scores = perturbation_curve(
-        model,
-        images,
-        saliency,
-        target,
-        mode,  # type: ignore[arg-type]
-        substrate=substrates[mode],
-        **common,  # type: ignore[arg-type]
-    )
-    return {mode: curve_auc(fractions, scores)}
+    return {mode: curve_auc(fractions, scores) for mode, scores in curves.items()}
 
 
 def insertion_auc(
