@@ -308,10 +308,10 @@ def evaluate_saliency(
     if device is None:
         device = module_device(model, torch.device("cpu"))
 
-    sums = {
-        (m, k): torch.zeros((), dtype=torch.float64) for m in method_names for k in metric_names
-    }
-    counts = {(m, k): torch.zeros((), dtype=torch.long) for m in method_names for k in metric_names}
+    keys = [(m, k) for m in method_names for k in metric_names]
+    # sums and counts stay on the device: one host copy at the end, not two per batch and metric
+    sums = {key: torch.zeros((), dtype=torch.float64, device=device) for key in keys}
+    counts = {key: torch.zeros((), dtype=torch.long, device=device) for key in keys}
     for index, batch in enumerate(tqdm(dataloader, desc="saliency", disable=not progress)):
         if max_batches is not None and index >= max_batches:
             break
@@ -324,8 +324,10 @@ def evaluate_saliency(
                 model, images, saliency, explained, metric_names, boxes, opts, clean_probability
             )
             for metric, (v, valid) in values.items():
-                sums[(name, metric)] += (v.double() * valid).sum().cpu()
-                counts[(name, metric)] += valid.sum().cpu()
+                sums[(name, metric)] += (v.double() * valid).sum()
+                counts[(name, metric)] += valid.sum()
+    sums = {key: value.cpu() for key, value in sums.items()}
+    counts = {key: value.cpu() for key, value in counts.items()}
     empty = [f"{m}/{k}" for m, k in counts if counts[(m, k)] == 0]
     if empty:
         warnings.warn(
