@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_choice, check_positive
 from lico_lightning.explain.base import Explainer, build_explainers
 from lico_lightning.explain.evaluation import (
@@ -37,7 +38,6 @@ from lico_lightning.explain.evaluation import (
     explained_target,
     parse_batch,
 )
-from lico_lightning.explain.hooks import preserve_model_state
 
 __all__ = ["SaliencyMonitor", "render_overlays"]
 

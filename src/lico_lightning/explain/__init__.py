@@ -1,5 +1,6 @@
 """Explainers: saliency for classifiers and interaction attributions for dual encoders."""
 
+from lico_lightning._safety import preserve_model_state
 from lico_lightning.explain.base import (
     EXPLAINERS,
     Explainer,
@@ -24,12 +25,7 @@ from lico_lightning.explain.evaluation import (
     parse_batch,
 )
 from lico_lightning.explain.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
-from lico_lightning.explain.hooks import (
-    LayerCapture,
-    ViTReshape,
-    preserve_model_state,
-    resolve_layer,
-)
+from lico_lightning.explain.hooks import LayerCapture, ViTReshape, resolve_layer
 from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.explain.itsm import ITSM

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lico_lightning._safety import explanation_mode
 from lico_lightning._validation import check_tensor
-from lico_lightning.explain._safety import explanation_mode
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.functional.interaction import token_interactions

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from lico_lightning._safety import detach_input, explanation_mode, preserve_model_state
 from lico_lightning._validation import check_tensor
-from lico_lightning.explain._safety import detach_input, explanation_mode, preserve_model_state
 from lico_lightning.explain.hooks import find_default_layer, resolve_layer
 from lico_lightning.functional.saliency import _check_target, normalize_saliency
 

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lico_lightning._safety import restored_training_modes
 from lico_lightning._validation import check_choice, check_tensor
-from lico_lightning.explain._safety import restored_training_modes
 
 __all__ = [
     "DualEncoder",

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lico_lightning._safety import module_device, preserve_model_state
 from lico_lightning._validation import check_choice, check_positive
-from lico_lightning.explain._safety import module_device, preserve_model_state
 from lico_lightning.explain.base import build_explainers, list_explainers
 from lico_lightning.functional.saliency import (
     DEFAULT_BLUR_KERNEL_SIZE,

@@ -6,10 +6,9 @@ and leave the model exactly as it was found.
 * :class:`ViTReshape` — token outputs ``(B, T, D)`` → feature map ``(B, D, h, w)``.
 * :class:`LayerCapture` — a forward hook that records the layer output; in gradient mode it
   makes the output a fresh leaf so that ``torch.autograd.grad`` reaches *only* that tensor.
-* :func:`preserve_model_state` / :func:`explanation_mode` — eval mode for the explanation,
-  with every module's ``training`` flag and every parameter's ``requires_grad`` restored
-  afterwards (even on error), and gradients available under Lightning's ``inference_mode``
-  (defined in :mod:`lico_lightning.explain._safety`, shared by every explainer).
+
+The model-safety contexts (``preserve_model_state``, ``explanation_mode``, ...) live in
+:mod:`lico_lightning._safety`, shared by every layer.
 """
 
 from __future__ import annotations
@@ -20,16 +19,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lico_lightning.explain._safety import detach_input as detach_input
-from lico_lightning.explain._safety import explanation_mode, preserve_model_state
-
 __all__ = [
     "LayerCapture",
     "ViTReshape",
-    "explanation_mode",
     "find_default_layer",
     "layer_name",
-    "preserve_model_state",
     "resolve_layer",
 ]
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lico_lightning._safety import explanation_mode, module_device, restored_requires_grad
 from lico_lightning._validation import (
     check_choice,
     check_finite,
@@ -43,7 +44,6 @@ from lico_lightning._validation import (
     check_real,
     check_tensor,
 )
-from lico_lightning.explain._safety import explanation_mode, module_device, restored_requires_grad
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.functional.cam import _resize_maps
 from lico_lightning.functional.m2ib import (

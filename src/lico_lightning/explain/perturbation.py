@@ -19,8 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lico_lightning._safety import explanation_mode
 from lico_lightning._validation import check_choice, check_tensor
-from lico_lightning.explain._safety import explanation_mode
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.functional.grounding import perturbation_keep_masks
 

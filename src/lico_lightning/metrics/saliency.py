@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_choice, check_positive
-from lico_lightning.explain.hooks import preserve_model_state
 from lico_lightning.functional.saliency import (
     DEFAULT_BLUR_KERNEL_SIZE,
     DEFAULT_BLUR_SIGMA,

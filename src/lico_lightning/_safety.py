@@ -14,7 +14,8 @@ once:
 * :func:`detach_input` — a normal (non-inference) copy of an input;
 * :func:`module_device` — the device of a module's weights.
 
-Public names are re-exported from :mod:`lico_lightning.explain.hooks` (their historical home).
+They sit at the package root so that every layer (explain, metrics, callbacks, modules) may
+import them; :func:`preserve_model_state` is re-exported from :mod:`lico_lightning.explain`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lico_lightning.explain._safety import (
+from lico_lightning._safety import (
     explanation_mode,
     module_device,
     preserve_model_state,
