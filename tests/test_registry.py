@@ -21,7 +21,9 @@ def test_unknown_name_lists_the_available_ones():
     reg: Registry = Registry("gadget")
     reg.register("b", dict)
     reg.register("a", dict)
-    with pytest.raises(ValueError, match=r"Expected a gadget name, but got 'c'\. Available: a, b\."):
+    with pytest.raises(
+        ValueError, match=r"Expected a gadget name, but got 'c'\. Available: a, b\."
+    ):
         reg.get("c")
     with pytest.raises(ValueError, match="Available: a, b"):
         reg.create("c")
