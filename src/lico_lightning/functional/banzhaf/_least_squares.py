@@ -224,7 +224,7 @@ def solve_interactions(
         ValueError: if the system is singular (too few coalitions for the basis).
 
     Example:
-        >>> from lico_lightning.functional import all_coalitions
+        >>> from lico_lightning.functional import all_coalitions, banzhaf_kernel_weights
         >>> masks = all_coalitions(2)
         >>> v = torch.tensor([0.0, 1.0, 2.0, 4.0], dtype=torch.float64)  # e = 0, 1, 2, pair 1
         >>> pairs = interaction_pairs(2)
