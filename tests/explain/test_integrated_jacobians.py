@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,15 +15,14 @@ from lico_lightning.explain import (
     OpenCLIPDualEncoder,
     TextSpec,
 )
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTIONS = ["a dog on the grass", "a red car"]
 
 
 def tiny_encoder(dtype: torch.dtype = torch.float64) -> OpenCLIPDualEncoder:
-    torch.manual_seed(0)
-    model = open_clip.CLIP(16, VISION, TEXT).to(dtype)
+    torch.manual_seed(0)  # the tests' random inputs
+    model = tiny_clip().to(dtype)
     return OpenCLIPDualEncoder(model)
 
 
@@ -367,11 +365,7 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="spatial size"):
         ij.attribute(images=torch.randn(2, 3, 16, 16), texts=CAPTIONS)
     torch.manual_seed(0)
-    resnet = OpenCLIPDualEncoder(
-        open_clip.CLIP(
-            16, {"layers": (1, 1, 1, 1), "width": 8, "head_width": 8, "image_size": 32}, TEXT
-        )
-    )
+    resnet = OpenCLIPDualEncoder(tiny_clip(resnet=True))
     with pytest.raises(ValueError, match="Supported: VisionTransformer"):
         IntegratedJacobians(resnet).attribute(images=images, texts=CAPTIONS)
     res = ij.attribute(images=images, texts=CAPTIONS)

@@ -11,15 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from lico_lightning.explain import M2IB, DualEncoder, ImageSpec, OpenCLIPDualEncoder, TextSpec
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTIONS = ["a photo of a dog on the grass", "two cats", "a red car near a house"]
-
-
-def tiny_clip() -> open_clip.CLIP:
-    torch.manual_seed(0)
-    return open_clip.CLIP(16, VISION, TEXT)
 
 
 def all_hooks(module: nn.Module) -> int:
@@ -437,9 +431,7 @@ def test_unsupported_models() -> None:
     with pytest.raises(TypeError, match="DualEncoder"):
         M2IB(tiny_clip(), "image", layer=0)  # type: ignore[arg-type]
     torch.manual_seed(0)
-    resnet = open_clip.CLIP(
-        16, {"layers": (1, 1, 1, 1), "width": 8, "head_width": 8, "image_size": 32}, TEXT
-    )
+    resnet = tiny_clip(resnet=True)
     enc = OpenCLIPDualEncoder(resnet)
     with pytest.raises(ValueError, match="VisionTransformer"):
         M2IB(enc, "image", layer=0)

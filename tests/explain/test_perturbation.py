@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
 
@@ -11,16 +10,15 @@ from lico_lightning.explain import (
     OpenCLIPDualEncoder,
     conditional_perturbation_curves,
 )
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTIONS = ["a dog on the grass", "a red car"]
 
 
 @pytest.fixture
 def enc() -> OpenCLIPDualEncoder:
-    torch.manual_seed(0)
-    return OpenCLIPDualEncoder(open_clip.CLIP(16, VISION, TEXT).eval())
+    torch.manual_seed(0)  # the tests' random inputs
+    return OpenCLIPDualEncoder(tiny_clip())
 
 
 def test_image_deletion_and_insertion_match_loop(enc) -> None:

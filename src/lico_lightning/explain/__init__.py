@@ -10,12 +10,7 @@ from lico_lightning.explain.base import (
     register_explainer,
 )
 from lico_lightning.explain.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
-from lico_lightning.explain.dual_encoder import (
-    DualEncoder,
-    ImageSpec,
-    OpenCLIPDualEncoder,
-    TextSpec,
-)
+from lico_lightning.explain.dual_encoder import DualEncoder, ImageSpec, TextSpec
 from lico_lightning.explain.evaluation import (
     SALIENCY_METRICS,
     SaliencyMetricOptions,
@@ -30,6 +25,7 @@ from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, Int
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.explain.itsm import ITSM
 from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
+from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
 from lico_lightning.explain.perturbation import conditional_perturbation_curves
 from lico_lightning.explain.rise import RISE
 from lico_lightning.explain.sanity import (

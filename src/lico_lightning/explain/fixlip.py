@@ -87,8 +87,8 @@ class FIxLIPGame:
         progress: show a tqdm bar over chunks.
 
     Example:
-        >>> from lico_lightning.explain.dual_encoder import OpenCLIPDualEncoder, _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> game = FIxLIPGame(enc, torch.randn(3, 32, 32), enc.tokenize(["a red dog"])[0])
         >>> game.n_image, game.n_text
         (16, 3)
@@ -377,8 +377,8 @@ class FIxLIP:
     parameters and their ``.grad`` are untouched. The global RNG is not used.
 
     Example:
-        >>> from lico_lightning.explain.dual_encoder import OpenCLIPDualEncoder, _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> fixlip = FIxLIP(enc, p=0.5, estimator="exact", grid=(2, 2))
         >>> att = fixlip.attribute(torch.randn(1, 3, 32, 32), ["a red dog"])
         >>> att.cross.shape, att.image_pairs.shape, att.text_first_order.shape

@@ -86,9 +86,8 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
             run in one vectorised call; lower it to save memory.
 
     Example:
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> ij = IntegratedJacobians(enc, n_steps=8)
         >>> res = ij.attribute(images=torch.randn(2, 3, 32, 32), texts=["a dog", "a red car"])
         >>> res.interactions.shape  # (B, S, Hp, Wp)
@@ -219,9 +218,8 @@ class InteractionCAM(IntegratedJacobians):
         internal_batch_size: see :class:`IntegratedJacobians`.
 
     Example:
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> cam = InteractionCAM(OpenCLIPDualEncoder(_tiny_clip()))
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> cam = InteractionCAM(tiny_dual_encoder())
         >>> cam.attribute(images=torch.randn(1, 3, 32, 32), texts=["a dog"]).interactions.shape
         torch.Size([1, 77, 4, 4])
     """

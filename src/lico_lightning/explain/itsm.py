@@ -41,9 +41,8 @@ class ITSM(FactorizedInteractionExplainer):
 
     Example:
         >>> import torch
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> itsm = ITSM(OpenCLIPDualEncoder(_tiny_clip()), variant="hidden")
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> itsm = ITSM(tiny_dual_encoder(), variant="hidden")
         >>> res = itsm.attribute(images=torch.randn(2, 3, 32, 32), texts=["a dog", "a car"])
         >>> res.interactions.shape
         torch.Size([2, 77, 4, 4])

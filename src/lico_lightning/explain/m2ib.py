@@ -198,8 +198,8 @@ class M2IB:
             pairs of a call at once.
 
     Example:
-        >>> from lico_lightning.explain.dual_encoder import OpenCLIPDualEncoder, _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> m2ib = M2IB(enc, "image", layer=0, steps=2, num_copies=2)
         >>> images = torch.randn(2, 3, 32, 32)
         >>> tokens = enc.tokenize(["a dog", "a red car"])

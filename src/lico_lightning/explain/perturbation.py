@@ -57,9 +57,8 @@ def conditional_perturbation_curves(
         fractions ``0, 1/J, …, 1`` of the features.
 
     Example:
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> images, texts = torch.randn(2, 3, 32, 32), ["a dog", "a red car"]
         >>> curves = conditional_perturbation_curves(
         ...     enc, images, texts, torch.randn(2, 4, 4), "image", "deletion", num_steps=4
