@@ -110,3 +110,29 @@ def test_errors(enc) -> None:
             "audio",
             "deletion",  # type: ignore[arg-type]
         )
+
+
+def test_non_finite_inputs_and_models_rejected(enc) -> None:
+    images = torch.randn(2, 3, 32, 32)
+    tokens = enc.tokenize(CAPTIONS)
+    bad = images.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`images` to be finite"):
+        conditional_perturbation_curves(enc, bad, tokens, torch.rand(2, 4, 4), "image", "deletion")
+    attr = torch.rand(2, 4, 4)
+    attr[1, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="`attributions` to be finite"):
+        conditional_perturbation_curves(enc, images, tokens, attr, "image", "deletion")
+    with pytest.raises(TypeError, match="batch_size"):
+        conditional_perturbation_curves(
+            enc, images, tokens, torch.rand(2, 4, 4), "image", "deletion", batch_size=2.0
+        )
+    with pytest.raises(TypeError, match="DualEncoder"):
+        conditional_perturbation_curves(
+            torch.nn.Linear(2, 2), images, tokens, torch.rand(2, 4, 4), "image", "deletion"
+        )
+    # an open_clip model is wrapped
+    attr = attr.clamp_max(1.0)
+    want = conditional_perturbation_curves(enc, images, tokens, attr, "image", "deletion")
+    got = conditional_perturbation_curves(enc.module, images, tokens, attr, "image", "deletion")
+    torch.testing.assert_close(got, want)
