@@ -191,4 +191,5 @@ def tiny_cnn(num_classes: int = 3, *, in_channels: int = 3, seed: int = 0) -> nn
             nn.Flatten(),
             nn.Linear(8, num_classes),
         )
-    return reinitialize(net, seed)
+    reinitialize(net, seed)
+    return net

@@ -172,8 +172,6 @@ class FactorizedInteractionExplainer(PairExplainer):
             eot_b=enc.eot_positions(inp_b) if mod_b == "text" else None,
         )
 
-    __call__ = attribute
-
     # ---------------------------------------------------------------- helpers
     def _prepare(self, modality: Modality, x: object, name: str) -> Tensor:
         enc = self.encoder

@@ -254,7 +254,7 @@ class DualEncoder(ABC):
 
         Both are tokenised with :meth:`tokenize`; the first occurrence of the phrase's tokens
         among the caption's tokens is returned (positions count SOT as 0), ready for
-        :meth:`InteractionAttribution.project_span`. Raises ``ValueError`` if absent.
+        :meth:`PairAttribution.span_map`. Raises ``ValueError`` if absent.
 
         Example:
             >>> from lico_lightning.testing import tiny_dual_encoder

@@ -303,8 +303,6 @@ class M2IB(PairExplainer):
             image_size=first.image_size,
         )
 
-    __call__ = attribute
-
     def _attribute(self, images: Tensor, tokens: Tensor) -> M2IBAttribution:
         s = self.settings
         with self._session(images, tokens) as ctx:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -267,11 +267,15 @@ class PairExplainer(ABC):
         self.encoder = as_dual_encoder(encoder)
 
     @abstractmethod
-    def attribute(self, images: Tensor, texts: Tensor | Sequence[str], **kwargs: Any) -> Any:
-        """Explain the pairs ``(images[b], texts[b])``; returns a :class:`PairAttribution`."""
+    def attribute(self, *args: Any, **kwargs: Any) -> PairAttribution:
+        """``attribute(images, texts, ...)``: explain the pairs ``(images[b], texts[b])``.
 
-    def __call__(self, images: Tensor, texts: Tensor | Sequence[str], **kwargs: Any) -> Any:
-        return self.attribute(images, texts, **kwargs)
+        ``images`` ``(B, C, H, W)``, ``texts`` ``(B, S)`` token ids or B captions, then
+        method-specific keyword options; returns a :class:`PairAttribution` (subclass).
+        """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PairAttribution:
+        return self.attribute(*args, **kwargs)
 
     def _check_images(self, images: object, name: str = "images") -> Tensor:
         images = check_tensor(name, images, ndim=4, floating=True)
