@@ -360,7 +360,7 @@ def test_errors() -> None:
         IntegratedJacobians(enc, n_steps=0)
     with pytest.raises(ValueError, match="image_reference"):
         IntegratedJacobians(enc, image_reference="noise")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="DualEncoder .* or an open_clip CLIP"):
+    with pytest.raises(TypeError, match=r"DualEncoder .* or an open_clip CLIP"):
         IntegratedJacobians(nn.Linear(2, 2))
     assert isinstance(IntegratedJacobians(enc.module).encoder, OpenCLIPDualEncoder)  # wrapped
     with pytest.raises(ValueError, match="spatial size"):
