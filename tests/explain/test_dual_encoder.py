@@ -304,6 +304,8 @@ def test_phrase_span() -> None:
         enc.phrase_span(caption, "blue ball")
     with pytest.raises(ValueError, match="non-empty"):
         enc.phrase_span(caption, " ")
+    with pytest.raises(TypeError, match="`phrase` to be a str"):
+        enc.phrase_span(caption, ["dog"])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("factory", [tiny_clip, tiny_custom_text_clip])

@@ -359,6 +359,14 @@ def test_errors(enc) -> None:
         fixlip.faithfulness_samples(images(2), [CAPTION, CAPTION], att)
     with pytest.raises(ValueError, match="`index`"):
         att.joint(3)
+    with pytest.raises(TypeError, match="`index` to be an int"):
+        att.joint(0.0)  # type: ignore[arg-type]
+    bad = x.clone()
+    bad[0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="`images` to be finite"):
+        fixlip.attribute(bad, [CAPTION])
+    with pytest.raises(ValueError, match="`image` to be finite"):
+        fixlip.game(bad[0], enc.tokenize([CAPTION])[0])
     game = fixlip.game(x[0], enc.tokenize([CAPTION])[0])
     with pytest.raises(ValueError, match=r"\(m, 4\)"):
         game.cross_values(torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 4, dtype=torch.bool))

@@ -263,7 +263,9 @@ class DualEncoder(ABC):
             (5, 7)
         """
         for name, text in (("caption", caption), ("phrase", phrase)):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str):
+                raise TypeError(f"Expected `{name}` to be a str, but got {type(text).__name__}.")
+            if not text.strip():
                 raise ValueError(f"Expected `{name}` to be a non-empty string, but got {text!r}.")
         tokens = self.tokenize([caption, phrase])
         eot = self.eot_positions(tokens).tolist()

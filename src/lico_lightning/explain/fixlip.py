@@ -386,7 +386,8 @@ class FIxLIPAttribution(PairAttribution):
     def joint(self, index: int) -> BanzhafInteractions:
         """The explanation of pair ``index`` over its ``n = P + n_T`` players (image first)."""
         b = self.constant.shape[0]
-        if not isinstance(index, int) or not -b <= index < b:
+        check_int("index", index, -b)
+        if index >= b:
             raise ValueError(f"Expected `index` in [{-b}, {b}), but got {index!r}.")
         p_img = self.image_first_order.shape[1]
         n_t = int(self.num_text_players[index])
