@@ -381,3 +381,12 @@ def test_as_tokens_and_check_pairs() -> None:
         enc.check_pairs(images, ["a dog"])
     with pytest.raises(ValueError, match="spatial size"):
         enc.check_pairs(torch.randn(2, 3, 16, 16), tokens)
+
+
+def test_caption_longer_than_the_context_is_rejected_not_cut() -> None:
+    enc = OpenCLIPDualEncoder(tiny_clip(context_length=8))
+    assert enc.tokenize(["one two three four five six"]).shape == (1, 8)  # 6 tokens fit
+    with pytest.raises(ValueError, match=r"at most 6 tokens .* caption 1 \('one two"):
+        enc.tokenize(["a dog", "one two three four five six seven"])
+    with pytest.raises(ValueError, match="at most 6 tokens"):
+        enc.as_tokens(["one two three four five six seven"])

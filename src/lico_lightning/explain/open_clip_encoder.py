@@ -219,12 +219,35 @@ class OpenCLIPDualEncoder(DualEncoder):
             handle.remove()
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
-        """Tokenise captions with the model's tokenizer → ``(B, S)`` long."""
+        """Tokenise captions with the model's tokenizer → ``(B, S)`` long.
+
+        A caption that does not fit (more than ``S - 2`` tokens between SOT and EOT) raises
+        ``ValueError`` naming it, instead of being cut silently (an explanation of a cut
+        caption is not one of the caption the user gave).
+
+        Example:
+            >>> from lico_lightning.testing import tiny_clip
+            >>> enc = OpenCLIPDualEncoder(tiny_clip(context_length=6))
+            >>> enc.tokenize(["a dog", "a red dog on the grass"])
+            Traceback (most recent call last):
+            ...
+            ValueError: Expected captions of at most 4 tokens (context length 6 with SOT and EOT), but caption 1 ('a red dog on the grass') has 6.
+        """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError(
                 f"Expected `texts` to be a sequence of strings, but got {type(texts).__name__}."
             )
-        return self._tokenizer(list(texts), context_length=self._text_spec.context_length)
+        s = self._text_spec.context_length
+        encode = getattr(self._tokenizer, "encode", None)
+        if callable(encode):
+            for i, text in enumerate(texts):
+                n = len(encode(text))
+                if n > s - 2:
+                    raise ValueError(
+                        f"Expected captions of at most {s - 2} tokens (context length {s} with "
+                        f"SOT and EOT), but caption {i} ({text!r}) has {n}."
+                    )
+        return self._tokenizer(list(texts), context_length=s)
 
     # ----------------------------------------------------------------- layers
     @property
