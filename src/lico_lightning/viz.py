@@ -102,7 +102,7 @@ def render_overlays(
 
     Each overlay shows ``alpha`` of the heat map (``cmap``, values in [0, 1], one colour bar for
     all tiles) over the de-normalised image. The image column is labelled
-    ``true → predicted (p)``, each overlay tile with its ``scores`` (e.g. ``ins 0.81 · del
+    ``true`` / ``→ predicted (p)``, each overlay tile with its ``scores`` (e.g. ``ins 0.81 · del
     0.12``); boxes ``(x1, y1, x2, y2)`` in pixels are drawn on every tile of their image.
 
     Args:
@@ -221,11 +221,11 @@ def _row_caption(
     if labels is not None:
         parts.append(f"true {_format_class(int(labels[row]), class_names)}")
     if predictions is not None:
-        pred = f"pred {_format_class(int(predictions[row]), class_names)}"
+        pred = f"→ pred {_format_class(int(predictions[row]), class_names)}"
         if probabilities is not None:
             pred += f" ({float(probabilities[row]):.2f})"
         parts.append(pred)
-    return " → ".join(parts)
+    return "\n".join(parts)
 
 
 def _score_caption(method: str, row: int, scores: Mapping[str, Mapping[str, Tensor]] | None) -> str:
