@@ -18,6 +18,7 @@ from lico_lightning.explain.dual_encoder import (
 )
 from lico_lightning.explain.evaluation import (
     SALIENCY_METRICS,
+    SaliencyEvaluation,
     SaliencyMetricOptions,
     compute_saliency_metrics,
     evaluate_saliency,
@@ -60,6 +61,7 @@ __all__ = [
     "M2IBSettings",
     "OpenCLIPDualEncoder",
     "ParameterRandomizationResult",
+    "SaliencyEvaluation",
     "SaliencyMetricOptions",
     "ScoreCAM",
     "TextSpec",

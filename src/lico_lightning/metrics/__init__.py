@@ -14,6 +14,7 @@ from lico_lightning.metrics.interaction import (
     PointingGameRecognition,
 )
 from lico_lightning.metrics.saliency import (
+    SALIENCY_METRICS,
     AverageDrop,
     DeletionAUC,
     EnergyPointingGame,
@@ -21,9 +22,14 @@ from lico_lightning.metrics.saliency import (
     InsertionAUC,
     InsertionDeletionAUC,
     PointingGame,
+    SaliencyMetric,
+    SaliencyMetricOptions,
+    create_saliency_metric,
+    list_saliency_metrics,
 )
 
 __all__ = [
+    "SALIENCY_METRICS",
     "AreaBetweenInsertionDeletion",
     "AverageDrop",
     "ConditionalDeletionAUC",
@@ -40,4 +46,8 @@ __all__ = [
     "PointingGameAccuracy",
     "PointingGameEnergy",
     "PointingGameRecognition",
+    "SaliencyMetric",
+    "SaliencyMetricOptions",
+    "create_saliency_metric",
+    "list_saliency_metrics",
 ]
