@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 logged = monitor.step(step, None)  # (+) 4/4: {} unless the schedule fires
                 if logged:
                     history.append((step, logged))
-                    print(f"step {step:5d}  " + "  ".join(f"{k} {v:.3f}" for k, v in logged.items()))
+                    print(
+                        f"step {step:5d}  " + "  ".join(f"{k} {v:.3f}" for k, v in logged.items())
+                    )
             if step >= args.steps:
                 break
         epoch += 1

@@ -188,16 +188,19 @@ def render_overlays(
                 heading = method
             if row == 0:
                 ax.set_title(heading, fontsize=9, pad=3)
-            ax.text(
-                0.5, -0.04, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7
-            )
+            ax.text(0.5, -0.04, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7)
             if boxes is not None:
                 _draw_boxes(ax, boxes[row], matplotlib)
             ax.set_xlim(-0.5, width - 0.5)
             ax.set_ylim(height - 0.5, -0.5)
     span = min(batch, 3) * (tile + text_h) - text_h  # the bar spans (at most) three rows
     bar_ax = fig.add_axes(
-        ((0.1 + columns * tile + 0.15) / fig_w, 1 - (top + span) / fig_h, 0.15 / fig_w, span / fig_h)
+        (
+            (0.1 + columns * tile + 0.15) / fig_w,
+            1 - (top + span) / fig_h,
+            0.15 / fig_w,
+            span / fig_h,
+        )
     )
     scale = matplotlib.cm.ScalarMappable(
         norm=matplotlib.colors.Normalize(vmin=0.0, vmax=1.0), cmap=colormap

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests._ddp import run_in_gloo_group
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lico_lightning.callbacks import SaliencyMonitor, SaliencyProbes
+from lico_lightning.callbacks import SaliencyMonitor
 from lico_lightning.explain import (
     EXPLAINERS,
     Explainer,
@@ -22,7 +23,6 @@ from lico_lightning.explain import (
     evaluate_saliency,
     register_explainer,
 )
-from tests._ddp import run_in_gloo_group
 
 METRICS = ["insertion", "deletion", "overall", "average_drop"]
 
@@ -44,7 +44,9 @@ def _net() -> nn.Module:
 
 def _data(n: int = 20) -> TensorDataset:
     g = torch.Generator().manual_seed(11)
-    return TensorDataset(torch.randn(n, 3, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g))
+    return TensorDataset(
+        torch.randn(n, 3, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g)
+    )
 
 
 def _monitor(**kw) -> SaliencyMonitor:
@@ -119,7 +121,7 @@ def test_plain_loop_leaves_the_model_and_rng_untouched(rng_eater):
 
     monitor = _monitor(methods=["gradcam", rng_eater])
     monitor.setup(model, _data())
-    with pytest.warns(UserWarning, match="method 'rng_eater' failed"):
+    with pytest.warns(UserWarning, match="'rng_eater' failed"):
         logged = monitor.step(2)
 
     assert set(logged) == {f"saliency/gradcam/{m}" for m in METRICS}
@@ -207,7 +209,7 @@ def test_plain_loop_given_batch_probes_with_boxes_and_loggers(tmp_path):
             assert logger.images[0][0] == "saliency/overlays" and logger.images[0][1][0] == 3
         else:
             assert sorted(logger.scalars) == sorted((k, 2) for k in logged)
-            (tag, shape, step), = logger.images
+            ((tag, shape, _),) = logger.images
             assert tag == "saliency/overlays" and shape[0] == 3 and min(shape[1:]) >= 2 * 96
     assert not list(tmp_path.rglob("*.png"))  # the loggers took the images
 
@@ -226,7 +228,7 @@ def test_plain_loop_bad_setup():
     monitor = _monitor()
     with pytest.raises(RuntimeError, match="setup"):
         monitor.step(2)
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         monitor.setup("model", _data())
     with pytest.raises(ValueError, match="probes"):
         monitor.setup(_net())

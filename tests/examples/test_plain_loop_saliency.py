@@ -50,7 +50,10 @@ def test_plain_loop_monitor_changes_nothing_and_logs_evaluate_saliency_values(tm
     data = DigitsDataModule(image_size=16, batch_size=8, seed=0)
     data.setup("fit")
     probe = [data.val_dataset[i] for i in state["probe_indices"]]
-    batch = (torch.stack([x for x, _ in probe]), torch.stack([torch.as_tensor(y) for _, y in probe]))
+    batch = (
+        torch.stack([x for x, _ in probe]),
+        torch.stack([torch.as_tensor(y) for _, y in probe]),
+    )
     model = example.make_model()
     model.load_state_dict(b["model"])
     model.eval()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -601,8 +601,10 @@ class ExplanationMonitor(Callback, ABC):
                 "without probes, but got None."
             )
         host = _LoopHost(log_dir, logger, fabric)
-        if self.log_images and host.log_dir is None and not any(
-            hasattr(lg, "add_image") or hasattr(lg, "log_image") for lg in host.loggers
+        if (
+            self.log_images
+            and host.log_dir is None
+            and not any(hasattr(lg, "add_image") or hasattr(lg, "log_image") for lg in host.loggers)
         ):
             raise ValueError(
                 "Expected `log_dir` (the run's directory, for overlay PNGs) or a logger that "
@@ -664,7 +666,9 @@ class ExplanationMonitor(Callback, ABC):
             return
         step = trainer.global_step
         if self.every_n_train_steps is not None and self._due(step, None):
-            self._run(_TrainerHost(trainer, pl_module), self._model(pl_module), trainer, step, None, True)
+            self._run(
+                _TrainerHost(trainer, pl_module), self._model(pl_module), trainer, step, None, True
+            )
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

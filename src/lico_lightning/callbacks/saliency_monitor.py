@@ -22,11 +22,10 @@ from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, Pr
 from lico_lightning.explain.base import Explainer, build_explainers
 from lico_lightning.explain.evaluation import (
     BOX_METRICS,
+    SaliencyEvaluation,
     SaliencyMetricOptions,
     check_method_names,
     check_metric_names,
-    compute_saliency_metrics,
-    explained_target,
     parse_batch,
 )
 from lico_lightning.functional.saliency import curve_auc, insertion_deletion_curves
@@ -85,95 +84,6 @@ def _collate(items: list[Any]) -> Any:
     if isinstance(items[0], (tuple, list)):
         return tuple(field([it[j] for it in items], j == 0) for j in range(len(items[0])))
     return items
-
-
-class _SaliencyEvaluation:
-    """Per-method metric sums, counts and failures for one run, reduced across ranks in one
-    collective that every rank reaches (also when a method failed on one rank)."""
-
-    def __init__(
-        self, methods: list[str], metrics: list[str], options: SaliencyMetricOptions
-    ) -> None:
-        self.methods, self.metrics, self.options = methods, metrics, options
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums = torch.zeros(len(self.methods), len(self.metrics), dtype=torch.float64)
-        self.counts = torch.zeros_like(self.sums)
-        self.failed = torch.zeros(len(self.methods), dtype=torch.float64)
-        self.errors: dict[str, str] = {}
-        self.device = torch.device("cpu")
-
-    def to(self, device: torch.device) -> _SaliencyEvaluation:
-        self.device = torch.device(device)
-        return self
-
-    def update(
-        self,
-        model: nn.Module,
-        images: Tensor,
-        labels: Tensor,
-        explainers: Mapping[str, Explainer],
-        boxes: Sequence[Tensor] | None = None,
-        target: Literal["predicted", "label"] = "predicted",
-    ) -> dict[str, Tensor]:
-        metrics = [m for m in self.metrics if boxes is not None or m not in BOX_METRICS]
-        explained, clean_probability = explained_target(model, images, labels, target)
-        maps: dict[str, Tensor] = {}
-        for i, name in enumerate(self.methods):
-            try:
-                saliency = explainers[name].attribute(images, explained)
-                if metrics:
-                    values = compute_saliency_metrics(
-                        model,
-                        images,
-                        saliency,
-                        explained,
-                        metrics,
-                        boxes,
-                        self.options,
-                        clean_probability,
-                    )
-                    for j, metric in enumerate(self.metrics):
-                        if metric in values:
-                            v, valid = values[metric]
-                            self.sums[i, j] += (v.double() * valid).sum().cpu()
-                            self.counts[i, j] += valid.sum().cpu()
-                maps[name] = saliency
-            except Exception as err:  # fault isolation: counted, warned about in compute
-                self.failed[i] = 1
-                self.errors.setdefault(name, f"{type(err).__name__}: {err}")
-        return maps
-
-    def fail_all(self, err: Exception) -> None:
-        self.failed[:] = 1
-        self.errors.setdefault("*", f"{type(err).__name__}: {err}")
-
-    def compute(self) -> dict[str, float]:
-        packed = torch.cat([self.sums.flatten(), self.counts.flatten(), self.failed])
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            packed = packed.to(self.device)
-            dist.all_reduce(packed)
-            packed = packed.cpu()
-        n = self.sums.numel()
-        sums, counts = packed[:n].view_as(self.sums), packed[n : 2 * n].view_as(self.counts)
-        failed = packed[2 * n :]
-        results: dict[str, float] = {}
-        for i, name in enumerate(self.methods):
-            if failed[i] > 0:
-                reason = self.errors.get(name) or self.errors.get("*") or "an error on another rank"
-                from pytorch_lightning.utilities import rank_zero_warn
-
-                rank_zero_warn(
-                    f"SaliencyMonitor: method {name!r} failed on {int(failed[i])} rank(s) or "
-                    f"batch(es) ({reason}); nothing logged for it this time, training continues."
-                )
-                continue
-            for j, metric in enumerate(self.metrics):
-                if counts[i, j] > 0:
-                    results[f"{name}/{metric}"] = float(sums[i, j] / counts[i, j])
-        return results
 
 
 @dataclasses.dataclass
@@ -376,9 +286,9 @@ class SaliencyMonitor(ExplanationMonitor):
         return SaliencyProbes(images, torch.as_tensor(labels).long(), boxes)
 
     @override
-    def _evaluation(self, stage: Stage) -> _SaliencyEvaluation:
+    def _evaluation(self, stage: Stage) -> SaliencyEvaluation:
         options = self.test_options if stage == "test" else self.options
-        return _SaliencyEvaluation(self.methods, self.metrics, options)
+        return SaliencyEvaluation(self.methods, self.metrics, options, on_error="skip")
 
     def _get_explainers(self, model: nn.Module) -> dict[str, Explainer]:
         if self._explained_model is not model:
