@@ -42,9 +42,10 @@ CLIP_LOSSES.register("siglip", _siglip_loss)
 
 
 def clip_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """open_clip's AdamW groups: no weight decay where ``ndim < 2`` or the name has bn, ln, bias, logit_scale.
+    """open_clip's AdamW groups: no weight decay for ``ndim < 2`` or names with bn/ln/bias/logit_scale.
 
-    Only trainable parameters (locked towers are left out).
+    The rule of open_clip's trainer (norms, biases, logit_scale/bias, class embeddings); only
+    trainable parameters (locked towers are left out).
 
     Example:
         >>> groups = clip_param_groups(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)), 0.1)
@@ -53,7 +54,7 @@ def clip_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, A
     """
 
     def exclude(name: str, p: nn.Parameter) -> bool:
-        return p.ndim < 2 or any(k in name for k in ("bn", "ln", "bias", "logit_scale", "norm"))
+        return p.ndim < 2 or any(k in name for k in ("bn", "ln", "bias", "logit_scale"))
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [
