@@ -13,7 +13,9 @@ from lico_lightning.metrics.interaction import (
     PFaithfulnessCorrelation,
     PointingGameRecognition,
 )
+from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 from lico_lightning.metrics.saliency import (
+    SALIENCY_METRICS,
     AverageDrop,
     DeletionAUC,
     EnergyPointingGame,
@@ -21,9 +23,14 @@ from lico_lightning.metrics.saliency import (
     InsertionAUC,
     InsertionDeletionAUC,
     PointingGame,
+    SaliencyMetric,
+    SaliencyMetricOptions,
+    create_saliency_metric,
+    list_saliency_metrics,
 )
 
 __all__ = [
+    "SALIENCY_METRICS",
     "AreaBetweenInsertionDeletion",
     "AverageDrop",
     "ConditionalDeletionAUC",
@@ -40,4 +47,9 @@ __all__ = [
     "PointingGameAccuracy",
     "PointingGameEnergy",
     "PointingGameRecognition",
+    "RetrievalRecallAtK",
+    "SaliencyMetric",
+    "SaliencyMetricOptions",
+    "create_saliency_metric",
+    "list_saliency_metrics",
 ]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lico_lightning._registry import Registry
 from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_choice, check_positive
 from lico_lightning.functional.saliency import (
@@ -33,6 +35,7 @@ from lico_lightning.functional.saliency import (
 from lico_lightning.metrics._mean import _mean_of_sum, _MeanOfValues
 
 __all__ = [
+    "SALIENCY_METRICS",
     "AverageDrop",
     "DeletionAUC",
     "EnergyPointingGame",
@@ -40,16 +43,98 @@ __all__ = [
     "InsertionAUC",
     "InsertionDeletionAUC",
     "PointingGame",
+    "SaliencyMetric",
+    "SaliencyMetricOptions",
+    "create_saliency_metric",
+    "list_saliency_metrics",
 ]
 
 Model = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class SaliencyMetricOptions:
+    """Protocol knobs shared by every classifier-saliency metric.
+
+    Attributes:
+        step_fraction: insertion/deletion step (LICO: 3.6 % of the pixels).
+        insertion_substrate: insertion's start image, ``"blur"`` (protocol) or ``"zero"``.
+        deletion_substrate: what deleted pixels become, ``"blur"`` or ``"zero"``.
+        blur_kernel_size: Gaussian kernel of the blurred image (RISE: 11).
+        blur_sigma: its sigma (RISE: 5).
+        chunk_size: perturbed images per forward pass.
+        tolerance: pointing-game tolerance in pixels (Zhang et al.: 15).
+    """
+
+    step_fraction: float = DEFAULT_STEP_FRACTION
+    insertion_substrate: Literal["blur", "zero"] = "blur"
+    deletion_substrate: Literal["blur", "zero"] = "blur"
+    blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE
+    blur_sigma: float = DEFAULT_BLUR_SIGMA
+    chunk_size: int = 64
+    tolerance: float = DEFAULT_TOLERANCE
+
+    def __post_init__(self) -> None:
+        _check_step_and_chunk(self.step_fraction, self.chunk_size)
+        check_choice("insertion_substrate", self.insertion_substrate, ["blur", "zero"])
+        check_choice("deletion_substrate", self.deletion_substrate, ["blur", "zero"])
+        check_positive("tolerance", self.tolerance, strict=False)
+
+
+class SaliencyMetric(Metric):
+    """What every registered classifier-saliency metric declares (see :data:`SALIENCY_METRICS`).
+
+    Attributes:
+        needs_boxes: ``update`` takes ``boxes``; batches without boxes are skipped.
+        outputs: the names ``compute()`` reports: one (a tensor) or several (a dict).
+    """
+
+    needs_boxes: ClassVar[bool] = False
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        """Build the metric with the protocol knobs of ``options``."""
+        raise NotImplementedError
+
+
+#: Classifier-saliency metrics by name (``list_saliency_metrics()``); each entry is a
+#: :class:`SaliencyMetric` class, built with :meth:`SaliencyMetric.from_options`.
+SALIENCY_METRICS: Registry[type[SaliencyMetric]] = Registry("saliency metric")
+
+
+def list_saliency_metrics() -> list[str]:
+    """Metric names accepted by :func:`~lico_lightning.explain.evaluate_saliency`,
+    :class:`~lico_lightning.explain.SaliencyEvaluation` and the ``SaliencyMonitor``.
+
+    Example:
+        >>> list_saliency_metrics()[:3]
+        ['average_drop', 'deletion', 'energy_pointing_game']
+    """
+    return SALIENCY_METRICS.names()
+
+
+def create_saliency_metric(
+    name: str, options: SaliencyMetricOptions | None = None, zero_division: float = 0.0
+) -> SaliencyMetric:
+    """The registered metric ``name`` built with ``options`` (default protocol knobs).
+
+    Example:
+        >>> type(create_saliency_metric("pointing_game")).__name__
+        'PointingGame'
+    """
+    return SALIENCY_METRICS.get(name).from_options(
+        options or SaliencyMetricOptions(), zero_division
+    )
 
 
 def _model_context(model: Model) -> Any:
     return preserve_model_state(model) if isinstance(model, nn.Module) else nullcontext()
 
 
-class _PerturbationAUC(Metric):
+class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
     """Configuration and the AUC computation shared by the insertion/deletion metrics."""
 
     full_state_update = False
@@ -66,9 +151,10 @@ class _PerturbationAUC(Metric):
         chunk_size: int = 128,
         blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
         blur_sigma: float = DEFAULT_BLUR_SIGMA,
+        zero_division: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(zero_division=zero_division, **kwargs)
         _check_step_and_chunk(step_fraction, chunk_size)
         check_choice("insertion_substrate", insertion_substrate, ["blur", "zero"])
         check_choice("deletion_substrate", deletion_substrate, ["blur", "zero"])
@@ -77,6 +163,20 @@ class _PerturbationAUC(Metric):
         self.chunk_size = chunk_size
         self.blur_kernel_size = blur_kernel_size
         self.blur_sigma = blur_sigma
+
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        return cls(
+            step_fraction=options.step_fraction,
+            insertion_substrate=options.insertion_substrate,
+            deletion_substrate=options.deletion_substrate,
+            chunk_size=options.chunk_size,
+            blur_kernel_size=options.blur_kernel_size,
+            blur_sigma=options.blur_sigma,
+            zero_division=zero_division,
+        )
 
     def _aucs(
         self, model: Model, images: Tensor, saliency: Tensor, target: Tensor
@@ -94,15 +194,22 @@ class _PerturbationAUC(Metric):
                 blur_sigma=self.blur_sigma,
             )
 
+    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
+        """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
+        ``target (B,)``)."""
+        self._add(self._aucs(model, images, saliency, target)[self._modes[0]])
 
+
+@SALIENCY_METRICS.register("overall")
 class InsertionDeletionAUC(_PerturbationAUC):
     r"""Insertion and deletion AUC (RISE / LICO Table 1) and their difference, "overall".
 
     .. math::
         \text{Overall} = \text{Ins} - \text{Del}
 
-    See :func:`~lico_lightning.functional.insertion_auc` for the protocol. ``compute()``
-    returns ``{"insertion", "deletion", "overall"}``; ``higher_is_better`` refers to overall.
+    See :func:`~lico_lightning.functional.insertion_auc` for the protocol. Both curves come
+    from one pass (shared end points evaluated once). ``compute()`` returns
+    ``{"insertion", "deletion", "overall"}``; ``higher_is_better`` refers to overall.
 
     Args:
         step_fraction: share of pixels per step (LICO: 0.036).
@@ -111,6 +218,7 @@ class InsertionDeletionAUC(_PerturbationAUC):
         chunk_size: perturbed images per forward pass.
         blur_kernel_size: Gaussian kernel (RISE: 11).
         blur_sigma: Gaussian sigma (RISE: 5).
+        zero_division: value of every key when no image was accumulated.
         kwargs: ``torchmetrics.Metric`` options.
 
     Example:
@@ -121,50 +229,32 @@ class InsertionDeletionAUC(_PerturbationAUC):
         ['deletion', 'insertion', 'overall']
     """
 
-    insertion_sum: Tensor
-    deletion_sum: Tensor
-    count: Tensor
+    outputs = ("insertion", "deletion", "overall")
 
-    def __init__(
-        self,
-        step_fraction: float = DEFAULT_STEP_FRACTION,
-        insertion_substrate: Literal["blur", "zero"] = "blur",
-        deletion_substrate: Literal["blur", "zero"] = "blur",
-        chunk_size: int = 128,
-        blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
-        blur_sigma: float = DEFAULT_BLUR_SIGMA,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            step_fraction,
-            insertion_substrate,
-            deletion_substrate,
-            chunk_size,
-            blur_kernel_size,
-            blur_sigma,
-            **kwargs,
+    deletion_total: Tensor
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_state(
+            "deletion_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
-        for name in ("insertion_sum", "deletion_sum"):
-            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
         """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
         ``target (B,)``)."""
         aucs = self._aucs(model, images, saliency, target)
-        self.insertion_sum += aucs["insertion"].double().sum()
-        self.deletion_sum += aucs["deletion"].double().sum()
-        self.count += images.shape[0]
+        self._add(aucs["insertion"])  # total: insertion, count: images
+        self.deletion_total += aucs["deletion"].detach().double().sum()
 
-    def compute(self) -> dict[str, Tensor]:
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``{"insertion", "deletion", "overall"}`` means over all accumulated images."""
         name = type(self).__name__
-        ins = _mean_of_sum(self.insertion_sum, self.count, name, 0.0)
-        dele = _mean_of_sum(self.deletion_sum, self.count, name, 0.0)
+        ins = _mean_of_sum(self.total, self.count, name, self.zero_division)
+        dele = _mean_of_sum(self.deletion_total, self.count, name, self.zero_division)
         return {"insertion": ins, "deletion": dele, "overall": ins - dele}
 
 
-class _OneModeAUC(_PerturbationAUC, _MeanOfValues):
+class _OneModeAUC(_PerturbationAUC):
     """Mean AUC of one mode (``_modes[0]``); the other mode's substrate is never used."""
 
     def __init__(
@@ -174,6 +264,7 @@ class _OneModeAUC(_PerturbationAUC, _MeanOfValues):
         chunk_size: int = 128,
         blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
         blur_sigma: float = DEFAULT_BLUR_SIGMA,
+        zero_division: float = 0.0,
         **kwargs: Any,
     ) -> None:
         substrates = {"insertion": "blur", "deletion": "blur", self._modes[0]: substrate}
@@ -184,23 +275,32 @@ class _OneModeAUC(_PerturbationAUC, _MeanOfValues):
             chunk_size,
             blur_kernel_size,
             blur_sigma,
-            zero_division=0.0,
+            zero_division,
             **kwargs,
         )
 
-    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
-        """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
-        ``target (B,)``)."""
-        self._add(self._aucs(model, images, saliency, target)[self._modes[0]])
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        return cls(
+            step_fraction=options.step_fraction,
+            substrate=getattr(options, f"{cls._modes[0]}_substrate"),
+            chunk_size=options.chunk_size,
+            blur_kernel_size=options.blur_kernel_size,
+            blur_sigma=options.blur_sigma,
+            zero_division=zero_division,
+        )
 
 
+@SALIENCY_METRICS.register("insertion")
 class InsertionAUC(_OneModeAUC):
     r"""Insertion AUC (higher is better): blurred image → image by decreasing saliency.
 
     .. math::
         \text{Ins} = \int_0^1 p_c\big(x^{(f)}_{\text{ins}}\big)\, df
 
-    Args: as :class:`InsertionDeletionAUC` (``substrate`` = insertion's start image).
+    Args: as :class:`InsertionDeletionAUC`, with ``substrate`` = insertion's start image.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
@@ -210,16 +310,18 @@ class InsertionAUC(_OneModeAUC):
         True
     """
 
+    outputs = ("insertion",)
     _modes = ("insertion",)
 
 
+@SALIENCY_METRICS.register("deletion")
 class DeletionAUC(_OneModeAUC):
     r"""Deletion AUC (lower is better): pixels become the substrate by decreasing saliency.
 
     .. math::
         \text{Del} = \int_0^1 p_c\big(x^{(f)}_{\text{del}}\big)\, df
 
-    Args: as :class:`InsertionDeletionAUC` (``substrate`` = what deleted pixels become).
+    Args: as :class:`InsertionDeletionAUC`, with ``substrate`` = what deleted pixels become.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
@@ -230,10 +332,18 @@ class DeletionAUC(_OneModeAUC):
     """
 
     higher_is_better = False
+    outputs = ("deletion",)
     _modes = ("deletion",)
 
 
-class PointingGame(_MeanOfValues):
+class _BoxMetric(SaliencyMetric, _MeanOfValues):
+    is_differentiable = False
+    higher_is_better = True
+    needs_boxes = True
+
+
+@SALIENCY_METRICS.register("pointing_game")
+class PointingGame(_BoxMetric):
     r"""Pointing-game accuracy Hits / (Hits + Misses) (Zhang et al., 2018) with a pixel tolerance.
 
     .. math::
@@ -255,8 +365,7 @@ class PointingGame(_MeanOfValues):
         tensor(0.5000)
     """
 
-    is_differentiable = False
-    higher_is_better = True
+    outputs = ("pointing_game",)
 
     def __init__(
         self, tolerance: float = DEFAULT_TOLERANCE, zero_division: float = 0.0, **kwargs: Any
@@ -265,13 +374,20 @@ class PointingGame(_MeanOfValues):
         check_positive("tolerance", tolerance, strict=False)
         self.tolerance = tolerance
 
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        return cls(tolerance=options.tolerance, zero_division=zero_division)
+
     def update(self, saliency: Tensor, boxes: Sequence[Tensor]) -> None:
         """Accumulate a batch: ``saliency (B, H, W)``, ``boxes`` list of ``B`` ``(K_i, 4)``."""
         hits, valid = pointing_game(saliency, boxes, self.tolerance, reduction="none")
         self._add(hits[valid].float())
 
 
-class EnergyPointingGame(_MeanOfValues):
+@SALIENCY_METRICS.register("energy_pointing_game")
+class EnergyPointingGame(_BoxMetric):
     r"""Energy-based pointing game (Score-CAM): mean share of positive saliency inside the boxes.
 
     .. math::
@@ -292,11 +408,13 @@ class EnergyPointingGame(_MeanOfValues):
         tensor(0.7500)
     """
 
-    is_differentiable = False
-    higher_is_better = True
+    outputs = ("energy_pointing_game",)
 
-    def __init__(self, zero_division: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(zero_division=zero_division, **kwargs)
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        return cls(zero_division=zero_division)
 
     def update(self, saliency: Tensor, boxes: Sequence[Tensor]) -> None:
         """Accumulate a batch: ``saliency (B, H, W)``, ``boxes`` list of ``B`` ``(K_i, 4)``."""
@@ -304,22 +422,38 @@ class EnergyPointingGame(_MeanOfValues):
         self._add(energy[valid])
 
 
-class _ConfidenceMetric(_MeanOfValues):
+class _ConfidenceMetric(SaliencyMetric, _MeanOfValues):
     is_differentiable = False
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(zero_division=0.0, **kwargs)
+    def __init__(self, zero_division: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(zero_division=zero_division, **kwargs)
+
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        return cls(zero_division=zero_division)
 
     def _value(self, drop: Tensor, increase: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
-        """Accumulate a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``, ``target (B,)``)."""
+    def update(
+        self,
+        model: Model,
+        images: Tensor,
+        saliency: Tensor,
+        target: Tensor,
+        clean_probability: Tensor | None = None,
+    ) -> None:
+        """Accumulate a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``, ``target (B,)``;
+        ``clean_probability (B,)``: the target's probability on ``images`` when the caller has
+        it, saving one forward pass)."""
         with _model_context(model):
-            drop, increase = confidence_change(model, images, saliency, target)
+            drop, increase = confidence_change(model, images, saliency, target, clean_probability)
         self._add(self._value(drop, increase))
 
 
+@SALIENCY_METRICS.register("average_drop")
 class AverageDrop(_ConfidenceMetric):
     r"""Average drop in confidence on the explanation map (Grad-CAM++; lower is better),
     as a fraction (×100 for the papers' %).
@@ -327,7 +461,7 @@ class AverageDrop(_ConfidenceMetric):
     .. math::
         \text{AD} = \frac1B \sum_b \frac{\max(0, Y_b - O_b)}{Y_b}
 
-    See :func:`~lico_lightning.functional.confidence_change`.
+    See :func:`~lico_lightning.functional.average_drop`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
@@ -338,11 +472,13 @@ class AverageDrop(_ConfidenceMetric):
     """
 
     higher_is_better = False
+    outputs = ("average_drop",)
 
     def _value(self, drop: Tensor, increase: Tensor) -> Tensor:
         return drop
 
 
+@SALIENCY_METRICS.register("increase_in_confidence")
 class IncreaseInConfidence(_ConfidenceMetric):
     r"""Share of images whose target confidence rises on the explanation map (Grad-CAM++;
     higher is better).
@@ -350,7 +486,7 @@ class IncreaseInConfidence(_ConfidenceMetric):
     .. math::
         \text{IC} = \frac1B \sum_b \mathbb{1}[Y_b < O_b]
 
-    See :func:`~lico_lightning.functional.confidence_change`.
+    See :func:`~lico_lightning.functional.increase_in_confidence`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
@@ -361,6 +497,7 @@ class IncreaseInConfidence(_ConfidenceMetric):
     """
 
     higher_is_better = True
+    outputs = ("increase_in_confidence",)
 
     def _value(self, drop: Tensor, increase: Tensor) -> Tensor:
         return increase.float()
