@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning.functional import box_to_mask
 from lico_lightning.functional.cam import _resize_maps
-from lico_lightning.functional.grounding import box_to_mask
 
 __all__ = ["InteractionAttribution", "TokenLayout"]
 

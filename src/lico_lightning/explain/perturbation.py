@@ -5,7 +5,7 @@ are removed (deletion) or inserted (insertion) in the order of their attribution
 other input stays unchanged, and the model's score is recorded after every step. Image patches
 are removed by setting them to zero in normalised space (the mean colour); caption tokens are
 removed from attention (SOT and EOT always stay). The areas under these curves
-(:func:`lico_lightning.functional.insertion_deletion_auc`, or the metrics
+(:func:`lico_lightning.functional.curve_auc`, or the metrics
 ``ConditionalDeletionAUC`` / ``ConditionalInsertionAUC``) are CID / CII for images and CTD /
 CTI for captions.
 """
@@ -22,7 +22,7 @@ from torch import Tensor
 from lico_lightning._safety import explanation_mode
 from lico_lightning._validation import check_choice, check_tensor
 from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.functional.grounding import perturbation_keep_masks
+from lico_lightning.functional import perturbation_keep_masks
 
 __all__ = ["conditional_perturbation_curves"]
 
