@@ -97,6 +97,7 @@ def render_overlays(
     alpha: float = 0.5,
     cmap: str = "jet",
     title: str | None = None,
+    row_captions: Sequence[str] | None = None,
 ) -> Tensor:
     """One labelled figure: a row per image; columns = the image, then one overlay per method.
 
@@ -120,6 +121,8 @@ def render_overlays(
         alpha: heat-map opacity.
         cmap: a matplotlib colormap name.
         title: figure title (e.g. the step).
+        row_captions: ``B`` texts under the image column instead of ``true`` / ``→ predicted``
+            (e.g. a caption and its phrase; lines are wrapped to the tile's width).
 
     Returns:
         ``(3, H', W')`` float image in [0, 1].
@@ -148,6 +151,10 @@ def render_overlays(
             _check_shape(name, value, (batch,))
     if boxes is not None and len(boxes) != batch:
         raise ValueError(f"Expected {batch} entries in `boxes`, but got {len(boxes)}.")
+    if row_captions is not None and len(row_captions) != batch:
+        raise ValueError(
+            f"Expected {batch} entries in `row_captions`, but got {len(row_captions)}."
+        )
     check_int("tile_size", tile_size, 96)
     check_real("alpha", alpha, low=0.0, strict=False)
     matplotlib, Figure, FigureCanvasAgg = _matplotlib()
@@ -159,6 +166,9 @@ def render_overlays(
     dpi = 100
     tile = tile_size / dpi
     text_h = 0.42  # inches of label text under each tile
+    if row_captions is not None:
+        lines = max(_wrap(str(c), tile_size).count("\n") + 1 for c in row_captions)
+        text_h = max(text_h, 0.12 * lines + 0.06)
     bar_w = 0.9
     fig_w = columns * tile + bar_w + 0.2
     fig_h = batch * (tile + text_h) + 0.35 + (0.3 if title else 0.0)
@@ -176,7 +186,10 @@ def render_overlays(
             ax.set_yticks([])
             ax.imshow(shown[row], interpolation="nearest")
             if col == 0:
-                caption = _row_caption(row, labels, predictions, probabilities, class_names)
+                if row_captions is not None:
+                    caption = _wrap(str(row_captions[row]), tile_size)
+                else:
+                    caption = _row_caption(row, labels, predictions, probabilities, class_names)
                 heading = "image"
             else:
                 method = methods[col - 1]
@@ -229,6 +242,14 @@ def _row_caption(
             pred += f" ({float(probabilities[row]):.2f})"
         parts.append(pred)
     return "\n".join(parts)
+
+
+def _wrap(text: str, tile_size: int) -> str:
+    """Wrap every line of ``text`` to about the width of a tile at font size 7."""
+    import textwrap
+
+    width = max(12, tile_size // 5)
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def _score_caption(method: str, row: int, scores: Mapping[str, Mapping[str, Tensor]] | None) -> str:

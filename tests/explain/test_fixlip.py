@@ -15,7 +15,7 @@ from lico_lightning.explain import FIxLIP, FIxLIPAttribution, FIxLIPGame, OpenCL
 from lico_lightning.functional import (
     area_between_insertion_deletion,
     greedy_subsets,
-    p_faithfulness_correlation,
+    spearman_correlation,
 )
 from lico_lightning.testing import tiny_clip
 
@@ -261,11 +261,11 @@ def test_insertion_deletion_and_faithfulness(enc) -> None:
         area_between_insertion_deletion(ins[b], dele[b])
     nu, approx = fixlip.faithfulness_samples(x, texts, att, num_masks=64)
     assert nu.shape == approx.shape == (2, 64)
-    good = p_faithfulness_correlation(nu, approx)
+    good = spearman_correlation(nu, approx)
     shuffled = FIxLIPAttribution(**{**att.__dict__, "cross": att.cross.flip(-1)})
     shuffled.image_first_order = att.image_first_order.flip(-1)
     _, bad_approx = fixlip.faithfulness_samples(x, texts, shuffled, num_masks=64)
-    bad = p_faithfulness_correlation(nu, bad_approx)
+    bad = spearman_correlation(nu, bad_approx)
     assert bool((good > 0.9).all()) and bool((good > bad).all())
 
 

@@ -7,10 +7,11 @@ import torch
 from tests._ddp import run_in_gloo_group
 from torch import nn
 
-from lico_lightning.functional.saliency import (
-    confidence_change,
+from lico_lightning.functional import (
+    average_drop,
     deletion_auc,
     energy_pointing_game,
+    increase_in_confidence,
     insertion_auc,
     pointing_game,
 )
@@ -59,9 +60,8 @@ def _per_sample_reference(model, images, sal, target, boxes):
         x, s, t = images[i : i + 1], sal[i : i + 1], target[i : i + 1]
         ins.append(float(insertion_auc(model, x, s, t, step_fraction=0.1)))
         dele.append(float(deletion_auc(model, x, s, t, step_fraction=0.1, substrate="zero")))
-        d, c = confidence_change(model, x, s, t)
-        drop.append(float(d[0]))
-        inc.append(float(c[0]))
+        drop.append(float(average_drop(model, x, s, t)))
+        inc.append(float(increase_in_confidence(model, x, s, t)))
         if boxes[i].numel():
             hits.append(float(pointing_game(s, [boxes[i]], tolerance=2.0)))
             energy.append(float(energy_pointing_game(s, [boxes[i]])))

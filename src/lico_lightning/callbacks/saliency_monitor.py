@@ -28,7 +28,7 @@ from lico_lightning.explain.evaluation import (
     check_metric_names,
     parse_batch,
 )
-from lico_lightning.functional.saliency import curve_auc, insertion_deletion_curves
+from lico_lightning.functional import curve_auc, insertion_deletion_curves
 
 __all__ = ["SaliencyMonitor", "SaliencyProbes"]
 

@@ -21,6 +21,12 @@ from lico_lightning.explain.evaluation import (
     parse_batch,
 )
 from lico_lightning.explain.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
+from lico_lightning.explain.grounding_evaluation import (
+    GROUNDING_METRICS,
+    GroundingEvaluation,
+    list_grounding_metrics,
+    phrase_maps,
+)
 from lico_lightning.explain.hooks import LayerCapture, ViTReshape, resolve_layer
 from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
@@ -46,6 +52,7 @@ from lico_lightning.explain.sanity import (
 
 __all__ = [
     "EXPLAINERS",
+    "GROUNDING_METRICS",
     "ITSM",
     "M2IB",
     "PAIR_VIEWS",
@@ -58,6 +65,7 @@ __all__ = [
     "FIxLIPGame",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GroundingEvaluation",
     "ImageSpec",
     "IntegratedJacobians",
     "InteractionAttribution",
@@ -83,10 +91,12 @@ __all__ = [
     "create_pair_explainer",
     "evaluate_saliency",
     "list_explainers",
+    "list_grounding_metrics",
     "list_pair_explainers",
     "list_saliency_metrics",
     "parameter_randomization",
     "parse_batch",
+    "phrase_maps",
     "preserve_model_state",
     "randomizable_layers",
     "register_explainer",

@@ -19,17 +19,18 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from tqdm.auto import tqdm
+from typing_extensions import Self
 
 from lico_lightning._safety import module_device, preserve_model_state
-from lico_lightning._validation import check_choice, check_positive
+from lico_lightning._validation import check_choice, check_logits, check_positive
 from lico_lightning.explain.base import Explainer, build_explainers, list_explainers
-from lico_lightning.functional.saliency import (
-    _perturbation_aucs,
-    _probability_of,
-    check_logits,
-    confidence_change,
+from lico_lightning.functional import (
+    average_drop,
     energy_pointing_game,
+    increase_in_confidence,
+    insertion_deletion_auc,
     pointing_game,
+    target_probability,
 )
 from lico_lightning.metrics.saliency import (
     SALIENCY_METRICS,
@@ -117,20 +118,8 @@ def compute_saliency_metrics(
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-sample values of the chosen metrics for one batch of maps.
 
-    Insertion and deletion curves are computed once even when ``overall`` is also asked for;
-    average drop and increase share one forward pass.
-
-    Args:
-        model: the classifier (run in eval mode, its flags restored).
-        images: ``(B, C, H, W)``.
-        saliency: ``(B, H, W)``.
-        target: ``(B,)`` long — the explained classes.
-        metrics: names from :func:`list_saliency_metrics`.
-        boxes: list of ``B`` ``(K_i, 4)`` tensors, needed by the pointing games.
-        options: protocol knobs.
-        clean_probability: ``(B,)`` softmax probability of ``target`` on ``images`` when the
-            caller has it (see :func:`explained_target`); saves the confidence metrics' clean
-            forward pass, which would otherwise be repeated for every method.
+    Kept for the ``SaliencyMonitor`` until it accumulates through :class:`SaliencyEvaluation`
+    (then it goes): new code uses :class:`SaliencyEvaluation` or the metric classes.
 
     Returns:
         ``{name: (values (B,), valid (B,) bool)}`` — ``valid`` is False for skipped images
@@ -143,46 +132,41 @@ def compute_saliency_metrics(
         raise ValueError(
             f"Expected `boxes` (a list of (K_i, 4) tensors per image) for {needs_boxes}, but got None."
         )
-    out: dict[str, tuple[Tensor, Tensor]] = {}
-    all_valid = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+    values: dict[str, Tensor] = {}
     with preserve_model_state(model), torch.no_grad():
-        aucs: dict[str, Tensor] = {}
-        substrates = {
-            mode: substrate
-            for mode, substrate in (
-                ("insertion", opts.insertion_substrate),
-                ("deletion", opts.deletion_substrate),
+        if {"insertion", "deletion", "overall"} & set(names):
+            values["insertion"], values["deletion"] = insertion_deletion_auc(
+                model,
+                images,
+                saliency,
+                target,
+                step_fraction=opts.step_fraction,
+                insertion_substrate=opts.insertion_substrate,
+                deletion_substrate=opts.deletion_substrate,
+                chunk_size=opts.chunk_size,
+                blur_kernel_size=opts.blur_kernel_size,
+                blur_sigma=opts.blur_sigma,
+                reduction="none",
             )
-            if mode in names or "overall" in names
-        }
-        if substrates:  # both modes: one pass, shared endpoints evaluated once
-            aucs.update(
-                _perturbation_aucs(
-                    model,
-                    images,
-                    saliency,
-                    target,
-                    substrates,
-                    step_fraction=opts.step_fraction,
-                    chunk_size=opts.chunk_size,
-                    blur_kernel_size=opts.blur_kernel_size,
-                    blur_sigma=opts.blur_sigma,
-                )
-            )
-        if "average_drop" in names or "increase_in_confidence" in names:
-            drop, increase = confidence_change(model, images, saliency, target, clean_probability)
-            aucs["average_drop"], aucs["increase_in_confidence"] = drop, increase.float()
-    if "overall" in names:
-        aucs["overall"] = aucs["insertion"] - aucs["deletion"]
+            values["overall"] = values["insertion"] - values["deletion"]
+        for name, function in (
+            ("average_drop", average_drop),
+            ("increase_in_confidence", increase_in_confidence),
+        ):
+            if name in names:
+                values[name] = function(model, images, saliency, target, "none", clean_probability)
+    if "pointing_game" in names:
+        values["pointing_game"] = pointing_game(
+            saliency, list(boxes or []), tolerance=opts.tolerance, reduction="none"
+        )
+    if "energy_pointing_game" in names:
+        values["energy_pointing_game"] = energy_pointing_game(
+            saliency, list(boxes or []), reduction="none"
+        )
+    out: dict[str, tuple[Tensor, Tensor]] = {}
     for name in names:
-        if name == "pointing_game":
-            hits, valid = pointing_game(saliency, boxes, opts.tolerance, reduction="none")  # type: ignore[arg-type, misc]
-            out[name] = (hits.float(), valid)
-        elif name == "energy_pointing_game":
-            energy, valid = energy_pointing_game(saliency, boxes, reduction="none")  # type: ignore[arg-type, misc]
-            out[name] = (energy, valid)
-        else:
-            out[name] = (aucs[name], all_valid)
+        valid = ~values[name].isnan()
+        out[name] = (torch.where(valid, values[name], 0.0), valid)
     return out
 
 
@@ -196,10 +180,84 @@ def explained_target(
     with preserve_model_state(model), torch.no_grad():
         logits = check_logits(model(images), images.shape[0])
     explained = logits.argmax(1)
-    return explained, _probability_of(logits, explained)
+    return explained, target_probability(logits, explained)
 
 
-class SaliencyEvaluation:
+class _MethodEvaluation:
+    """The machinery every evaluation of several explainers shares: one ``MetricCollection`` per
+    method (``collections``), a per-method failure count summed across processes, the first
+    error text of each method, and a ``compute`` that every rank can call in the same order.
+
+    Subclasses set ``methods``, ``metrics`` (the result keys of each collection),
+    ``collections`` and call ``_init_failures()``; their ``update`` explains and calls
+    :meth:`_fail` for a method that raised.
+    """
+
+    methods: list[str]
+    metrics: list[str]
+    collections: dict[str, MetricCollection]
+
+    def _init_failures(self) -> None:
+        self._failures = _FailureCount(len(self.methods))
+        self._errors: dict[str, str] = {}
+
+    def to(self, device: torch.device | str) -> Self:
+        """Move every metric state to ``device``; returns ``self``."""
+        for collection in self.collections.values():
+            collection.to(device)
+        self._failures.to(device)
+        return self
+
+    def _fail(self, method: str, err: BaseException) -> None:
+        self._failures.failed[self.methods.index(method)] += 1
+        self._errors.setdefault(method, f"{type(err).__name__}: {err}")
+
+    def fail_all(self, err: BaseException) -> None:
+        """Count every method as failed: the batch failed before any method ran."""
+        for method in self.methods:
+            self._fail(method, err)
+
+    def compute(self) -> dict[str, float]:
+        """``{"{method}/{metric}": value}`` over everything accumulated on every process.
+
+        Under DDP every rank must call it: the failure counts are reduced first, so every rank
+        leaves out the same methods and reaches the same collectives in the same order. Methods
+        that failed on any rank are left out with one rank-zero warning naming each with its
+        error; metrics without a valid sample (e.g. no image had a box) are left out.
+        """
+        failed = _compute_quietly(self._failures).reshape(-1)
+        failed_methods = [m for i, m in enumerate(self.methods) if int(failed[i]) > 0]
+        if failed_methods:
+            errors = _gather_errors(self._errors)
+            if _is_rank_zero():
+                reasons = "; ".join(
+                    f"{m!r} failed {int(failed[self.methods.index(m)])} time(s) "
+                    f"({errors.get(m, 'an error on another rank')})"
+                    for m in failed_methods
+                )
+                warnings.warn(
+                    f"{type(self).__name__}: {reasons}; left out of the results.", stacklevel=2
+                )
+        results: dict[str, float] = {}
+        for method in self.methods:
+            if method in failed_methods:
+                continue
+            values = _compute_quietly(self.collections[method])
+            for metric in self.metrics:
+                value = float(values[metric])
+                if value == value:  # NaN: no valid sample
+                    results[f"{method}/{metric}"] = value
+        return results
+
+    def reset(self) -> None:
+        """Forget every state (metric sums, failure counts, error texts)."""
+        for collection in self.collections.values():
+            collection.reset()
+        self._failures.reset()
+        self._errors = {}
+
+
+class SaliencyEvaluation(_MethodEvaluation):
     r"""Explain batches with several methods and accumulate classifier-saliency metrics.
 
     One ``MetricCollection`` of :data:`~lico_lightning.metrics.SALIENCY_METRICS` classes per
@@ -254,8 +312,7 @@ class SaliencyEvaluation:
             )
         self.options = options or SaliencyMetricOptions()
         self.collections = {m: self._collection() for m in self.methods}
-        self._failures = _FailureCount(len(self.methods))
-        self._errors: dict[str, str] = {}
+        self._init_failures()
 
     def _collection(self) -> MetricCollection:
         """One metric object per needed class: a class whose ``outputs`` cover several asked
@@ -270,13 +327,6 @@ class SaliencyEvaluation:
             members[name] = SALIENCY_METRICS.get(name).from_options(self.options, float("nan"))
             covered.update(SALIENCY_METRICS.get(name).outputs)
         return MetricCollection(members, compute_groups=False)  # type: ignore[arg-type]
-
-    def to(self, device: torch.device | str) -> SaliencyEvaluation:
-        """Move every metric state to ``device``; returns ``self``."""
-        for collection in self.collections.values():
-            collection.to(device)
-        self._failures.to(device)
-        return self
 
     def update(
         self,
@@ -334,54 +384,6 @@ class SaliencyEvaluation:
                     raise
                 self._fail(method, err)
         return maps
-
-    def _fail(self, method: str, err: BaseException) -> None:
-        self._failures.failed[self.methods.index(method)] += 1
-        self._errors.setdefault(method, f"{type(err).__name__}: {err}")
-
-    def fail_all(self, err: BaseException) -> None:
-        """Count every method as failed: the batch failed before any method ran."""
-        for method in self.methods:
-            self._fail(method, err)
-
-    def compute(self) -> dict[str, float]:
-        """``{"{method}/{metric}": value}`` over everything accumulated on every process.
-
-        Under DDP every rank must call it: the failure counts are reduced first, so every rank
-        leaves out the same methods and reaches the same collectives in the same order. Methods
-        that failed on any rank are left out with one rank-zero warning naming each with its
-        error; metrics without a valid sample (e.g. no image had a box) are left out.
-        """
-        failed = _compute_quietly(self._failures).reshape(-1)
-        failed_methods = [m for i, m in enumerate(self.methods) if int(failed[i]) > 0]
-        if failed_methods:
-            errors = _gather_errors(self._errors)
-            if _is_rank_zero():
-                reasons = "; ".join(
-                    f"{m!r} failed {int(failed[self.methods.index(m)])} time(s) "
-                    f"({errors.get(m, 'an error on another rank')})"
-                    for m in failed_methods
-                )
-                warnings.warn(
-                    f"SaliencyEvaluation: {reasons}; left out of the results.", stacklevel=2
-                )
-        results: dict[str, float] = {}
-        for method in self.methods:
-            if method in failed_methods:
-                continue
-            values = _compute_quietly(self.collections[method])
-            for metric in self.metrics:
-                value = float(values[metric])
-                if value == value:  # NaN: no valid sample
-                    results[f"{method}/{metric}"] = value
-        return results
-
-    def reset(self) -> None:
-        """Forget every state (metric sums, failure counts, error texts)."""
-        for collection in self.collections.values():
-            collection.reset()
-        self._failures.reset()
-        self._errors = {}
 
 
 class _FailureCount(Metric):

@@ -5,7 +5,7 @@ are removed (deletion) or inserted (insertion) in the order of their attribution
 other input stays unchanged, and the model's score is recorded after every step. Image patches
 are removed by setting them to zero in normalised space (the mean colour); caption tokens are
 removed from attention (SOT and EOT always stay). The areas under these curves
-(:func:`lico_lightning.functional.insertion_deletion_auc`, or the metrics
+(:func:`lico_lightning.functional.curve_auc`, or the metrics
 ``ConditionalDeletionAUC`` / ``ConditionalInsertionAUC``) are CID / CII for images and CTD /
 CTI for captions.
 """
