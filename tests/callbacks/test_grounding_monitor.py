@@ -37,7 +37,7 @@ CFG["vision_cfg"].update(patch_size=8, layers=2)
 TINY = {
     "integrated_jacobians": {"n_steps": 2},
     "m2ib": {"layer": -1, "steps": 2, "num_copies": 2},
-    "fixlip": {"budget": 64, "clique_size": None, "grid": (2, 2)},
+    "fixlip": {"budget": 256, "interactions": "cross", "grid": (2, 2)},
 }
 
 
@@ -49,7 +49,10 @@ def _data() -> ShapesCaptionDataModule:
 
 def _fit(tmp_path: Path, callbacks=(), *, max_epochs: int = 2, ckpt_path=None, **kw):
     pl.seed_everything(3, workers=True)
-    module = CLIPFineTuner(model_cfg=CFG, lr=1e-3, warmup_steps=1, retrieval_k=(1,))
+    # constant LR after warmup: a 1-epoch run then resumed has the 2-epoch run's schedule
+    module = CLIPFineTuner(
+        model_cfg=CFG, lr=1e-3, warmup_steps=1, lr_schedule="constant", retrieval_k=(1, 5)
+    )
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         accelerator="cpu",
