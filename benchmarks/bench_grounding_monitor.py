@@ -29,11 +29,11 @@ import torch
 from open_clip.loss import ClipLoss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from clip_grounding_plain_loop import model_config  # noqa: E402
+from clip_grounding_plain_loop import model_config
 
-from lico_lightning.callbacks import GroundingMonitor  # noqa: E402
-from lico_lightning.data import ShapesCaptionDataModule  # noqa: E402
-from lico_lightning.explain import list_pair_explainers  # noqa: E402
+from lico_lightning.callbacks import GroundingMonitor
+from lico_lightning.data import ShapesCaptionDataModule
+from lico_lightning.explain import list_pair_explainers
 
 
 def _best(fn, repeats: int) -> float:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = model_config(width, 2, size)
     data = ShapesCaptionDataModule(model_cfg=cfg, num_train=64, num_val=64, num_test=4)
     data.setup("fit")
-    model = open_clip.CLIP(**cfg)
+    model = open_clip.CLIP(**cfg, output_dict=True)
     loss_fn = ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6)
     loader = torch.utils.data.DataLoader(data.train_dataset, batch_size=batch, shuffle=True)

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_cfg=cfg, num_train=args.num_train, num_val=200, num_test=8, seed=args.seed
     )
     data.setup("fit")
-    model = open_clip.CLIP(**cfg)  # from scratch (for a pretrained one: open_clip.create_model)
+    model = open_clip.CLIP(
+        **cfg, output_dict=True
+    )  # from scratch (for a pretrained one: open_clip.create_model)
     loss_fn = ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
 
