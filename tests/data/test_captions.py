@@ -156,7 +156,8 @@ def test_caption_file_errors(tmp_path) -> None:
         read_caption_file(tmp_path / "missing.csv")
 
 
-def _coco(root) -> None:
+def make_tiny_coco(root) -> None:
+    """A 2-image COCO tree (val files reused as train) under ``root``."""
     (root / "val2017").mkdir(parents=True)
     (root / "annotations").mkdir()
     _png(root / "val2017" / "1.jpg", 64, 48)
@@ -192,7 +193,7 @@ def _coco(root) -> None:
 
 
 def test_coco_captions_and_instance_probes(tmp_path) -> None:
-    _coco(tmp_path)
+    make_tiny_coco(tmp_path)
     dm = COCOCaptionDataModule(str(tmp_path), model_cfg=CFG, batch_size=8, num_workers=0)
     dm.setup("fit")
     val = dm.val_dataset
@@ -210,24 +211,29 @@ def test_coco_captions_and_instance_probes(tmp_path) -> None:
     assert index.tolist() == [0, 0, 0, 1] and images.shape == (4, 3, 32, 32)
 
 
-def test_flickr30k_entities(tmp_path) -> None:
-    (tmp_path / "Sentences").mkdir()
-    (tmp_path / "Annotations").mkdir()
-    (tmp_path / "flickr30k-images").mkdir()
+def make_tiny_flickr30k_entities(root) -> None:
+    """One image with two annotated sentences, listed in every split."""
+    (root / "Sentences").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "flickr30k-images").mkdir()
     for split in ("train", "val", "test"):
-        (tmp_path / f"{split}.txt").write_text("100\n")
-    _png(tmp_path / "flickr30k-images" / "100.jpg", 40, 40)
-    (tmp_path / "Sentences" / "100.txt").write_text(
+        (root / f"{split}.txt").write_text("100\n")
+    _png(root / "flickr30k-images" / "100.jpg", 40, 40)
+    (root / "Sentences" / "100.txt").write_text(
         "[/EN#1/people A man] in [/EN#2/clothing a red hat] walks past [/EN#3/other a wall] .\n"
         "[/EN#1/people Someone] walks .\n"
     )
-    (tmp_path / "Annotations" / "100.xml").write_text(
+    (root / "Annotations" / "100.xml").write_text(
         "<annotation><size><width>40</width><height>40</height><depth>3</depth></size>"
         "<object><name>1</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>12</xmax><ymax>30</ymax></bndbox></object>"
         "<object><name>1</name><bndbox><xmin>10</xmin><ymin>1</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
         "<object><name>2</name><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>9</xmax><ymax>5</ymax></bndbox></object>"
         "<object><name>3</name><nobndbox>1</nobndbox></object></annotation>"
     )
+
+
+def test_flickr30k_entities(tmp_path) -> None:
+    make_tiny_flickr30k_entities(tmp_path)
     dm = Flickr30kEntitiesDataModule(str(tmp_path), model_cfg=CFG, num_workers=0)
     dm.setup("fit")
     rec = dm.val_dataset.records[0]
