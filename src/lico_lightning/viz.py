@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_finite, check_int, check_real, check_tensor
+from lico_lightning._validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_real,
+    check_tensor,
+)
 
 __all__ = ["render_overlays", "save_png", "to_display"]
 
@@ -30,7 +36,7 @@ def _matplotlib() -> Any:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
+    except ImportError as err:
         raise ImportError(
             "Overlay rendering needs matplotlib, which is not installed: "
             'pip install "lico-lightning[viz]".'
@@ -151,7 +157,8 @@ def render_overlays(
     check_int("tile_size", tile_size, 96)
     check_real("alpha", alpha, low=0.0, strict=False)
     matplotlib, Figure, FigureCanvasAgg = _matplotlib()
-    colormap = matplotlib.colormaps[cmap]  # KeyError lists the valid names
+    check_choice("cmap", cmap, list(matplotlib.colormaps))
+    colormap = matplotlib.colormaps[cmap]
 
     shown = to_display(images, mean, std).permute(0, 2, 3, 1).numpy()
     methods = list(saliency)
