@@ -81,7 +81,7 @@ def _naive_curve_auc(model, image, sal, t, mode, step_fraction) -> float:
     flat = sal.flatten().tolist()
     order = sorted(range(h * w), key=lambda p: (-flat[p], p))
     step = max(1, round(step_fraction * h * w))
-    ks = list(range(0, h * w, step)) + [h * w]
+    ks = [*range(0, h * w, step), h * w]
     scores = []
     for k in ks:
         moved = torch.zeros(h * w, dtype=torch.bool)
