@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_bool",
     "check_choice",
     "check_finite",
     "check_int",
@@ -97,6 +98,18 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     """
     if value not in choices:
         raise ValueError(f"Expected `{name}` to be one of {sorted(choices)}, but got {value!r}.")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Raise ``TypeError`` unless ``value`` is a bool (not an int, not a tensor); return it.
+
+    Example:
+        >>> check_bool("normalize", True)
+        True
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__}.")
     return value
 
 
