@@ -5,15 +5,15 @@
 Every :class:`PairAttribution` answers the same questions a grounding monitor asks, whatever
 method produced it:
 
-============================  =================  ==============================================
-view                          shape              meaning
-============================  =================  ==============================================
-:meth:`~PairAttribution.span_map`      ``(B, Hp, Wp)``    image map of a caption token span
-:meth:`~PairAttribution.image_map`     ``(B, Hp, Wp)``    image map of the whole caption
-:meth:`~PairAttribution.box_scores`    ``(B, S)``         caption score per token for an image box
-:meth:`~PairAttribution.token_scores`  ``(B, S)``         caption score per token for the whole image
-:meth:`~PairAttribution.upsample`      ``(..., H, W)``    patch maps resized to pixels (bilinear)
-============================  =================  ==============================================
+* :meth:`~PairAttribution.span_map` ``(span) -> (B, Hp, Wp)``: image map of a caption token span;
+* :meth:`~PairAttribution.image_map` ``() -> (B, Hp, Wp)``: image map of the whole caption;
+* :meth:`~PairAttribution.box_scores` ``(boxes) -> (B, S)``: score of every caption token for
+  the patches in an image box;
+* :meth:`~PairAttribution.token_scores` ``() -> (B, S)``: score of every caption token for the
+  whole image;
+* :meth:`~PairAttribution.upsample` ``(maps) -> (..., H, W)``: patch maps resized to pixels;
+* :attr:`~PairAttribution.score` ``(B,)``, :attr:`~PairAttribution.method`,
+  :attr:`~PairAttribution.image_size`, :attr:`~PairAttribution.views`.
 
 Not every method can answer every question (M2IB explains one tower for the whole other
 input, so it has no span map); :attr:`PairAttribution.views` lists the ones a result answers
