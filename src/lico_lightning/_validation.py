@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_bool",
     "check_choice",
     "check_finite",
     "check_int",
@@ -150,3 +151,17 @@ def check_real(name: str, value: object, *, low: float | None = None, strict: bo
         bound = f"> {low}" if strict else f">= {low}"
         raise ValueError(f"Expected `{name}` {bound}, but got {value!r}.")
     return float(value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Raise ``TypeError`` unless ``value`` is a bool; return it.
+
+    Example:
+        >>> check_bool("all_pairs", 1)
+        Traceback (most recent call last):
+        ...
+        TypeError: Expected `all_pairs` to be a bool, but got int.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__}.")
+    return value
