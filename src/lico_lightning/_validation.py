@@ -101,18 +101,6 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def check_bool(name: str, value: object) -> bool:
-    """Raise ``TypeError`` unless ``value`` is a bool (not an int, not a tensor); return it.
-
-    Example:
-        >>> check_bool("normalize", True)
-        True
-    """
-    if not isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__}.")
-    return value
-
-
 def check_int(name: str, value: object, minimum: int) -> int:
     """Raise ``TypeError`` unless ``value`` is an int (not a bool), ``ValueError`` if below
     ``minimum``; return it.
@@ -228,3 +216,17 @@ def check_logits(logits: object, batch_size: int) -> Tensor:
             f"{int((~torch.isfinite(logits)).sum())} non-finite value(s)."
         )
     return logits
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Raise ``TypeError`` unless ``value`` is a bool; return it.
+
+    Example:
+        >>> check_bool("all_pairs", 1)
+        Traceback (most recent call last):
+        ...
+        TypeError: Expected `all_pairs` to be a bool, but got int.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__}.")
+    return value

@@ -23,20 +23,11 @@ from lico_lightning.functional import (
     insertion_auc,
     pointing_game,
 )
+from lico_lightning.testing import tiny_cnn
 
 
 def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 3),
-    )
+    return tiny_cnn(3)
 
 
 def _batches():
