@@ -10,11 +10,11 @@ import warnings
 
 import pytest
 import torch
+from tests._ddp import run_in_gloo_group
 from torch import Tensor, nn
 
 from lico_lightning.explain import Explainer, GradCAM, SaliencyEvaluation
 from lico_lightning.functional import deletion_auc, insertion_auc, pointing_game
-from tests._ddp import run_in_gloo_group
 
 
 def _net() -> nn.Module:

@@ -21,15 +21,15 @@ from torchmetrics import Metric, MetricCollection
 from tqdm.auto import tqdm
 
 from lico_lightning._safety import module_device, preserve_model_state
-from lico_lightning._validation import check_choice, check_positive
+from lico_lightning._validation import check_choice, check_logits, check_positive
 from lico_lightning.explain.base import Explainer, build_explainers, list_explainers
-from lico_lightning.functional.saliency import (
-    _perturbation_aucs,
-    _probability_of,
-    check_logits,
-    confidence_change,
+from lico_lightning.functional import (
+    average_drop,
     energy_pointing_game,
+    increase_in_confidence,
+    insertion_deletion_auc,
     pointing_game,
+    target_probability,
 )
 from lico_lightning.metrics.saliency import (
     SALIENCY_METRICS,
@@ -117,20 +117,8 @@ def compute_saliency_metrics(
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-sample values of the chosen metrics for one batch of maps.
 
-    Insertion and deletion curves are computed once even when ``overall`` is also asked for;
-    average drop and increase share one forward pass.
-
-    Args:
-        model: the classifier (run in eval mode, its flags restored).
-        images: ``(B, C, H, W)``.
-        saliency: ``(B, H, W)``.
-        target: ``(B,)`` long — the explained classes.
-        metrics: names from :func:`list_saliency_metrics`.
-        boxes: list of ``B`` ``(K_i, 4)`` tensors, needed by the pointing games.
-        options: protocol knobs.
-        clean_probability: ``(B,)`` softmax probability of ``target`` on ``images`` when the
-            caller has it (see :func:`explained_target`); saves the confidence metrics' clean
-            forward pass, which would otherwise be repeated for every method.
+    Kept for the ``SaliencyMonitor`` until it accumulates through :class:`SaliencyEvaluation`
+    (then it goes): new code uses :class:`SaliencyEvaluation` or the metric classes.
 
     Returns:
         ``{name: (values (B,), valid (B,) bool)}`` — ``valid`` is False for skipped images
@@ -143,46 +131,41 @@ def compute_saliency_metrics(
         raise ValueError(
             f"Expected `boxes` (a list of (K_i, 4) tensors per image) for {needs_boxes}, but got None."
         )
-    out: dict[str, tuple[Tensor, Tensor]] = {}
-    all_valid = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+    values: dict[str, Tensor] = {}
     with preserve_model_state(model), torch.no_grad():
-        aucs: dict[str, Tensor] = {}
-        substrates = {
-            mode: substrate
-            for mode, substrate in (
-                ("insertion", opts.insertion_substrate),
-                ("deletion", opts.deletion_substrate),
+        if {"insertion", "deletion", "overall"} & set(names):
+            values["insertion"], values["deletion"] = insertion_deletion_auc(
+                model,
+                images,
+                saliency,
+                target,
+                step_fraction=opts.step_fraction,
+                insertion_substrate=opts.insertion_substrate,
+                deletion_substrate=opts.deletion_substrate,
+                chunk_size=opts.chunk_size,
+                blur_kernel_size=opts.blur_kernel_size,
+                blur_sigma=opts.blur_sigma,
+                reduction="none",
             )
-            if mode in names or "overall" in names
-        }
-        if substrates:  # both modes: one pass, shared endpoints evaluated once
-            aucs.update(
-                _perturbation_aucs(
-                    model,
-                    images,
-                    saliency,
-                    target,
-                    substrates,
-                    step_fraction=opts.step_fraction,
-                    chunk_size=opts.chunk_size,
-                    blur_kernel_size=opts.blur_kernel_size,
-                    blur_sigma=opts.blur_sigma,
-                )
-            )
-        if "average_drop" in names or "increase_in_confidence" in names:
-            drop, increase = confidence_change(model, images, saliency, target, clean_probability)
-            aucs["average_drop"], aucs["increase_in_confidence"] = drop, increase.float()
-    if "overall" in names:
-        aucs["overall"] = aucs["insertion"] - aucs["deletion"]
+            values["overall"] = values["insertion"] - values["deletion"]
+        for name, function in (
+            ("average_drop", average_drop),
+            ("increase_in_confidence", increase_in_confidence),
+        ):
+            if name in names:
+                values[name] = function(model, images, saliency, target, "none", clean_probability)
+    if "pointing_game" in names:
+        values["pointing_game"] = pointing_game(
+            saliency, list(boxes or []), tolerance=opts.tolerance, reduction="none"
+        )
+    if "energy_pointing_game" in names:
+        values["energy_pointing_game"] = energy_pointing_game(
+            saliency, list(boxes or []), reduction="none"
+        )
+    out: dict[str, tuple[Tensor, Tensor]] = {}
     for name in names:
-        if name == "pointing_game":
-            hits, valid = pointing_game(saliency, boxes, opts.tolerance, reduction="none")  # type: ignore[arg-type, misc]
-            out[name] = (hits.float(), valid)
-        elif name == "energy_pointing_game":
-            energy, valid = energy_pointing_game(saliency, boxes, reduction="none")  # type: ignore[arg-type, misc]
-            out[name] = (energy, valid)
-        else:
-            out[name] = (aucs[name], all_valid)
+        valid = ~values[name].isnan()
+        out[name] = (torch.where(valid, values[name], 0.0), valid)
     return out
 
 
@@ -196,7 +179,7 @@ def explained_target(
     with preserve_model_state(model), torch.no_grad():
         logits = check_logits(model(images), images.shape[0])
     explained = logits.argmax(1)
-    return explained, _probability_of(logits, explained)
+    return explained, target_probability(logits, explained)
 
 
 class SaliencyEvaluation:

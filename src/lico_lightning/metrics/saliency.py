@@ -1,4 +1,9 @@
-"""``torchmetrics`` accumulators for saliency quality (DDP-correct sums over the functional math).
+"""``torchmetrics`` accumulators for saliency-map quality: the classifier metrics of LICO
+Table 1 (insertion, deletion, overall, average drop, increase in confidence) and the pointing
+games, which score classifier saliency and dual-encoder grounding maps alike. Each class is the
+mean of one :mod:`lico_lightning.functional` function (``InsertionAUC`` ↔ ``insertion_auc``,
+``PointingGame`` ↔ ``pointing_game``, ...), and :data:`SALIENCY_METRICS` names them for
+:class:`~lico_lightning.explain.SaliencyEvaluation` and the monitors.
 
 Every state is a sum with ``dist_reduce_fx="sum"`` (numerator and count; the shared
 ``_MeanOfValues`` accumulator), so the value over several processes equals the value over the
@@ -17,19 +22,22 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from lico_lightning._registry import Registry
 from lico_lightning._safety import preserve_model_state
-from lico_lightning._validation import check_choice, check_positive
-from lico_lightning.functional.saliency import (
+from lico_lightning._validation import check_choice, check_int, check_int_pair, check_real
+from lico_lightning.functional import (
     DEFAULT_BLUR_KERNEL_SIZE,
     DEFAULT_BLUR_SIGMA,
     DEFAULT_STEP_FRACTION,
     DEFAULT_TOLERANCE,
-    _check_step_and_chunk,
-    _perturbation_aucs,
-    confidence_change,
+    average_drop,
+    deletion_auc,
     energy_pointing_game,
+    increase_in_confidence,
+    insertion_auc,
+    insertion_deletion_auc,
     pointing_game,
 )
 from lico_lightning.metrics._mean import _mean_of_sum, _MeanOfValues
@@ -75,10 +83,10 @@ class SaliencyMetricOptions:
     tolerance: float = DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
-        _check_step_and_chunk(self.step_fraction, self.chunk_size)
+        _check_protocol(self.step_fraction, self.chunk_size)
         check_choice("insertion_substrate", self.insertion_substrate, ["blur", "zero"])
         check_choice("deletion_substrate", self.deletion_substrate, ["blur", "zero"])
-        check_positive("tolerance", self.tolerance, strict=False)
+        check_real("tolerance", self.tolerance, low=0.0, strict=False)
 
 
 class SaliencyMetric(Metric):
@@ -134,35 +142,38 @@ def _model_context(model: Model) -> Any:
     return preserve_model_state(model) if isinstance(model, nn.Module) else nullcontext()
 
 
+def _check_protocol(step_fraction: float, chunk_size: int) -> None:
+    check_real("step_fraction", step_fraction, low=0.0, high=1.0)
+    check_int("chunk_size", chunk_size, 1)
+
+
 class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
-    """Configuration and the AUC computation shared by the insertion/deletion metrics."""
+    """Protocol knobs shared by the insertion/deletion metrics; ``total`` sums the first of
+    :attr:`outputs`."""
 
     full_state_update = False
     is_differentiable = False
     higher_is_better: bool | None = True
 
-    _modes: tuple[str, ...] = ("insertion", "deletion")
-
     def __init__(
         self,
-        step_fraction: float = DEFAULT_STEP_FRACTION,
-        insertion_substrate: Literal["blur", "zero"] = "blur",
-        deletion_substrate: Literal["blur", "zero"] = "blur",
-        chunk_size: int = 128,
-        blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
-        blur_sigma: float = DEFAULT_BLUR_SIGMA,
-        zero_division: float = 0.0,
+        step_fraction: float,
+        chunk_size: int,
+        blur_kernel_size: int,
+        blur_sigma: float,
+        zero_division: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(zero_division=zero_division, **kwargs)
-        _check_step_and_chunk(step_fraction, chunk_size)
-        check_choice("insertion_substrate", insertion_substrate, ["blur", "zero"])
-        check_choice("deletion_substrate", deletion_substrate, ["blur", "zero"])
-        self.step_fraction = step_fraction
-        self.substrates = {"insertion": insertion_substrate, "deletion": deletion_substrate}
-        self.chunk_size = chunk_size
-        self.blur_kernel_size = blur_kernel_size
-        self.blur_sigma = blur_sigma
+        _check_protocol(step_fraction, chunk_size)
+        check_int("blur_kernel_size", blur_kernel_size, 1)
+        check_real("blur_sigma", blur_sigma, low=0.0)
+        self._protocol: dict[str, Any] = {
+            "step_fraction": step_fraction,
+            "chunk_size": chunk_size,
+            "blur_kernel_size": blur_kernel_size,
+            "blur_sigma": blur_sigma,
+        }
 
     @classmethod
     def from_options(
@@ -170,34 +181,16 @@ class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
     ) -> SaliencyMetric:
         return cls(
             step_fraction=options.step_fraction,
-            insertion_substrate=options.insertion_substrate,
-            deletion_substrate=options.deletion_substrate,
             chunk_size=options.chunk_size,
             blur_kernel_size=options.blur_kernel_size,
             blur_sigma=options.blur_sigma,
             zero_division=zero_division,
+            **cls._substrates_of(options),
         )
 
-    def _aucs(
-        self, model: Model, images: Tensor, saliency: Tensor, target: Tensor
-    ) -> dict[str, Tensor]:
-        with _model_context(model):
-            return _perturbation_aucs(
-                model,
-                images,
-                saliency,
-                target,
-                {mode: self.substrates[mode] for mode in self._modes},  # type: ignore[misc]
-                step_fraction=self.step_fraction,
-                chunk_size=self.chunk_size,
-                blur_kernel_size=self.blur_kernel_size,
-                blur_sigma=self.blur_sigma,
-            )
-
-    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
-        """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
-        ``target (B,)``)."""
-        self._add(self._aucs(model, images, saliency, target)[self._modes[0]])
+    @classmethod
+    def _substrates_of(cls, options: SaliencyMetricOptions) -> dict[str, str]:
+        raise NotImplementedError
 
 
 @SALIENCY_METRICS.register("overall")
@@ -207,9 +200,9 @@ class InsertionDeletionAUC(_PerturbationAUC):
     .. math::
         \text{Overall} = \text{Ins} - \text{Del}
 
-    See :func:`~lico_lightning.functional.insertion_auc` for the protocol. Both curves come
-    from one pass (shared end points evaluated once). ``compute()`` returns
-    ``{"insertion", "deletion", "overall"}``; ``higher_is_better`` refers to overall.
+    The mean over images of :func:`~lico_lightning.functional.insertion_deletion_auc` (both
+    curves from one pass). ``compute()`` returns ``{"insertion", "deletion", "overall"}``;
+    ``higher_is_better`` refers to overall.
 
     Args:
         step_fraction: share of pixels per step (LICO: 0.036).
@@ -233,18 +226,52 @@ class InsertionDeletionAUC(_PerturbationAUC):
 
     deletion_total: Tensor
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        step_fraction: float = DEFAULT_STEP_FRACTION,
+        insertion_substrate: Literal["blur", "zero"] = "blur",
+        deletion_substrate: Literal["blur", "zero"] = "blur",
+        chunk_size: int = 128,
+        blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
+        blur_sigma: float = DEFAULT_BLUR_SIGMA,
+        zero_division: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            step_fraction, chunk_size, blur_kernel_size, blur_sigma, zero_division, **kwargs
+        )
+        check_choice("insertion_substrate", insertion_substrate, ["blur", "zero"])
+        check_choice("deletion_substrate", deletion_substrate, ["blur", "zero"])
+        self.substrates: dict[str, Any] = {
+            "insertion_substrate": insertion_substrate,
+            "deletion_substrate": deletion_substrate,
+        }
         self.add_state(
             "deletion_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
 
+    @classmethod
+    def _substrates_of(cls, options: SaliencyMetricOptions) -> dict[str, str]:
+        return {
+            "insertion_substrate": options.insertion_substrate,
+            "deletion_substrate": options.deletion_substrate,
+        }
+
     def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
         """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
         ``target (B,)``)."""
-        aucs = self._aucs(model, images, saliency, target)
-        self._add(aucs["insertion"])  # total: insertion, count: images
-        self.deletion_total += aucs["deletion"].detach().double().sum()
+        with _model_context(model):
+            ins, dele = insertion_deletion_auc(
+                model,
+                images,
+                saliency,
+                target,
+                **self._protocol,
+                **self.substrates,
+                reduction="none",
+            )
+        self._add(ins)  # total: insertion, count: images
+        self.deletion_total += dele.detach().double().sum()
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``{"insertion", "deletion", "overall"}`` means over all accumulated images."""
@@ -255,7 +282,7 @@ class InsertionDeletionAUC(_PerturbationAUC):
 
 
 class _OneModeAUC(_PerturbationAUC):
-    """Mean AUC of one mode (``_modes[0]``); the other mode's substrate is never used."""
+    _function: ClassVar[Callable[..., Tensor]]
 
     def __init__(
         self,
@@ -267,30 +294,30 @@ class _OneModeAUC(_PerturbationAUC):
         zero_division: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        substrates = {"insertion": "blur", "deletion": "blur", self._modes[0]: substrate}
         super().__init__(
-            step_fraction,
-            substrates["insertion"],  # type: ignore[arg-type]
-            substrates["deletion"],  # type: ignore[arg-type]
-            chunk_size,
-            blur_kernel_size,
-            blur_sigma,
-            zero_division,
-            **kwargs,
+            step_fraction, chunk_size, blur_kernel_size, blur_sigma, zero_division, **kwargs
         )
+        self.substrate = check_choice("substrate", substrate, ["blur", "zero"])
 
     @classmethod
-    def from_options(
-        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
-    ) -> SaliencyMetric:
-        return cls(
-            step_fraction=options.step_fraction,
-            substrate=getattr(options, f"{cls._modes[0]}_substrate"),
-            chunk_size=options.chunk_size,
-            blur_kernel_size=options.blur_kernel_size,
-            blur_sigma=options.blur_sigma,
-            zero_division=zero_division,
-        )
+    def _substrates_of(cls, options: SaliencyMetricOptions) -> dict[str, str]:
+        return {"substrate": getattr(options, f"{cls.outputs[0]}_substrate")}
+
+    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
+        """Accumulate the AUCs of a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``,
+        ``target (B,)``)."""
+        function = type(self)._function
+        with _model_context(model):
+            aucs = function(
+                model,
+                images,
+                saliency,
+                target,
+                substrate=self.substrate,
+                **self._protocol,
+                reduction="none",
+            )
+        self._add(aucs)
 
 
 @SALIENCY_METRICS.register("insertion")
@@ -299,6 +326,8 @@ class InsertionAUC(_OneModeAUC):
 
     .. math::
         \text{Ins} = \int_0^1 p_c\big(x^{(f)}_{\text{ins}}\big)\, df
+
+    The mean over images of :func:`~lico_lightning.functional.insertion_auc`.
 
     Args: as :class:`InsertionDeletionAUC`, with ``substrate`` = insertion's start image.
 
@@ -311,7 +340,7 @@ class InsertionAUC(_OneModeAUC):
     """
 
     outputs = ("insertion",)
-    _modes = ("insertion",)
+    _function = staticmethod(insertion_auc)
 
 
 @SALIENCY_METRICS.register("deletion")
@@ -320,6 +349,8 @@ class DeletionAUC(_OneModeAUC):
 
     .. math::
         \text{Del} = \int_0^1 p_c\big(x^{(f)}_{\text{del}}\big)\, df
+
+    The mean over images of :func:`~lico_lightning.functional.deletion_auc`.
 
     Args: as :class:`InsertionDeletionAUC`, with ``substrate`` = what deleted pixels become.
 
@@ -333,28 +364,25 @@ class DeletionAUC(_OneModeAUC):
 
     higher_is_better = False
     outputs = ("deletion",)
-    _modes = ("deletion",)
-
-
-class _BoxMetric(SaliencyMetric, _MeanOfValues):
-    is_differentiable = False
-    higher_is_better = True
-    needs_boxes = True
+    _function = staticmethod(deletion_auc)
 
 
 @SALIENCY_METRICS.register("pointing_game")
-class PointingGame(_BoxMetric):
-    r"""Pointing-game accuracy Hits / (Hits + Misses) (Zhang et al., 2018) with a pixel tolerance.
+class PointingGame(SaliencyMetric, _MeanOfValues):
+    r"""Pointing-game accuracy Hits / (Hits + Misses) (Zhang et al., 2018), for classifier
+    saliency and dual-encoder grounding maps (PGA: ``tolerance=0``).
 
     .. math::
         \text{Acc} = \frac{\#\text{hits}}{\#\text{hits} + \#\text{misses}}
 
-    Images without boxes are skipped. See :func:`~lico_lightning.functional.pointing_game`
-    for the hit rule (first maximum in row-major order; within ``tolerance`` px of any box).
+    The mean of :func:`~lico_lightning.functional.pointing_game` over the maps that have a
+    region (images with an empty box list are skipped).
 
     Args:
-        tolerance: pixels (Zhang et al.: 15).
-        zero_division: value returned when no image had a box.
+        tolerance: pixels (Zhang et al.: 15; 0: the maximum must lie in a box).
+        image_size: ``(H, W)`` the boxes refer to (default: the maps' own size).
+        zero_division: value returned (with a warning) when no map had a region; ``None``:
+            raise instead.
         kwargs: ``torchmetrics.Metric`` options.
 
     Example:
@@ -365,14 +393,21 @@ class PointingGame(_BoxMetric):
         tensor(0.5000)
     """
 
+    is_differentiable = False
+    higher_is_better = True
+    needs_boxes = True
     outputs = ("pointing_game",)
 
     def __init__(
-        self, tolerance: float = DEFAULT_TOLERANCE, zero_division: float = 0.0, **kwargs: Any
+        self,
+        tolerance: float = DEFAULT_TOLERANCE,
+        image_size: tuple[int, int] | None = None,
+        zero_division: float | None = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(zero_division=zero_division, **kwargs)
-        check_positive("tolerance", tolerance, strict=False)
-        self.tolerance = tolerance
+        self.tolerance = check_real("tolerance", tolerance, low=0.0, strict=False)
+        self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
 
     @classmethod
     def from_options(
@@ -380,24 +415,32 @@ class PointingGame(_BoxMetric):
     ) -> SaliencyMetric:
         return cls(tolerance=options.tolerance, zero_division=zero_division)
 
-    def update(self, saliency: Tensor, boxes: Sequence[Tensor]) -> None:
-        """Accumulate a batch: ``saliency (B, H, W)``, ``boxes`` list of ``B`` ``(K_i, 4)``."""
-        hits, valid = pointing_game(saliency, boxes, self.tolerance, reduction="none")
-        self._add(hits[valid].float())
+    def update(self, saliency: Tensor, boxes: Sequence[Tensor] | Tensor) -> None:
+        """Accumulate ``(B, h, w)`` maps with their regions (a list of ``B`` ``(K_i, 4)``
+        boxes, ``(B, 4)`` boxes or ``(B, h, w)`` bool masks)."""
+        hits = pointing_game(
+            saliency, boxes, tolerance=self.tolerance, image_size=self.image_size, reduction="none"
+        )
+        self._add(hits[~hits.isnan()])
 
 
 @SALIENCY_METRICS.register("energy_pointing_game")
-class EnergyPointingGame(_BoxMetric):
-    r"""Energy-based pointing game (Score-CAM): mean share of positive saliency inside the boxes.
+class EnergyPointingGame(SaliencyMetric, _MeanOfValues):
+    r"""Energy pointing game: mean (or median, mPGE) share of positive saliency inside the
+    regions, for classifier saliency (Score-CAM) and dual-encoder grounding maps (PGE).
 
     .. math::
-        \text{E} = \frac{1}{B'}\sum_b \frac{\sum_{p \in \text{boxes}_b} s^+_p}{\sum_p s^+_p}
+        \text{E} = \frac{1}{B'}\sum_b \frac{\sum_{p \in \text{regions}_b} s^+_p}{\sum_p s^+_p}
 
-    over the ``B'`` images that have boxes. See
-    :func:`~lico_lightning.functional.energy_pointing_game`.
+    over the ``B'`` maps that have a region; see
+    :func:`~lico_lightning.functional.energy_pointing_game`. The median keeps one value per
+    map (a ``"cat"`` state); the mean keeps a sum and a count.
 
     Args:
-        zero_division: value returned when no image had a box.
+        image_size: ``(H, W)`` the boxes refer to (default: the maps' own size).
+        reduction: ``"mean"`` (default) or ``"median"`` (mPGE; the lower median).
+        zero_division: value returned (with a warning) when no map had a region; ``None``:
+            raise instead.
         kwargs: ``torchmetrics.Metric`` options.
 
     Example:
@@ -408,7 +451,25 @@ class EnergyPointingGame(_BoxMetric):
         tensor(0.7500)
     """
 
+    is_differentiable = False
+    higher_is_better = True
+    needs_boxes = True
     outputs = ("energy_pointing_game",)
+
+    energies: list[Tensor]
+
+    def __init__(
+        self,
+        image_size: tuple[int, int] | None = None,
+        reduction: Literal["mean", "median"] = "mean",
+        zero_division: float | None = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(zero_division=zero_division, **kwargs)
+        self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
+        self.reduction = check_choice("reduction", reduction, ("mean", "median"))
+        if self.reduction == "median":
+            self.add_state("energies", default=[], dist_reduce_fx="cat")
 
     @classmethod
     def from_options(
@@ -416,14 +477,28 @@ class EnergyPointingGame(_BoxMetric):
     ) -> SaliencyMetric:
         return cls(zero_division=zero_division)
 
-    def update(self, saliency: Tensor, boxes: Sequence[Tensor]) -> None:
-        """Accumulate a batch: ``saliency (B, H, W)``, ``boxes`` list of ``B`` ``(K_i, 4)``."""
-        energy, valid = energy_pointing_game(saliency, boxes, reduction="none")
-        self._add(energy[valid])
+    def update(self, saliency: Tensor, boxes: Sequence[Tensor] | Tensor) -> None:
+        """Accumulate ``(B, h, w)`` maps with their regions (a list of ``B`` ``(K_i, 4)``
+        boxes, ``(B, 4)`` boxes or ``(B, h, w)`` bool masks)."""
+        energy = energy_pointing_game(saliency, boxes, image_size=self.image_size, reduction="none")
+        energy = energy[~energy.isnan()]
+        self._add(energy)
+        if self.reduction == "median":
+            self.energies.append(energy.float())
+
+    def compute(self) -> Tensor:
+        if self.reduction == "mean":
+            return super().compute()
+        state: list[Tensor] | Tensor = self.energies  # a list before, a tensor after a DDP sync
+        values = dim_zero_cat(state) if not isinstance(state, list) or state else None
+        if values is None or values.numel() == 0:
+            return _mean_of_sum(self.total, self.count, type(self).__name__, self.zero_division)
+        return values.median()
 
 
 class _ConfidenceMetric(SaliencyMetric, _MeanOfValues):
     is_differentiable = False
+    _function: ClassVar[Callable[..., Tensor]]
 
     def __init__(self, zero_division: float = 0.0, **kwargs: Any) -> None:
         super().__init__(zero_division=zero_division, **kwargs)
@@ -433,9 +508,6 @@ class _ConfidenceMetric(SaliencyMetric, _MeanOfValues):
         cls, options: SaliencyMetricOptions, zero_division: float = 0.0
     ) -> SaliencyMetric:
         return cls(zero_division=zero_division)
-
-    def _value(self, drop: Tensor, increase: Tensor) -> Tensor:
-        raise NotImplementedError
 
     def update(
         self,
@@ -448,9 +520,10 @@ class _ConfidenceMetric(SaliencyMetric, _MeanOfValues):
         """Accumulate a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``, ``target (B,)``;
         ``clean_probability (B,)``: the target's probability on ``images`` when the caller has
         it, saving one forward pass)."""
+        function = type(self)._function
         with _model_context(model):
-            drop, increase = confidence_change(model, images, saliency, target, clean_probability)
-        self._add(self._value(drop, increase))
+            values = function(model, images, saliency, target, "none", clean_probability)
+        self._add(values)
 
 
 @SALIENCY_METRICS.register("average_drop")
@@ -461,7 +534,7 @@ class AverageDrop(_ConfidenceMetric):
     .. math::
         \text{AD} = \frac1B \sum_b \frac{\max(0, Y_b - O_b)}{Y_b}
 
-    See :func:`~lico_lightning.functional.average_drop`.
+    The mean over images of :func:`~lico_lightning.functional.average_drop`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
@@ -473,9 +546,7 @@ class AverageDrop(_ConfidenceMetric):
 
     higher_is_better = False
     outputs = ("average_drop",)
-
-    def _value(self, drop: Tensor, increase: Tensor) -> Tensor:
-        return drop
+    _function = staticmethod(average_drop)
 
 
 @SALIENCY_METRICS.register("increase_in_confidence")
@@ -486,7 +557,7 @@ class IncreaseInConfidence(_ConfidenceMetric):
     .. math::
         \text{IC} = \frac1B \sum_b \mathbb{1}[Y_b < O_b]
 
-    See :func:`~lico_lightning.functional.increase_in_confidence`.
+    The mean over images of :func:`~lico_lightning.functional.increase_in_confidence`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
@@ -498,6 +569,4 @@ class IncreaseInConfidence(_ConfidenceMetric):
 
     higher_is_better = True
     outputs = ("increase_in_confidence",)
-
-    def _value(self, drop: Tensor, increase: Tensor) -> Tensor:
-        return increase.float()
+    _function = staticmethod(increase_in_confidence)
