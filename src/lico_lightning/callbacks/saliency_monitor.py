@@ -28,7 +28,7 @@ from lico_lightning.explain.evaluation import (
     check_metric_names,
     parse_batch,
 )
-from lico_lightning.functional.saliency import curve_auc, insertion_deletion_curves
+from lico_lightning.functional import curve_auc, insertion_deletion_curves
 
 __all__ = ["SaliencyMonitor", "SaliencyProbes"]
 
@@ -350,8 +350,8 @@ class SaliencyMonitor(ExplanationMonitor):
                     blur_sigma=self.options.blur_sigma,
                 )
                 scores[name] = {
-                    "ins": curve_auc(fractions, ins),
-                    "del": curve_auc(fractions, dele),
+                    "ins": curve_auc(ins, fractions),
+                    "del": curve_auc(dele, fractions),
                 }
         mean, std, names = self.mean, self.std, self.class_names
         sources = [getattr(host, "trainer", None), getattr(host, "pl_module", None)]
