@@ -3,12 +3,18 @@
 A torchvision ResNet-18 (CIFAR-style stem for 32-px images) trains on scikit-learn's digits
 (shipped with scikit-learn, no download) in an ordinary hand-written loop. The lines marked
 ``# (+)`` add a ``SaliencyMonitor``: every ``--every`` optimizer steps it explains a fixed
-probe set with Grad-CAM, returns (and logs) ``saliency/gradcam/{insertion,deletion,overall}``
+probe set with Grad-CAM (``--methods``), returns and logs
+``saliency/{method}/{insertion,deletion,overall}``
 and writes a labelled overlay PNG under ``--out`` — or to TensorBoard with ``--tensorboard``.
 The loop's weights, gradients, modes and random numbers are exactly what they would be without
 it, and its state goes into the loop's own checkpoint.
 
     python examples/plain_loop_saliency.py --steps 200 --every 50 --out runs/plain_loop
+
+The README's overlay figure (``docs/saliency_overlay.png``) is this script's last overlay of
+
+    python examples/plain_loop_saliency.py --steps 60 --every 60 --batch-size 32 --lr 0.02 \
+        --methods gradcam gradcampp scorecam --num-images 3 --out runs/readme_overlay
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--methods", nargs="+", default=["gradcam"], help="explainer names")
     parser.add_argument("--num-probes", type=int, default=16)
     parser.add_argument("--num-images", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     writer = None
     if not args.no_monitor:
         monitor = SaliencyMonitor(  # (+) 2/4
-            methods=["gradcam"],
+            methods=args.methods,
             metrics=["insertion", "deletion", "overall"],
             every_n_train_steps=args.every,
             num_probes=args.num_probes,

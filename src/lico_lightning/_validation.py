@@ -166,6 +166,58 @@ def check_real(
     return float(value)
 
 
+def check_target(target: object, batch_size: int, num_classes: int | None = None) -> Tensor:
+    """Raise unless ``target`` is a ``(batch_size,)`` ``torch.long`` tensor of class indices
+    (``TypeError`` for the wrong type, ``ValueError`` for the wrong shape or, with
+    ``num_classes``, a class outside ``[0, num_classes)``); return it.
+
+    Example:
+        >>> check_target(torch.tensor([0, 2]), 2, num_classes=3)
+        tensor([0, 2])
+    """
+    target = check_tensor("target", target, 1)
+    if target.dtype != torch.long:
+        raise TypeError(f"Expected `target` to be a torch.long tensor, but got {target.dtype}.")
+    if target.shape[0] != batch_size:
+        raise ValueError(
+            f"Expected `target` of shape ({batch_size},), but got {tuple(target.shape)}."
+        )
+    if num_classes is not None:
+        check_target_range(target, num_classes)
+    return target
+
+
+def check_target_range(target: Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` unless every ``target`` lies in ``[0, num_classes)``."""
+    bad = (target < 0) | (target >= num_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"Expected `target` in [0, {num_classes}) (the model has {num_classes} classes), "
+            f"but got {target[bad].tolist()}."
+        )
+
+
+def check_logits(logits: object, batch_size: int) -> Tensor:
+    """Raise ``ValueError`` unless a model output is finite ``(batch_size, num_classes)`` logits.
+
+    Example:
+        >>> check_logits(torch.zeros(2, 3), 2).shape
+        torch.Size([2, 3])
+    """
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch_size:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(
+            f"Expected the model to return logits of shape (B, num_classes) = ({batch_size}, ...), "
+            f"but got {shape}."
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(
+            "Expected the model to return finite logits, but got "
+            f"{int((~torch.isfinite(logits)).sum())} non-finite value(s)."
+        )
+    return logits
+
+
 def check_bool(name: str, value: object) -> bool:
     """Raise ``TypeError`` unless ``value`` is a bool; return it.
 

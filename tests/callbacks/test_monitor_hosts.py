@@ -302,3 +302,37 @@ def test_fabric_callback_hooks(tmp_path):
     assert len(list((Path(fabric.logger.log_dir) / "saliency").glob("*.png"))) == 4
     expected = _reference(model.module, dataset, other.probe_indices, ["gradcam"])
     assert other.last_results == pytest.approx(expected, abs=1e-6)
+
+
+def test_overlay_labels_are_the_probes_own_values(tmp_path, monkeypatch):
+    """The per-image insertion/deletion under each tile average to the logged values, and the
+    labels are the probes' classes and the model's predictions."""
+    import lico_lightning.viz as viz
+
+    seen = {}
+    real = viz.render_overlays
+
+    def spy(images, saliency, **kw):
+        seen.update(kw, maps=saliency)
+        return real(images, saliency, **kw)
+
+    monkeypatch.setattr(viz, "render_overlays", spy)
+    dataset, model = _data(), _net()
+    monitor = _monitor(methods=["gradcam"], log_images=True, num_images=6)  # every probe shown
+    monitor.setup(model, dataset, log_dir=tmp_path)
+    logged = monitor.step(2)
+    for short, metric in (("ins", "insertion"), ("del", "deletion")):
+        per_image = seen["scores"]["gradcam"][short]
+        assert per_image.shape == (6,)
+        assert float(per_image.mean()) == pytest.approx(
+            logged[f"saliency/gradcam/{metric}"], abs=1e-6
+        )
+    labels = torch.stack([dataset[i][1] for i in monitor.probe_indices])
+    assert torch.equal(seen["labels"].cpu(), labels)
+    with torch.no_grad():
+        probs = torch.softmax(
+            model.eval()(torch.stack([dataset[i][0] for i in monitor.probe_indices])), 1
+        )
+    assert torch.equal(seen["predictions"].cpu(), probs.argmax(1))
+    assert torch.allclose(seen["probabilities"].cpu(), probs.amax(1))
+    assert len(list((tmp_path / "saliency").glob("*.png"))) == 1

@@ -439,3 +439,28 @@ def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path
         assert returned[f"test/saliency/{key}"] == pytest.approx(
             value, abs=1e-6
         )  # what test() returns
+
+
+def test_test_stage_shows_its_own_progress(tmp_path, capsys):
+    monitor = _monitor(methods=["gradcam"], metrics=["overall"])
+    _, model = _fit(tmp_path, [monitor], max_epochs=1)
+    _, valid = _loaders()
+    quiet = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[monitor],
+        default_root_dir=tmp_path,
+    )
+    quiet.test(model, valid, verbose=False)
+    assert "SaliencyMonitor (test)" not in capsys.readouterr().err
+    shown = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=True,
+        callbacks=[monitor],
+        default_root_dir=tmp_path,
+    )
+    shown.test(model, valid, verbose=False)
+    assert "SaliencyMonitor (test)" in capsys.readouterr().err
+    assert "test/saliency/gradcam/overall" in shown.callback_metrics

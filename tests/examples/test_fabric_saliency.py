@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.examples._reference import digits_reference
 
 from lico_lightning.callbacks import SaliencyMonitor
 from lico_lightning.data import DigitsDataModule
-from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fabric_saliency.py"
@@ -31,25 +31,13 @@ def _example():
 
 
 def _single_process_values(example, checkpoint: Path) -> tuple[dict, dict, dict]:
+    """The checkpoint, evaluate_saliency on its probes, and the monitor in one process."""
     state = torch.load(checkpoint, weights_only=False)
     model = example.make_model()
     model.load_state_dict(state["model"])
+    reference = digits_reference(model, state["monitor"]["probe_indices"], image_size=16)
     data = DigitsDataModule(image_size=16, batch_size=4, seed=0)
     data.setup("fit")
-    indices = state["monitor"]["probe_indices"]
-    batch = (
-        torch.stack([data.val_dataset[i][0] for i in indices]),
-        torch.stack([torch.as_tensor(data.val_dataset[i][1]) for i in indices]),
-    )
-    reference = evaluate_saliency(
-        model,
-        [batch],
-        ["gradcam"],
-        ["insertion", "deletion", "overall"],
-        options=SaliencyMetricOptions(step_fraction=0.1),
-        progress=False,
-    )
-    # and the monitor itself in one process (plain-loop host), resumed from the same state
     monitor = SaliencyMonitor(every_n_train_steps=2, num_probes=7, log_images=False)
     monitor.load_state_dict({**state["monitor"], "last_step": -1})
     monitor.setup(model, data.val_dataset)
@@ -65,7 +53,7 @@ def test_fabric_single_process_run(tmp_path):
     assert "saliency/gradcam/overall" in header
     _, reference, _ = _single_process_values(example, result["checkpoint"])
     for key, value in reference.items():
-        assert result["history"][-1][1][f"saliency/{key}"] == pytest.approx(value, abs=1e-6)
+        assert result["history"][-1][1][key] == pytest.approx(value, abs=1e-6)
 
 
 @pytest.mark.distributed
@@ -85,9 +73,9 @@ def test_two_process_fabric_run_logs_the_single_process_values(tmp_path):
     logged = history[-1][1]
     state, reference, single = _single_process_values(_example(), tmp_path / "checkpoint.pt")
     assert state["step"] == 4 and len(state["monitor"]["probe_indices"]) == 7
-    assert set(logged) == {f"saliency/{k}" for k in reference} == set(single)
+    assert set(logged) == set(reference) == set(single)
     for key, value in reference.items():
-        assert logged[f"saliency/{key}"] == pytest.approx(value, abs=1e-6), key
-        assert single[f"saliency/{key}"] == pytest.approx(value, abs=1e-6), key
+        assert logged[key] == pytest.approx(value, abs=1e-6), key
+        assert single[key] == pytest.approx(value, abs=1e-6), key
     pngs = list(tmp_path.rglob("*.png"))
     assert len(pngs) == 2 and all("version_0" in p.parts for p in pngs)  # rank 0 only

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from lico_lightning.data import DigitsDataModule
-from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
+from tests.examples._reference import digits_reference
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plain_loop_saliency.py"
 TINY = ["--steps", "4", "--every", "2", "--batch-size", "8", "--image-size", "16"]
@@ -47,28 +45,13 @@ def test_plain_loop_monitor_changes_nothing_and_logs_evaluate_saliency_values(tm
     # the last run saw the final weights: recompute from the checkpoint, independently
     state = b["monitor"]
     assert state["last_step"] == 4 and state["num_runs"] == 2
-    data = DigitsDataModule(image_size=16, batch_size=8, seed=0)
-    data.setup("fit")
-    probe = [data.val_dataset[i] for i in state["probe_indices"]]
-    batch = (
-        torch.stack([x for x, _ in probe]),
-        torch.stack([torch.as_tensor(y) for _, y in probe]),
-    )
     model = example.make_model()
     model.load_state_dict(b["model"])
-    model.eval()
-    expected = evaluate_saliency(
-        model,
-        [batch],
-        ["gradcam"],
-        ["insertion", "deletion", "overall"],
-        options=SaliencyMetricOptions(step_fraction=0.1),
-        progress=False,
-    )
+    expected = digits_reference(model, state["probe_indices"], image_size=16)
     logged = history[-1][1]
-    assert set(logged) == {f"saliency/{k}" for k in expected}
+    assert set(logged) == set(expected)
     for key, value in expected.items():
-        assert logged[f"saliency/{key}"] == pytest.approx(value, abs=1e-6), key
+        assert logged[key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_plain_loop_logs_to_a_summary_writer(tmp_path):

@@ -1,4 +1,4 @@
-"""Grounding metric classes == naive loops over all samples, also across 2 gloo processes."""
+"""Grounding metric classes == naive loops over all samples; DDP: tests/metrics/test_metric_table.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from tests._ddp import run_in_gloo_group
 
 from lico_lightning.metrics import (
     ConditionalDeletionAUC,
@@ -114,20 +113,3 @@ def test_reset_and_errors() -> None:
     assert not math.isnan(
         float(PointingGame(tolerance=0.0).forward(sal, torch.ones_like(sal).bool()))
     )
-
-
-def _ddp_rank(rank: int, world_size: int) -> dict[str, float]:
-    data = _data()
-    idx = list(range(rank, data[0].shape[0], world_size))  # 6 and 5 samples
-    metrics = _metrics()
-    _update(metrics, *(d[idx] for d in data), chunk=2)
-    return {k: float(m.compute()) for k, m in metrics.items()}
-
-
-@pytest.mark.distributed
-def test_two_process_ddp_equals_one_process() -> None:
-    results = run_in_gloo_group(_ddp_rank)
-    ref = _reference(*_data())
-    for rank in (0, 1):
-        for key, value in ref.items():
-            assert results[rank][key] == pytest.approx(value, abs=1e-6), (rank, key)

@@ -240,9 +240,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The user's module inside DDP / Fabric wrappers (explaining through DDP's forward would
     arm its gradient reducer)."""
     while isinstance(model, nn.parallel.DistributedDataParallel) or (
-        type(model).__name__ == "_FabricModule" and hasattr(model, "module")
+        type(model).__name__ == "_FabricModule"
     ):
-        model = model.module
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
     return model
 
 
@@ -560,11 +563,16 @@ class ExplanationMonitor(Callback, ABC):
     @override
     def setup(  # type: ignore[override]
         self,
-        *args: Any,
-        **kwargs: Any,
+        model: nn.Module | pl.Trainer,
+        probes: Any = None,
+        stage: str | None = None,
+        *,
+        log_dir: str | Path | None = None,
+        logger: Any = None,
+        fabric: Any = None,
     ) -> None:
-        """Plain loop / Fabric: ``setup(model, probes, *, log_dir=None, logger=None,
-        fabric=None)``; Lightning calls it as ``setup(trainer, pl_module, stage)``.
+        """Plain loop / Fabric: ``setup(model, probes, log_dir=..., logger=..., fabric=...)``
+        once before training. (Lightning calls it as ``setup(trainer, pl_module, stage)``.)
 
         Args:
             model: the model to explain (DDP / Fabric wrappers are looked through; with
@@ -572,17 +580,19 @@ class ExplanationMonitor(Callback, ABC):
             probes: a dataset or dataloader to draw ``num_probes`` items from, a collated batch
                 (e.g. ``(images, labels)``), a :class:`ProbeSet`, or ``None`` when probes were
                 given to the constructor.
+            stage: Lightning's stage (leave it out).
             log_dir: the run's directory; overlay PNGs go to ``{log_dir}/{prefix}/`` when no
                 logger takes images (default: the logger's ``log_dir``).
             logger: a TensorBoard ``SummaryWriter``, a Lightning/Fabric logger or any object
                 with ``log_metrics(metrics, step)`` and optionally ``log_image(key, images,
                 step)``.
-            fabric: a launched ``lightning.fabric.Fabric``: ranks and loggers come from it.
+            fabric: a launched ``lightning_fabric.Fabric``: ranks and loggers come from it.
         """
-        if args and isinstance(args[0], pl.Trainer):
-            self._setup_trainer(*args, **kwargs)
-        else:
-            self._setup_loop(*args, **kwargs)
+        if isinstance(model, pl.Trainer):
+            if stage == "fit":  # fail early on a wrong `model_attr`
+                self._check_model(self._model(probes))
+            return
+        self._setup_loop(model, probes, log_dir=log_dir, logger=logger, fabric=fabric)
 
     def _setup_loop(
         self,
@@ -641,12 +651,6 @@ class ExplanationMonitor(Callback, ABC):
         return self._run(host, model, probes, global_step, epoch, on_step=epoch is None)
 
     # ---------------------------------------------------------------- Lightning Trainer
-    def _setup_trainer(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None = None
-    ) -> None:
-        if stage == "fit":
-            self._check_model(self._model(pl_module))  # fail early on a wrong `model_attr`
-
     @override
     def on_train_batch_end(  # type: ignore[override]
         self,

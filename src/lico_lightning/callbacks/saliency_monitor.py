@@ -350,8 +350,8 @@ class SaliencyMonitor(ExplanationMonitor):
                     blur_sigma=self.options.blur_sigma,
                 )
                 scores[name] = {
-                    "ins": curve_auc(fractions, ins),
-                    "del": curve_auc(fractions, dele),
+                    "ins": curve_auc(ins, fractions),
+                    "del": curve_auc(dele, fractions),
                 }
         mean, std, names = self.mean, self.std, self.class_names
         sources = [getattr(host, "trainer", None), getattr(host, "pl_module", None)]

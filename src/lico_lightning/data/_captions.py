@@ -188,8 +188,11 @@ def _map_box(box: Box, size: tuple[int, int], image_size: int, resize_mode: str)
     if resize_mode == "squash":
         sx, sy, left, top = image_size / w, image_size / h, 0.0, 0.0
     elif resize_mode == "shortest":
-        scale = image_size / min(w, h)
-        new_w, new_h = round(w * scale), round(h * scale)
+        # torchvision Resize(int): short side -> image_size, long side floored; CenterCrop rounds
+        if w <= h:
+            new_w, new_h = image_size, int(image_size * h / w)
+        else:
+            new_w, new_h = int(image_size * w / h), image_size
         sx, sy = new_w / w, new_h / h
         left, top = round((new_w - image_size) / 2.0), round((new_h - image_size) / 2.0)
     else:

@@ -517,3 +517,13 @@ class DualEncoder(ABC):
                 f"{tuple(images.shape)}."
             )
         return images
+
+
+def __getattr__(name: str) -> Any:
+    """Keep ``lico_lightning.explain.dual_encoder.OpenCLIPDualEncoder`` importable (the adapter
+    lives in :mod:`lico_lightning.explain.open_clip_encoder`, which imports this module)."""
+    if name == "OpenCLIPDualEncoder":
+        from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
+
+        return OpenCLIPDualEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,15 +5,15 @@
 Every :class:`PairAttribution` answers the same questions a grounding monitor asks, whatever
 method produced it:
 
-============================  =================  ==============================================
-view                          shape              meaning
-============================  =================  ==============================================
-:meth:`~PairAttribution.span_map`      ``(B, Hp, Wp)``    image map of a caption token span
-:meth:`~PairAttribution.image_map`     ``(B, Hp, Wp)``    image map of the whole caption
-:meth:`~PairAttribution.box_scores`    ``(B, S)``         caption score per token for an image box
-:meth:`~PairAttribution.token_scores`  ``(B, S)``         caption score per token for the whole image
-:meth:`~PairAttribution.upsample`      ``(..., H, W)``    patch maps resized to pixels (bilinear)
-============================  =================  ==============================================
+* :meth:`~PairAttribution.span_map` ``(span) -> (B, Hp, Wp)``: image map of a caption token span;
+* :meth:`~PairAttribution.image_map` ``() -> (B, Hp, Wp)``: image map of the whole caption;
+* :meth:`~PairAttribution.box_scores` ``(boxes) -> (B, S)``: score of every caption token for
+  the patches in an image box;
+* :meth:`~PairAttribution.token_scores` ``() -> (B, S)``: score of every caption token for the
+  whole image;
+* :meth:`~PairAttribution.upsample` ``(maps) -> (..., H, W)``: patch maps resized to pixels;
+* :attr:`~PairAttribution.score` ``(B,)``, :attr:`~PairAttribution.method`,
+  :attr:`~PairAttribution.image_size`, :attr:`~PairAttribution.views`.
 
 Not every method can answer every question (M2IB explains one tower for the whole other
 input, so it has no span map); :attr:`PairAttribution.views` lists the ones a result answers
@@ -297,19 +297,26 @@ def register_pair_explainer(name: str) -> Callable[[P], P]:
     """Class decorator: register a :class:`PairExplainer` subclass under ``name``.
 
     Example:
-        >>> @register_pair_explainer("my_pairs")
-        ... class Mine(PairExplainer):
+        >>> from lico_lightning.explain import pair
+        >>> @pair.register_pair_explainer("my_pairs")
+        ... class Mine(pair.PairExplainer):
         ...     def attribute(self, images, texts):
         ...         raise NotImplementedError
-        >>> "my_pairs" in list_pair_explainers()
+        >>> "my_pairs" in pair.list_pair_explainers()
         True
-        >>> _PAIR_EXPLAINERS.unregister("my_pairs")
+        >>> pair._PAIR_EXPLAINERS.unregister("my_pairs")
     """
 
     def decorator(cls: P) -> P:
         if not (isinstance(cls, type) and issubclass(cls, PairExplainer)):
             raise TypeError(f"Expected a PairExplainer subclass, but got {cls!r}.")
-        _PAIR_EXPLAINERS.register(name, cls)
+        # the same class defined again (its module executed a second time, e.g. by pytest's
+        # importlib doctest collection) keeps the first registration; another class under a
+        # taken name raises
+        if name not in _PAIR_EXPLAINERS or (
+            _PAIR_EXPLAINERS.get(name).__qualname__ != cls.__qualname__
+        ):
+            _PAIR_EXPLAINERS.register(name, cls)
         cls.name = name
         return cls
 
@@ -320,6 +327,7 @@ def list_pair_explainers() -> list[str]:
     """Names of the registered dual-encoder explainers, sorted.
 
     Example:
+        >>> from lico_lightning.explain import list_pair_explainers
         >>> list_pair_explainers()
         ['fixlip', 'integrated_jacobians', 'interaction_cam', 'itsm', 'm2ib']
     """
@@ -335,6 +343,7 @@ def create_pair_explainer(name: str, dual_encoder: object, **kwargs: Any) -> Pai
         TypeError: ``dual_encoder`` is not a dual encoder.
 
     Example:
+        >>> from lico_lightning.explain import create_pair_explainer
         >>> from lico_lightning.testing import tiny_clip
         >>> ij = create_pair_explainer("integrated_jacobians", tiny_clip(), n_steps=4)
         >>> att = ij.attribute(torch.zeros(1, 3, 32, 32), ["a red dog"])

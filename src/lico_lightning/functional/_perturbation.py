@@ -90,11 +90,8 @@ def blur_images(
     """
     check_tensor("images", images, 4, floating=True)
     check_positive("sigma", sigma)
-    if not isinstance(kernel_size, int) or isinstance(kernel_size, bool):
-        raise TypeError(
-            f"Expected `kernel_size` to be an int, but got {type(kernel_size).__name__}."
-        )
-    if kernel_size < 1 or kernel_size % 2 == 0:
+    check_int("kernel_size", kernel_size, 1)
+    if kernel_size % 2 == 0:
         raise ValueError(f"Expected `kernel_size` to be a positive odd int, but got {kernel_size}.")
     limit = 2 * (min(images.shape[-2:]) - 1) + 1
     k = min(kernel_size, limit)

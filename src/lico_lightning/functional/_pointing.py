@@ -253,10 +253,10 @@ def _regions(
                 f"Expected a mask `boxes` of dtype bool and shape ({b}, {h}, {w}), but got "
                 f"{boxes.dtype} {tuple(boxes.shape)}."
             )
-        index, i, j = boxes.to(device).nonzero(as_tuple=True)
+        index, rows, cols = boxes.to(device).nonzero(as_tuple=True)
         sy, sx = size[0] / h, size[1] / w
         dtype = _value_dtype(saliency)
-        flat = torch.stack([j * sx, i * sy, (j + 1) * sx, (i + 1) * sy], 1).to(dtype)
+        flat = torch.stack([cols * sx, rows * sy, (cols + 1) * sx, (rows + 1) * sy], 1).to(dtype)
         mask = boxes.to(device)
         return flat, index, torch.ones(b, dtype=torch.bool, device=device), size, mask
     if isinstance(boxes, Tensor):  # (B, 4): one box per map

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_finite, check_tensor
+from lico_lightning._validation import check_bool, check_finite, check_tensor
 
 __all__ = ["area_between_insertion_deletion", "pointing_game_recognition"]
 
@@ -59,6 +59,7 @@ def area_between_insertion_deletion(
     """
     check_tensor("max_values", max_values, floating=True)
     check_tensor("min_values", min_values, floating=True)
+    check_bool("normalize", normalize)
     if max_values.shape != min_values.shape:
         raise ValueError(
             "Expected `max_values` and `min_values` of the same shape, but got "

@@ -1,6 +1,6 @@
 """Grounding / faithfulness metrics for dual-encoder explanations (``torchmetrics.Metric``).
 
-Accumulators over the formulas in :mod:`lico_lightning.functional.grounding`; every state is
+Accumulators over the formulas in :mod:`lico_lightning.functional`; every state is
 reduced across processes (sums with ``dist_reduce_fx="sum"``, per-sample values for medians
 with ``"cat"``), so values under DDP equal those of one process over all samples.
 

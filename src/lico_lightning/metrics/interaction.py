@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch  # noqa: F401 - the doctest examples use it
 from torch import Tensor
 
-from lico_lightning._validation import check_choice
+from lico_lightning._validation import check_bool, check_choice
 from lico_lightning.functional import (
     area_between_insertion_deletion,
     pointing_game_recognition,
@@ -55,11 +55,7 @@ class AreaBetweenInsertionDeletion(_MeanOverExplanations):
 
     def __init__(self, normalize: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(normalize, bool):
-            raise TypeError(
-                f"Expected `normalize` to be a bool, but got {type(normalize).__name__}."
-            )
-        self.normalize = normalize
+        self.normalize = check_bool("normalize", normalize)
 
     def update(self, max_values: Tensor, min_values: Tensor) -> None:
         """Add curves ``(n+1,)`` or ``(B, n+1)`` (game values of :math:`M_{e,\\max,k}`, :math:`M_{e,\\min,k}`)."""

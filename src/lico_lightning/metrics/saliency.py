@@ -168,7 +168,7 @@ class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
         _check_protocol(step_fraction, chunk_size)
         check_int("blur_kernel_size", blur_kernel_size, 1)
         check_real("blur_sigma", blur_sigma, low=0.0)
-        self._protocol = {
+        self._protocol: dict[str, Any] = {
             "step_fraction": step_fraction,
             "chunk_size": chunk_size,
             "blur_kernel_size": blur_kernel_size,
@@ -242,7 +242,7 @@ class InsertionDeletionAUC(_PerturbationAUC):
         )
         check_choice("insertion_substrate", insertion_substrate, ["blur", "zero"])
         check_choice("deletion_substrate", deletion_substrate, ["blur", "zero"])
-        self.substrates = {
+        self.substrates: dict[str, Any] = {
             "insertion_substrate": insertion_substrate,
             "deletion_substrate": deletion_substrate,
         }
@@ -267,7 +267,7 @@ class InsertionDeletionAUC(_PerturbationAUC):
                 saliency,
                 target,
                 **self._protocol,
-                **self.substrates,  # type: ignore[arg-type]
+                **self.substrates,
                 reduction="none",
             )
         self._add(ins)  # total: insertion, count: images
@@ -456,6 +456,8 @@ class EnergyPointingGame(SaliencyMetric, _MeanOfValues):
     needs_boxes = True
     outputs = ("energy_pointing_game",)
 
+    energies: list[Tensor]
+
     def __init__(
         self,
         image_size: tuple[int, int] | None = None,
@@ -487,9 +489,9 @@ class EnergyPointingGame(SaliencyMetric, _MeanOfValues):
     def compute(self) -> Tensor:
         if self.reduction == "mean":
             return super().compute()
-        values = self.energies  # a list before, a tensor after a DDP sync
-        values = dim_zero_cat(values) if isinstance(values, list) and values else values
-        if isinstance(values, list) or values.numel() == 0:
+        state: list[Tensor] | Tensor = self.energies  # a list before, a tensor after a DDP sync
+        values = dim_zero_cat(state) if not isinstance(state, list) or state else None
+        if values is None or values.numel() == 0:
             return _mean_of_sum(self.total, self.count, type(self).__name__, self.zero_division)
         return values.median()
 

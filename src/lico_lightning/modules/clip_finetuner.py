@@ -371,7 +371,7 @@ class CLIPFineTuner(pl.LightningModule):
                 self._zeroshot = open_clip.build_zero_shot_classifier(
                     self.model, self.tokenize, names, templates, device=self.device
                 )
-            self.zeroshot_acc[stage] = MulticlassAccuracy(num_classes=len(names)).to(self.device)
+            self.zeroshot_acc[stage] = MulticlassAccuracy(num_classes=len(names), average="micro").to(self.device)
 
     def _eval_step(self, batch: Sequence[Tensor], stage: str, dataloader_idx: int) -> None:
         if dataloader_idx == 1:  # zero-shot classification loader
