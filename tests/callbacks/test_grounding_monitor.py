@@ -394,3 +394,34 @@ def test_model_attr_reaches_a_wrapped_dual_encoder():
     assert set(monitor.step(1)) == {"grounding/itsm/pga"}
     for k, v in holder.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+# ------------------------------------------------------------------ the shapes recipe
+def test_shapes_recipe_logs_grounding(tmp_path, monkeypatch):
+    import sys
+
+    from lico_lightning.clip_cli import build_clip_cli
+
+    monkeypatch.setattr(sys, "argv", ["lico-clip"])
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "clip_shapes.yaml"
+    cli = build_clip_cli(
+        [
+            "fit",
+            f"--config={recipe}",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--data.init_args.num_train=16",
+            "--data.init_args.num_val=8",
+            "--data.init_args.batch_size=8",
+        ]
+    )
+    (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, GroundingMonitor)]
+    assert monitor.num_runs == 1 and len(monitor.probe_indices) == 8  # one phrase per scene
+    for method in ("interaction_cam", "integrated_jacobians"):
+        for metric in ("pga", "pge", "mpge", "pga_distractor", "pge_distractor"):
+            assert f"grounding/{method}/{metric}" in cli.trainer.callback_metrics
+    assert list(tmp_path.glob("clip_shapes/version_*/grounding/*.png"))  # the overlay
