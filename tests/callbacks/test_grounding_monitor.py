@@ -425,3 +425,16 @@ def test_shapes_recipe_logs_grounding(tmp_path, monkeypatch):
         for metric in ("pga", "pge", "mpge", "pga_distractor", "pge_distractor"):
             assert f"grounding/{method}/{metric}" in cli.trainer.callback_metrics
     assert list(tmp_path.glob("clip_shapes/version_*/grounding/*.png"))  # the overlay
+
+
+def test_readme_grounding_snippet_runs(tmp_path, monkeypatch):
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Watch CLIP's grounding while it trains", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert "grounding/interaction_cam/pga_distractor" in namespace["trainer"].callback_metrics
+    assert list((tmp_path / "runs" / "grounding" / "grounding").glob("*.png"))

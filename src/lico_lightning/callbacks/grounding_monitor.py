@@ -41,11 +41,11 @@ __all__ = ["DEFAULT_EXPLAINER_KWARGS", "GroundingMonitor", "GroundingProbes"]
 
 #: Cheap per-method settings of the monitor (merged under the user's ``explainer_kwargs``):
 #: integrated Jacobians with 4 steps instead of the paper's 50, M2IB with 4 Adam steps and 4
-#: noise copies on the second-to-last block, FIxLIP with 4096 cross-modal coalitions.
+#: noise copies on the second-to-last block, FIxLIP with 8192 cross-modal coalitions.
 DEFAULT_EXPLAINER_KWARGS: dict[str, dict[str, Any]] = {
     "integrated_jacobians": {"n_steps": 4},
     "m2ib": {"layer": -2, "steps": 4, "num_copies": 4},
-    "fixlip": {"budget": 4096, "interactions": "cross"},
+    "fixlip": {"budget": 8192, "interactions": "cross"},
 }
 
 
