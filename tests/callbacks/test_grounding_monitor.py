@@ -408,8 +408,8 @@ def test_shapes_recipe_logs_grounding(tmp_path, monkeypatch):
         [
             "fit",
             f"--config={recipe}",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=2",
+            "--trainer.max_epochs=2",  # the recipe's monitor runs every 2nd epoch
+            "--trainer.limit_train_batches=1",
             "--trainer.num_sanity_val_steps=0",
             "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
