@@ -347,7 +347,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
             boxes * 0,
             torch.tensor([True, True]),
         )
-    with pytest.raises(ValueError, match="to have an 'box'"):
+    with pytest.raises(ValueError, match="to have 'box'"):
         GroundingProbes.from_items([{"image": images[0], "caption": "a dog", "phrase": "dog"}])
     with pytest.raises(ValueError, match=r"NaN|finite"):
         GroundingProbes(images * float("nan"), probes.captions, probes.phrases, boxes)

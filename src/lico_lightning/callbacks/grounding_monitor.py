@@ -148,7 +148,7 @@ class GroundingProbes(ProbeSet):
             for key in ("image", "caption", "phrase", "box"):
                 if get(item, key) is None:
                     raise ValueError(
-                        f"Expected grounding probe {i} to have an {key!r} (a GroundingProbe or a "
+                        f"Expected grounding probe {i} to have {key!r} (a GroundingProbe or a "
                         f"mapping with image, caption, phrase, box), but got "
                         f"{type(item).__name__} without it."
                     )
@@ -470,7 +470,6 @@ class GroundingMonitor(ExplanationMonitor):
             for start in range(0, len(probes), self.batch_size):
                 part = probes.select(slice(start, start + self.batch_size))
                 tokens = encoder.tokenize(part.captions).to(device)
-                needs_phrases = any(m == "m2ib" for m in self.methods)
                 out = evaluation.update(
                     encoder,
                     explainers,
@@ -480,9 +479,8 @@ class GroundingMonitor(ExplanationMonitor):
                     part.boxes,
                     part.distractor_boxes,
                     part.has_distractor,
-                    phrase_tokens=encoder.tokenize(part.phrases).to(device)
-                    if needs_phrases
-                    else None,
+                    # for methods without a span view (M2IB): the phrase as its own caption
+                    phrase_tokens=encoder.tokenize(part.phrases).to(device),
                 )
                 for method, value in out.items():
                     maps.setdefault(method, []).append(value)
