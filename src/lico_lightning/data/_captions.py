@@ -494,8 +494,9 @@ class CaptionDataModule(pl.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.zeroshot is not None:
-            self.zeroshot.setup(stage)
+        zeroshot: Any = self.zeroshot
+        if zeroshot is not None:
+            zeroshot.setup(stage)
 
     def _loader(self, dataset: Dataset | None, stage: str, sampler: Any = None) -> DataLoader:
         if dataset is None:
