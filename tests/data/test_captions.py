@@ -85,6 +85,11 @@ def test_shapes_probes_one_per_image() -> None:
     probes = _shapes(num_train=1).val_dataset.probes(8, seed=3)
     assert len(probes) == 8 and len({p.index for p in probes}) == 8
     assert probes[0].image.shape == (3, 64, 64)
+    fresh = ShapesCaptionDataModule(model_cfg=BIG, num_train=1, num_val=20, num_test=2)
+    again = fresh.probes(8, seed=3)  # sets up the split on demand, same draw
+    assert [(p.index, p.phrase) for p in again] == [(p.index, p.phrase) for p in probes]
+    with pytest.raises(ValueError, match="split"):
+        fresh.probes(2, split="dev")
 
 
 def test_caption_longer_than_context_names_it() -> None:
