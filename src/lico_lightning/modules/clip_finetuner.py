@@ -275,6 +275,7 @@ class CLIPFineTuner(pl.LightningModule):
         self.loss_fn = CLIP_LOSSES.create(loss, 0, 1)  # rank/world size set in setup()
         self._eval: dict[str, list[Tensor]] = {}
         self._zeroshot: Tensor | None = None
+        self._tokenizer: Any = None
         self.zeroshot_acc: nn.ModuleDict = nn.ModuleDict()
 
     model: Any  # an open_clip CLIP / CustomTextCLIP
@@ -293,11 +294,14 @@ class CLIPFineTuner(pl.LightningModule):
         """``(B, S)`` tokens with open_clip's BPE tokenizer at the model's context length."""
         import open_clip
 
-        if self._hp.model_cfg is None and self._hp.model_name in open_clip.list_models():
-            tokenizer = open_clip.get_tokenizer(self._hp.model_name)
-        else:
-            tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
-        return tokenizer(list(texts)).to(self.device)
+        if self._tokenizer is None:
+            if self._hp.model_cfg is None and self._hp.model_name in open_clip.list_models():
+                self._tokenizer = open_clip.get_tokenizer(self._hp.model_name)
+            else:
+                self._tokenizer = open_clip.tokenizer.SimpleTokenizer(
+                    context_length=self.context_length
+                )
+        return self._tokenizer(list(texts)).to(self.device)
 
     def setup(self, stage: str) -> None:
         """Give the loss the Trainer's rank and world size (negatives gathered across ranks)."""
