@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import math
 import statistics
 import time
@@ -114,7 +115,7 @@ def _lightning(model: torch.nn.Module, loader: DataLoader, steps: int) -> list[f
     )
     trainer.fit(module, train_dataloaders=loader)
     s = timer.starts
-    return [b - a for a, b in zip(s[:-1], s[1:])]
+    return [b - a for a, b in itertools.pairwise(s)]
 
 
 def main() -> None:

@@ -17,7 +17,10 @@ from pathlib import Path
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Rows of a Lightning CSVLogger metrics.csv with the empty cells dropped."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(f)
+        ]
 
 
 def series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
@@ -42,14 +45,26 @@ def main() -> None:
     rows = read_metrics(args.metrics)
     start = read_metrics(args.untrained)[-1] if args.untrained else {}
     fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
-    styles = {"val/i2t_R@1": "C0-", "val/t2i_R@1": "C1-", "val/i2t_R@5": "C0:", "val/t2i_R@5": "C1:"}
+    styles = {
+        "val/i2t_R@1": "C0-",
+        "val/t2i_R@1": "C1-",
+        "val/i2t_R@5": "C0:",
+        "val/t2i_R@5": "C1:",
+    }
     labels = {"i2t": "image→text", "t2i": "text→image"}
     for key, style in styles.items():
         steps, values = series(rows, key)
         if key in start:
             steps, values = [0.0, *steps], [start[key], *values]
         direction, k = key.split("/")[1].split("_")
-        ax.plot(steps, [100 * v for v in values], style, marker="o", ms=3, label=f"{labels[direction]} {k}")
+        ax.plot(
+            steps,
+            [100 * v for v in values],
+            style,
+            marker="o",
+            ms=3,
+            label=f"{labels[direction]} {k}",
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("recall on the validation split (%)")
     ax.set_title("retrieval (step 0 = untrained)" if start else "retrieval")

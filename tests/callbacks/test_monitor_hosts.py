@@ -23,23 +23,14 @@ from lico_lightning.explain import (
     evaluate_saliency,
     register_explainer,
 )
+from lico_lightning.testing import tiny_cnn
 
 METRICS = ["insertion", "deletion", "overall", "average_drop"]
 
 
 def _net() -> nn.Module:
-    torch.manual_seed(3)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(0.3),
-        nn.Linear(8, 4),
-    )
+    """Conv–BN–ReLU–conv–ReLU–pool–linear; ``"3"`` is the CAM layer."""
+    return tiny_cnn(4, seed=3)
 
 
 def _data(n: int = 20) -> TensorDataset:

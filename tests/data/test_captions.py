@@ -34,7 +34,9 @@ def _shapes(**kwargs) -> ShapesCaptionDataModule:
 def test_shapes_deterministic_varied_and_split_apart() -> None:
     a, b = _shapes(), _shapes()
     train = a.train_dataset
-    assert [train.captions(i) for i in range(50)] == [b.train_dataset.captions(i) for i in range(50)]
+    assert [train.captions(i) for i in range(50)] == [
+        b.train_dataset.captions(i) for i in range(50)
+    ]
     torch.testing.assert_close(train[7][0], b.train_dataset[7][0])
     captions = [train.captions(i)[0] for i in range(1000)]
     assert len(set(captions)) >= 980  # compositions rarely repeat within 1000 scenes
@@ -83,6 +85,11 @@ def test_shapes_probes_one_per_image() -> None:
     probes = _shapes(num_train=1).val_dataset.probes(8, seed=3)
     assert len(probes) == 8 and len({p.index for p in probes}) == 8
     assert probes[0].image.shape == (3, 64, 64)
+    fresh = ShapesCaptionDataModule(model_cfg=BIG, num_train=1, num_val=20, num_test=2)
+    again = fresh.probes(8, seed=3)  # sets up the split on demand, same draw
+    assert [(p.index, p.phrase) for p in again] == [(p.index, p.phrase) for p in probes]
+    with pytest.raises(ValueError, match="split"):
+        fresh.probes(2, split="dev")
 
 
 def test_caption_longer_than_context_names_it() -> None:
@@ -104,15 +111,24 @@ def test_csv_and_jsonl_through_open_clip_preprocessing(tmp_path) -> None:
         "image,caption,phrase,box\n"
         "wide.png,a dog left of a tree,tree,30 5 50 35\n"
         "wide.png,a tree and a dog,,\n"
-        "tall.png,a tall red door,red door,\"2, 10, 28, 58\"\n"
+        'tall.png,a tall red door,red door,"2, 10, 28, 58"\n'
     )
     rows = [
-        {"image": "wide.png", "caption": "a dog left of a tree", "phrase": "dog", "box": [0, 0, 20, 40]},
+        {
+            "image": "wide.png",
+            "caption": "a dog left of a tree",
+            "phrase": "dog",
+            "box": [0, 0, 20, 40],
+        },
         {"image": "tall.png", "caption": "a tall red door"},
     ]
     (tmp_path / "val.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     dm = CaptionFileDataModule(
-        str(tmp_path / "train.csv"), str(tmp_path / "val.jsonl"), model_cfg=CFG, batch_size=4, num_workers=0
+        str(tmp_path / "train.csv"),
+        str(tmp_path / "val.jsonl"),
+        model_cfg=CFG,
+        batch_size=4,
+        num_workers=0,
     )
     dm.setup("fit")
     assert dm.train_dataset.num_images == 2 and len(dm.train_dataset) == 3
@@ -131,7 +147,9 @@ def test_csv_and_jsonl_through_open_clip_preprocessing(tmp_path) -> None:
 def test_box_cropped_away_is_skipped(tmp_path) -> None:
     _png(tmp_path / "wide.png", 80, 40)
     (tmp_path / "t.csv").write_text("image,caption,phrase,box\nwide.png,a dog,dog,0 0 10 40\n")
-    dm = CaptionFileDataModule(str(tmp_path / "t.csv"), str(tmp_path / "t.csv"), model_cfg=CFG, num_workers=0)
+    dm = CaptionFileDataModule(
+        str(tmp_path / "t.csv"), str(tmp_path / "t.csv"), model_cfg=CFG, num_workers=0
+    )
     dm.setup("validate")
     with pytest.raises(ValueError, match="cropped away"):
         dm.val_dataset.probe(0, 0)  # x' = 0.8 x - 16 < 0 for the whole box
@@ -173,7 +191,9 @@ def make_tiny_coco(root) -> None:
         (2, "An empty street."),
     ]
     (root / "annotations" / "captions_val2017.json").write_text(
-        json.dumps({"images": images, "annotations": [{"image_id": i, "caption": c} for i, c in caps]})
+        json.dumps(
+            {"images": images, "annotations": [{"image_id": i, "caption": c} for i, c in caps]}
+        )
     )
     inst = {
         "categories": [{"id": 18, "name": "dog"}, {"id": 17, "name": "cat"}],
@@ -205,7 +225,9 @@ def test_coco_captions_and_instance_probes(tmp_path) -> None:
     assert [p.phrase for p in first[1]] == ["cats", "dog"] and first[2] == ()
     probe = val.probe(0, 0)  # 64x48 -> 42x32 (long side floored), crop 5 px left
     s = 42 / 64
-    assert probe.box.tolist() == pytest.approx([8 * s - 5, 8 * 32 / 48, 24 * s - 5, 24 * 32 / 48], abs=1e-4)
+    assert probe.box.tolist() == pytest.approx(
+        [8 * s - 5, 8 * 32 / 48, 24 * s - 5, 24 * 32 / 48], abs=1e-4
+    )
     assert probe.token_span == (2, 3)
     images, _, index = next(iter(dm.val_dataloader()))
     assert index.tolist() == [0, 0, 0, 1] and images.shape == (4, 3, 32, 32)

@@ -40,6 +40,9 @@ def test_readme_monitoring_snippets_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     blocks = _blocks()
     assert len(blocks) == 4  # the script, plain loop, Fabric, Lightning
+    assert all(
+        b.startswith("# readme-test: skip") for b in blocks
+    )  # the README-wide test skips them
     namespace: dict = {"__name__": "readme"}
     torch.manual_seed(0)
     for block in blocks:

@@ -9,13 +9,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from tests._ddp import run_in_gloo_group
 from torch import nn
 from torch.nn import functional as F
 
 from lico_lightning.data import DigitsDataModule, ShapesCaptionDataModule
 from lico_lightning.modules import CLIPFineTuner, clip_param_groups, warmup_cosine_lambda
 from lico_lightning.text import tiny_openclip_config
-from tests._ddp import run_in_gloo_group
 
 CFG = tiny_openclip_config(context_length=16)
 
@@ -111,7 +111,9 @@ def _ddp_grads(rank: int, world_size: int) -> tuple[float, float, dict[str, floa
     for name, p in module.model.named_parameters():  # what DDP does: average over ranks
         dist.all_reduce(p.grad)
         grad = p.grad / world_size
-        diffs[name] = float((grad - ref_grads[name]).abs().max() / ref_grads[name].abs().max().clamp_min(1e-12))
+        diffs[name] = float(
+            (grad - ref_grads[name]).abs().max() / ref_grads[name].abs().max().clamp_min(1e-12)
+        )
     total = loss.detach().clone()
     dist.all_reduce(total)
     return float(total) / world_size, ref_loss, diffs
@@ -135,7 +137,10 @@ def test_two_process_loss_and_gradients_equal_one_process_on_global_batch() -> N
     # the gathered negatives matter: without them (each rank alone) the loss differs
     module = _module(seed=0)
     images, tokens = _global_batch(module)
-    alone = (module.contrastive_loss(images[:4], tokens[:4]) + module.contrastive_loss(images[4:], tokens[4:])) / 2
+    alone = (
+        module.contrastive_loss(images[:4], tokens[:4])
+        + module.contrastive_loss(images[4:], tokens[4:])
+    ) / 2
     assert abs(float(alone) - results[0][1]) > 1e-3
 
 
@@ -153,7 +158,9 @@ def test_param_groups_follow_open_clip_rule_and_skip_locked() -> None:
     assert nd | d == set(names.values())
     locked = _module(lock_image=True)
     _, decay = clip_param_groups(locked.model, 0.2)
-    assert not any(n.startswith("visual.") for n, p in locked.model.named_parameters() if p.requires_grad)
+    assert not any(
+        n.startswith("visual.") for n, p in locked.model.named_parameters() if p.requires_grad
+    )
     assert decay["params"]
 
 
@@ -165,7 +172,9 @@ def test_optimizer_schedule_and_logit_scale_clamp(tmp_path) -> None:
 
     class Record(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, *args):
-            seen.append((trainer.optimizers[0].param_groups[0]["lr"], float(pl_module.model.logit_scale)))
+            seen.append(
+                (trainer.optimizers[0].param_groups[0]["lr"], float(pl_module.model.logit_scale))
+            )
 
     trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[Record()])
     trainer.fit(module, _data(num_train=32, batch_size=8))
@@ -237,8 +246,12 @@ def test_validation_retrieval_equals_naive_loop_over_split(tmp_path) -> None:
     owner = torch.tensor([i for i, _ in caps])
     relevant = torch.arange(ds.num_images)[:, None] == owner[None, :]
     for k in (1, 5):
-        assert metrics[f"val/i2t_R@{k}"] == pytest.approx(_naive_recall(u @ v.T, relevant, k), abs=1e-6)
-        assert metrics[f"val/t2i_R@{k}"] == pytest.approx(_naive_recall(v @ u.T, relevant.T, k), abs=1e-6)
+        assert metrics[f"val/i2t_R@{k}"] == pytest.approx(
+            _naive_recall(u @ v.T, relevant, k), abs=1e-6
+        )
+        assert metrics[f"val/t2i_R@{k}"] == pytest.approx(
+            _naive_recall(v @ u.T, relevant.T, k), abs=1e-6
+        )
     assert "val/loss" in metrics and "val/R@1" in metrics
 
 
@@ -254,7 +267,7 @@ def test_eval_gather_drops_distributed_sampler_padding() -> None:
         "index": [index, index[:2]],
         "tokens": [tokens, tokens[:2]],
     }
-    image, text, idx, tok = module._gathered()
+    image, _, idx, tok = module._gathered()
     torch.testing.assert_close(image, feats)
     torch.testing.assert_close(tok, tokens)
     assert idx.tolist() == index.tolist()
@@ -270,7 +283,8 @@ def test_zeroshot_accuracy_equals_naive(tmp_path) -> None:
     images, targets = zip(*(digits.val_dataset[i] for i in range(128)))
     with torch.no_grad():
         text = module.model.encode_text(
-            module.tokenize([f"a photo of the digit {c}." for c in digits.class_names]), normalize=True
+            module.tokenize([f"a photo of the digit {c}." for c in digits.class_names]),
+            normalize=True,
         )
         pred = (module.model.encode_image(torch.stack(images), normalize=True) @ text.T).argmax(1)
     naive = (pred == torch.tensor(targets)).float().mean()
@@ -293,7 +307,9 @@ def test_export_loads_in_open_clip_and_wise_ft(tmp_path) -> None:
         torch.testing.assert_close(loaded.encode_text(tokens), module.model.encode_text(tokens))
     half = module.wise_ft_state_dict(0.5)
     for name, value in module.model.state_dict().items():
-        expected = (value + initial.model.state_dict()[name]) / 2 if value.is_floating_point() else value
+        expected = (
+            (value + initial.model.state_dict()[name]) / 2 if value.is_floating_point() else value
+        )
         torch.testing.assert_close(half[name], expected, msg=name)
     torch.testing.assert_close(module.wise_ft_state_dict(0.0), initial.model.state_dict())
     with pytest.raises(ValueError, match="pretrained"):

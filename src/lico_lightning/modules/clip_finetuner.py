@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytorch_lightning as pl
 import torch
@@ -275,9 +275,16 @@ class CLIPFineTuner(pl.LightningModule):
         self.loss_fn = CLIP_LOSSES.create(loss, 0, 1)  # rank/world size set in setup()
         self._eval: dict[str, list[Tensor]] = {}
         self._zeroshot: Tensor | None = None
+        self._tokenizer: Any = None
         self.zeroshot_acc: nn.ModuleDict = nn.ModuleDict()
 
+    model: Any  # an open_clip CLIP / CustomTextCLIP
+
     # ------------------------------------------------------------------ helpers
+    @property
+    def _hp(self) -> Any:
+        return self.hparams
+
     @property
     def context_length(self) -> int:
         """The text tower's context length S."""
@@ -287,11 +294,14 @@ class CLIPFineTuner(pl.LightningModule):
         """``(B, S)`` tokens with open_clip's BPE tokenizer at the model's context length."""
         import open_clip
 
-        if self.hparams.model_cfg is None and self.hparams.model_name in open_clip.list_models():
-            tokenizer = open_clip.get_tokenizer(self.hparams.model_name)
-        else:
-            tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
-        return tokenizer(list(texts)).to(self.device)
+        if self._tokenizer is None:
+            if self._hp.model_cfg is None and self._hp.model_name in open_clip.list_models():
+                self._tokenizer = open_clip.get_tokenizer(self._hp.model_name)
+            else:
+                self._tokenizer = open_clip.tokenizer.SimpleTokenizer(
+                    context_length=self.context_length
+                )
+        return self._tokenizer(list(texts)).to(self.device)
 
     def setup(self, stage: str) -> None:
         """Give the loss the Trainer's rank and world size (negatives gathered across ranks)."""
@@ -301,7 +311,7 @@ class CLIPFineTuner(pl.LightningModule):
 
     def configure_loss(self, rank: int, world_size: int) -> None:
         """Rebuild the contrastive loss for ``rank`` of ``world_size`` processes."""
-        self.loss_fn = CLIP_LOSSES.create(self.hparams.loss, rank, world_size)
+        self.loss_fn = CLIP_LOSSES.create(self._hp.loss, rank, world_size)
 
     def _check_batch(self, images: Tensor, tokens: Tensor) -> None:
         if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
@@ -339,7 +349,7 @@ class CLIPFineTuner(pl.LightningModule):
         return out
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = self._hp
         groups = [g for g in clip_param_groups(self.model, hp.weight_decay) if g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -352,8 +362,8 @@ class CLIPFineTuner(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _class_names(self) -> list[str] | None:
-        if self.hparams.class_names is not None:
-            return list(self.hparams.class_names)
+        if self._hp.class_names is not None:
+            return list(self._hp.class_names)
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         names = getattr(dm, "class_names", None)
         return None if names is None else list(names)
@@ -366,12 +376,14 @@ class CLIPFineTuner(pl.LightningModule):
             import open_clip
             from torchmetrics.classification import MulticlassAccuracy
 
-            templates = [t.format for t in self.hparams.zeroshot_templates]
+            templates = [t.format for t in self._hp.zeroshot_templates]
             with torch.no_grad():
                 self._zeroshot = open_clip.build_zero_shot_classifier(
                     self.model, self.tokenize, names, templates, device=self.device
                 )
-            self.zeroshot_acc[stage] = MulticlassAccuracy(num_classes=len(names), average="micro").to(self.device)
+            self.zeroshot_acc[stage] = MulticlassAccuracy(
+                num_classes=len(names), average="micro"
+            ).to(self.device)
 
     def _eval_step(self, batch: Sequence[Tensor], stage: str, dataloader_idx: int) -> None:
         if dataloader_idx == 1:  # zero-shot classification loader
@@ -382,8 +394,9 @@ class CLIPFineTuner(pl.LightningModule):
                 )
             images, targets = batch[0], batch[1]
             features = self.model.encode_image(images, normalize=True)
-            self.zeroshot_acc[stage].update(features @ self._zeroshot, targets)
-            self.log(f"{stage}/zeroshot_acc", self.zeroshot_acc[stage], add_dataloader_idx=False)
+            metric: Any = self.zeroshot_acc[stage]
+            metric.update(features @ self._zeroshot, targets)
+            self.log(f"{stage}/zeroshot_acc", metric, add_dataloader_idx=False)
             return
         images, tokens, index = batch[0], batch[1], batch[2]
         self._check_batch(images, tokens)
@@ -393,7 +406,7 @@ class CLIPFineTuner(pl.LightningModule):
             if isinstance(out, dict)
             else dict(zip(("image_features", "text_features", "logit_scale", "logit_bias"), out))
         )
-        loss = CLIP_LOSSES.create(self.hparams.loss, 0, 1)(**out)
+        loss = CLIP_LOSSES.create(self._hp.loss, 0, 1)(**out)
         self.log(f"{stage}/loss", loss, sync_dist=True, add_dataloader_idx=False)
         self._eval["image"].append(out["image_features"].float())
         self._eval["text"].append(out["text_features"].float())
@@ -404,7 +417,7 @@ class CLIPFineTuner(pl.LightningModule):
         """Every process's eval pairs, with the duplicates a DistributedSampler pads in removed."""
         parts = [torch.cat(self._eval[k]) for k in ("image", "text", "index", "tokens")]
         if self._trainer is not None and self.trainer.world_size > 1:
-            parts = [self.all_gather(p).flatten(0, 1) for p in parts]
+            parts = [cast(Tensor, self.all_gather(p)).flatten(0, 1) for p in parts]
         image, text, index, tokens = parts
         key = torch.cat([index[:, None], tokens], dim=1)
         _, inverse = torch.unique(key, dim=0, return_inverse=True)
@@ -465,7 +478,7 @@ class CLIPFineTuner(pl.LightningModule):
     # ------------------------------------------------------------------ export
     def initial_model(self) -> nn.Module:
         """The model as built from the hyperparameters (the pretrained weights) — WiSE-FT's θ₀."""
-        hp = self.hparams
+        hp = self._hp
         if hp.pretrained is None:
             raise ValueError(
                 "Expected `pretrained` weights to interpolate with (WiSE-FT), but got "
@@ -509,6 +522,6 @@ class CLIPFineTuner(pl.LightningModule):
         else:
             state = self.wise_ft_state_dict(wise_ft_alpha)
         torch.save(state, path)
-        if self.hparams.model_cfg is not None:
-            path.with_suffix(".json").write_text(json.dumps(self.hparams.model_cfg, indent=2))
+        if self._hp.model_cfg is not None:
+            path.with_suffix(".json").write_text(json.dumps(self._hp.model_cfg, indent=2))
         return path
