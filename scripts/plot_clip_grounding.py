@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("metrics_csv")
     parser.add_argument("--config", help="recipe of the run: adds the untrained model at step 0")
-    parser.add_argument("--method", default="interaction_cam")
+    parser.add_argument("--methods", nargs="+", help="methods to plot (default: all logged)")
     parser.add_argument("--out", default="docs/clip_shapes_grounding.png")
     args = parser.parse_args(argv)
     series = read_log(args.metrics_csv)
@@ -84,23 +84,34 @@ def main(argv: list[str] | None = None) -> Path:
             left.plot(steps, [100 * v for v in values], style, label=key, markersize=3)
     left.set(xlabel="step", ylabel="R@1 (%)", title="retrieval (validation)")
     left.legend(fontsize=7)
-    prefix = f"grounding/{args.method}"
-    for key, label, style in (
-        (f"{prefix}/pga", "PGA: phrase map vs its own box", "-o"),
-        (f"{prefix}/pga_distractor", "PGA vs the other shape's box", "--o"),
-        (f"{prefix}/mpge", "mPGE own box", "-"),
-        (f"{prefix}/pge_distractor", "PGE distractor box", "--"),
-    ):
-        if key in series:
-            steps, values = zip(*series[key])
-            right.plot(steps, values, style, label=label, markersize=3)
-    right.set(xlabel="step", ylim=(0, 1), title=f"grounding ({args.method})")
+    methods = args.methods or sorted(
+        {k.split("/")[1] for k in series if k.startswith("grounding/") and k.endswith("/pga")}
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, method in enumerate(methods):
+        for metric, label, style in (
+            ("pga", "own box", "-o"),
+            ("pga_distractor", "distractor box", "--s"),
+        ):
+            key = f"grounding/{method}/{metric}"
+            if key in series:
+                steps, values = zip(*series[key])
+                right.plot(
+                    steps,
+                    values,
+                    style,
+                    color=colours[i % len(colours)],
+                    markersize=3,
+                    label=f"{method}: {label}",
+                )
+    right.set(xlabel="step", ylabel="PGA", ylim=(0, 1), title="grounding: phrase map's peak in…")
     right.legend(fontsize=7)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    for key in ("val/R@1", f"{prefix}/pga", f"{prefix}/pga_distractor"):
+    keys = ["val/R@1"] + [f"grounding/{m}/{k}" for m in methods for k in ("pga", "pga_distractor")]
+    for key in keys:
         if key in series:
             print(f"{key}: " + ", ".join(f"{s}:{v:.3f}" for s, v in series[key]))
     return out
