@@ -414,7 +414,8 @@ class GroundingMonitor(ExplanationMonitor):
             rank_zero_info(
                 f"{type(self).__name__}: probe set = {len(chosen)} phrases (seed {self.seed})."
             )
-        items = [dataset.probe(int(p), int(k)) for p, k in self.probe_indices]  # type: ignore[misc]
+        indices: list[Any] = list(self.probe_indices or [])
+        items = [dataset.probe(int(p), int(k)) for p, k in indices]
         return GroundingProbes.from_items(items)
 
     @override
@@ -494,19 +495,19 @@ class GroundingMonitor(ExplanationMonitor):
         n = len(probes)
         if not explained.maps:
             raise RuntimeError("no phrase map to show")
-        size = tuple(probes.images.shape[-2:])
+        size = (int(probes.images.shape[-2]), int(probes.images.shape[-1]))
         shown: dict[str, Tensor] = {}
         scores: dict[str, dict[str, Tensor]] = {}
         for method, patch_maps in explained.maps.items():
             patch_maps = patch_maps[:n].float()
             hits = pointing_game(
                 patch_maps, probes.boxes, tolerance=0.0, image_size=size, reduction="none"
-            )  # type: ignore[arg-type]
+            )
             energy = energy_pointing_game(
                 patch_maps, probes.boxes, image_size=size, reduction="none"
-            )  # type: ignore[arg-type]
+            )
             scores[method] = {"PGA": hits, "PGE": energy}
-            pixels = upsample_saliency(patch_maps, size).clamp(min=0)  # type: ignore[arg-type]
+            pixels = upsample_saliency(patch_maps, size).clamp(min=0)
             peak = pixels.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
             shown[method] = pixels / peak
         mean, std = self.mean, self.std
