@@ -7,7 +7,11 @@ step-0 point: validation R@1 and the monitor's grounding on the same probes.
 
     lico-clip fit --config recipes/clip_shapes.yaml
     python scripts/plot_clip_grounding.py outputs/clip_shapes/version_0/metrics.csv \\
-        --config recipes/clip_shapes.yaml --out docs/clip_shapes_grounding.png
+        --config recipes/clip_shapes.yaml --out docs/clip_shapes_grounding.png \\
+        --checkpoint outputs/clip_shapes/version_0/checkpoints/last.ckpt --num-probes 200
+
+With ``--checkpoint`` and ``--num-probes``, the untrained and the trained model are also scored
+on a larger probe set (the same probes for both), written into the figure.
 """
 
 from __future__ import annotations
@@ -33,29 +37,42 @@ def read_log(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def untrained_point(config: str) -> dict[str, float]:
-    """Validation R@1 and grounding values of the recipe's untrained model (step 0)."""
+def recipe_points(
+    config: str, checkpoint: str | None = None, num_probes: int | None = None
+) -> list[dict[str, float]]:
+    """Validation values and the recipe's grounding of its untrained model (the run's initial
+    weights: the CLI seeds them as in the run) and, with ``checkpoint``, of the trained one —
+    on the same probes, ``num_probes`` of them (default: the recipe's)."""
+    import torch
+
     from lico_lightning.callbacks import GroundingMonitor
     from lico_lightning.clip_cli import build_clip_cli
 
     sys.argv = ["lico-clip"]
+    points = []
     with tempfile.TemporaryDirectory() as tmp:
         cli = build_clip_cli(
             [
-                "validate",
                 f"--config={config}",
                 f"--trainer.logger.init_args.save_dir={tmp}",
                 "--trainer.enable_progress_bar=false",
             ],
             run=False,
         )
-        values = dict(cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0])
-        for monitor in cli.trainer.callbacks:
-            if isinstance(monitor, GroundingMonitor):
-                monitor.log_images = False
-                monitor.setup(cli.model, cli.datamodule.val_dataset)
-                values.update(monitor.step(0, epoch=0))
-    return values
+        (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, GroundingMonitor)]
+        monitor.log_images = False
+        if num_probes is not None:
+            monitor.num_probes = num_probes
+        for state in (None, checkpoint) if checkpoint else (None,):
+            if state is not None:
+                weights = torch.load(state, map_location="cpu", weights_only=False)["state_dict"]
+                cli.model.load_state_dict(weights)
+            values = dict(cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0])
+            monitor.last_epoch = -1  # run now, on the probes drawn the first time
+            monitor.setup(cli.model, cli.datamodule.val_dataset)
+            values.update(monitor.step(0, epoch=(monitor.every_n_epochs or 1) - 1))
+            points.append(values)
+    return points
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -63,21 +80,35 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("metrics_csv")
     parser.add_argument("--config", help="recipe of the run: adds the untrained model at step 0")
     parser.add_argument("--methods", nargs="+", help="methods to plot (default: all logged)")
+    parser.add_argument("--checkpoint", help="with --config: also score this trained checkpoint")
+    parser.add_argument(
+        "--num-probes", type=int, help="with --config: probes of the untrained/trained check"
+    )
     parser.add_argument("--out", default="docs/clip_shapes_grounding.png")
     args = parser.parse_args(argv)
     series = read_log(args.metrics_csv)
+    check: list[dict[str, float]] = []
     if args.config:
-        start = untrained_point(args.config)
-        print("untrained:", json.dumps({k: round(v, 4) for k, v in start.items()}))
+        start = recipe_points(args.config)[0]  # the recipe's own probes: the step-0 point
         for key, value in start.items():
             series.setdefault(key, []).insert(0, (0, float(value)))
+        print("untrained:", json.dumps({k: round(v, 4) for k, v in start.items()}))
+        if args.checkpoint is not None:
+            check = recipe_points(args.config, args.checkpoint, args.num_probes)
+            for name, point in zip(("untrained", "trained"), check):
+                print(
+                    f"{name} ({args.num_probes or 'recipe'} probes):",
+                    json.dumps(
+                        {k: round(v, 4) for k, v in point.items() if k.startswith("grounding/")}
+                    ),
+                )
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.9), dpi=120)
     for key, style in (("val/R@1", "-o"), ("val/i2t_R@1", ":"), ("val/t2i_R@1", ":")):
         if key in series:
             steps, values = zip(*series[key])
@@ -104,9 +135,19 @@ def main(argv: list[str] | None = None) -> Path:
                     markersize=3,
                     label=f"{method}: {label}",
                 )
-    right.set(xlabel="step", ylabel="PGA", ylim=(0, 1), title="grounding: phrase map's peak in…")
-    right.legend(fontsize=7)
-    fig.tight_layout()
+    right.set(xlabel="step", ylabel="PGA", ylim=(0, 1), title="grounding: the phrase map's peak in its box")
+    if len(check) == 2:
+        lines = [f"{args.num_probes or 'recipe'} probes, untrained → trained:"]
+        for method in methods:
+            own = [p.get(f"grounding/{method}/pga", float("nan")) for p in check]
+            other = [p.get(f"grounding/{method}/pga_distractor", float("nan")) for p in check]
+            lines.append(
+                f"{method}: own {own[0]:.2f} → {own[1]:.2f}, distractor "
+                f"{other[0]:.2f} → {other[1]:.2f}"
+            )
+        fig.text(0.53, 0.01, "\n".join(lines), va="bottom", fontsize=7)
+    right.legend(fontsize=6.5, loc="upper right")
+    fig.tight_layout(rect=(0, 0.12 if len(check) == 2 else 0, 1, 1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
