@@ -23,7 +23,7 @@ from lico_lightning.cli import build_cli
 from lico_lightning.text import tiny_openclip_config
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("lico_*.yaml"))  # clip_*.yaml: tests/test_clip_recipes.py
 
 TINY_TRAINER = [
     "--trainer.max_epochs=1",
