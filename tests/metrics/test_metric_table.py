@@ -325,19 +325,26 @@ def test_class_equals_functional_equals_naive_loop(case: Case) -> None:
     assert functional == pytest.approx(naive, abs=1e-6)
 
 
-def _ddp_rank(rank: int, world: int) -> list[float]:
+def _ddp_rank(rank: int, world: int) -> tuple[list[float], Any]:
     out = []
     for case in CASES:
         data = case.data()
         metric = case.make()
         _update(metric, case, _rows(data, list(range(rank, N, world))))  # 4 and 3 samples
         out.append(_value(metric, case))
-    return out
+    # the same spawn checks SaliencyEvaluation's failure-count guarantee (one method failing on
+    # one rank): see tests/explain/test_evaluation_api.py
+    from tests.explain.test_evaluation_api import _ddp_rank as evaluation_rank
+
+    return out, evaluation_rank(rank, world)
 
 
 @pytest.mark.distributed
-def test_every_class_under_two_process_ddp_equals_one_process() -> None:
-    r0, r1 = run_in_gloo_group(_ddp_rank)
+def test_every_class_and_the_evaluation_under_two_process_ddp_equal_one_process() -> None:
+    (r0, e0), (r1, e1) = run_in_gloo_group(_ddp_rank)
+    from tests.explain.test_evaluation_api import check_ddp_results
+
+    check_ddp_results(e0, e1)
     for i, case in enumerate(CASES):
         data = case.data()
         metric = case.make()
