@@ -290,7 +290,7 @@ def test_weight_tags_resolve_and_bad_tags_list_choices() -> None:
 
 # ------------------------------------------------------------------ registry and errors
 def test_unknown_backbone_lists_the_available_ones() -> None:
-    with pytest.raises(ValueError, match=r"Expected `name` to be one of \[.*'wrn28_2'.*\]"):
+    with pytest.raises(ValueError, match=r"Expected a backbone name, but got 'wrn99'\. Available: .*wrn28_2"):
         create_backbone("wrn99", num_classes=10)
     with pytest.raises(TypeError):
         create_backbone(3, num_classes=10)  # type: ignore[arg-type]
