@@ -299,9 +299,13 @@ def test_unknown_backbone_lists_the_available_ones() -> None:
 
 
 def test_register_backbone(monkeypatch) -> None:
+    from lico_lightning._registry import Registry
     from lico_lightning.models import _registry
 
-    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    copy = Registry("backbone")
+    for name in _registry._REGISTRY:
+        copy.register(name, _registry._REGISTRY.get(name))
+    monkeypatch.setattr(_registry, "_REGISTRY", copy)
     register_backbone("wrn10_1", lambda num_classes, **kw: WideResNet(num_classes, 10, 1, **kw))
     assert "wrn10_1" in list_backbones()
     net = create_backbone("wrn10_1", num_classes=3, bn_momentum=0.01)

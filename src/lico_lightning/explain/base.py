@@ -230,6 +230,7 @@ def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
 
     Example:
         >>> import torchvision
+        >>> from lico_lightning.explain import create_explainer  # registers the built-in ones
         >>> net = torchvision.models.resnet18(num_classes=3)
         >>> create_explainer("gradcam", net, layer="layer4")
         GradCAM(layer='layer4', model=ResNet)
@@ -268,6 +269,7 @@ def build_explainers(
 
     Example:
         >>> import torchvision
+        >>> from lico_lightning.explain import build_explainers
         >>> net = torchvision.models.resnet18(num_classes=3)
         >>> build_explainers(net, ["gradcam", "rise"], layer="layer3", explainer_kwargs={"rise": {"num_masks": 8}})
         {'gradcam': GradCAM(layer='layer3', model=ResNet), 'rise': RISE(model=ResNet)}
