@@ -32,6 +32,7 @@ __all__ = [
     "EXPLAINERS",
     "Explainer",
     "build_explainers",
+    "check_explainer_options",
     "create_explainer",
     "list_explainers",
     "register_explainer",
@@ -243,15 +244,39 @@ def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
         ...
         ValueError: Expected options of the 'rise' explainer among [...], but got 'num_maskz'.
     """
-    cls = EXPLAINERS.get(name)
-    options = _explainer_options(cls)
-    unknown = sorted(set(kwargs) - set(options))
-    if unknown:
-        raise ValueError(
-            f"Expected options of the {name!r} explainer among {options}, but got "
-            f"{', '.join(repr(k) for k in unknown)}."
-        )
-    return cls(model, **kwargs)
+    check_explainer_options([name], {name: kwargs})
+    return EXPLAINERS.get(name)(model, **kwargs)
+
+
+def check_explainer_options(
+    methods: Sequence[str], explainer_kwargs: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
+    """Check explainer names and their keyword options without building anything.
+
+    For configuration time (a callback's ``__init__``, the CLI): the same errors
+    :func:`create_explainer` raises, before any model exists. Entries of ``explainer_kwargs``
+    for methods not in ``methods`` are ignored.
+
+    Raises:
+        ValueError: an unknown method name, or an option a method does not have (the message
+            lists the names / options that exist).
+
+    Example:
+        >>> from lico_lightning.explain.base import check_explainer_options
+        >>> check_explainer_options(["gradcam", "rise"], {"rise": {"num_masks": 8}})
+        >>> check_explainer_options(["rise"], {"rise": {"num_maskz": 5}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected options of the 'rise' explainer among [..., 'num_masks', ...], but got 'num_maskz'.
+    """
+    for name in methods:
+        options = _explainer_options(EXPLAINERS.get(name))
+        unknown = sorted(set((explainer_kwargs or {}).get(name, {})) - set(options))
+        if unknown:
+            raise ValueError(
+                f"Expected options of the {name!r} explainer among {options}, but got "
+                f"{', '.join(repr(k) for k in unknown)}."
+            )
 
 
 def build_explainers(
