@@ -394,3 +394,22 @@ def test_mm_temperature_is_fixed_by_default_and_learnable_on_request(tmp_path) -
     model = tiny_model(class_names=dm.class_names)
     tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=0).fit(model, dm)
     assert float(model.trainer.callback_metrics["train/mm_temperature"]) == pytest.approx(0.07)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_lico_digits_trains_under_two_process_ddp_spawn(tmp_path) -> None:
+    """Every rank used to die unpickling its arguments: the prompt learner's torch.Generator
+    went through torch.multiprocessing's shared-memory file-descriptor path."""
+    dm = DigitsDataModule(image_size=16, batch_size=16)
+    model = tiny_model(class_names=dm.class_names)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    trainer = tiny_trainer(
+        tmp_path, devices=2, strategy="ddp_spawn", limit_train_batches=2, limit_val_batches=1
+    )
+    trainer.fit(model, dm)  # 2 spawned ranks (~60 s on 2 busy cores: process start-up)
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "train/mm", "train/ot", "val/acc"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    after = model.backbone.state_dict()  # rank 0's trained weights come back to this process
+    assert any(not torch.equal(before[k], after[k]) for k in before)
