@@ -28,4 +28,7 @@ def test_registries_are_the_shared_registry(registry, listing, create, kind) -> 
     with pytest.raises(ValueError) as err:
         create("no_such_thing")
     article = "an" if kind[0] in "aeiou" else "a"
-    assert str(err.value) == f"Expected {article} {kind} name, but got 'no_such_thing'. Available: {available}."
+    assert (
+        str(err.value)
+        == f"Expected {article} {kind} name, but got 'no_such_thing'. Available: {available}."
+    )

@@ -66,6 +66,9 @@ def test_readme_block_runs(index, tmp_path, monkeypatch) -> None:
 
 
 def test_skip_marker_requires_a_reason() -> None:
-    assert _SKIP.search("x = 1  # readme-test: skip -- needs a GPU").group(1).strip(" -—:") == "needs a GPU"
+    assert (
+        _SKIP.search("x = 1  # readme-test: skip -- needs a GPU").group(1).strip(" -—:")
+        == "needs a GPU"
+    )
     assert _SKIP.search("# readme-test: skip").group(1).strip(" -—:") == ""
     assert python_blocks("a\n```python\nx = 1\n```\n```bash\nls\n```\n") == ["x = 1\n"]

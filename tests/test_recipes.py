@@ -172,14 +172,22 @@ def _digits_args(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--model.backbone=resnet19"], r"Expected a backbone name, but got 'resnet19'\. Available: .*wrn28_2"),
         (
-            [f"--config={ROOT / 'recipes' / 'lico_cifar10_wrn.yaml'}", "--data.init_args.data_dir=/nonexistent/cifar"],
+            ["--model.backbone=resnet19"],
+            r"Expected a backbone name, but got 'resnet19'\. Available: .*wrn28_2",
+        ),
+        (
+            [
+                f"--config={ROOT / 'recipes' / 'lico_cifar10_wrn.yaml'}",
+                "--data.init_args.data_dir=/nonexistent/cifar",
+            ],
             r"Expected CIFAR-10 under data_dir='/nonexistent/cifar', but .* is missing",
         ),
         (
-            ['--trainer.callbacks+={"class_path": "lico_lightning.callbacks.SaliencyMonitor", '
-             '"init_args": {"methods": ["rise"], "explainer_kwargs": {"rise": {"num_maskz": 5}}}}'],
+            [
+                '--trainer.callbacks+={"class_path": "lico_lightning.callbacks.SaliencyMonitor", '
+                '"init_args": {"methods": ["rise"], "explainer_kwargs": {"rise": {"num_maskz": 5}}}}'
+            ],
             r"Expected options of the 'rise' explainer among \[.*'num_masks'.*\], but got 'num_maskz'",
         ),
     ],

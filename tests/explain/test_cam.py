@@ -230,9 +230,14 @@ def test_non_finite_images_are_rejected_before_any_work(small, name, kwargs, bad
 
 
 def test_misspelt_option_lists_the_options_that_exist(small):
-    with pytest.raises(ValueError, match=r"options of the 'rise' explainer among \[.*'num_masks'.*\], but got 'num_maskz'"):
+    with pytest.raises(
+        ValueError,
+        match=r"options of the 'rise' explainer among \[.*'num_masks'.*\], but got 'num_maskz'",
+    ):
         create_explainer("rise", small, num_maskz=5)
-    with pytest.raises(ValueError, match=r"'gradcam' explainer among \[.*'layer'.*\], but got 'layr'"):
+    with pytest.raises(
+        ValueError, match=r"'gradcam' explainer among \[.*'layer'.*\], but got 'layr'"
+    ):
         build_explainers(small, ["gradcam"], explainer_kwargs={"gradcam": {"layr": "features"}})
     with pytest.raises(ValueError, match=r"'scorecam'.*'batch_size'.*but got 'batchsize'"):
         build_explainers(small, ["scorecam"], explainer_kwargs={"scorecam": {"batchsize": 4}})
@@ -241,7 +246,9 @@ def test_misspelt_option_lists_the_options_that_exist(small):
 def test_rise_grid_larger_than_the_image_is_rejected(small):
     with pytest.raises(ValueError, match=r"`grid_size` <= the image side 8.*grid_size=9"):
         RISE(small, num_masks=4, grid_size=9).attribute(torch.randn(1, 3, 8, 8), torch.tensor([0]))
-    out = RISE(small, num_masks=4, grid_size=8).attribute(torch.randn(1, 3, 8, 8), torch.tensor([0]))
+    out = RISE(small, num_masks=4, grid_size=8).attribute(
+        torch.randn(1, 3, 8, 8), torch.tensor([0])
+    )
     assert out.shape == (1, 8, 8)
 
 

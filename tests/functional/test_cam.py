@@ -69,7 +69,9 @@ def test_rise_masks_match_naive_upsample_and_crop():
 
 
 def test_upsample_to_an_empty_size_is_rejected():
-    with pytest.raises(ValueError, match=r"Expected `size` to be two positive ints \(H, W\), but got \(0, 0\)"):
+    with pytest.raises(
+        ValueError, match=r"Expected `size` to be two positive ints \(H, W\), but got \(0, 0\)"
+    ):
         upsample_saliency(torch.rand(1, 4, 4), (0, 0))
     with pytest.raises(ValueError, match="two positive ints"):
         upsample_saliency(torch.rand(1, 4, 4), (8,))

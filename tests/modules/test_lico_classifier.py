@@ -336,7 +336,9 @@ def test_extending_a_finished_run_keeps_the_schedule_and_warns(tmp_path) -> None
     ).fit(first, dm)
     seen.clear()
     resumed = tiny_model(class_names=dm.class_names, lr=0.05)
-    trainer = tiny_trainer(tmp_path / "b", max_epochs=2, limit_train_batches=4, callbacks=[RecordLR()])
+    trainer = tiny_trainer(
+        tmp_path / "b", max_epochs=2, limit_train_batches=4, callbacks=[RecordLR()]
+    )
     with pytest.warns(UserWarning, match=r"planned for K=4 steps.*give K=8"):
         trainer.fit(resumed, dm, ckpt_path=ckpt.last_model_path)
     expected = [0.05 * math.cos(7 * math.pi * min(k, 4) / (16 * 4)) for k in range(4, 8)]
@@ -376,7 +378,7 @@ def test_mid_epoch_resume_replays_the_epoch_as_documented(tmp_path) -> None:
 
 def test_list_targets_and_wrong_channel_count_are_clear_errors() -> None:
     model = tiny_model()
-    with pytest.raises(TypeError, match="`targets` to be a torch.Tensor, but got list"):
+    with pytest.raises(TypeError, match=r"`targets` to be a torch\.Tensor, but got list"):
         model.lico_losses(torch.randn(3, 3, 16, 16), [0, 1, 2])
     with pytest.raises(ValueError, match=r"3 channels .*in_channels=3.*but got 1.*channels: 3"):
         model.lico_losses(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))
@@ -413,3 +415,10 @@ def test_lico_digits_trains_under_two_process_ddp_spawn(tmp_path) -> None:
         assert key in metrics and torch.isfinite(metrics[key]), key
     after = model.backbone.state_dict()  # rank 0's trained weights come back to this process
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_misspelt_mm_option_lists_the_options() -> None:
+    with pytest.raises(
+        ValueError, match=r"`mm_kwargs` keys among \[.*'temperature'.*\].*'temprature'"
+    ):
+        tiny_model(mm_kwargs={"temprature": 0.1})

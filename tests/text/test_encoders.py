@@ -265,7 +265,8 @@ def test_registry_lists_and_builds_every_encoder() -> None:
 
 def test_registry_errors() -> None:
     with pytest.raises(
-        ValueError, match=r"Expected a text encoder name, but got 'w2v'\. Available: hf, minilm, openclip\."
+        ValueError,
+        match=r"Expected a text encoder name, but got 'w2v'\. Available: hf, minilm, openclip\.",
     ):
         create_text_encoder("w2v")
     with pytest.raises(ValueError, match="model_name_or_path"):

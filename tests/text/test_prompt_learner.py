@@ -365,7 +365,12 @@ def test_pickled_prompt_learner_keeps_its_generator_state_without_a_tensor() -> 
 
     from lico_lightning.text import OpenCLIPTextEncoder, PromptLearner, tiny_openclip_config
 
-    learner = PromptLearner(["cat", "dog", "bird"], OpenCLIPTextEncoder(model_cfg=tiny_openclip_config()), n_ctx=3, seed=4)
+    learner = PromptLearner(
+        ["cat", "dog", "bird"],
+        OpenCLIPTextEncoder(model_cfg=tiny_openclip_config()),
+        n_ctx=3,
+        seed=4,
+    )
     learner._generator.manual_seed(9)
     torch.randperm(5, generator=learner._generator)
     state = learner.__getstate__()
@@ -373,5 +378,6 @@ def test_pickled_prompt_learner_keeps_its_generator_state_without_a_tensor() -> 
     clone = pickle.loads(pickle.dumps(learner))
     assert torch.equal(clone._generator.get_state(), learner._generator.get_state())
     assert torch.equal(
-        torch.randperm(5, generator=clone._generator), torch.randperm(5, generator=learner._generator)
+        torch.randperm(5, generator=clone._generator),
+        torch.randperm(5, generator=learner._generator),
     )

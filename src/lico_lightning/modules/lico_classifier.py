@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import random
 from collections.abc import Sequence
@@ -101,7 +102,9 @@ def _drop_frozen_state(
             state_dict.pop(f"{prefix}{_ENCODER_KEY}{key}", None)
 
 
-def _fill_frozen_state(module: LICOClassifier, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+def _fill_frozen_state(
+    module: LICOClassifier, state_dict: dict[str, Any], prefix: str, *_: Any
+) -> None:
     """``load_state_dict`` pre-hook: take the frozen encoder's tensors from the rebuilt one."""
     if module.text_encoder is not None:
         for key, value in module.text_encoder.state_dict(keep_vars=True).items():
@@ -232,8 +235,6 @@ class LICOClassifier(pl.LightningModule):
             backbone, num_classes=num_classes, **(backbone_kwargs or {})
         )
         self.uses_text = alpha > 0 or beta > 0
-        first_conv = next((m for m in self.backbone.modules() if isinstance(m, nn.Conv2d)), None)
-        self._in_channels = None if first_conv is None else int(first_conv.in_channels)
 
         self.prompt_learner: PromptLearner | None = None
         self.mapping: MappingNet | None = None
@@ -262,6 +263,13 @@ class LICOClassifier(pl.LightningModule):
                 encoder.output_dim, length, hidden_dim=mapping_hidden_dim, dropout=mapping_dropout
             )
             mm_options = {"learn_temperature": False, **(mm_kwargs or {})}
+            allowed = sorted(inspect.signature(ManifoldMatchingLoss).parameters)
+            unknown = sorted(set(mm_options) - set(allowed) | ({"distance"} & set(mm_options)))
+            if unknown:
+                raise ValueError(
+                    f"Expected `mm_kwargs` keys among {[a for a in allowed if a != 'distance']} "
+                    f"(`distance` is `mm_distance`), but got {unknown}."
+                )
             self.mm_loss = ManifoldMatchingLoss(distance=mm_distance, **mm_options)
             self.ot_loss = SinkhornOTLoss(epsilon=ot_epsilon, max_iter=ot_max_iter)
             self._feature_shape = (n_maps, length)
@@ -286,7 +294,6 @@ class LICOClassifier(pl.LightningModule):
         """The frozen text encoder ``g_phi`` (``None`` for the CE baseline)."""
         return None if self.prompt_learner is None else self.prompt_learner.text_encoder
 
-
     # ------------------------------------------------------------------ inference
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` for images ``(B, 3, H, W)``."""
@@ -309,14 +316,6 @@ class LICOClassifier(pl.LightningModule):
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(
                 f"Expected a non-empty image batch of shape (B, C, H, W), but got {tuple(images.shape)}."
-            )
-        if self._in_channels is not None and images.shape[1] != self._in_channels:
-            raise ValueError(
-                f"Expected images with {self._in_channels} channels (backbone "
-                f"{self.hparams.backbone!r} takes in_channels={self._in_channels}), but got "
-                f"{images.shape[1]}; give the data module `channels: {self._in_channels}` (e.g. "
-                "DigitsDataModule(channels=3)) or build the backbone for these images with "
-                f"`backbone_kwargs: {{in_channels: {images.shape[1]}}}` (WRN / PreAct-ResNet)."
             )
         if targets.shape != (images.shape[0],) or targets.dtype != torch.long:
             raise ValueError(
