@@ -359,7 +359,7 @@ class FrozenTiny(TinyClassifier):
         )
 
     def setup(self, stage: str) -> None:  # runs in every spawned process
-        register_explainer("broken_rank1", overwrite=True)(BrokenOnRank1)
+        register_explainer("broken_rank1")(BrokenOnRank1)
 
 
 @pytest.mark.distributed

@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from lico_lightning._registry import Registry
 from lico_lightning._safety import detach_input, explanation_mode, preserve_model_state
-from lico_lightning._validation import check_finite, check_tensor
+from lico_lightning._validation import check_finite, check_target, check_tensor
 from lico_lightning.explain.hooks import find_default_layer, resolve_layer
-from lico_lightning.functional.saliency import _check_target, normalize_saliency
+from lico_lightning.functional import normalize_saliency
 
 __all__ = [
     "EXPLAINERS",
@@ -121,7 +121,7 @@ class Explainer(ABC):
         check_tensor("images", images, 4, floating=True)
         check_finite("images", images)
         num_classes = getattr(self.model, "num_classes", None)
-        _check_target(
+        check_target(
             target, images.shape[0], num_classes if isinstance(num_classes, int) else None
         )
         with explanation_mode(), preserve_model_state(self.model):
@@ -197,7 +197,11 @@ def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[
     def decorator(cls: type[E]) -> type[E]:
         if not (isinstance(cls, type) and issubclass(cls, Explainer)):
             raise TypeError(f"Expected an Explainer subclass, but got {cls!r}.")
-        EXPLAINERS.register(name, cls, overwrite=overwrite)
+        # the same class defined again (its module executed a second time, e.g. by pytest's
+        # importlib doctest collection) keeps the first registration, as for pair explainers
+        same = name in EXPLAINERS and EXPLAINERS.get(name).__qualname__ == cls.__qualname__
+        if not same or overwrite:
+            EXPLAINERS.register(name, cls, overwrite=overwrite)
         return cls
 
     return decorator
