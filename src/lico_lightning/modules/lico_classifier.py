@@ -129,6 +129,12 @@ class LICOClassifier(pl.LightningModule):
     Training-only parts (text encoder, prompts, ``h_psi``, the MM temperature) are dropped by
     :meth:`export_classifier`, which returns the plain backbone classifier.
 
+    **Checkpoints** (and ``state_dict()``) leave out the frozen text encoder: it is rebuilt
+    from ``text_encoder`` / ``text_encoder_kwargs`` (under a fixed seed, so randomly
+    initialised towers come out identical) and a fingerprint of its weights, stored in the
+    checkpoint, must match on load. A resumed fit keeps K of the cos(7πk/16K) schedule from
+    the checkpoint and warns when the trainer would plan another K.
+
     Args:
         class_names: one name per class, in label order (e.g. from the data module).
         backbone: registered backbone name (see :func:`lico_lightning.models.list_backbones`).
