@@ -132,7 +132,7 @@ class BrokenExplainer(Explainer):
 def broken():
     register_explainer("broken")(BrokenExplainer)
     yield "broken"
-    del EXPLAINERS["broken"]
+    EXPLAINERS.unregister("broken")
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> None:
@@ -393,7 +393,7 @@ def test_monitor_under_two_process_ddp_matches_single_process(tmp_path):
                 if k.startswith("saliency/")
             }
     finally:
-        del EXPLAINERS["broken_rank1"]
+        EXPLAINERS.unregister("broken_rank1")
     single, ddp = results["single"], results["ddp"]
     assert {k for k in single if k.startswith("saliency/gradcam/")} == {
         f"saliency/gradcam/{m}" for m in ("insertion", "deletion", "overall", "average_drop")
