@@ -32,7 +32,6 @@ from pytorch_lightning import LightningDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-from lico_lightning.explain.base import check_explainer_options
 from lico_lightning.modules import LICOClassifier
 
 __all__ = ["LICOCLI", "build_cli", "main"]
@@ -66,18 +65,8 @@ class LICOCLI(LightningCLI):
         if run.parent == expected:
             args["version"] = f"{run.name}/{self.subcommand}"
 
-    def _check_callbacks(self) -> None:
-        """Explainer names/options of the monitors, checked before any training or test work
-        (inside a monitor a bad option would only become a warning at its first run)."""
-        for callback in self.trainer.callbacks:
-            methods = getattr(callback, "methods", None)
-            options = getattr(callback, "explainer_kwargs", None)
-            if isinstance(methods, (list, tuple)) and isinstance(options, dict):
-                check_explainer_options(list(methods), options)
-
     def before_fit(self) -> None:
         """``fast_dev_run`` saves no checkpoint, ``save_last`` included (nothing in the cwd)."""
-        self._check_callbacks()
         if self.trainer.fast_dev_run:
             for callback in self.trainer.callbacks:
                 if isinstance(callback, ModelCheckpoint):
@@ -93,7 +82,6 @@ class LICOCLI(LightningCLI):
                     callback.dirpath = str(Path(ckpt).resolve().parent)
 
     def before_test(self) -> None:
-        self._check_callbacks()
         self._keep_checkpoint_dir()
 
     def before_validate(self) -> None:

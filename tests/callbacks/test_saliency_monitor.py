@@ -464,3 +464,8 @@ def test_test_stage_shows_its_own_progress(tmp_path, capsys):
     shown.test(model, valid, verbose=False)
     assert "SaliencyMonitor (test)" in capsys.readouterr().err
     assert "test/saliency/gradcam/overall" in shown.callback_metrics
+
+
+def test_misspelt_explainer_option_fails_at_construction():
+    with pytest.raises(ValueError, match=r"options of the 'rise' explainer .* but got 'num_maskz'"):
+        SaliencyMonitor(methods=["rise"], explainer_kwargs={"rise": {"num_maskz": 5}})
