@@ -63,6 +63,12 @@ from lico_lightning.functional.saliency import (
     pointing_game,
     spearman_rank_correlation,
 )
+from lico_lightning.functional.surrogate import (
+    in_batch_similarity_kl,
+    log_mean_exp,
+    moving_average_kl_objective,
+    update_log_moving_average,
+)
 
 __all__ = [
     "BanzhafInteractions",
@@ -89,6 +95,7 @@ __all__ = [
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",
     "greedy_subsets",
+    "in_batch_similarity_kl",
     "increase_in_confidence",
     "insertion_auc",
     "insertion_deletion_auc",
@@ -96,9 +103,11 @@ __all__ = [
     "integration_points",
     "interaction_pairs",
     "kron_normal_equations",
+    "log_mean_exp",
     "m2ib_objective",
     "manifold_matching_loss",
     "model_agnostic_banzhaf_interactions",
+    "moving_average_kl_objective",
     "normal_equations",
     "normalize_saliency",
     "p_faithfulness_correlation",
@@ -117,6 +126,7 @@ __all__ = [
     "spearman_rank_correlation",
     "split_budget",
     "token_interactions",
+    "update_log_moving_average",
     "upsample_saliency",
     "weighted_activation_map",
 ]
