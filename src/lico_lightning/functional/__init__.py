@@ -64,6 +64,7 @@ from lico_lightning.functional.saliency import (
     spearman_rank_correlation,
 )
 from lico_lightning.functional.surrogate import (
+    concept_contributions,
     in_batch_similarity_kl,
     log_mean_exp,
     moving_average_kl_objective,
@@ -82,6 +83,7 @@ __all__ = [
     "blur_images",
     "bottleneck_capacity",
     "box_to_mask",
+    "concept_contributions",
     "confidence_change",
     "confidence_drop",
     "confidence_increase",

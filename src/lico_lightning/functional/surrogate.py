@@ -38,6 +38,7 @@ from torch import Tensor
 from lico_lightning._validation import check_tensor
 
 __all__ = [
+    "concept_contributions",
     "in_batch_similarity_kl",
     "log_mean_exp",
     "moving_average_kl_objective",
@@ -182,3 +183,50 @@ def in_batch_similarity_kl(
     if not symmetric:
         return i2t
     return 0.5 * (i2t + kl(teacher_logits.T, student_logits.T))
+
+
+def concept_contributions(
+    concepts: Tensor, weight: Tensor, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""Signed per-concept weights that decompose a linear surrogate's embedding.
+
+    For :math:`f(c) = W c + b`, each concept's term :math:`c_k W_{:,k}` is projected on the
+    unit embedding :math:`\hat f = f/\|f\|` and divided by :math:`\|f\|`:
+
+    .. math::
+
+        w_k = \frac{c_k\, W_{:,k}^\top \hat f}{\|f\|}, \qquad
+        w_b = \frac{b^\top \hat f}{\|f\|}, \qquad \sum_k w_k + w_b = 1.
+
+    So the weights are shares of the embedding's length (negative: the concept points away
+    from the embedding), and the surrogate's cosine similarity with any direction lying along
+    :math:`\hat f` is the sum of the terms.
+
+    Args:
+        concepts: ``(B, C)`` concept scores.
+        weight: ``(K, C)`` surrogate weight :math:`W`.
+        bias: ``(K,)`` surrogate bias or ``None``.
+
+    Returns:
+        ``(B, C)`` concept weights and ``(B,)`` the bias share :math:`w_b`.
+
+    Example:
+        >>> W = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> w, wb = concept_contributions(torch.tensor([[3.0, 4.0]]), W)
+        >>> w, wb  # f = (3, 4): shares 9/25 and 16/25
+        (tensor([[0.3600, 0.6400]]), tensor([0.]))
+    """
+    check_tensor("concepts", concepts, ndim=2, floating=True)
+    check_tensor("weight", weight, ndim=2, floating=True)
+    if weight.shape[1] != concepts.shape[1]:
+        raise ValueError(
+            f"Expected `concepts` with {weight.shape[1]} columns (the surrogate's concepts), "
+            f"but got shape {tuple(concepts.shape)}."
+        )
+    f = concepts @ weight.T
+    if bias is not None:
+        f = f + bias
+    norm_sq = (f * f).sum(-1, keepdim=True)
+    per_concept = concepts * (f @ weight) / norm_sq
+    bias_share = (f @ bias / norm_sq[:, 0]) if bias is not None else f.new_zeros(f.shape[0])
+    return per_concept, bias_share
