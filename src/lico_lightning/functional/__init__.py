@@ -48,6 +48,7 @@ from lico_lightning.functional.lico import (
     sinkhorn_ot_loss,
 )
 from lico_lightning.functional.m2ib import bottleneck_capacity, gaussian_bottleneck, m2ib_objective
+from lico_lightning.functional.retrieval import retrieval_ranks, retrieval_recall_at_k
 from lico_lightning.functional.saliency import (
     average_drop,
     blur_images,
@@ -120,6 +121,8 @@ __all__ = [
     "pointing_game_energy",
     "pointing_game_recognition",
     "rank_data",
+    "retrieval_ranks",
+    "retrieval_recall_at_k",
     "rise_masks",
     "sample_coalitions",
     "select_clique",

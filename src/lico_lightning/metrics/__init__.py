@@ -13,6 +13,7 @@ from lico_lightning.metrics.interaction import (
     PFaithfulnessCorrelation,
     PointingGameRecognition,
 )
+from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 from lico_lightning.metrics.saliency import (
     AverageDrop,
     DeletionAUC,
@@ -40,4 +41,5 @@ __all__ = [
     "PointingGameAccuracy",
     "PointingGameEnergy",
     "PointingGameRecognition",
+    "RetrievalRecallAtK",
 ]
