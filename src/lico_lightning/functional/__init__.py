@@ -26,6 +26,10 @@ from lico_lightning.functional.cam import (
     upsample_saliency,
     weighted_activation_map,
 )
+from lico_lightning.functional.faithfulness import (
+    blockwise_retrieval_faithfulness,
+    retrieval_faithfulness,
+)
 from lico_lightning.functional.grounding import (
     box_to_mask,
     confidence_drop,
@@ -81,6 +85,7 @@ __all__ = [
     "average_drop",
     "banzhaf_kernel_weights",
     "banzhaf_values_from_interactions",
+    "blockwise_retrieval_faithfulness",
     "blur_images",
     "bottleneck_capacity",
     "box_to_mask",
@@ -121,6 +126,7 @@ __all__ = [
     "pointing_game_energy",
     "pointing_game_recognition",
     "rank_data",
+    "retrieval_faithfulness",
     "retrieval_ranks",
     "retrieval_recall_at_k",
     "rise_masks",

@@ -1,5 +1,6 @@
 """``torchmetrics.Metric`` classes (DDP-correct accumulators over the functional formulas)."""
 
+from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
 from lico_lightning.metrics.grounding import (
     ConditionalDeletionAUC,
     ConditionalInsertionAUC,
@@ -41,5 +42,6 @@ __all__ = [
     "PointingGameAccuracy",
     "PointingGameEnergy",
     "PointingGameRecognition",
+    "RetrievalFaithfulness",
     "RetrievalRecallAtK",
 ]
