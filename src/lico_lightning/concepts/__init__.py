@@ -5,6 +5,12 @@ lemminflect); a user-given vocabulary (:meth:`ConceptVocabulary.from_words`) wit
 ``"words"`` tagger needs none.
 """
 
+from lico_lightning.concepts.cache import (
+    CaptionEmbeddings,
+    ConceptPairDataset,
+    EpochKeySampler,
+    encode_caption_dataset,
+)
 from lico_lightning.concepts.nlp import (
     LemminflectLexicon,
     Lexicon,
@@ -23,9 +29,12 @@ from lico_lightning.concepts.surrogate import ConceptExplanation, ConceptSurroga
 from lico_lightning.concepts.vocabulary import ConceptVocabulary, TaggedCaptions, tag_captions
 
 __all__ = [
+    "CaptionEmbeddings",
     "ConceptExplanation",
+    "ConceptPairDataset",
     "ConceptSurrogate",
     "ConceptVocabulary",
+    "EpochKeySampler",
     "LemminflectLexicon",
     "Lexicon",
     "NLTKTagger",
@@ -37,6 +46,7 @@ __all__ = [
     "WordTagger",
     "create_lexicon",
     "create_tagger",
+    "encode_caption_dataset",
     "list_lexicons",
     "list_taggers",
     "tag_captions",
