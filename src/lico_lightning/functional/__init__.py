@@ -68,6 +68,11 @@ from lico_lightning.functional.saliency import (
     pointing_game,
     spearman_rank_correlation,
 )
+from lico_lightning.functional.splice import (
+    splice_decompose,
+    splice_penalty_for_sparsity,
+    splice_reconstruct,
+)
 from lico_lightning.functional.surrogate import (
     concept_contributions,
     in_batch_similarity_kl,
@@ -135,6 +140,9 @@ __all__ = [
     "sinkhorn_ot_loss",
     "solve_interactions",
     "spearman_rank_correlation",
+    "splice_decompose",
+    "splice_penalty_for_sparsity",
+    "splice_reconstruct",
     "split_budget",
     "token_interactions",
     "update_log_moving_average",
