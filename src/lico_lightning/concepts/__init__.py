@@ -11,6 +11,10 @@ from lico_lightning.concepts.cache import (
     EpochKeySampler,
     encode_caption_dataset,
 )
+from lico_lightning.concepts.datamodule import (
+    ConceptDistillationDataModule,
+    load_open_clip_weights,
+)
 from lico_lightning.concepts.nlp import (
     LemminflectLexicon,
     Lexicon,
@@ -30,6 +34,7 @@ from lico_lightning.concepts.vocabulary import ConceptVocabulary, TaggedCaptions
 
 __all__ = [
     "CaptionEmbeddings",
+    "ConceptDistillationDataModule",
     "ConceptExplanation",
     "ConceptPairDataset",
     "ConceptSurrogate",
@@ -49,5 +54,6 @@ __all__ = [
     "encode_caption_dataset",
     "list_lexicons",
     "list_taggers",
+    "load_open_clip_weights",
     "tag_captions",
 ]
