@@ -158,9 +158,11 @@ def train(loss_fn, f, opt, img, txt, c, batches):
 BATCHES = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1], [2, 4, 6, 8], [1, 3, 5, 7, 9]]
 
 
-def make(seed=1):
+def make(seed=1, sgd=False):
     f = surrogate(seed)
     loss_fn = SurrogateDistillationLoss(N, temperature=TAU)
+    if sgd:  # gradient-scale sensitive (Adam would hide a wrong factor)
+        return f, loss_fn, torch.optim.SGD(f.parameters(), lr=0.5)
     opt = torch.optim.AdamW(f.parameters(), lr=1e-2, amsgrad=True)
     return f, loss_fn, opt
 
@@ -192,7 +194,7 @@ def _ddp_train(rank: int, world_size: int) -> dict:
     import torch.distributed as dist
 
     img, txt, c = data()
-    f, loss_fn, opt = make()
+    f, loss_fn, opt = make(sgd=True)
     for idx in BATCHES:
         local = idx[rank::world_size]  # uneven halves in the last batch
         i = torch.tensor(local)
@@ -214,7 +216,7 @@ def _ddp_train(rank: int, world_size: int) -> dict:
 @pytest.mark.distributed
 def test_two_process_ddp_equals_one_process_on_the_global_batches() -> None:
     img, txt, c = data()
-    f, loss_fn, opt = make()
+    f, loss_fn, opt = make(sgd=True)
     # one process sees the global batch in rank order: rank 0's half, then rank 1's
     order = [idx[0::2] + idx[1::2] for idx in BATCHES]
     for idx in order:
@@ -234,6 +236,26 @@ def test_two_process_ddp_equals_one_process_on_the_global_batches() -> None:
             )
     for key, value in results[0]["loss"].items():  # identical on every rank
         assert (value == results[1]["loss"][key]).all()
+
+
+def _ddp_estimator(rank: int, world_size: int) -> list:
+    est = MovingAverageEstimator(6, gamma=0.5)
+    # rank 0 sees samples 0, 1 then 2; rank 1 sees 3, 1 then 4 (1 twice in one global batch)
+    steps = (
+        [([0, 1], [1.0, 2.0]), ([2], [3.0])] if rank == 0 else [([3, 1], [4.0, 5.0]), ([4], [6.0])]
+    )
+    out = [est.update(torch.tensor(i), torch.tensor(v)).tolist() for i, v in steps]
+    return [out, est.log_value.tolist(), est.seen.tolist()]
+
+
+@pytest.mark.distributed
+def test_estimator_applies_every_rank_update_on_every_rank() -> None:
+    ref = MovingAverageEstimator(6, gamma=0.5)
+    ref.update(torch.tensor([0, 1, 3, 1]), torch.tensor([1.0, 2.0, 4.0, 5.0]), sync=False)
+    ref.update(torch.tensor([2, 4]), torch.tensor([3.0, 6.0]), sync=False)
+    r0, r1 = run_in_gloo_group(_ddp_estimator)
+    assert r0[1:] == r1[1:] == [ref.log_value.tolist(), ref.seen.tolist()]
+    assert r0[0][0] == [1.0, 2.0] and r1[0][0] == [4.0, 2.0]  # each rank gets its own rows back
 
 
 def test_bad_inputs() -> None:
