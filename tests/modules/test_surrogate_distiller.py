@@ -213,3 +213,34 @@ def test_bad_batches() -> None:
         SurrogateDistiller().setup("fit")
     with pytest.raises(ValueError, match="one concept row per image"):
         ConceptPairDataset(cached()[0], torch.rand(3, C))
+
+
+class LabelledPairs(torch.utils.data.Dataset):
+    def __init__(self, emb, scores, labels) -> None:
+        self.pairs = ConceptPairDataset(emb, scores, train=False)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        return {**self.pairs[i], "label": self.labels[i]}
+
+
+def test_zero_shot_accuracy_of_surrogate_and_clip(tmp_path) -> None:
+    emb, scores = cached()
+    classes = torch.randn(3, K)
+    unit = classes / classes.norm(dim=1, keepdim=True)
+    labels = (emb.image_embeds @ unit.T).argmax(1)  # CLIP's own zero-shot is right by design
+    labels[:4] = (labels[:4] + 1) % 3  # ... except on 4 images
+    model = SurrogateDistiller(num_concepts=C, embed_dim=K, num_samples=N, block_size=8)
+    model.set_zero_shot_classifier(classes)
+    loader = DataLoader(LabelledPairs(emb, scores, labels), batch_size=8)
+    (metrics,) = trainer(tmp_path, 1, enable_checkpointing=False).validate(model, loader)
+    assert metrics["val/zeroshot_acc_clip"] == pytest.approx(20 / 24)
+    with torch.no_grad():
+        pred = (model.surrogate(scores.to_dense()) @ unit.T).argmax(1)  # argmax of the cosine
+    assert metrics["val/zeroshot_acc_surrogate"] == pytest.approx(
+        (pred == labels).float().mean().item()
+    )
+    assert not any(k.startswith("zero_shot") for k in model.state_dict())

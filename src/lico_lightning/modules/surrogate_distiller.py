@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from lico_lightning._validation import check_int, check_real
+from lico_lightning._validation import check_int, check_real, check_tensor
 from lico_lightning.concepts import ConceptExplanation, ConceptSurrogate
 from lico_lightning.losses import SurrogateDistillationLoss
 from lico_lightning.metrics import RetrievalFaithfulness
@@ -97,6 +98,8 @@ class SurrogateDistiller(pl.LightningModule):
         check_int("block_size", block_size, 1)
         self.save_hyperparameters()
         self.dual_encoder: Any = None  # plain attribute: never in state_dict or the optimizer
+        self.zero_shot_weights: Tensor | None = None  # (K, L), rebuilt from CLIP: not saved
+        self.zero_shot: torch.nn.ModuleDict | None = None
         self.surrogate: ConceptSurrogate | None = None
         self.loss_fn: SurrogateDistillationLoss | None = None
         self.val_metrics = torch.nn.ModuleDict(
@@ -158,6 +161,28 @@ class SurrogateDistiller(pl.LightningModule):
             )
         dual_encoder.module.eval().requires_grad_(False)
         self.dual_encoder = dual_encoder
+
+    def set_zero_shot_classifier(self, class_embeds: Tensor) -> None:
+        """Zero-shot classification of surrogate vs CLIP in validation: ``class_embeds``
+        ``(L, K)`` CLIP text embeddings of the L classes (e.g. ``open_clip.build_zero_shot_classifier``
+        transposed). Validation batches with a ``"label"`` entry ``(B,)`` then log
+        ``val/zeroshot_acc_surrogate`` and ``val/zeroshot_acc_clip`` (top-1 of the cosine)."""
+        from torchmetrics.classification import MulticlassAccuracy
+
+        check_tensor("class_embeds", class_embeds, ndim=2, floating=True)
+        if self.hparams.embed_dim is not None and class_embeds.shape[1] != self.hparams.embed_dim:
+            raise ValueError(
+                f"Expected `class_embeds` of width {self.hparams.embed_dim}, but got shape "
+                f"{tuple(class_embeds.shape)}."
+            )
+        self.zero_shot_weights = F.normalize(class_embeds.detach().float(), dim=-1).T
+        n = class_embeds.shape[0]
+        self.zero_shot = torch.nn.ModuleDict(
+            {
+                "surrogate": MulticlassAccuracy(num_classes=n, average="micro"),
+                "clip": MulticlassAccuracy(num_classes=n, average="micro"),
+            }
+        ).to(self.device)
 
     def on_fit_start(self) -> None:
         if self.dual_encoder is not None:
@@ -223,6 +248,12 @@ class SurrogateDistiller(pl.LightningModule):
         self.log("val/top1_agreement", out.top1_agreement, batch_size=b, sync_dist=True)
         for metric in self.val_metrics.values():
             metric.update(surrogate, image, text, index)
+        if self.zero_shot is not None and isinstance(batch, Mapping) and "label" in batch:
+            weights = self.zero_shot_weights.to(surrogate.device)  # type: ignore[union-attr]
+            for name, emb in (("surrogate", surrogate), ("clip", image)):
+                acc = self.zero_shot[name]
+                acc.update(F.normalize(emb.float(), dim=-1) @ weights, batch["label"])
+                self.log(f"val/zeroshot_acc_{name}", acc, batch_size=b)
 
     def on_validation_epoch_end(self) -> None:
         for name, metric in self.val_metrics.items():
