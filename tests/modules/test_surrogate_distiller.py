@@ -207,6 +207,17 @@ def test_bad_batches() -> None:
                 "index": torch.arange(1, 5),
             }
         )
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`image_embeds` to be finite"):
+        model._step(
+            {
+                "image_embeds": bad,
+                "text_embeds": x,
+                "concepts": torch.rand(4, C),
+                "index": torch.arange(4),
+            }
+        )
     with pytest.raises(TypeError, match="dict batch"):
         model._step((x, x))
     with pytest.raises(ValueError, match="`num_concepts` to be given"):

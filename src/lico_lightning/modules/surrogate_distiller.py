@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lico_lightning._validation import check_int, check_real, check_tensor
+from lico_lightning._validation import check_finite, check_int, check_real, check_tensor
 from lico_lightning.concepts import ConceptExplanation, ConceptSurrogate
 from lico_lightning.losses import SurrogateDistillationLoss
 from lico_lightning.metrics import RetrievalFaithfulness
@@ -224,7 +224,15 @@ class SurrogateDistiller(pl.LightningModule):
         index = batch["index"]
         if not isinstance(index, Tensor):
             index = torch.as_tensor(index)
-        return image, text, batch["concepts"], index.to(image.device)
+        concepts = batch["concepts"]
+        dense = (
+            concepts.values() if isinstance(concepts, Tensor) and concepts.is_sparse else concepts
+        )
+        parts = {"image_embeds": image, "text_embeds": text, "concepts": dense}
+        if not bool(torch.stack([torch.isfinite(x).all() for x in parts.values()]).all()):
+            for name, x in parts.items():  # one sync when all is well; details only on error
+                check_finite(name, x)
+        return image, text, concepts, index.to(image.device)
 
     def _step(self, batch: Mapping[str, Any]) -> tuple[Any, Tensor, Tensor, Tensor, Tensor]:
         if self.surrogate is None or self.loss_fn is None:
