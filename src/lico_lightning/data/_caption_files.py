@@ -360,7 +360,7 @@ class COCOCaptionDataModule(_RecordsDataModule):
         self.root = Path(root)
 
     def _records(self, split: str) -> list[CaptionRecord]:
-        h = self.hparams
+        h: Any = self.hparams
         if split == "train":
             return read_coco_captions(
                 self.root / h.train_captions, self.root / h.train_images, max_images=h.max_images
@@ -414,7 +414,7 @@ class Flickr30kEntitiesDataModule(_RecordsDataModule):
         self.root = Path(root)
 
     def _records(self, split: str) -> list[CaptionRecord]:
-        h = self.hparams
+        h: Any = self.hparams
         return read_flickr30k_entities(self.root, split, h.image_dir, h.max_images)
 
 
@@ -461,7 +461,7 @@ class CaptionFileDataModule(_RecordsDataModule):
         self.save_hyperparameters(ignore=["zeroshot"])
 
     def _records(self, split: str) -> list[CaptionRecord]:
-        h = self.hparams
+        h: Any = self.hparams
         path = {"train": h.train_file, "val": h.val_file, "test": h.test_file or h.val_file}[split]
         return read_caption_file(
             path, h.image_root, h.image_key, h.caption_key, h.phrase_key, h.box_key

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lico_lightning._validation import check_int
+from lico_lightning._validation import check_choice, check_int
 from lico_lightning.data._sampler import ResumableRandomSampler
 
 __all__ = [
@@ -188,8 +188,11 @@ def _map_box(box: Box, size: tuple[int, int], image_size: int, resize_mode: str)
     if resize_mode == "squash":
         sx, sy, left, top = image_size / w, image_size / h, 0.0, 0.0
     elif resize_mode == "shortest":
-        scale = image_size / min(w, h)
-        new_w, new_h = round(w * scale), round(h * scale)
+        # torchvision Resize(int): short side -> image_size, long side floored; CenterCrop rounds
+        if w <= h:
+            new_w, new_h = image_size, int(image_size * h / w)
+        else:
+            new_w, new_h = int(image_size * w / h), image_size
         sx, sy = new_w / w, new_h / h
         left, top = round((new_w - image_size) / 2.0), round((new_h - image_size) / 2.0)
     else:
@@ -491,8 +494,20 @@ class CaptionDataModule(pl.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.zeroshot is not None:
-            self.zeroshot.setup(stage)
+        zeroshot: Any = self.zeroshot
+        if zeroshot is not None:
+            zeroshot.setup(stage)
+
+    def probes(self, num: int, seed: int = 0, split: str = "val") -> list[GroundingProbe]:
+        """``num`` grounding probes drawn once (seeded, one per image) from a split's phrases
+        with boxes — what a grounding monitor explains at every check."""
+        check_choice("split", split, ("train", "val", "test"))
+        stage = {"train": "fit", "val": "validate", "test": "test"}[split]
+        dataset = getattr(self, f"{split}_dataset")
+        if dataset is None:
+            self.setup(stage)
+            dataset = getattr(self, f"{split}_dataset")
+        return dataset.probes(num, seed=seed)
 
     def _loader(self, dataset: Dataset | None, stage: str, sampler: Any = None) -> DataLoader:
         if dataset is None:
