@@ -49,7 +49,9 @@ def train_and_eval(estimator, batch, args, data, seed):
     n = c_tr.shape[0]
     torch.manual_seed(seed)
     f = ConceptSurrogate(args.concepts, args.dim)
-    loss_fn = SurrogateDistillationLoss(n, temperature=0.1, estimator=estimator)
+    loss_fn = SurrogateDistillationLoss(
+        n, temperature=0.1, gamma_teacher=args.gamma, gamma_student=args.gamma, estimator=estimator
+    )
     opt = torch.optim.AdamW(f.parameters(), lr=args.lr, weight_decay=1e-6, amsgrad=True)
     g = torch.Generator().manual_seed(1000 + seed)
     for _ in range(args.epochs):
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 1024])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--gamma", type=float, default=0.9, help="γ1 = γ2 (paper: 0.9)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and seeds")
     args = parser.parse_args()
@@ -90,7 +93,8 @@ def main() -> None:
     data = ((c[:split], img[:split], cap[:split]), (c[split:], img[split:], cap[split:]))
     print(
         f"N_train={args.train} N_test={args.test} C={args.concepts} K={args.dim} "
-        f"epochs={args.epochs} lr={args.lr} seeds={args.seeds} (held-out faithfulness R@1)"
+        f"epochs={args.epochs} lr={args.lr} seeds={args.seeds} γ={args.gamma} "
+        "(held-out faithfulness R@1)"
     )
     print(f"{'batch':>6} {'estimator':>15} {'I→T R@1':>16} {'T→I R@1':>16} {'s/run':>7}")
     for batch in args.batches:
