@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import pytest
@@ -213,6 +214,16 @@ def _ddp_train(rank: int, world_size: int) -> dict:
     }
 
 
+def _ddp_worker(rank: int, world_size: int) -> dict:
+    return {"train": _ddp_train(rank, world_size), "estimator": _ddp_estimator(rank, world_size)}
+
+
+@functools.cache
+def two_ranks() -> list[dict]:
+    """One 2-process gloo group for both DDP tests (spawning costs ~10 s each time)."""
+    return run_in_gloo_group(_ddp_worker)
+
+
 @pytest.mark.distributed
 def test_two_process_ddp_equals_one_process_on_the_global_batches() -> None:
     img, txt, c = data()
@@ -225,7 +236,7 @@ def test_two_process_ddp_equals_one_process_on_the_global_batches() -> None:
         out = loss_fn(img[i], txt[i], f(c[i]), i)
         out.loss.backward()
         opt.step()
-    results = run_in_gloo_group(_ddp_train)
+    results = [r["train"] for r in two_ranks()]
     for r in results:
         assert math.isclose(r["kl"], out.kl.item(), rel_tol=1e-5)
         for key, value in f.state_dict().items():
@@ -253,7 +264,7 @@ def test_estimator_applies_every_rank_update_on_every_rank() -> None:
     ref = MovingAverageEstimator(6, gamma=0.5)
     ref.update(torch.tensor([0, 1, 3, 1]), torch.tensor([1.0, 2.0, 4.0, 5.0]), sync=False)
     ref.update(torch.tensor([2, 4]), torch.tensor([3.0, 6.0]), sync=False)
-    r0, r1 = run_in_gloo_group(_ddp_estimator)
+    r0, r1 = (r["estimator"] for r in two_ranks())
     assert r0[1:] == r1[1:] == [ref.log_value.tolist(), ref.seen.tolist()]
     assert r0[0][0] == [1.0, 2.0] and r1[0][0] == [4.0, 2.0]  # each rank gets its own rows back
 
