@@ -13,13 +13,17 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_bool",
     "check_choice",
     "check_finite",
     "check_int",
     "check_int_pair",
+    "check_logits",
     "check_positive",
     "check_probability",
     "check_real",
+    "check_target",
+    "check_target_range",
     "check_tensor",
 ]
 
@@ -132,9 +136,17 @@ def check_int_pair(name: str, value: object, letters: str = "(H, W)") -> tuple[i
     return int(value[0]), int(value[1])
 
 
-def check_real(name: str, value: object, *, low: float | None = None, strict: bool = True) -> float:
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    strict: bool = True,
+    high: float | None = None,
+) -> float:
     """Raise unless ``value`` is a finite real number (int or float, not a bool) and, with
-    ``low``, ``> low`` (``>= low`` when ``strict=False``); return it as a float.
+    ``low``, ``> low`` (``>= low`` when ``strict=False``), with ``high``, ``<= high``; return it
+    as a float.
 
     Example:
         >>> check_real("beta", 0.1, low=0.0, strict=False)
@@ -149,4 +161,72 @@ def check_real(name: str, value: object, *, low: float | None = None, strict: bo
     if low is not None and (value <= low if strict else value < low):
         bound = f"> {low}" if strict else f">= {low}"
         raise ValueError(f"Expected `{name}` {bound}, but got {value!r}.")
+    if high is not None and value > high:
+        raise ValueError(f"Expected `{name}` <= {high}, but got {value!r}.")
     return float(value)
+
+
+def check_target(target: object, batch_size: int, num_classes: int | None = None) -> Tensor:
+    """Raise unless ``target`` is a ``(batch_size,)`` ``torch.long`` tensor of class indices
+    (``TypeError`` for the wrong type, ``ValueError`` for the wrong shape or, with
+    ``num_classes``, a class outside ``[0, num_classes)``); return it.
+
+    Example:
+        >>> check_target(torch.tensor([0, 2]), 2, num_classes=3)
+        tensor([0, 2])
+    """
+    target = check_tensor("target", target, 1)
+    if target.dtype != torch.long:
+        raise TypeError(f"Expected `target` to be a torch.long tensor, but got {target.dtype}.")
+    if target.shape[0] != batch_size:
+        raise ValueError(
+            f"Expected `target` of shape ({batch_size},), but got {tuple(target.shape)}."
+        )
+    if num_classes is not None:
+        check_target_range(target, num_classes)
+    return target
+
+
+def check_target_range(target: Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` unless every ``target`` lies in ``[0, num_classes)``."""
+    bad = (target < 0) | (target >= num_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"Expected `target` in [0, {num_classes}) (the model has {num_classes} classes), "
+            f"but got {target[bad].tolist()}."
+        )
+
+
+def check_logits(logits: object, batch_size: int) -> Tensor:
+    """Raise ``ValueError`` unless a model output is finite ``(batch_size, num_classes)`` logits.
+
+    Example:
+        >>> check_logits(torch.zeros(2, 3), 2).shape
+        torch.Size([2, 3])
+    """
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch_size:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(
+            f"Expected the model to return logits of shape (B, num_classes) = ({batch_size}, ...), "
+            f"but got {shape}."
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(
+            "Expected the model to return finite logits, but got "
+            f"{int((~torch.isfinite(logits)).sum())} non-finite value(s)."
+        )
+    return logits
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Raise ``TypeError`` unless ``value`` is a bool; return it.
+
+    Example:
+        >>> check_bool("all_pairs", 1)
+        Traceback (most recent call last):
+        ...
+        TypeError: Expected `all_pairs` to be a bool, but got int.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__}.")
+    return value

@@ -8,25 +8,15 @@ import torch
 from torch import nn
 
 from lico_lightning.explain import DualEncoder, OpenCLIPDualEncoder
-
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
-
-
-def tiny_clip(**kwargs) -> open_clip.CLIP:
-    torch.manual_seed(0)
-    return open_clip.CLIP(16, VISION, TEXT, **kwargs)
+from lico_lightning.testing import tiny_clip
 
 
 def tiny_custom_text_clip() -> open_clip.CustomTextCLIP:
-    torch.manual_seed(0)
-    return open_clip.CustomTextCLIP(16, VISION, TEXT)
+    return tiny_clip(custom_text=True)
 
 
 def tiny_resnet_clip() -> open_clip.CLIP:
-    torch.manual_seed(0)
-    vision = {"layers": (1, 1, 1, 1), "width": 8, "head_width": 8, "image_size": 32}
-    return open_clip.CLIP(16, vision, TEXT)
+    return tiny_clip(resnet=True)
 
 
 CAPTIONS = ["a photo of a dog on the grass", "two cats"]
@@ -314,6 +304,8 @@ def test_phrase_span() -> None:
         enc.phrase_span(caption, "blue ball")
     with pytest.raises(ValueError, match="non-empty"):
         enc.phrase_span(caption, " ")
+    with pytest.raises(TypeError, match="`phrase` to be a str"):
+        enc.phrase_span(caption, ["dog"])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("factory", [tiny_clip, tiny_custom_text_clip])
@@ -357,7 +349,7 @@ def test_pooled_rows_only_keeps_image_embeddings() -> None:
     torch.testing.assert_close(flipped, want.flip(0), rtol=1e-5, atol=1e-5)
     assert all_hooks(model) == 0
     torch.manual_seed(0)
-    avg = OpenCLIPDualEncoder(open_clip.CLIP(16, {**VISION, "pool_type": "avg"}, TEXT))
+    avg = OpenCLIPDualEncoder(tiny_clip(vision_cfg={"pool_type": "avg"}))
     with avg.pooled_rows_only("image") as ok_avg:
         assert not ok_avg
 
@@ -389,3 +381,12 @@ def test_as_tokens_and_check_pairs() -> None:
         enc.check_pairs(images, ["a dog"])
     with pytest.raises(ValueError, match="spatial size"):
         enc.check_pairs(torch.randn(2, 3, 16, 16), tokens)
+
+
+def test_caption_longer_than_the_context_is_rejected_not_cut() -> None:
+    enc = OpenCLIPDualEncoder(tiny_clip(context_length=8))
+    assert enc.tokenize(["one two three four five six"]).shape == (1, 8)  # 6 tokens fit
+    with pytest.raises(ValueError, match=r"at most 6 tokens .* caption 1 \('one two"):
+        enc.tokenize(["a dog", "one two three four five six seven"])
+    with pytest.raises(ValueError, match="at most 6 tokens"):
+        enc.as_tokens(["one two three four five six seven"])

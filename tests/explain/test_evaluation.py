@@ -16,26 +16,18 @@ from lico_lightning.explain import (
     parse_batch,
     register_explainer,
 )
-from lico_lightning.functional.saliency import (
-    confidence_change,
+from lico_lightning.functional import (
+    average_drop,
     deletion_auc,
+    increase_in_confidence,
     insertion_auc,
     pointing_game,
 )
+from lico_lightning.testing import tiny_cnn
 
 
 def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 3),
-    )
+    return tiny_cnn(3)
 
 
 def _batches():
@@ -72,9 +64,8 @@ def test_matches_hand_average(target):
             xi, si, ti = x[i : i + 1], s[i : i + 1], t[i : i + 1]
             ins.append(float(insertion_auc(net, xi, si, ti)))
             dele.append(float(deletion_auc(net, xi, si, ti)))
-            d, c = confidence_change(net, xi, si, ti)
-            drop.append(float(d[0]))
-            inc.append(float(c[0]))
+            drop.append(float(average_drop(net, xi, si, ti)))
+            inc.append(float(increase_in_confidence(net, xi, si, ti)))
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     assert res["gradcam/insertion"] == pytest.approx(mean(ins), abs=1e-6)
     assert res["gradcam/deletion"] == pytest.approx(mean(dele), abs=1e-6)

@@ -15,17 +15,11 @@ from lico_lightning.explain import FIxLIP, FIxLIPAttribution, FIxLIPGame, OpenCL
 from lico_lightning.functional import (
     area_between_insertion_deletion,
     greedy_subsets,
-    p_faithfulness_correlation,
+    spearman_correlation,
 )
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTION = "a red dog runs"  # 4 text players
-
-
-def tiny_clip(**kwargs) -> open_clip.CLIP:
-    torch.manual_seed(0)
-    return open_clip.CLIP(16, VISION, TEXT, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -267,11 +261,11 @@ def test_insertion_deletion_and_faithfulness(enc) -> None:
         area_between_insertion_deletion(ins[b], dele[b])
     nu, approx = fixlip.faithfulness_samples(x, texts, att, num_masks=64)
     assert nu.shape == approx.shape == (2, 64)
-    good = p_faithfulness_correlation(nu, approx)
+    good = spearman_correlation(nu, approx)
     shuffled = FIxLIPAttribution(**{**att.__dict__, "cross": att.cross.flip(-1)})
     shuffled.image_first_order = att.image_first_order.flip(-1)
     _, bad_approx = fixlip.faithfulness_samples(x, texts, shuffled, num_masks=64)
-    bad = p_faithfulness_correlation(nu, bad_approx)
+    bad = spearman_correlation(nu, bad_approx)
     assert bool((good > 0.9).all()) and bool((good > bad).all())
 
 
@@ -314,9 +308,7 @@ def test_training_model_is_not_perturbed() -> None:
 
 
 def test_resnet_tower_needs_a_grid() -> None:
-    torch.manual_seed(0)
-    vision = {"layers": (1, 1, 1, 1), "width": 8, "head_width": 8, "image_size": 32}
-    enc = OpenCLIPDualEncoder(open_clip.CLIP(16, vision, TEXT).eval())
+    enc = OpenCLIPDualEncoder(tiny_clip(resnet=True))
     with pytest.raises(ValueError, match="without a patch grid"):
         FIxLIP(enc, estimator="exact").attribute(images(), ["a dog"])
     att = FIxLIP(enc, estimator="exact", grid=(2, 2)).attribute(images(), ["a dog"])
@@ -367,6 +359,14 @@ def test_errors(enc) -> None:
         fixlip.faithfulness_samples(images(2), [CAPTION, CAPTION], att)
     with pytest.raises(ValueError, match="`index`"):
         att.joint(3)
+    with pytest.raises(TypeError, match="`index` to be an int"):
+        att.joint(0.0)  # type: ignore[arg-type]
+    bad = x.clone()
+    bad[0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="`images` to be finite"):
+        fixlip.attribute(bad, [CAPTION])
+    with pytest.raises(ValueError, match="`image` to be finite"):
+        fixlip.game(bad[0], enc.tokenize([CAPTION])[0])
     game = fixlip.game(x[0], enc.tokenize([CAPTION])[0])
     with pytest.raises(ValueError, match=r"\(m, 4\)"):
         game.cross_values(torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 4, dtype=torch.bool))

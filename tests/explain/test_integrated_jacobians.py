@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,15 +15,14 @@ from lico_lightning.explain import (
     OpenCLIPDualEncoder,
     TextSpec,
 )
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTIONS = ["a dog on the grass", "a red car"]
 
 
 def tiny_encoder(dtype: torch.dtype = torch.float64) -> OpenCLIPDualEncoder:
-    torch.manual_seed(0)
-    model = open_clip.CLIP(16, VISION, TEXT).to(dtype)
+    torch.manual_seed(0)  # the tests' random inputs
+    model = tiny_clip().to(dtype)
     return OpenCLIPDualEncoder(model)
 
 
@@ -362,26 +360,32 @@ def test_errors() -> None:
         IntegratedJacobians(enc, n_steps=0)
     with pytest.raises(ValueError, match="image_reference"):
         IntegratedJacobians(enc, image_reference="noise")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="DualEncoder"):
-        IntegratedJacobians(enc.module)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"DualEncoder .* or an open_clip CLIP"):
+        IntegratedJacobians(nn.Linear(2, 2))
+    assert isinstance(IntegratedJacobians(enc.module).encoder, OpenCLIPDualEncoder)  # wrapped
     with pytest.raises(ValueError, match="spatial size"):
         ij.attribute(images=torch.randn(2, 3, 16, 16), texts=CAPTIONS)
     torch.manual_seed(0)
-    resnet = OpenCLIPDualEncoder(
-        open_clip.CLIP(
-            16, {"layers": (1, 1, 1, 1), "width": 8, "head_width": 8, "image_size": 32}, TEXT
-        )
-    )
+    resnet = OpenCLIPDualEncoder(tiny_clip(resnet=True))
     with pytest.raises(ValueError, match="Supported: VisionTransformer"):
         IntegratedJacobians(resnet).attribute(images=images, texts=CAPTIONS)
     res = ij.attribute(images=images, texts=CAPTIONS)
-    with pytest.raises(ValueError, match="0 <= start < end <= 77"):
+    # CAPTIONS[0] "a dog on the grass": SOT, 5 tokens, EOT at 6 (CAPTIONS[1] has EOT at 4)
+    with pytest.raises(ValueError, match=r"pair 0, 1 <= start < end <= 6 .*got \[3, 80\]"):
         res.project_span((3, 80))
-    with pytest.raises(ValueError, match="0 <= start < end <= 77"):
+    with pytest.raises(ValueError, match="1 <= start < end"):
         res.project_span((4, 4))
+    with pytest.raises(ValueError, match="position 0 is SOT"):  # over SOT
+        res.span_map((0, 2))
+    with pytest.raises(ValueError, match=r"pair 1, 1 <= start < end <= 4 \(position 0 is SOT, 4"):
+        res.span_map((2, 5))  # over the EOT of the second caption
+    with pytest.raises(ValueError, match="padding follows"):  # over padding
+        res.span_map(torch.tensor([[1, 3], [8, 10]]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        res.span_map(torch.tensor([[1.0, 3.0], [1.0, 2.0]]))
     with pytest.raises(ValueError, match="caption"):
         res.project_span((1, 2), side="b")
     with pytest.raises(ValueError, match="inside the 32x32 image"):
         res.project_box(torch.tensor([[0.0, 0.0, 40.0, 10.0], [0.0, 0.0, 8.0, 8.0]]))
-    with pytest.raises(ValueError, match="one box per input"):
+    with pytest.raises(ValueError, match="one box per pair"):
         res.project_box(torch.tensor([[0.0, 0.0, 8.0, 8.0]]))

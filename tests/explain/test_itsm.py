@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lico_lightning.explain import ITSM, OpenCLIPDualEncoder
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTIONS = ["a dog on the grass", "a red car"]
 
 
 @pytest.mark.parametrize(("variant", "index"), [("output", 1), ("hidden", 0)])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_matches_projected_intermediates(variant: str, index: int, normalize: bool) -> None:
-    torch.manual_seed(0)
-    model = open_clip.CLIP(16, VISION, TEXT).eval()
+    torch.manual_seed(0)  # the test's random inputs
+    model = tiny_clip()
     enc = OpenCLIPDualEncoder(model)
     images = torch.randn(2, 3, 32, 32)
     tokens = enc.tokenize(CAPTIONS)
@@ -51,7 +49,7 @@ def test_matches_projected_intermediates(variant: str, index: int, normalize: bo
 
 def test_all_pairs_and_errors() -> None:
     torch.manual_seed(0)
-    enc = OpenCLIPDualEncoder(open_clip.CLIP(16, VISION, TEXT))
+    enc = OpenCLIPDualEncoder(tiny_clip())
     images = torch.randn(2, 3, 32, 32)
     itsm = ITSM(enc)
     allp = itsm.attribute(images=images, texts=CAPTIONS, all_pairs=True)
@@ -63,7 +61,7 @@ def test_all_pairs_and_errors() -> None:
         ITSM(enc, variant="hidden", text_layer=9).attribute(images=images, texts=CAPTIONS)
     torch.manual_seed(0)
     pooled = OpenCLIPDualEncoder(
-        open_clip.CLIP(16, {**VISION, "attentional_pool": True, "attn_pooler_heads": 2}, TEXT)
+        tiny_clip(vision_cfg={"attentional_pool": True, "attn_pooler_heads": 2})
     )
     with pytest.raises(ValueError, match="attentional pooling"):
         ITSM(pooled).attribute(images=images, texts=CAPTIONS)

@@ -11,15 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from lico_lightning.explain import M2IB, DualEncoder, ImageSpec, OpenCLIPDualEncoder, TextSpec
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTIONS = ["a photo of a dog on the grass", "two cats", "a red car near a house"]
-
-
-def tiny_clip() -> open_clip.CLIP:
-    torch.manual_seed(0)
-    return open_clip.CLIP(16, VISION, TEXT)
 
 
 def all_hooks(module: nn.Module) -> int:
@@ -160,13 +154,13 @@ def test_batched_pairs_equal_single_pairs(tower: str) -> None:
     m2ib = M2IB(enc, tower, layer=0, steps=4, num_copies=3)
     both = m2ib(images, tokens)
     chunked = M2IB(enc, tower, layer=0, steps=4, num_copies=3, max_pairs=2)(images, tokens)
-    for name in ("attribution", "token_capacity", "capacity", "fit", "similarity", "losses"):
+    for name in ("attribution", "token_capacity", "capacity", "fit", "score", "losses"):
         torch.testing.assert_close(
             getattr(chunked, name), getattr(both, name), rtol=1e-4, atol=1e-4
         )
     for i in range(3):
         one = m2ib(images[i : i + 1], tokens[i : i + 1])
-        for name in ("attribution", "token_capacity", "capacity", "fit", "similarity"):
+        for name in ("attribution", "token_capacity", "capacity", "fit", "score"):
             torch.testing.assert_close(
                 getattr(both, name)[i], getattr(one, name)[0], rtol=1e-4, atol=1e-4
             )
@@ -190,7 +184,7 @@ def test_other_tower_runs_once_as_constant_target(tower: str) -> None:
     assert calls == [(2, False)]
     with torch.no_grad():
         ei, et = model.encode_image(images), model.encode_text(tokens)
-        torch.testing.assert_close(out.similarity, enc.similarity(ei, et))
+        torch.testing.assert_close(out.score, enc.similarity(ei, et))
 
 
 def test_parameters_grads_flags_modes_untouched() -> None:
@@ -315,7 +309,7 @@ def test_result_helpers_and_settings() -> None:
     assert bool((out.attribution >= 0).all())
     assert out.image_size == (32, 32)
     text = M2IB(enc, "text", layer=0, steps=1, num_copies=1)(images, tokens)
-    with pytest.raises(ValueError, match="image attribution"):
+    with pytest.raises(ValueError, match="image side to upsample"):
         text.upsample()
     with pytest.raises(ValueError, match="size"):
         out.upsample(size=(0, 4))
@@ -435,11 +429,10 @@ def test_bad_settings(kwargs, error, match: str) -> None:
 
 def test_unsupported_models() -> None:
     with pytest.raises(TypeError, match="DualEncoder"):
-        M2IB(tiny_clip(), "image", layer=0)  # type: ignore[arg-type]
+        M2IB(nn.Linear(2, 2), "image", layer=0)
+    assert isinstance(M2IB(tiny_clip(), "image", layer=0).encoder, OpenCLIPDualEncoder)
     torch.manual_seed(0)
-    resnet = open_clip.CLIP(
-        16, {"layers": (1, 1, 1, 1), "width": 8, "head_width": 8, "image_size": 32}, TEXT
-    )
+    resnet = tiny_clip(resnet=True)
     enc = OpenCLIPDualEncoder(resnet)
     with pytest.raises(ValueError, match="VisionTransformer"):
         M2IB(enc, "image", layer=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
 
@@ -11,16 +10,15 @@ from lico_lightning.explain import (
     OpenCLIPDualEncoder,
     conditional_perturbation_curves,
 )
+from lico_lightning.testing import tiny_clip
 
-VISION = {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CAPTIONS = ["a dog on the grass", "a red car"]
 
 
 @pytest.fixture
 def enc() -> OpenCLIPDualEncoder:
-    torch.manual_seed(0)
-    return OpenCLIPDualEncoder(open_clip.CLIP(16, VISION, TEXT).eval())
+    torch.manual_seed(0)  # the tests' random inputs
+    return OpenCLIPDualEncoder(tiny_clip())
 
 
 def test_image_deletion_and_insertion_match_loop(enc) -> None:
@@ -112,3 +110,29 @@ def test_errors(enc) -> None:
             "audio",
             "deletion",  # type: ignore[arg-type]
         )
+
+
+def test_non_finite_inputs_and_models_rejected(enc) -> None:
+    images = torch.randn(2, 3, 32, 32)
+    tokens = enc.tokenize(CAPTIONS)
+    bad = images.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`images` to be finite"):
+        conditional_perturbation_curves(enc, bad, tokens, torch.rand(2, 4, 4), "image", "deletion")
+    attr = torch.rand(2, 4, 4)
+    attr[1, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="`attributions` to be finite"):
+        conditional_perturbation_curves(enc, images, tokens, attr, "image", "deletion")
+    with pytest.raises(TypeError, match="batch_size"):
+        conditional_perturbation_curves(
+            enc, images, tokens, torch.rand(2, 4, 4), "image", "deletion", batch_size=2.0
+        )
+    with pytest.raises(TypeError, match="DualEncoder"):
+        conditional_perturbation_curves(
+            torch.nn.Linear(2, 2), images, tokens, torch.rand(2, 4, 4), "image", "deletion"
+        )
+    # an open_clip model is wrapped
+    attr = attr.clamp_max(1.0)
+    want = conditional_perturbation_curves(enc, images, tokens, attr, "image", "deletion")
+    got = conditional_perturbation_curves(enc.module, images, tokens, attr, "image", "deletion")
+    torch.testing.assert_close(got, want)

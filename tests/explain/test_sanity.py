@@ -10,20 +10,11 @@ from scipy import stats
 from torch import nn
 
 from lico_lightning.explain import GradCAM, ScoreCAM, parameter_randomization, randomizable_layers
+from lico_lightning.testing import tiny_cnn
 
 
 def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 4),
-    )
+    return tiny_cnn(4)
 
 
 def test_layers_are_listed_top_to_bottom():

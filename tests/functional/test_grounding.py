@@ -9,13 +9,20 @@ import torch
 
 from lico_lightning.functional import (
     box_to_mask,
-    confidence_drop,
-    confidence_increase,
-    insertion_deletion_auc,
+    curve_auc,
+    energy_pointing_game,
+    pair_confidence_drop,
+    pair_confidence_increase,
     perturbation_keep_masks,
-    pointing_game_accuracy,
-    pointing_game_energy,
+    pointing_game,
 )
+
+
+def pointing_game_accuracy(saliency, target, image_size=None, reduction="mean"):
+    """PGA: the pointing game with tolerance 0 (one box or mask per map)."""
+    return pointing_game(
+        saliency, target, tolerance=0.0, image_size=image_size, reduction=reduction
+    )
 
 
 def naive_mask(box, grid, image):
@@ -56,7 +63,7 @@ def test_pointing_game_matches_loop() -> None:
     boxes = random_boxes(16, (224, 224), gen)
     boxes[3] = torch.tensor([0.0, 0.0, 40.0, 40.0])
     hits = pointing_game_accuracy(sal, boxes, image_size=(224, 224), reduction="none")
-    energy = pointing_game_energy(sal, boxes, image_size=(224, 224), reduction="none")
+    energy = energy_pointing_game(sal, boxes, image_size=(224, 224), reduction="none")
     want_hits, want_energy = [], []
     for b in range(16):
         mask = naive_mask(boxes[b].tolist(), (7, 7), (224, 224))
@@ -73,20 +80,20 @@ def test_pointing_game_matches_loop() -> None:
         pointing_game_accuracy(sal, boxes, (224, 224)), torch.tensor(want_hits).mean()
     )
     torch.testing.assert_close(
-        pointing_game_energy(sal, boxes, (224, 224), reduction="median"),
+        energy_pointing_game(sal, boxes, image_size=(224, 224), reduction="median"),
         torch.tensor(want_energy).median(),
     )
     # a bool mask target gives the same as its boxes
     masks = box_to_mask(boxes, (7, 7), (224, 224))
-    torch.testing.assert_close(pointing_game_energy(sal, masks, reduction="none"), energy)
+    torch.testing.assert_close(energy_pointing_game(sal, masks, reduction="none"), energy)
 
 
 def test_pointing_game_hand_made() -> None:
     sal = torch.tensor([[[0.0, 2.0], [-5.0, 1.0]]])
     box = torch.tensor([[1, 0, 2, 2]])  # the right column
     assert float(pointing_game_accuracy(sal, box)) == 1.0
-    assert float(pointing_game_energy(sal, box)) == 1.0
-    assert float(pointing_game_energy(-sal.abs(), box)) == 0.0  # no positive attribution
+    assert float(energy_pointing_game(sal, box)) == 1.0
+    assert float(energy_pointing_game(-sal.abs(), box)) == 0.0  # no positive attribution
     assert float(pointing_game_accuracy(sal, torch.tensor([[0, 0, 1, 2]]))) == 0.0
 
 
@@ -131,13 +138,13 @@ def test_auc_and_confidence_match_loops() -> None:
     gen = torch.Generator().manual_seed(3)
     curves = torch.rand(4, 6, generator=gen)
     want = [sum((c[j] + c[j + 1]) / 2 for j in range(5)) / 5 for c in curves.tolist()]
-    torch.testing.assert_close(insertion_deletion_auc(curves), torch.tensor(want))
+    torch.testing.assert_close(curve_auc(curves), torch.tensor(want))
     o, s = torch.rand(10, generator=gen), torch.rand(10, generator=gen)
     drop = sum(max(0.0, a - b) for a, b in zip(o.tolist(), s.tolist())) / 10
     inc = sum(a < b for a, b in zip(o.tolist(), s.tolist())) / 10
-    torch.testing.assert_close(confidence_drop(o, s), torch.tensor(drop))
-    torch.testing.assert_close(confidence_increase(o, s), torch.tensor(inc))
-    assert confidence_drop(o, s, reduction="none").shape == (10,)
+    torch.testing.assert_close(pair_confidence_drop(o, s), torch.tensor(drop))
+    torch.testing.assert_close(pair_confidence_increase(o, s), torch.tensor(inc))
+    assert pair_confidence_drop(o, s, reduction="none").shape == (10,)
 
 
 def test_errors() -> None:
@@ -149,13 +156,13 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="inside"):
         box_to_mask(torch.tensor([[-1.0, 0.0, 5.0, 8.0]]), (4, 4), (32, 32))
     with pytest.raises(ValueError, match="batch size 2"):
-        pointing_game_energy(sal, torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+        energy_pointing_game(sal, torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
     with pytest.raises(ValueError, match=r"shape \(B, 4\)"):
         box_to_mask(torch.zeros(2, 3), (4, 4))
     with pytest.raises(ValueError, match="dtype bool"):
-        pointing_game_energy(sal, torch.ones(2, 4, 4))
+        energy_pointing_game(sal, torch.ones(2, 4, 4))
     with pytest.raises(ValueError, match="finite"):
-        pointing_game_energy(sal * float("nan"), torch.ones(2, 4, 4, dtype=torch.bool))
+        energy_pointing_game(sal * float("nan"), torch.ones(2, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="image_size"):
         box_to_mask(torch.zeros(1, 4), (4, 4), (0, 4))
     with pytest.raises(ValueError, match="reduction"):
@@ -167,6 +174,6 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="mode"):
         perturbation_keep_masks(torch.rand(2, 3), "both")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least 2 points"):
-        insertion_deletion_auc(torch.rand(2, 1))
+        curve_auc(torch.rand(2, 1))
     with pytest.raises(ValueError, match="equal shape"):
-        confidence_drop(torch.rand(3), torch.rand(2))
+        pair_confidence_drop(torch.rand(3), torch.rand(2))

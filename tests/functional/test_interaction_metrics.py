@@ -8,10 +8,10 @@ from scipy import stats
 
 from lico_lightning.functional import (
     area_between_insertion_deletion,
-    p_faithfulness_correlation,
     pointing_game_recognition,
-    rank_data,
+    spearman_correlation,
 )
+from lico_lightning.functional._rank import _average_ranks
 
 
 def naive_aid(ins: list[float], dele: list[float], normalize: bool) -> float:
@@ -86,15 +86,15 @@ def test_pgr_hand_cases_and_naive_loop() -> None:
         assert got[b].item() == pytest.approx(naive_pgr(e[b], obj[b], tok[b]), rel=1e-12)
 
 
-def test_rank_data_matches_scipy_with_ties() -> None:
+def test_average_ranks_match_scipy_with_ties() -> None:
     gen = torch.Generator().manual_seed(2)
     x = torch.randint(0, 6, (3, 40), generator=gen).double()
-    got = rank_data(x)
+    got = _average_ranks(x)
     for r in range(3):
         torch.testing.assert_close(got[r], torch.from_numpy(stats.rankdata(x[r].numpy())))
 
 
-def test_p_faithfulness_correlation_matches_scipy_spearman() -> None:
+def test_spearman_correlation_matches_scipy_spearman() -> None:
     gen = torch.Generator().manual_seed(3)
     nu = torch.randn(6, 200, generator=gen, dtype=torch.float64)
     approx = (
@@ -103,14 +103,14 @@ def test_p_faithfulness_correlation_matches_scipy_spearman() -> None:
         * torch.linspace(0.1, 3, 6)[:, None]
     )
     approx[0] = approx[0].round()  # ties
-    got = p_faithfulness_correlation(nu, approx)
+    got = spearman_correlation(nu, approx)
     for b in range(6):
         want = stats.spearmanr(nu[b].numpy(), approx[b].numpy()).statistic
         assert got[b].item() == pytest.approx(want, abs=1e-12)
     assert got[1] > got[5]  # more noise, lower correlation
     # monotone transformations do not change it
-    assert p_faithfulness_correlation(nu[0], nu[0].exp()).item() == pytest.approx(1.0)
-    assert p_faithfulness_correlation(nu[0], -nu[0]).item() == pytest.approx(-1.0)
+    assert spearman_correlation(nu[0], nu[0].exp()).item() == pytest.approx(1.0)
+    assert spearman_correlation(nu[0], -nu[0]).item() == pytest.approx(-1.0)
 
 
 def test_errors() -> None:
@@ -131,8 +131,8 @@ def test_errors() -> None:
             torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)
         )
     with pytest.raises(ValueError, match="constant"):
-        p_faithfulness_correlation(torch.ones(5), torch.randn(5))
+        spearman_correlation(torch.ones(5), torch.randn(5))
     with pytest.raises(ValueError, match="at least 2"):
-        p_faithfulness_correlation(torch.ones(1), torch.ones(1))
+        spearman_correlation(torch.ones(1), torch.ones(1))
     with pytest.raises(TypeError, match="floating"):
-        p_faithfulness_correlation(torch.arange(4), torch.arange(4))
+        spearman_correlation(torch.arange(4), torch.arange(4))

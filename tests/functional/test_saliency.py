@@ -10,20 +10,27 @@ import torch
 from scipy import ndimage, stats
 from torch import nn
 
-from lico_lightning.functional.saliency import (
+from lico_lightning.functional import (
     average_drop,
     blur_images,
-    confidence_change,
     curve_auc,
     deletion_auc,
     energy_pointing_game,
     increase_in_confidence,
     insertion_auc,
+    insertion_deletion_auc,
+    insertion_deletion_curves,
     normalize_saliency,
     perturbation_curve,
     pointing_game,
-    spearman_rank_correlation,
+    spearman_correlation,
 )
+
+
+def confidence_change(model, images, sal, target, clean=None):
+    """Both Grad-CAM++ confidence metrics per sample: ``(drop, increase as bool)``."""
+    drop = average_drop(model, images, sal, target, "none", clean)
+    return drop, increase_in_confidence(model, images, sal, target, "none", clean).bool()
 
 
 def _tiny_model(num_classes: int = 4) -> nn.Module:
@@ -133,7 +140,7 @@ def test_lico_step_and_rise_auc_formula():
     fr = torch.linspace(0, 1, 5)
     p = torch.rand(3, 5)
     rise = (p.sum(1) - p[:, 0] / 2 - p[:, -1] / 2) / 4
-    torch.testing.assert_close(curve_auc(fr, p), rise)
+    torch.testing.assert_close(curve_auc(p, fr), rise)
 
 
 def test_blur_matches_scipy_mirror_convolution():
@@ -178,15 +185,16 @@ def test_confidence_change_with_known_clean_probability_runs_only_the_explanatio
     rows: list[int] = []
     handle = model.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
     try:
-        drop, inc = confidence_change(model, images, sal, target, clean)
+        drop = average_drop(model, images, sal, target, "none", clean)
     finally:
         handle.remove()
     assert rows == [5]  # the explanation maps only
+    inc = increase_in_confidence(model, images, sal, target, "none", clean).bool()
     ref_drop, ref_inc = confidence_change(model, images, sal, target)  # checked against naive
     torch.testing.assert_close(drop, ref_drop)
     assert torch.equal(inc, ref_inc)
     with pytest.raises(ValueError, match="clean_probability"):
-        confidence_change(model, images, sal, target, clean[:3])
+        average_drop(model, images, sal, target, "none", clean[:3])
 
 
 def test_normalize_saliency_constant_map_is_zero_not_nan():
@@ -227,21 +235,21 @@ def test_pointing_game_several_boxes_tolerance_and_empty():
         torch.cat([box, box + 1]),
         torch.zeros(0, 4),
     ]
-    hits, valid = pointing_game(sal, boxes, tolerance=15, reduction="none")
-    assert hits.tolist() == [True, True, False, False, False]
-    assert valid.tolist() == [True, True, True, True, False]
+    hits = pointing_game(sal, boxes, tolerance=15, reduction="none")
+    assert hits[:4].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert hits[4].isnan()  # no box: not scored
     assert float(pointing_game(sal, boxes, tolerance=15)) == pytest.approx(2 / 4)
     # exactly on the tolerance boundary counts as a hit (<=)
     edge = [torch.tensor([[10.0, 10.0, 19.5, 20.0]])]
-    assert pointing_game(sal[1:2], edge, tolerance=15, reduction="none")[0].item() is True
-    assert pointing_game(sal[1:2], edge, tolerance=14.99, reduction="none")[0].item() is False
+    assert pointing_game(sal[1:2], edge, tolerance=15, reduction="none")[0].item() == 1.0
+    assert pointing_game(sal[1:2], edge, tolerance=14.99, reduction="none")[0].item() == 0.0
     # tolerance 0: the point must be inside a box
     assert (
-        pointing_game(sal[1:2], box[None].unbind(0), tolerance=0, reduction="none")[0].item()
-        is False
+        pointing_game(sal[1:2], box[None].unbind(0), tolerance=0, reduction="none")[0].item() == 0.0
     )
-    # all images without boxes: accuracy 0, not NaN
-    assert float(pointing_game(sal[4:], [torch.zeros(0, 4)])) == 0.0
+    # all images without boxes: no accuracy (neither a silent 0 nor NaN)
+    with pytest.raises(ValueError, match="at least one map with a region"):
+        pointing_game(sal[4:], [torch.zeros(0, 4)])
 
 
 def test_pointing_game_matches_naive_random():
@@ -255,7 +263,8 @@ def test_pointing_game_matches_naive_random():
         b = torch.cat([xy, (xy + wh).minimum(torch.tensor([30.0, 24.0]))], 1)
         boxes.append(b)
     for tol in (0.0, 3.0, 15.0):
-        hits, valid = pointing_game(sal, boxes, tolerance=tol, reduction="none")
+        hits = pointing_game(sal, boxes, tolerance=tol, reduction="none")
+        valid = ~hits.isnan()
         for i in range(20):
             ref = _naive_pointing(sal[i], boxes[i], tol)
             assert bool(valid[i]) == (ref is not None)
@@ -271,7 +280,8 @@ def test_energy_pointing_game_hand_case_and_naive():
     sal[0, 2, 4] = 1.0
     # union of two overlapping boxes covers (0,0) and (2,4) but not (3,5): energy 3/4
     boxes = [torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 5.0, 3.0]]), torch.zeros(0, 4)]
-    energy, valid = energy_pointing_game(sal, boxes, reduction="none")
+    energy = energy_pointing_game(sal, boxes, reduction="none")
+    valid = ~energy.isnan()
     assert float(energy[0]) == pytest.approx(3 / 4)
     assert valid.tolist() == [True, False]
     assert float(energy_pointing_game(sal, boxes)) == pytest.approx(3 / 4)
@@ -281,7 +291,8 @@ def test_energy_pointing_game_hand_case_and_naive():
     g = torch.Generator().manual_seed(0)
     sal = torch.randn(6, 9, 11, generator=g)
     boxes = [torch.tensor([[1.0, 2.0, 5.5, 8.0], [4.0, 0.0, 11.0, 3.0]])[: i % 3] for i in range(6)]
-    energy, valid = energy_pointing_game(sal, boxes, reduction="none")
+    energy = energy_pointing_game(sal, boxes, reduction="none")
+    valid = ~energy.isnan()
     for i in range(6):
         inside, total = 0.0, 0.0
         for r in range(9):
@@ -304,11 +315,13 @@ def test_spearman_matches_scipy_with_ties():
     a = torch.rand(6, 50, generator=g).round(decimals=1)
     b = a + 0.3 * torch.randn(6, 50, generator=g)
     b[2] = torch.rand(50, generator=g).round()
-    rho = spearman_rank_correlation(a, b)
+    rho = spearman_correlation(a.flatten(1), b.flatten(1))
     for i in range(6):
         ref = stats.spearmanr(a[i].numpy(), b[i].numpy()).statistic
         assert float(rho[i]) == pytest.approx(ref, abs=1e-6)
-    assert float(spearman_rank_correlation(torch.ones(1, 5), torch.rand(1, 5))[0]) == 0.0
+    assert (
+        float(spearman_correlation(torch.ones(1, 5), torch.rand(1, 5), constant="zero")[0]) == 0.0
+    )
 
 
 # ------------------------------------------------------------------ errors (item 8)
@@ -323,8 +336,10 @@ def test_bad_input_errors():
         pointing_game(sal, [torch.zeros(1, 4)])
     with pytest.raises(ValueError, match="of shape \\(K, 4\\)"):
         pointing_game(sal, [torch.zeros(1, 3), torch.zeros(0, 4)])
+    with pytest.raises(ValueError, match="dtype bool"):  # a 3-D tensor is a mask
+        pointing_game(sal, torch.zeros(2, 8, 8))
     with pytest.raises(TypeError, match="list of B tensors"):
-        pointing_game(sal, torch.zeros(2, 1, 4))
+        pointing_game(sal, "boxes")
     with pytest.raises(ValueError, match="saliency"):
         insertion_auc(model, images, torch.rand(2, 7, 8), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="target"):
@@ -343,8 +358,6 @@ def test_bad_input_errors():
 
 @pytest.mark.parametrize("deletion_substrate", ["blur", "zero"])
 def test_joint_curves_equal_separate_curves_with_fewer_forwards(deletion_substrate):
-    from lico_lightning.functional.saliency import insertion_deletion_curves
-
     net = _tiny_model()
     seen = []
 
@@ -376,8 +389,8 @@ def test_joint_curves_equal_separate_curves_with_fewer_forwards(deletion_substra
 
 
 def test_perturbation_aucs_dispatch_equals_the_curves():
-    """The one dispatcher behind insertion_auc / deletion_auc, the metrics and the evaluation."""
-    from lico_lightning.functional.saliency import _perturbation_aucs
+    """The one dispatcher behind insertion_auc / deletion_auc / insertion_deletion_auc."""
+    from lico_lightning.functional._perturbation import _perturbation_aucs
 
     net = _tiny_model()
     g = torch.Generator().manual_seed(7)
@@ -387,10 +400,15 @@ def test_perturbation_aucs_dispatch_equals_the_curves():
     both = _perturbation_aucs(net, x, sal, t, {"insertion": "blur", "deletion": "zero"}, **kw)
     for mode, substrate in (("insertion", "blur"), ("deletion", "zero")):
         fractions, scores = perturbation_curve(net, x, sal, t, mode, substrate=substrate, **kw)
-        torch.testing.assert_close(both[mode], curve_auc(fractions, scores))
+        torch.testing.assert_close(both[mode], curve_auc(scores, fractions))
         alone = _perturbation_aucs(net, x, sal, t, {mode: substrate}, **kw)
         assert list(alone) == [mode]
         torch.testing.assert_close(alone[mode], both[mode])
+    ins, dele = insertion_deletion_auc(
+        net, x, sal, t, deletion_substrate="zero", reduction="none", **kw
+    )
+    torch.testing.assert_close(ins, both["insertion"])
+    torch.testing.assert_close(dele, both["deletion"])
     for bad in ({}, {"insertion": "blur", "overall": "blur"}):
         with pytest.raises(ValueError, match="`substrates`"):
             _perturbation_aucs(net, x, sal, t, bad, **kw)

@@ -9,13 +9,13 @@ import torch
 
 from lico_lightning.functional import (
     area_between_insertion_deletion,
-    p_faithfulness_correlation,
     pointing_game_recognition,
+    spearman_correlation,
 )
 from lico_lightning.metrics import (
     AreaBetweenInsertionDeletion,
-    PFaithfulnessCorrelation,
     PointingGameRecognition,
+    SpearmanCorrelation,
 )
 
 
@@ -49,7 +49,7 @@ def corr_batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 CASES = [
     (AreaBetweenInsertionDeletion, area_between_insertion_deletion, aid_batches),
     (PointingGameRecognition, pointing_game_recognition, pgr_batches),
-    (PFaithfulnessCorrelation, p_faithfulness_correlation, corr_batches),
+    (SpearmanCorrelation, spearman_correlation, corr_batches),
 ]
 
 

@@ -1,16 +1,16 @@
-"""Metric classes == per-sample loops over the functional math, also across 2 gloo processes."""
+"""Metric classes == per-sample loops over the functional math; DDP: tests/metrics/test_metric_table.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from tests._ddp import run_in_gloo_group
 from torch import nn
 
-from lico_lightning.functional.saliency import (
-    confidence_change,
+from lico_lightning.functional import (
+    average_drop,
     deletion_auc,
     energy_pointing_game,
+    increase_in_confidence,
     insertion_auc,
     pointing_game,
 )
@@ -59,9 +59,8 @@ def _per_sample_reference(model, images, sal, target, boxes):
         x, s, t = images[i : i + 1], sal[i : i + 1], target[i : i + 1]
         ins.append(float(insertion_auc(model, x, s, t, step_fraction=0.1)))
         dele.append(float(deletion_auc(model, x, s, t, step_fraction=0.1, substrate="zero")))
-        d, c = confidence_change(model, x, s, t)
-        drop.append(float(d[0]))
-        inc.append(float(c[0]))
+        drop.append(float(average_drop(model, x, s, t)))
+        inc.append(float(increase_in_confidence(model, x, s, t)))
         if boxes[i].numel():
             hits.append(float(pointing_game(s, [boxes[i]], tolerance=2.0)))
             energy.append(float(energy_pointing_game(s, [boxes[i]])))
@@ -138,28 +137,3 @@ def test_bad_arguments():
         PointingGame(tolerance=-1)
     with pytest.raises(ValueError, match="Expected boxes"):
         PointingGame().update(torch.rand(1, 8, 8), [torch.tensor([[0.0, 0.0, 9.0, 1.0]])])
-
-
-# ------------------------------------------------------------------ DDP (2 CPU processes, gloo)
-def _ddp_rank(rank: int, world_size: int) -> tuple[dict[str, float], list[int]]:
-    model = _model()
-    images, sal, target, boxes = _data()
-    metrics = _metrics()
-    idx = list(range(rank, images.shape[0], world_size))  # uneven sample counts per rank
-    idx = idx[:-1] if rank == 1 else idx
-    _update(metrics, model, images[idx], sal[idx], target[idx], [boxes[i] for i in idx])
-    return _results(metrics), idx
-
-
-@pytest.mark.distributed
-def test_metric_classes_under_two_process_ddp():
-    results = run_in_gloo_group(_ddp_rank)
-    used = sorted(results[0][1] + results[1][1])
-    model = _model()
-    images, sal, target, boxes = _data()
-    ref = _per_sample_reference(
-        model, images[used], sal[used], target[used], [boxes[i] for i in used]
-    )
-    for rank in (0, 1):
-        for key, value in ref.items():
-            assert results[rank][0][key] == pytest.approx(value, abs=1e-5), (rank, key)

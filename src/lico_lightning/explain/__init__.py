@@ -10,14 +10,10 @@ from lico_lightning.explain.base import (
     register_explainer,
 )
 from lico_lightning.explain.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
-from lico_lightning.explain.dual_encoder import (
-    DualEncoder,
-    ImageSpec,
-    OpenCLIPDualEncoder,
-    TextSpec,
-)
+from lico_lightning.explain.dual_encoder import DualEncoder, ImageSpec, TextSpec
 from lico_lightning.explain.evaluation import (
     SALIENCY_METRICS,
+    SaliencyEvaluation,
     SaliencyMetricOptions,
     compute_saliency_metrics,
     evaluate_saliency,
@@ -30,6 +26,16 @@ from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, Int
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.explain.itsm import ITSM
 from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
+from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
+from lico_lightning.explain.pair import (
+    PAIR_VIEWS,
+    PairAttribution,
+    PairExplainer,
+    as_dual_encoder,
+    create_pair_explainer,
+    list_pair_explainers,
+    register_pair_explainer,
+)
 from lico_lightning.explain.perturbation import conditional_perturbation_curves
 from lico_lightning.explain.rise import RISE
 from lico_lightning.explain.sanity import (
@@ -42,6 +48,7 @@ __all__ = [
     "EXPLAINERS",
     "ITSM",
     "M2IB",
+    "PAIR_VIEWS",
     "RISE",
     "SALIENCY_METRICS",
     "DualEncoder",
@@ -59,23 +66,30 @@ __all__ = [
     "M2IBAttribution",
     "M2IBSettings",
     "OpenCLIPDualEncoder",
+    "PairAttribution",
+    "PairExplainer",
     "ParameterRandomizationResult",
+    "SaliencyEvaluation",
     "SaliencyMetricOptions",
     "ScoreCAM",
     "TextSpec",
     "TokenLayout",
     "ViTReshape",
+    "as_dual_encoder",
     "build_explainers",
     "compute_saliency_metrics",
     "conditional_perturbation_curves",
     "create_explainer",
+    "create_pair_explainer",
     "evaluate_saliency",
     "list_explainers",
+    "list_pair_explainers",
     "list_saliency_metrics",
     "parameter_randomization",
     "parse_batch",
     "preserve_model_state",
     "randomizable_layers",
     "register_explainer",
+    "register_pair_explainer",
     "resolve_layer",
 ]

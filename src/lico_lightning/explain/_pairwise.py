@@ -10,7 +10,7 @@ hooks removed, no parameter gradients, works under ``torch.inference_mode``), an
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,12 +18,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lico_lightning._safety import explanation_mode
-from lico_lightning._validation import check_tensor
+from lico_lightning._validation import check_bool, check_int
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
+from lico_lightning.explain.pair import PairExplainer
 from lico_lightning.functional.interaction import token_interactions
 
 Modality = Literal["image", "text"]
@@ -38,18 +39,13 @@ class SideFactors:
     reference_embeddings: Tensor | None  # (B, K) embeddings of the references, or None
 
 
-class FactorizedInteractionExplainer(ABC):
+class FactorizedInteractionExplainer(PairExplainer):
     """Base class: ``attribute`` for caption–image, caption–caption and image–image pairs."""
 
     method: str = "interaction"
 
-    def __init__(self, encoder: DualEncoder) -> None:
-        if not isinstance(encoder, DualEncoder):
-            raise TypeError(
-                "Expected `encoder` to be a DualEncoder (e.g. OpenCLIPDualEncoder(model)), but "
-                f"got {type(encoder).__name__}."
-            )
-        self.encoder = encoder
+    def __init__(self, encoder: DualEncoder | nn.Module) -> None:
+        super().__init__(encoder)
 
     @abstractmethod
     def _side_factors(self, modality: Modality, inputs: Tensor) -> SideFactors:
@@ -62,8 +58,7 @@ class FactorizedInteractionExplainer(ABC):
 
     def _set_layers(self, image_layer: int, text_layer: int) -> None:
         for name, value in (("image_layer", image_layer), ("text_layer", text_layer)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
+            check_int(name, value, -(2**31))  # range checked against the tower in _check_side
         self.image_layer = image_layer
         self.text_layer = text_layer
 
@@ -121,10 +116,7 @@ class FactorizedInteractionExplainer(ABC):
                 "Expected exactly one of the input combinations (images, texts), "
                 f"(texts, texts_b) or (images, images_b), but got {list(key)}."
             )
-        if not isinstance(all_pairs, bool):
-            raise TypeError(
-                f"Expected `all_pairs` to be a bool, but got {type(all_pairs).__name__}."
-            )
+        check_bool("all_pairs", all_pairs)
         mod_a, mod_b = combos[key]
         named = {"images": images, "texts": texts, "images_b": images_b, "texts_b": texts_b}
         # caption–image: side a is the caption so the result reads (B, S, Hp, Wp)
@@ -176,9 +168,9 @@ class FactorizedInteractionExplainer(ABC):
             method=self.method,
             tokens_a=inp_a if mod_a == "text" else None,
             tokens_b=inp_b if mod_b == "text" else None,
+            eot_a=enc.eot_positions(inp_a) if mod_a == "text" else None,
+            eot_b=enc.eot_positions(inp_b) if mod_b == "text" else None,
         )
-
-    __call__ = attribute
 
     # ---------------------------------------------------------------- helpers
     def _prepare(self, modality: Modality, x: object, name: str) -> Tensor:
@@ -187,8 +179,7 @@ class FactorizedInteractionExplainer(ABC):
             tokens = enc.as_tokens(x, name)  # type: ignore[arg-type]
             enc.eot_positions(tokens)  # every caption needs an EOT
             return tokens
-        check_tensor(name, x, ndim=4, floating=True)
-        return enc.check_images(x)
+        return self._check_images(x, name)
 
     def _layout(self, modality: Modality, num_tokens: int) -> TokenLayout:
         if modality == "text":

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from lico_lightning._safety import detach_input, explanation_mode, preserve_model_state
-from lico_lightning._validation import check_tensor
+from lico_lightning._validation import check_target, check_tensor
 from lico_lightning.explain.hooks import find_default_layer, resolve_layer
-from lico_lightning.functional.saliency import _check_target, normalize_saliency
+from lico_lightning.functional import normalize_saliency
 
 __all__ = [
     "EXPLAINERS",
@@ -112,7 +112,7 @@ class Explainer(ABC):
         """
         check_tensor("images", images, 4, floating=True)
         num_classes = getattr(self.model, "num_classes", None)
-        _check_target(
+        check_target(
             target, images.shape[0], num_classes if isinstance(num_classes, int) else None
         )
         with explanation_mode(), preserve_model_state(self.model):

@@ -8,20 +8,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lico_lightning._validation import check_positive
+from lico_lightning._validation import check_logits, check_positive, check_target_range
 from lico_lightning.explain.base import Explainer, register_explainer
 from lico_lightning.explain.hooks import LayerCapture
+from lico_lightning.functional import normalize_saliency, target_probability
 from lico_lightning.functional.cam import (
     grad_cam_plus_plus_weights,
     grad_cam_weights,
     upsample_saliency,
     weighted_activation_map,
-)
-from lico_lightning.functional.saliency import (
-    _probability_of,
-    check_logits,
-    check_target_range,
-    normalize_saliency,
 )
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "ScoreCAM"]
@@ -163,5 +158,5 @@ class ScoreCAM(Explainer):
             masks = normalize_saliency(upsample_saliency(activations[bi, ni], size))
             masked = images[bi] * masks[:, None].to(images.dtype)
             logits = check_logits(self.model(masked), masked.shape[0])
-            weights[bi, ni] = _probability_of(logits, target[bi])
+            weights[bi, ni] = target_probability(logits, target[bi])
         return upsample_saliency(weighted_activation_map(activations, weights), size)

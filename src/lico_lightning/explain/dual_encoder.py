@@ -15,7 +15,8 @@ talk to the model only through :class:`DualEncoder`. It exposes
   :meth:`DualEncoder.capture` records them. Every hook is removed when the ``with`` block
   ends, also on error.
 
-:class:`OpenCLIPDualEncoder` implements it for open_clip models. Other dual encoders plug in by
+:class:`~lico_lightning.explain.OpenCLIPDualEncoder` (in
+:mod:`lico_lightning.explain.open_clip_encoder`) implements it for open_clip models. Other dual encoders plug in by
 subclassing :class:`DualEncoder`; the minimal set to implement is ``module``, ``image_spec``,
 ``text_spec``, ``encode_image``, ``encode_text``, ``logit_scale`` and ``tokenize``. Layer-level
 explainers (integrated Jacobians, M2IB, ITSM on hidden layers) also need ``image_layers`` /
@@ -37,21 +38,12 @@ from torch import Tensor, nn
 from lico_lightning._safety import restored_training_modes
 from lico_lightning._validation import check_choice, check_tensor
 
-__all__ = [
-    "DualEncoder",
-    "ImageSpec",
-    "OpenCLIPDualEncoder",
-    "TextSpec",
-]
+__all__ = ["DualEncoder", "ImageSpec", "TextSpec"]
 
 Tower = Literal["image", "text"]
 Where = Literal["input", "output"]
 _TOWERS = ("image", "text")
 _WHERES = ("input", "output")
-
-# open_clip's default normalisation (used when a model carries no preprocess config).
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -247,7 +239,8 @@ class DualEncoder(ABC):
         between SOT and EOT (the tokens explainers attribute or perturb).
 
         Example:
-            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> enc = tiny_dual_encoder()
             >>> seen, content = enc.caption_masks(enc.tokenize(["a dog"]))
             >>> seen[0, :5].tolist(), content[0, :5].tolist()
             ([True, True, True, True, False], [False, True, True, False, False])
@@ -261,15 +254,18 @@ class DualEncoder(ABC):
 
         Both are tokenised with :meth:`tokenize`; the first occurrence of the phrase's tokens
         among the caption's tokens is returned (positions count SOT as 0), ready for
-        :meth:`InteractionAttribution.project_span`. Raises ``ValueError`` if absent.
+        :meth:`PairAttribution.span_map`. Raises ``ValueError`` if absent.
 
         Example:
-            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> enc = tiny_dual_encoder()
             >>> enc.phrase_span("a photo of a hot dog", "hot dog")
             (5, 7)
         """
         for name, text in (("caption", caption), ("phrase", phrase)):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str):
+                raise TypeError(f"Expected `{name}` to be a str, but got {type(text).__name__}.")
+            if not text.strip():
                 raise ValueError(f"Expected `{name}` to be a non-empty string, but got {text!r}.")
         tokens = self.tokenize([caption, phrase])
         eot = self.eot_positions(tokens).tolist()
@@ -315,7 +311,8 @@ class DualEncoder(ABC):
         pre-hook (``on="input"``) or forward hook (``on="output"``) that is removed on exit.
 
         Example:
-            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> enc = tiny_dual_encoder()
             >>> images = torch.randn(2, 3, 32, 32)
             >>> with enc.intervene("image", -1, lambda x: torch.zeros_like(x)):
             ...     e = enc.encode_image(images)
@@ -392,7 +389,8 @@ class DualEncoder(ABC):
         """Record a block's input or output tokens ``(B, T, D)`` of every forward in the block.
 
         Example:
-            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> enc = tiny_dual_encoder()
             >>> with enc.capture("text", -1, on="output") as seen:
             ...     _ = enc.encode_text(enc.tokenize(["a dog", "a cat"]))
             >>> seen[0].shape
@@ -414,7 +412,8 @@ class DualEncoder(ABC):
         ``requires_grad`` and ``.grad`` are not touched.
 
         Example:
-            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> enc = tiny_dual_encoder()
             >>> _ = enc.module.train()
             >>> with enc.explaining():
             ...     enc.module.training
@@ -482,7 +481,8 @@ class DualEncoder(ABC):
         """Checked ``(B, S)`` token ids from token ids or a list of captions (tokenised).
 
         Example:
-            >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> enc = tiny_dual_encoder()
             >>> enc.as_tokens(["a dog", "a cat"]).shape
             torch.Size([2, 77])
         """
@@ -519,380 +519,11 @@ class DualEncoder(ABC):
         return images
 
 
-class OpenCLIPDualEncoder(DualEncoder):
-    """:class:`DualEncoder` for open_clip models (``open_clip.CLIP`` and ``CustomTextCLIP``).
+def __getattr__(name: str) -> Any:
+    """Keep ``lico_lightning.explain.dual_encoder.OpenCLIPDualEncoder`` importable (the adapter
+    lives in :mod:`lico_lightning.explain.open_clip_encoder`, which imports this module)."""
+    if name == "OpenCLIPDualEncoder":
+        from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
 
-    Support by component (anything else raises ``ValueError``/``TypeError`` listing this):
-
-    * image tower ``VisionTransformer``: everything (encode, layers, token head, patch masking);
-      ``ModifiedResNet`` and timm towers: ``encode_image``, ``similarity`` and input-space
-      masking (:meth:`~DualEncoder.mask_image_patches`, used by FIxLIP) only — no token layers,
-      so no integrated Jacobians / M2IB / ITSM on the image side;
-    * text tower: CLIP's built-in text transformer and ``TextTransformer`` (``CustomTextCLIP``)
-      without an appended class token: everything, including ``token_mask``; Hugging Face text
-      towers: ``encode_text`` without ``token_mask`` only.
-
-    Text tokens are masked by adding a key mask to the attention mask the text transformer
-    receives (a forward pre-hook on the transformer rewrites its ``attn_mask`` argument), so the
-    causal mask is kept and no forward code is copied.
-
-    Args:
-        model: an open_clip ``CLIP`` or ``CustomTextCLIP``.
-        tokenizer: an open_clip ``SimpleTokenizer`` (default: one with the model's context
-            length). Must expose ``sot_token_id`` and ``eot_token_id``.
-
-    Example:
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
-        >>> tokens = enc.tokenize(["a photo of a dog", "a cat"])
-        >>> images = torch.randn(2, 3, 32, 32)
-        >>> enc.similarity(enc.encode_image(images), enc.encode_text(tokens)).shape
-        torch.Size([2])
-        >>> enc.image_spec.grid_size, enc.image_spec.num_prefix_tokens
-        ((4, 4), 1)
-    """
-
-    def __init__(self, model: nn.Module, tokenizer: Any = None) -> None:
-        import open_clip
-        from open_clip.transformer import TextTransformer, VisionTransformer
-
-        if not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
-            raise TypeError(
-                "Expected an open_clip model of type CLIP or CustomTextCLIP, but got "
-                f"{type(model).__name__}. Other dual encoders plug in by subclassing DualEncoder."
-            )
-        self._model = model
-        visual = model.visual
-        self._vit = isinstance(visual, VisionTransformer)
-
-        # text tower: CLIP keeps its text modules on the model; CustomTextCLIP in `model.text`.
-        if isinstance(model, open_clip.CustomTextCLIP):
-            text = model.text
-            if isinstance(text, TextTransformer):
-                if text.cls_emb is not None:
-                    self._text_transformer = None
-                else:
-                    self._text_transformer = text.transformer
-                causal = text.attn_mask is not None
-                pad_id = int(text.pad_id)
-                context_length = int(text.context_length)
-            else:
-                self._text_transformer = None
-                causal = False
-                pad_id = 0
-                context_length = int(getattr(tokenizer, "context_length", 0) or 77)
-        else:
-            self._text_transformer = model.transformer
-            causal = model.attn_mask is not None
-            pad_id = 0
-            context_length = int(model.context_length)
-
-        if tokenizer is None:
-            tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
-        sot = getattr(tokenizer, "sot_token_id", None)
-        eot = getattr(tokenizer, "eot_token_id", None)
-        if sot is None or eot is None:
-            raise TypeError(
-                "Expected a tokenizer with `sot_token_id` and `eot_token_id` (open_clip "
-                f"SimpleTokenizer), but got {type(tokenizer).__name__}."
-            )
-        self._tokenizer = tokenizer
-        self._text_spec = TextSpec(
-            context_length=context_length,
-            sot_id=int(sot),
-            eot_id=int(eot),
-            pad_id=pad_id,
-            causal=causal,
-        )
-
-        cfg = getattr(visual, "preprocess_cfg", None) or {}
-        mean = tuple(cfg.get("mean", getattr(visual, "image_mean", None) or _OPENAI_MEAN))
-        std = tuple(cfg.get("std", getattr(visual, "image_std", None) or _OPENAI_STD))
-        size = getattr(visual, "image_size", None) or cfg.get("size", 224)
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        if self._vit:
-            patch = tuple(visual.patch_size)
-            grid = tuple(visual.grid_size)
-            prefix = 1
-        else:
-            patch = grid = None
-            prefix = 0
-        self._image_spec = ImageSpec(
-            image_size=(int(size[0]), int(size[1])),
-            mean=tuple(float(m) for m in mean),
-            std=tuple(float(s) for s in std),
-            patch_size=None if patch is None else (int(patch[0]), int(patch[1])),
-            grid_size=None if grid is None else (int(grid[0]), int(grid[1])),
-            num_prefix_tokens=prefix,
-        )
-
-    @classmethod
-    def from_name(
-        cls, model_name: str, pretrained: str | None = None, **kwargs: Any
-    ) -> OpenCLIPDualEncoder:
-        """Create an open_clip model and its tokenizer by name (downloads ``pretrained`` weights).
-
-        ``kwargs`` go to ``open_clip.create_model``.
-        """
-        import open_clip
-
-        model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
-        return cls(model, open_clip.get_tokenizer(model_name))
-
-    # ------------------------------------------------------------------ specs
-    @property
-    def module(self) -> nn.Module:
-        return self._model
-
-    @property
-    def image_spec(self) -> ImageSpec:
-        return self._image_spec
-
-    @property
-    def text_spec(self) -> TextSpec:
-        return self._text_spec
-
-    @property
-    def logit_scale(self) -> Tensor:
-        return self._model.logit_scale.exp().reshape(())
-
-    @property
-    def logit_bias(self) -> Tensor | None:
-        bias = getattr(self._model, "logit_bias", None)
-        return None if bias is None else bias.reshape(())
-
-    # ----------------------------------------------------------------- towers
-    def encode_image(self, images: Tensor) -> Tensor:
-        """Unnormalised image embeddings ``(B, K)``, equal to ``model.encode_image(images)``."""
-        self.check_images(images)
-        return self._model.encode_image(images)
-
-    def encode_text(self, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
-        """Unnormalised text embeddings ``(B, K)``, equal to ``model.encode_text(tokens)``.
-
-        With ``token_mask`` (``(B, S)`` bool, True = keep), masked tokens are removed as keys
-        from every attention layer (the causal mask is kept); SOT and EOT are always kept.
-        """
-        tokens = self.check_tokens(tokens)
-        if token_mask is None:
-            return self._model.encode_text(tokens)
-        check_tensor("token_mask", token_mask, ndim=2)
-        if token_mask.dtype != torch.bool:
-            raise TypeError(
-                f"Expected `token_mask` to be a bool tensor, but got {token_mask.dtype}."
-            )
-        if token_mask.shape != tokens.shape:
-            raise ValueError(
-                f"Expected `token_mask` of shape {tuple(tokens.shape)} like `tokens`, but got "
-                f"{tuple(token_mask.shape)}."
-            )
-        transformer = self._require_text_transformer("token_mask")
-        keep = token_mask.clone()
-        keep[:, 0] = True
-        keep[torch.arange(keep.shape[0], device=keep.device), self.eot_positions(tokens)] = True
-        heads = _num_heads(transformer)
-        batch_first = bool(getattr(transformer, "batch_first", True))
-
-        def pre_hook(
-            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-            x = args[0]
-            b, s = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
-            base = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
-            key = torch.zeros(b, s, dtype=x.dtype, device=x.device)
-            key[:, : keep.shape[1]].masked_fill_(~keep.to(x.device), float("-inf"))
-            add = key[:, None, :].expand(b, s, s)  # (B, Q, K)
-            if base is None:
-                mask = add.repeat_interleave(heads, 0)
-            elif base.ndim == 2:
-                mask = (base.to(x.dtype)[None] + add).repeat_interleave(heads, 0)
-            else:  # (B·heads, Q, K) from TextTransformer's pad / cls mask
-                mask = base.to(x.dtype) + add.repeat_interleave(heads, 0)
-            kwargs = dict(kwargs)
-            kwargs["attn_mask"] = mask
-            return args[:1], kwargs
-
-        handle = transformer.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        try:
-            return self._model.encode_text(tokens)
-        finally:
-            handle.remove()
-
-    def tokenize(self, texts: Sequence[str]) -> Tensor:
-        """Tokenise captions with the model's tokenizer → ``(B, S)`` long."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise TypeError(
-                f"Expected `texts` to be a sequence of strings, but got {type(texts).__name__}."
-            )
-        return self._tokenizer(list(texts), context_length=self._text_spec.context_length)
-
-    # ----------------------------------------------------------------- layers
-    @property
-    def image_layers(self) -> Sequence[nn.Module]:
-        if not self._vit:
-            raise ValueError(
-                "Expected an open_clip VisionTransformer image tower for layer access, but got "
-                f"{type(self._model.visual).__name__}. Supported: VisionTransformer (layers, "
-                "token head); ModifiedResNet / timm towers support encode_image and input-space "
-                "patch masking only."
-            )
-        return self._model.visual.transformer.resblocks
-
-    @property
-    def text_layers(self) -> Sequence[nn.Module]:
-        return self._require_text_transformer("text layers").resblocks
-
-    def image_token_head(self, tokens: Tensor) -> Tensor:
-        """``ln_post`` and ``proj`` applied to every image token: ``(B, T, D) -> (B, T, K)``."""
-        visual = self._model.visual
-        if not self._vit or visual.attn_pool is not None or visual.proj is None:
-            raise ValueError(
-                "Expected a VisionTransformer image tower without attentional pooling and with a "
-                f"projection for the per-token head, but got {type(visual).__name__}."
-            )
-        return visual.ln_post(tokens) @ visual.proj
-
-    def text_token_head(self, tokens: Tensor) -> Tensor:
-        """``ln_final`` and the text projection applied to every token: ``(B, S, D) -> (B, S, K)``."""
-        self._require_text_transformer("the per-token text head")
-        owner = self._model.text if hasattr(self._model, "text") else self._model
-        x = owner.ln_final(tokens)
-        proj = owner.text_projection
-        if proj is None:
-            return x
-        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
-
-    @contextmanager
-    def allow_shorter_text(self, layer: int) -> Iterator[bool]:
-        """Slice the attention masks of text blocks ``layer:`` to the tokens they receive.
-
-        A forward pre-hook on each block's attention module cuts its ``attn_mask`` (causal
-        ``(S, S)`` or per-head ``(B·H, S, S)``) to the sequence length of its input; pooling at
-        the EOT position and the final norm are row-wise, so the embedding is unchanged as long
-        as the kept prefix contains every EOT.
-        """
-        self.layer("text", layer)
-        blocks = list(self.text_layers)
-        start = layer % len(blocks)
-        batch_first = self._layers_batch_first("text")
-
-        def pre_hook(
-            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-            mask = kwargs.get("attn_mask")
-            if mask is None or not args:
-                return None
-            n = args[0].shape[1] if batch_first else args[0].shape[0]
-            if mask.shape[-1] == n:
-                return None
-            kwargs = dict(kwargs)
-            kwargs["attn_mask"] = mask[..., :n, :n]
-            return args, kwargs
-
-        handles = [
-            blk.attn.register_forward_pre_hook(pre_hook, with_kwargs=True) for blk in blocks[start:]
-        ]
-        try:
-            yield True
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    @contextmanager
-    def pooled_rows_only(self, tower: Tower) -> Iterator[bool]:
-        """Image tower with class-token pooling: the last block computes the class token only.
-
-        Hooks on the last block's attention (the query is cut to the class token; keys and
-        values keep every token) and on its ``ln_2`` (the MLP runs on the class token); the
-        block's residual additions broadcast that row, so row 0 of its output — the only one
-        ``ln_post`` / ``proj`` read for ``pool_type="tok"`` — is exact. About 5x less work in
-        that block for ViT-B/32. Applied for ``VisionTransformer`` towers with
-        ``pool_type="tok"``, no attentional pooler and ``nn.MultiheadAttention`` blocks;
-        otherwise (and for the text tower) yields False.
-        """
-        check_choice("tower", tower, _TOWERS)
-        visual = self._model.visual
-        block = visual.transformer.resblocks[-1] if self._vit else None
-        if (
-            tower != "image"
-            or block is None
-            or visual.pool_type != "tok"
-            or visual.attn_pool is not None
-            or not isinstance(getattr(block, "attn", None), nn.MultiheadAttention)
-            or not hasattr(block, "ln_2")
-            or hasattr(block, "ln_1_kv")
-            or not self._layers_batch_first("image")
-        ):
-            yield False
-            return
-
-        def query_pre_hook(
-            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-            if len(args) < 3 or args[0].shape[1] == 1:
-                return None
-            q, k, v = args[:3]
-            return (q[:, :1], k, v, *args[3:]), kwargs
-
-        def ln_2_hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
-            return output[:, :1]
-
-        handles = [
-            block.attn.register_forward_pre_hook(query_pre_hook, with_kwargs=True),
-            block.ln_2.register_forward_hook(ln_2_hook),
-        ]
-        try:
-            yield True
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _layers_batch_first(self, tower: Tower) -> bool:
-        if tower == "image":
-            return bool(getattr(self._model.visual.transformer, "batch_first", True))
-        return bool(getattr(self._text_transformer, "batch_first", True))
-
-    def _explaining_contexts(self, stack: ExitStack) -> None:
-        # Gradient checkpointing re-runs blocks (and their hooks) during backward: off while
-        # explaining, restored after.
-        flags = [
-            m
-            for m in self._model.modules()
-            if hasattr(m, "grad_checkpointing") and isinstance(m.grad_checkpointing, bool)
-        ]
-        saved = [(m, m.grad_checkpointing) for m in flags]
-
-        def restore() -> None:
-            for m, v in saved:
-                m.grad_checkpointing = v
-
-        for m in flags:
-            m.grad_checkpointing = False
-        stack.callback(restore)
-
-    def _require_text_transformer(self, what: str) -> nn.Module:
-        if self._text_transformer is None:
-            text = getattr(self._model, "text", None)
-            raise ValueError(
-                f"Expected open_clip's built-in text transformer (CLIP, or CustomTextCLIP with a "
-                f"TextTransformer without class token) for {what}, but got "
-                f"{type(text).__name__ if text is not None else 'none'}. Hugging Face text towers "
-                "support encode_text without token_mask only."
-            )
-        return self._text_transformer
-
-
-def _num_heads(transformer: nn.Module) -> int:
-    attn = transformer.resblocks[0].attn
-    return int(attn.num_heads)
-
-
-def _tiny_clip() -> nn.Module:
-    """A tiny random open_clip CLIP for doctests (vision/text width 32, 2 layers, image 32)."""
-    import open_clip
-
-    torch.manual_seed(0)
-    return open_clip.CLIP(
-        embed_dim=16,
-        vision_cfg={"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
-        text_cfg={"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-    )
+        return OpenCLIPDualEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

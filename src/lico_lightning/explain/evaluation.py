@@ -2,40 +2,45 @@
 
 :func:`evaluate_saliency` runs chosen explainers over a dataloader and averages chosen metrics
 (insertion, deletion, overall = insertion − deletion, average drop, increase in confidence,
-pointing game, energy pointing game). :func:`compute_saliency_metrics` is the per-batch core,
-shared with :class:`~lico_lightning.callbacks.SaliencyMonitor`.
+pointing game, energy pointing game) through :class:`SaliencyEvaluation`, which the
+:class:`~lico_lightning.callbacks.SaliencyMonitor` uses as well: one ``MetricCollection`` of
+:mod:`lico_lightning.metrics` classes per method, the only accumulators of these metrics.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
 from tqdm.auto import tqdm
 
 from lico_lightning._safety import module_device, preserve_model_state
-from lico_lightning._validation import check_choice, check_positive
-from lico_lightning.explain.base import build_explainers, list_explainers
-from lico_lightning.functional.saliency import (
-    DEFAULT_BLUR_KERNEL_SIZE,
-    DEFAULT_BLUR_SIGMA,
-    DEFAULT_STEP_FRACTION,
-    DEFAULT_TOLERANCE,
-    _check_step_and_chunk,
-    _perturbation_aucs,
-    _probability_of,
-    check_logits,
-    confidence_change,
+from lico_lightning._validation import check_choice, check_logits, check_positive
+from lico_lightning.explain.base import Explainer, build_explainers, list_explainers
+from lico_lightning.functional import (
+    average_drop,
     energy_pointing_game,
+    increase_in_confidence,
+    insertion_deletion_auc,
     pointing_game,
+    target_probability,
+)
+from lico_lightning.metrics.saliency import (
+    SALIENCY_METRICS,
+    SaliencyMetric,
+    SaliencyMetricOptions,
+    list_saliency_metrics,
 )
 
 __all__ = [
     "SALIENCY_METRICS",
+    "SaliencyEvaluation",
     "SaliencyMetricOptions",
     "compute_saliency_metrics",
     "evaluate_saliency",
@@ -43,28 +48,8 @@ __all__ = [
     "parse_batch",
 ]
 
-#: Metric names and whether a higher value is better.
-SALIENCY_METRICS: dict[str, bool] = {
-    "insertion": True,
-    "deletion": False,
-    "overall": True,
-    "average_drop": False,
-    "increase_in_confidence": True,
-    "pointing_game": True,
-    "energy_pointing_game": True,
-}
-#: Metrics that need bounding boxes.
-BOX_METRICS = frozenset({"pointing_game", "energy_pointing_game"})
-
-
-def list_saliency_metrics() -> list[str]:
-    """Metric names accepted by :func:`evaluate_saliency` and the ``SaliencyMonitor``.
-
-    Example:
-        >>> list_saliency_metrics()[:3]
-        ['average_drop', 'deletion', 'energy_pointing_game']
-    """
-    return sorted(SALIENCY_METRICS)
+#: Metrics that need bounding boxes (read from the classes' ``needs_boxes``).
+BOX_METRICS = frozenset(n for n in SALIENCY_METRICS.names() if SALIENCY_METRICS.get(n).needs_boxes)
 
 
 def check_metric_names(metrics: Sequence[str]) -> list[str]:
@@ -72,11 +57,7 @@ def check_metric_names(metrics: Sequence[str]) -> list[str]:
     if isinstance(metrics, str):
         metrics = [metrics]
     for name in metrics:
-        if name not in SALIENCY_METRICS:
-            raise ValueError(
-                f"Expected a saliency metric name, but got {name!r}. "
-                f"Available: {', '.join(list_saliency_metrics())}."
-            )
+        SALIENCY_METRICS.get(name)
     return list(dict.fromkeys(metrics))
 
 
@@ -90,35 +71,6 @@ def check_method_names(methods: Sequence[str]) -> list[str]:
                 f"Expected an explainer name, but got {name!r}. Available: {', '.join(list_explainers())}."
             )
     return list(dict.fromkeys(methods))
-
-
-@dataclass
-class SaliencyMetricOptions:
-    """Protocol knobs shared by every metric computation.
-
-    Attributes:
-        step_fraction: insertion/deletion step (LICO: 3.6 % of the pixels).
-        insertion_substrate: insertion's start image, ``"blur"`` (protocol) or ``"zero"``.
-        deletion_substrate: what deleted pixels become, ``"blur"`` or ``"zero"``.
-        blur_kernel_size: Gaussian kernel of the blurred image (RISE: 11).
-        blur_sigma: its sigma (RISE: 5).
-        chunk_size: perturbed images per forward pass.
-        tolerance: pointing-game tolerance in pixels (Zhang et al.: 15).
-    """
-
-    step_fraction: float = DEFAULT_STEP_FRACTION
-    insertion_substrate: Literal["blur", "zero"] = "blur"
-    deletion_substrate: Literal["blur", "zero"] = "blur"
-    blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE
-    blur_sigma: float = DEFAULT_BLUR_SIGMA
-    chunk_size: int = 64
-    tolerance: float = DEFAULT_TOLERANCE
-
-    def __post_init__(self) -> None:
-        _check_step_and_chunk(self.step_fraction, self.chunk_size)
-        check_choice("insertion_substrate", self.insertion_substrate, ["blur", "zero"])
-        check_choice("deletion_substrate", self.deletion_substrate, ["blur", "zero"])
-        check_positive("tolerance", self.tolerance, strict=False)
 
 
 def parse_batch(batch: Any) -> tuple[Tensor, Tensor, list[Tensor] | None]:
@@ -165,20 +117,8 @@ def compute_saliency_metrics(
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-sample values of the chosen metrics for one batch of maps.
 
-    Insertion and deletion curves are computed once even when ``overall`` is also asked for;
-    average drop and increase share one forward pass.
-
-    Args:
-        model: the classifier (run in eval mode, its flags restored).
-        images: ``(B, C, H, W)``.
-        saliency: ``(B, H, W)``.
-        target: ``(B,)`` long — the explained classes.
-        metrics: names from :func:`list_saliency_metrics`.
-        boxes: list of ``B`` ``(K_i, 4)`` tensors, needed by the pointing games.
-        options: protocol knobs.
-        clean_probability: ``(B,)`` softmax probability of ``target`` on ``images`` when the
-            caller has it (see :func:`explained_target`); saves the confidence metrics' clean
-            forward pass, which would otherwise be repeated for every method.
+    Kept for the ``SaliencyMonitor`` until it accumulates through :class:`SaliencyEvaluation`
+    (then it goes): new code uses :class:`SaliencyEvaluation` or the metric classes.
 
     Returns:
         ``{name: (values (B,), valid (B,) bool)}`` — ``valid`` is False for skipped images
@@ -191,46 +131,41 @@ def compute_saliency_metrics(
         raise ValueError(
             f"Expected `boxes` (a list of (K_i, 4) tensors per image) for {needs_boxes}, but got None."
         )
-    out: dict[str, tuple[Tensor, Tensor]] = {}
-    all_valid = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+    values: dict[str, Tensor] = {}
     with preserve_model_state(model), torch.no_grad():
-        aucs: dict[str, Tensor] = {}
-        substrates = {
-            mode: substrate
-            for mode, substrate in (
-                ("insertion", opts.insertion_substrate),
-                ("deletion", opts.deletion_substrate),
+        if {"insertion", "deletion", "overall"} & set(names):
+            values["insertion"], values["deletion"] = insertion_deletion_auc(
+                model,
+                images,
+                saliency,
+                target,
+                step_fraction=opts.step_fraction,
+                insertion_substrate=opts.insertion_substrate,
+                deletion_substrate=opts.deletion_substrate,
+                chunk_size=opts.chunk_size,
+                blur_kernel_size=opts.blur_kernel_size,
+                blur_sigma=opts.blur_sigma,
+                reduction="none",
             )
-            if mode in names or "overall" in names
-        }
-        if substrates:  # both modes: one pass, shared endpoints evaluated once
-            aucs.update(
-                _perturbation_aucs(
-                    model,
-                    images,
-                    saliency,
-                    target,
-                    substrates,
-                    step_fraction=opts.step_fraction,
-                    chunk_size=opts.chunk_size,
-                    blur_kernel_size=opts.blur_kernel_size,
-                    blur_sigma=opts.blur_sigma,
-                )
-            )
-        if "average_drop" in names or "increase_in_confidence" in names:
-            drop, increase = confidence_change(model, images, saliency, target, clean_probability)
-            aucs["average_drop"], aucs["increase_in_confidence"] = drop, increase.float()
-    if "overall" in names:
-        aucs["overall"] = aucs["insertion"] - aucs["deletion"]
+            values["overall"] = values["insertion"] - values["deletion"]
+        for name, function in (
+            ("average_drop", average_drop),
+            ("increase_in_confidence", increase_in_confidence),
+        ):
+            if name in names:
+                values[name] = function(model, images, saliency, target, "none", clean_probability)
+    if "pointing_game" in names:
+        values["pointing_game"] = pointing_game(
+            saliency, list(boxes or []), tolerance=opts.tolerance, reduction="none"
+        )
+    if "energy_pointing_game" in names:
+        values["energy_pointing_game"] = energy_pointing_game(
+            saliency, list(boxes or []), reduction="none"
+        )
+    out: dict[str, tuple[Tensor, Tensor]] = {}
     for name in names:
-        if name == "pointing_game":
-            hits, valid = pointing_game(saliency, boxes, opts.tolerance, reduction="none")  # type: ignore[arg-type, misc]
-            out[name] = (hits.float(), valid)
-        elif name == "energy_pointing_game":
-            energy, valid = energy_pointing_game(saliency, boxes, reduction="none")  # type: ignore[arg-type, misc]
-            out[name] = (energy, valid)
-        else:
-            out[name] = (aucs[name], all_valid)
+        valid = ~values[name].isnan()
+        out[name] = (torch.where(valid, values[name], 0.0), valid)
     return out
 
 
@@ -244,7 +179,235 @@ def explained_target(
     with preserve_model_state(model), torch.no_grad():
         logits = check_logits(model(images), images.shape[0])
     explained = logits.argmax(1)
-    return explained, _probability_of(logits, explained)
+    return explained, target_probability(logits, explained)
+
+
+class SaliencyEvaluation:
+    r"""Explain batches with several methods and accumulate classifier-saliency metrics.
+
+    One ``MetricCollection`` of :data:`~lico_lightning.metrics.SALIENCY_METRICS` classes per
+    method holds every state (sums and counts, reduced across processes by torchmetrics), so
+    the value under DDP equals the value over the union of every rank's images. Insertion and
+    deletion come from one pass when ``overall`` is asked for. A method that raises during
+    :meth:`update` is counted as failed (a failure-count state summed across processes, the
+    first error text kept) and skipped; box metrics skip batches without boxes (and, inside a
+    batch, images without boxes) — skipped, not failed.
+
+    Args:
+        methods: explainer names (:func:`~lico_lightning.explain.list_explainers`).
+        metrics: metric names (:func:`~lico_lightning.metrics.list_saliency_metrics`).
+        options: protocol knobs (:class:`~lico_lightning.metrics.SaliencyMetricOptions`).
+        on_error: ``"skip"`` (count a failing method and go on; monitors) or ``"raise"``
+            (re-raise the method's error; :func:`evaluate_saliency`).
+
+    Example:
+        >>> from lico_lightning.explain import GradCAM
+        >>> g = torch.Generator().manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...     nn.Flatten(), nn.Linear(4, 3))
+        >>> ev = SaliencyEvaluation(["gradcam"], ["insertion", "pointing_game"])
+        >>> images, labels = torch.randn(2, 3, 16, 16, generator=g), torch.tensor([0, 1])
+        >>> maps = ev.update(net, images, labels, {"gradcam": GradCAM(net, "0")},
+        ...     boxes=[torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.zeros(0, 4)])
+        >>> maps["gradcam"].shape
+        torch.Size([2, 16, 16])
+        >>> sorted(ev.compute())
+        ['gradcam/insertion', 'gradcam/pointing_game']
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str],
+        metrics: Sequence[str],
+        options: SaliencyMetricOptions | None = None,
+        *,
+        on_error: Literal["skip", "raise"] = "skip",
+    ) -> None:
+        self.on_error = check_choice("on_error", on_error, ["skip", "raise"])
+        self.methods = check_method_names(methods)
+        self.metrics = check_metric_names(metrics)
+        if not self.methods or not self.metrics:
+            raise ValueError(
+                f"Expected at least one method and one metric, but got {self.methods} and "
+                f"{self.metrics}."
+            )
+        if options is not None and not isinstance(options, SaliencyMetricOptions):
+            raise TypeError(
+                f"Expected `options` to be a SaliencyMetricOptions, but got {type(options).__name__}."
+            )
+        self.options = options or SaliencyMetricOptions()
+        self.collections = {m: self._collection() for m in self.methods}
+        self._failures = _FailureCount(len(self.methods))
+        self._errors: dict[str, str] = {}
+
+    def _collection(self) -> MetricCollection:
+        """One metric object per needed class: a class whose ``outputs`` cover several asked
+        names (``overall`` gives insertion and deletion too) is built once."""
+        covered: set[str] = set()
+        members: dict[str, SaliencyMetric] = {}
+        ranked = sorted(self.metrics, key=lambda n: -len(SALIENCY_METRICS.get(n).outputs))
+        for name in ranked:
+            if name in covered:
+                continue
+            # NaN marks "no valid sample" (e.g. no box anywhere); compute() leaves it out
+            members[name] = SALIENCY_METRICS.get(name).from_options(self.options, float("nan"))
+            covered.update(SALIENCY_METRICS.get(name).outputs)
+        return MetricCollection(members, compute_groups=False)  # type: ignore[arg-type]
+
+    def to(self, device: torch.device | str) -> SaliencyEvaluation:
+        """Move every metric state to ``device``; returns ``self``."""
+        for collection in self.collections.values():
+            collection.to(device)
+        self._failures.to(device)
+        return self
+
+    def update(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor,
+        explainers: Mapping[str, Explainer],
+        boxes: Sequence[Tensor] | None = None,
+        target: Literal["predicted", "label"] = "predicted",
+    ) -> dict[str, Tensor]:
+        """Explain one batch with every method and update that method's metrics.
+
+        The explained class (``target``: the model's top-1 prediction, or the label) is chosen
+        once per batch, and the clean probability of that forward pass is reused by the
+        confidence metrics of every method. An error there propagates (call :meth:`fail_all`).
+
+        Args:
+            model: the classifier (run in eval mode, its flags restored).
+            images: ``(B, C, H, W)``.
+            labels: ``(B,)`` long.
+            explainers: ``{method: explainer}`` for at least every method of this evaluation.
+            boxes: ``B`` tensors ``(K_i, 4)`` (``K_i`` may be 0) or ``None``.
+            target: ``"predicted"`` (protocol) or ``"label"``.
+
+        Returns:
+            ``{method: saliency (B, H, W)}`` for the methods that succeeded.
+        """
+        check_choice("target", target, ["predicted", "label"])
+        missing = [m for m in self.methods if m not in explainers]
+        if missing:
+            raise ValueError(
+                f"Expected an explainer for every method {self.methods}, but got none for {missing}."
+            )
+        explained, clean_probability = explained_target(model, images, labels, target)
+        inputs: dict[str, Any] = {
+            "model": model,
+            "images": images,
+            "target": explained,
+            "boxes": None if boxes is None else list(boxes),
+            "clean_probability": clean_probability,
+        }
+        maps: dict[str, Tensor] = {}
+        for method in self.methods:
+            try:
+                saliency = explainers[method].attribute(images, explained)
+                for metric in self.collections[method].values():
+                    if getattr(metric, "needs_boxes", False) and boxes is None:
+                        continue  # skipped, not failed
+                    params = inspect.signature(metric.update).parameters
+                    kwargs = {k: v for k, v in inputs.items() if k in params}
+                    metric.update(saliency=saliency, **kwargs)
+                maps[method] = saliency
+            except Exception as err:  # fault isolation: count it, go on with the next method
+                if self.on_error == "raise":
+                    raise
+                self._fail(method, err)
+        return maps
+
+    def _fail(self, method: str, err: BaseException) -> None:
+        self._failures.failed[self.methods.index(method)] += 1
+        self._errors.setdefault(method, f"{type(err).__name__}: {err}")
+
+    def fail_all(self, err: BaseException) -> None:
+        """Count every method as failed: the batch failed before any method ran."""
+        for method in self.methods:
+            self._fail(method, err)
+
+    def compute(self) -> dict[str, float]:
+        """``{"{method}/{metric}": value}`` over everything accumulated on every process.
+
+        Under DDP every rank must call it: the failure counts are reduced first, so every rank
+        leaves out the same methods and reaches the same collectives in the same order. Methods
+        that failed on any rank are left out with one rank-zero warning naming each with its
+        error; metrics without a valid sample (e.g. no image had a box) are left out.
+        """
+        failed = _compute_quietly(self._failures).reshape(-1)
+        failed_methods = [m for i, m in enumerate(self.methods) if int(failed[i]) > 0]
+        if failed_methods:
+            errors = _gather_errors(self._errors)
+            if _is_rank_zero():
+                reasons = "; ".join(
+                    f"{m!r} failed {int(failed[self.methods.index(m)])} time(s) "
+                    f"({errors.get(m, 'an error on another rank')})"
+                    for m in failed_methods
+                )
+                warnings.warn(
+                    f"SaliencyEvaluation: {reasons}; left out of the results.", stacklevel=2
+                )
+        results: dict[str, float] = {}
+        for method in self.methods:
+            if method in failed_methods:
+                continue
+            values = _compute_quietly(self.collections[method])
+            for metric in self.metrics:
+                value = float(values[metric])
+                if value == value:  # NaN: no valid sample
+                    results[f"{method}/{metric}"] = value
+        return results
+
+    def reset(self) -> None:
+        """Forget every state (metric sums, failure counts, error texts)."""
+        for collection in self.collections.values():
+            collection.reset()
+        self._failures.reset()
+        self._errors = {}
+
+
+class _FailureCount(Metric):
+    """Per-method failure counts, summed across processes."""
+
+    full_state_update = False
+    failed: Tensor
+
+    def __init__(self, num_methods: int) -> None:
+        super().__init__()
+        self.add_state("failed", torch.zeros(num_methods, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self) -> None:  # counts are added in place by SaliencyEvaluation
+        pass
+
+    def compute(self) -> Tensor:
+        return self.failed.clone()
+
+
+def _compute_quietly(metric: Metric | MetricCollection) -> Any:
+    """``metric.compute()`` without torchmetrics' "compute before update" warning: a rank that
+    saw no image (or no failure) still takes part in the state reduction."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*before the ``update`` method.*")
+        return metric.compute()
+
+
+def _is_rank_zero() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _gather_errors(errors: dict[str, str]) -> dict[str, str]:
+    """Every rank's first error text per method (a collective under DDP: every rank calls it
+    when any method failed anywhere, which every rank knows from the reduced counts)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dict(errors)
+    gathered: list[dict[str, str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, errors)
+    merged: dict[str, str] = {}
+    for rank_errors in gathered:
+        for method, text in (rank_errors or {}).items():
+            merged.setdefault(method, text)
+    return merged
 
 
 def evaluate_saliency(
@@ -265,8 +428,9 @@ def evaluate_saliency(
 
     For every batch, each method explains the ``target`` class (default: the model's top-1
     prediction, as in RISE / Score-CAM) and the metrics are averaged over all images
-    (pointing games over images with boxes). Compare a baseline and a LICO checkpoint by
-    calling it on both.
+    (pointing games over images with boxes), through :class:`SaliencyEvaluation`. Compare a
+    baseline and a LICO checkpoint by calling it on both. Unlike the monitor, an explainer
+    error is raised here.
 
     .. math::
         \text{Overall} = \text{Ins} - \text{Del}
@@ -303,39 +467,30 @@ def evaluate_saliency(
     check_choice("target", target, ["predicted", "label"])
     if max_batches is not None:
         check_positive("max_batches", max_batches)
-    opts = options or SaliencyMetricOptions()
+    evaluation = SaliencyEvaluation(method_names, metric_names, options, on_error="raise")
     explainers = build_explainers(model, method_names, layer, explainer_kwargs)
     if device is None:
         device = module_device(model, torch.device("cpu"))
-
-    keys = [(m, k) for m in method_names for k in metric_names]
-    # sums and counts stay on the device: one host copy at the end, not two per batch and metric
-    sums = {key: torch.zeros((), dtype=torch.float64, device=device) for key in keys}
-    counts = {key: torch.zeros((), dtype=torch.long, device=device) for key in keys}
+    evaluation.to(device)
+    needs_boxes = [n for n in metric_names if SALIENCY_METRICS.get(n).needs_boxes]
     for index, batch in enumerate(tqdm(dataloader, desc="saliency", disable=not progress)):
         if max_batches is not None and index >= max_batches:
             break
         images, labels, boxes = parse_batch(batch)
-        images, labels = images.to(device), labels.to(device)
-        explained, clean_probability = explained_target(model, images, labels, target)
-        for name, explainer in explainers.items():
-            saliency = explainer.attribute(images, explained)
-            values = compute_saliency_metrics(
-                model, images, saliency, explained, metric_names, boxes, opts, clean_probability
+        if needs_boxes and boxes is None:
+            raise ValueError(
+                f"Expected batches with `boxes` (a list of (K_i, 4) tensors per image) for "
+                f"{needs_boxes}, but got batch {index} without."
             )
-            for metric, (v, valid) in values.items():
-                sums[(name, metric)] += (v.double() * valid).sum()
-                counts[(name, metric)] += valid.sum()
-    sums = {key: value.cpu() for key, value in sums.items()}
-    counts = {key: value.cpu() for key, value in counts.items()}
-    empty = [f"{m}/{k}" for m, k in counts if counts[(m, k)] == 0]
+        images, labels = images.to(device), labels.to(device)
+        evaluation.update(model, images, labels, explainers, boxes, target)
+    results = evaluation.compute()
+    keys = [f"{m}/{k}" for m in method_names for k in metric_names]
+    empty = [key for key in keys if key not in results]
     if empty:
         warnings.warn(
             f"evaluate_saliency: no valid image for {empty} (e.g. no image had a box); "
             "reporting NaN for them.",
             stacklevel=2,
         )
-    return {
-        f"{m}/{k}": float(sums[(m, k)] / counts[(m, k)]) if counts[(m, k)] > 0 else float("nan")
-        for m, k in sums
-    }
+    return {key: results.get(key, float("nan")) for key in keys}

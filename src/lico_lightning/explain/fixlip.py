@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lico_lightning._validation import (
+    check_bool,
     check_choice,
+    check_finite,
     check_int,
     check_int_pair,
     check_positive,
@@ -41,6 +43,14 @@ from lico_lightning._validation import (
     check_tensor,
 )
 from lico_lightning.explain.dual_encoder import DualEncoder
+from lico_lightning.explain.pair import (
+    PairAttribution,
+    PairExplainer,
+    as_dual_encoder,
+    box_cells,
+    check_token_spans,
+    register_pair_explainer,
+)
 from lico_lightning.functional.banzhaf import (
     BanzhafInteractions,
     approximate_game_values,
@@ -87,8 +97,8 @@ class FIxLIPGame:
         progress: show a tqdm bar over chunks.
 
     Example:
-        >>> from lico_lightning.explain.dual_encoder import OpenCLIPDualEncoder, _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> game = FIxLIPGame(enc, torch.randn(3, 32, 32), enc.tokenize(["a red dog"])[0])
         >>> game.n_image, game.n_text
         (16, 3)
@@ -98,7 +108,7 @@ class FIxLIPGame:
 
     def __init__(
         self,
-        encoder: DualEncoder,
+        encoder: DualEncoder | nn.Module,
         image: Tensor,
         tokens: Tensor,
         *,
@@ -108,9 +118,9 @@ class FIxLIPGame:
         chunk_size: int = 64,
         progress: bool = False,
     ) -> None:
-        if not isinstance(encoder, DualEncoder):
-            raise TypeError(f"Expected a DualEncoder, but got {type(encoder).__name__}.")
+        encoder = as_dual_encoder(encoder)
         check_tensor("image", image, ndim=3, floating=True)
+        check_finite("image", image)
         check_tensor("tokens", tokens, ndim=1)
         check_choice("text_masking", text_masking, _TEXT_MASKING)
         check_int("chunk_size", chunk_size, 1)
@@ -131,7 +141,7 @@ class FIxLIPGame:
         check_int("replacement_token_id", replacement_token_id, 0)
         self.replacement_token_id = replacement_token_id
         self.chunk_size = chunk_size
-        self.progress = progress
+        self.progress = check_bool("progress", progress)
 
     @property
     def n_image(self) -> int:
@@ -227,8 +237,19 @@ class FIxLIPGame:
 
 
 @dataclass
-class FIxLIPAttribution:
+class FIxLIPAttribution(PairAttribution):
     """FIxLIP explanations of B image–caption pairs (players: patches and caption tokens).
+
+    Common views (:class:`~lico_lightning.explain.PairAttribution`), on the grid of image
+    players ``(Hp, Wp)`` (the patch grid, or the explainer's ``grid``):
+
+    * :meth:`span_map` — the token × patch interactions :math:`e_{ij}` of the span's tokens,
+      summed over the span (the paper's pointing game for a phrase);
+    * :meth:`image_map` — each patch's weighted Banzhaf value (Theorem 1, all its pairs
+      included): its attribution in the whole pair;
+    * :meth:`box_scores` — each token's interactions with the patches in the box;
+      :meth:`token_scores` — each token's weighted Banzhaf value. Both ``(B, S)`` at caption
+      positions, zero at SOT, EOT and padding (they are not players).
 
     Captions have different numbers of text players; text dimensions are padded to
     ``T = max n_T`` with zeros (:attr:`text_valid` marks real players). Image players are the
@@ -254,6 +275,8 @@ class FIxLIPAttribution:
         grid_size: ``(Hp, Wp)``.
         p: the p of FIxLIP-p.
         estimator: ``"cross_modal"``, ``"model_agnostic"`` or ``"exact"``.
+        image_size: ``(H, W)`` of the explained images.
+        context_length: S of the tokenised captions.
     """
 
     constant: Tensor
@@ -270,6 +293,56 @@ class FIxLIPAttribution:
     grid_size: tuple[int, int]
     p: float
     estimator: str
+    image_size: tuple[int, int] | None = None
+    context_length: int | None = None
+
+    method = "fixlip"
+    views = frozenset({"span_map", "image_map", "box_scores", "token_scores"})
+
+    # ------------------------------------------------------------ common views
+    def span_map(self, span: tuple[int, int] | Tensor) -> Tensor:
+        """``(B, Hp, Wp)`` summed token × patch interactions of the caption tokens ``span``."""
+        eot = self.num_text_players + 1  # players are the positions 1 .. eot - 1
+        spans = check_token_spans(span, eot.to(self.cross.device))
+        pos = self.token_positions
+        inside = (pos >= spans[:, :1]) & (pos < spans[:, 1:])
+        out = torch.einsum("bt,btp->bp", inside.to(self.cross.dtype), self.cross)
+        return out.reshape(-1, *self.grid_size)
+
+    def image_map(self) -> Tensor:
+        """``(B, Hp, Wp)`` weighted Banzhaf value of every patch (:meth:`banzhaf_values`)."""
+        return self.banzhaf_values()[0].reshape(-1, *self.grid_size)
+
+    def box_scores(self, boxes: Tensor) -> Tensor:
+        """``(B, S)`` summed interactions of every caption token with the patches in ``boxes``."""
+        size = self.image_size if self.image_size is not None else self.grid_size
+        cells = box_cells(boxes, self.cross.shape[0], self.grid_size, size)
+        cells = cells.flatten(1).to(self.cross)
+        return self._at_positions(torch.einsum("btp,bp->bt", self.cross, cells))
+
+    def token_scores(self) -> Tensor:
+        """``(B, S)`` weighted Banzhaf value of every caption token."""
+        return self._at_positions(self.banzhaf_values()[1])
+
+    def _at_positions(self, values: Tensor, context_length: int | None = None) -> Tensor:
+        """``(B, T, ...)`` player values placed at their caption positions → ``(B, S, ...)``."""
+        s = self.context_length if context_length is None else context_length
+        if s is None:
+            raise ValueError(
+                "Expected `context_length` (set by FIxLIP.attribute), but got None; pass it."
+            )
+        check_int("context_length", s, 1)
+        if bool((self.token_positions >= s).any()):
+            raise ValueError(
+                f"Expected `context_length` > {int(self.token_positions.max())} (the last text "
+                f"player), but got {s}."
+            )
+        b, rest = values.shape[0], values.shape[2:]
+        out = values.new_zeros(b, s + 1, *rest)
+        idx = torch.where(self.text_valid, self.token_positions, s)
+        idx = idx.reshape(*idx.shape, *([1] * len(rest))).expand_as(values)
+        out.scatter_(1, idx, values)
+        return out[:, :s]
 
     @property
     def text_valid(self) -> Tensor:
@@ -293,16 +366,8 @@ class FIxLIPAttribution:
         interaction-attribution object).
         """
         check_int("context_length", context_length, 1)
-        b = self.cross.shape[0]
-        if bool((self.token_positions >= context_length).any()):
-            raise ValueError(
-                f"Expected `context_length` > {int(self.token_positions.max())} (the last text "
-                f"player), but got {context_length}."
-            )
-        out = self.cross.new_zeros(b, context_length + 1, self.cross.shape[-1])
-        idx = torch.where(self.text_valid, self.token_positions, context_length)
-        out.scatter_(1, idx[..., None].expand(-1, -1, self.cross.shape[-1]), self.cross)
-        return out[:, :context_length].reshape(b, context_length, *self.grid_size)
+        out = self._at_positions(self.cross, context_length)
+        return out.reshape(self.cross.shape[0], context_length, *self.grid_size)
 
     def banzhaf_values(self) -> tuple[Tensor, Tensor]:
         """Theorem 1: weighted Banzhaf values :math:`e_i + p \\sum_j e_{ij}`.
@@ -321,7 +386,8 @@ class FIxLIPAttribution:
     def joint(self, index: int) -> BanzhafInteractions:
         """The explanation of pair ``index`` over its ``n = P + n_T`` players (image first)."""
         b = self.constant.shape[0]
-        if not isinstance(index, int) or not -b <= index < b:
+        check_int("index", index, -b)
+        if index >= b:
             raise ValueError(f"Expected `index` in [{-b}, {b}), but got {index!r}.")
         p_img = self.image_first_order.shape[1]
         n_t = int(self.num_text_players[index])
@@ -344,7 +410,8 @@ class FIxLIPAttribution:
         return approximate_game_values(masks, e.constant, e.first_order, e.second_order)
 
 
-class FIxLIP:
+@register_pair_explainer("fixlip")
+class FIxLIP(PairExplainer):
     """Faithful interaction explanations of a dual encoder's score (FIxLIP-p).
 
     Args:
@@ -377,8 +444,8 @@ class FIxLIP:
     parameters and their ``.grad`` are untouched. The global RNG is not used.
 
     Example:
-        >>> from lico_lightning.explain.dual_encoder import OpenCLIPDualEncoder, _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> fixlip = FIxLIP(enc, p=0.5, estimator="exact", grid=(2, 2))
         >>> att = fixlip.attribute(torch.randn(1, 3, 32, 32), ["a red dog"])
         >>> att.cross.shape, att.image_pairs.shape, att.text_first_order.shape
@@ -387,7 +454,7 @@ class FIxLIP:
 
     def __init__(
         self,
-        encoder: DualEncoder,
+        encoder: DualEncoder | nn.Module,
         *,
         p: float = 0.5,
         budget: int = 2**21,
@@ -403,8 +470,7 @@ class FIxLIP:
         seed: int = 0,
         progress: bool = False,
     ) -> None:
-        if not isinstance(encoder, DualEncoder):
-            raise TypeError(f"Expected a DualEncoder, but got {type(encoder).__name__}.")
+        super().__init__(encoder)
         check_probability("p", p)
         check_int("budget", budget, 4)
         check_choice("estimator", estimator, _ESTIMATORS)
@@ -423,7 +489,6 @@ class FIxLIP:
         check_int("seed", seed, 0)
         if grid is not None:
             check_int_pair("grid", grid, "(Hp, Wp)")
-        self.encoder = encoder
         self.p = float(p)
         self.budget = budget
         self.estimator = estimator
@@ -436,7 +501,7 @@ class FIxLIP:
         self.chunk_size = chunk_size
         self.ridge = float(ridge)
         self.seed = seed
-        self.progress = progress
+        self.progress = check_bool("progress", progress)
 
     def game(self, image: Tensor, tokens: Tensor) -> FIxLIPGame:
         """The game of one pair (``(C, H, W)`` image, ``(S,)`` tokens) with this explainer's masking."""
@@ -543,7 +608,7 @@ class FIxLIP:
 
         Returns:
             ``(B, m)`` :math:`\\nu(M)` and ``(B, m)`` :math:`\\hat\\nu_e(M)` (feed them to
-            :func:`~lico_lightning.functional.p_faithfulness_correlation`).
+            :func:`~lico_lightning.functional.spearman_correlation`).
         """
         images, tokens = self._inputs(images, texts)
         self._check_attribution(attribution, images.shape[0])
@@ -561,7 +626,7 @@ class FIxLIP:
 
     # ------------------------------------------------------------------ internals
     def _inputs(self, images: Tensor, texts: Tensor | Sequence[str]) -> tuple[Tensor, Tensor]:
-        images, tokens = self.encoder.check_pairs(images, texts)
+        images, tokens = self._check_pairs(images, texts)
         return images.detach(), tokens.to(images.device)
 
     @staticmethod
@@ -641,6 +706,8 @@ class FIxLIP:
             grid_size=games[0].grid_size,
             p=self.p,
             estimator=self.estimator,
+            image_size=(int(games[0].image.shape[-2]), int(games[0].image.shape[-1])),
+            context_length=int(games[0].tokens.shape[0]),
         )
 
 

@@ -36,13 +36,14 @@ from contextlib import ExitStack, contextmanager
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lico_lightning._validation import check_choice
+from lico_lightning._validation import check_choice, check_int
 from lico_lightning.explain._pairwise import FactorizedInteractionExplainer, Modality, SideFactors
 from lico_lightning.explain.dual_encoder import DualEncoder
+from lico_lightning.explain.pair import register_pair_explainer
 from lico_lightning.functional.interaction import integration_points
 
 __all__ = ["IntegratedJacobians", "InteractionCAM"]
@@ -67,12 +68,13 @@ def _forward_ad_friendly() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
+@register_pair_explainer("integrated_jacobians")
 class IntegratedJacobians(FactorizedInteractionExplainer):
     """Second-order attributions of a dual encoder's score onto token × patch interactions.
 
     Args:
-        encoder: the dual encoder (e.g. ``OpenCLIPDualEncoder(model)``); its towers need token
-            layers (``image_layers`` / ``text_layers``).
+        encoder: the dual encoder (e.g. ``OpenCLIPDualEncoder(model)``, or the open_clip model
+            itself); its towers need token layers (``image_layers`` / ``text_layers``).
         n_steps: N, interpolation steps of the Riemann sum (paper: 50).
         image_layer: block of the image tower whose *input* is interpolated (negative counts
             from the end; ``-1`` = the second-to-last hidden representation, the paper's
@@ -86,9 +88,8 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
             run in one vectorised call; lower it to save memory.
 
     Example:
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> ij = IntegratedJacobians(enc, n_steps=8)
         >>> res = ij.attribute(images=torch.randn(2, 3, 32, 32), texts=["a dog", "a red car"])
         >>> res.interactions.shape  # (B, S, Hp, Wp)
@@ -103,7 +104,7 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
 
     def __init__(
         self,
-        encoder: DualEncoder,
+        encoder: DualEncoder | nn.Module,
         n_steps: int = 50,
         image_layer: int = -1,
         text_layer: int = -1,
@@ -112,9 +113,8 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
         internal_batch_size: int = 64,
     ) -> None:
         super().__init__(encoder)
-        for name, value in (("n_steps", n_steps), ("internal_batch_size", internal_batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Expected `{name}` to be a positive int, but got {value!r}.")
+        check_int("n_steps", n_steps, 1)
+        check_int("internal_batch_size", internal_batch_size, 1)
         self._set_layers(image_layer, text_layer)
         self.n_steps = n_steps
         self.image_reference = check_choice(
@@ -205,6 +205,7 @@ class IntegratedJacobians(FactorizedInteractionExplainer):
         return SideFactors(factors, e_x, e_r)
 
 
+@register_pair_explainer("interaction_cam")
 class InteractionCAM(IntegratedJacobians):
     """Interaction-CAM (Sammani et al. 2023): integrated Jacobians with N = 1 and zero references.
 
@@ -219,9 +220,8 @@ class InteractionCAM(IntegratedJacobians):
         internal_batch_size: see :class:`IntegratedJacobians`.
 
     Example:
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> cam = InteractionCAM(OpenCLIPDualEncoder(_tiny_clip()))
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> cam = InteractionCAM(tiny_dual_encoder())
         >>> cam.attribute(images=torch.randn(1, 3, 32, 32), texts=["a dog"]).interactions.shape
         torch.Size([1, 77, 4, 4])
     """
@@ -230,7 +230,7 @@ class InteractionCAM(IntegratedJacobians):
 
     def __init__(
         self,
-        encoder: DualEncoder,
+        encoder: DualEncoder | nn.Module,
         image_layer: int = -1,
         text_layer: int = -1,
         internal_batch_size: int = 64,

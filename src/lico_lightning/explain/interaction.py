@@ -18,9 +18,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_choice, check_tensor
-from lico_lightning.functional.cam import _resize_maps
-from lico_lightning.functional.grounding import box_to_mask
+from lico_lightning._validation import check_choice
+from lico_lightning.explain.pair import (
+    PairAttribution,
+    box_cells,
+    check_token_spans,
+    span_weights,
+)
 
 __all__ = ["InteractionAttribution", "TokenLayout"]
 
@@ -57,13 +61,24 @@ class TokenLayout:
 
 
 @dataclass
-class InteractionAttribution:
+class InteractionAttribution(PairAttribution):
     """Interactions between the tokens of two inputs ``a`` and ``b`` of a dual encoder.
 
     For image–text pairs side ``a`` is the caption and side ``b`` the image, so
     :attr:`interactions` is ``(B, S, Hp, Wp)``. Text–text gives ``(B, S, S)``, image–image
     ``(B, Hp, Wp, Hp, Wp)``. With ``all_pairs`` every ``a`` is paired with every ``b`` and the
     batch part of every shape is ``(Ba, Bb)`` instead of ``(B,)``.
+
+    Common views (:class:`~lico_lightning.explain.PairAttribution`, caption–image results;
+    with ``all_pairs`` every ``(B, ...)`` below reads ``(Ba, Bb, ...)``):
+
+    * :meth:`span_map` — the interactions of the span's tokens with each patch, summed over
+      the span: the image map *of that phrase* (:meth:`project_span`);
+    * :meth:`image_map` — summed over every caption token (SOT and EOT included, the rows
+      that carry most of the score): :meth:`marginal` ``("b")``;
+    * :meth:`box_scores` — each token's interactions with the patches in the box
+      (:meth:`project_box`); :meth:`token_scores` — with every patch (:meth:`marginal`
+      ``("a")``).
 
     Attributes:
         matrix: ``(*batch, Ta, Tb)`` interactions of all tokens, image prefix tokens included
@@ -76,6 +91,9 @@ class InteractionAttribution:
         method: name of the method that produced it.
         tokens_a: ``(Ba, S)`` token ids if side ``a`` is text, else ``None``.
         tokens_b: ``(Bb, S)`` token ids if side ``b`` is text, else ``None``.
+        eot_a: ``(Ba,)`` EOT position of every caption of side ``a`` (text), else ``None``;
+            token spans must lie in ``[1, eot)`` (SOT, EOT and padding are rejected).
+        eot_b: the same for side ``b``.
     """
 
     matrix: Tensor
@@ -86,6 +104,54 @@ class InteractionAttribution:
     method: str
     tokens_a: Tensor | None = None
     tokens_b: Tensor | None = None
+    eot_a: Tensor | None = None
+    eot_b: Tensor | None = None
+
+    # ------------------------------------------------------------ common views
+    @property
+    def image_size(self) -> tuple[int, int] | None:  # type: ignore[override]
+        """``(H, W)`` of the image side (side ``b`` if both are images), else ``None``."""
+        layout = self.layout_b if self.layout_b.modality == "image" else self.layout_a
+        return layout.image_size if layout.modality == "image" else None
+
+    @property
+    def views(self) -> frozenset[str]:  # type: ignore[override]
+        """All common views for caption–image results; none for caption–caption or
+        image–image results (use :meth:`project_span` / :meth:`project_box` there)."""
+        if self.layout_a.modality == "text" and self.layout_b.modality == "image":
+            return frozenset({"span_map", "image_map", "box_scores", "token_scores"})
+        return frozenset()
+
+    def span_map(self, span: tuple[int, int] | Tensor) -> Tensor:
+        """``(*batch, Hp, Wp)`` image map of the caption tokens ``span`` (:meth:`project_span`)."""
+        self._require_caption_image("span_map")
+        return self.project_span(span, "a")
+
+    def image_map(self) -> Tensor:
+        """``(*batch, Hp, Wp)`` image map of the whole caption (:meth:`marginal` ``("b")``)."""
+        self._require_caption_image("image_map")
+        return self.marginal("b")
+
+    def box_scores(self, boxes: Tensor) -> Tensor:
+        """``(*batch, S)`` interactions of every caption token with the patches in ``boxes``
+        ``(Bb, 4)`` (:meth:`project_box`)."""
+        self._require_caption_image("box_scores")
+        return self.project_box(boxes, "b")
+
+    def token_scores(self) -> Tensor:
+        """``(*batch, S)`` every caption token's interactions with the whole image."""
+        self._require_caption_image("token_scores")
+        return self.marginal("a")
+
+    def _require_caption_image(self, view: str) -> None:
+        if view not in self.views:
+            raise self._missing(view)
+
+    def _why_not(self, view: str) -> str:
+        return (
+            f": it explains a {self.layout_a.modality}–{self.layout_b.modality} pair; use "
+            "project_span / project_box / marginal with the side."
+        )
 
     # ------------------------------------------------------------------ views
     @property
@@ -141,7 +207,9 @@ class InteractionAttribution:
         Args:
             span: ``(start, end)`` token positions, end exclusive (position 0 is SOT), for
                 every pair, or a ``(B_side, 2)`` long tensor with one span per input of that
-                side.
+                side. Must lie inside each caption, ``1 <= start < end <= eot``: a span over
+                SOT, EOT or padding raises ``ValueError`` (it would give an empty or
+                misleading map).
             side: which side holds the caption (``"a"`` for caption–image results).
 
         Returns:
@@ -155,10 +223,11 @@ class InteractionAttribution:
                 f"Expected side {side!r} to be a caption for a token span, but it is an image."
             )
         n_inputs = self._side_batch(side)
-        spans = self._check_spans(span, n_inputs, layout.num_tokens)
-        pos = torch.arange(layout.num_tokens, device=self.matrix.device)
-        spans = spans.to(pos.device)
-        weights = (pos[None] >= spans[:, :1]) & (pos[None] < spans[:, 1:])
+        eot = self.eot_a if side == "a" else self.eot_b
+        if eot is None:  # no caption ends known: any span inside the sequence
+            eot = torch.full((n_inputs,), layout.num_tokens - 1, dtype=torch.long)
+        spans = check_token_spans(span, eot.to(self.matrix.device))
+        weights = span_weights(spans, layout.num_tokens, self.matrix.dtype)
         return self._project(side, weights.to(self.matrix.dtype))
 
     def project_box(self, boxes: Tensor, side: Side = "b") -> Tensor:
@@ -180,29 +249,14 @@ class InteractionAttribution:
                 f"Expected side {side!r} to be an image with a patch grid for a box, but it is "
                 f"a {layout.modality}."
             )
-        check_tensor("boxes", boxes, ndim=2)
         n_inputs = self._side_batch(side)
-        if boxes.shape[0] != n_inputs:
-            raise ValueError(
-                f"Expected one box per input of side {side!r} ({n_inputs}), but got "
-                f"{boxes.shape[0]}."
-            )
-        cells = box_to_mask(boxes.to(self.matrix.device), layout.grid_size, layout.image_size)
+        if layout.image_size is None:
+            raise ValueError(f"Expected the image size of side {side!r} for a box, but got none.")
+        cells = box_cells(boxes, n_inputs, layout.grid_size, layout.image_size)
+        cells = cells.to(self.matrix.device)
         prefix = torch.zeros(n_inputs, layout.num_prefix_tokens, device=self.matrix.device)
         weights = torch.cat([prefix, cells.flatten(1).to(prefix.dtype)], 1)
         return self._project(side, weights.to(self.matrix.dtype))
-
-    def upsample(self, maps: Tensor, mode: str = "bilinear") -> Tensor:
-        """Upsample patch maps ``(..., Hp, Wp)`` to the image size ``(..., H, W)``."""
-        layout = self.layout_b if self.layout_b.modality == "image" else self.layout_a
-        if layout.modality != "image" or layout.image_size is None:
-            raise ValueError("Expected a result with an image side to upsample, but got none.")
-        check_tensor("maps", maps, floating=True)
-        if maps.ndim < 2:
-            raise ValueError(
-                f"Expected `maps` of shape (..., Hp, Wp), but got {tuple(maps.shape)}."
-            )
-        return _resize_maps(maps, layout.image_size, mode)
 
     # ---------------------------------------------------------------- helpers
     def _layout(self, side: Side) -> TokenLayout:
@@ -227,30 +281,3 @@ class InteractionAttribution:
             other = self.layout_a
         out = out[..., other.num_prefix_tokens :]
         return out.reshape(*self.batch_shape, *other.shape)
-
-    @staticmethod
-    def _check_spans(span: tuple[int, int] | Tensor, n_inputs: int, length: int) -> Tensor:
-        if isinstance(span, Tensor):
-            if span.ndim != 2 or span.shape != (n_inputs, 2) or span.is_floating_point():
-                raise ValueError(
-                    f"Expected `span` as (start, end) or an integer tensor of shape "
-                    f"({n_inputs}, 2), but got {span.dtype} {tuple(span.shape)}."
-                )
-            spans = span.long()
-        else:
-            if (
-                not isinstance(span, (tuple, list))
-                or len(span) != 2
-                or not all(isinstance(s, int) and not isinstance(s, bool) for s in span)
-            ):
-                raise ValueError(f"Expected `span` as (start, end) ints, but got {span!r}.")
-            spans = torch.tensor([list(span)] * n_inputs, dtype=torch.long)
-        start, end = spans[:, 0], spans[:, 1]
-        bad = (start < 0) | (end > length) | (start >= end)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                f"Expected token spans with 0 <= start < end <= {length}, but got "
-                f"{spans[i].tolist()} for input {i}."
-            )
-        return spans

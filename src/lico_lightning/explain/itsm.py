@@ -13,15 +13,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from lico_lightning._validation import check_choice
+from lico_lightning._validation import check_bool, check_choice
 from lico_lightning.explain._pairwise import FactorizedInteractionExplainer, Modality, SideFactors
 from lico_lightning.explain.dual_encoder import DualEncoder
+from lico_lightning.explain.pair import register_pair_explainer
 
 __all__ = ["ITSM"]
 
 
+@register_pair_explainer("itsm")
 class ITSM(FactorizedInteractionExplainer):
     """Image–text similarity map (ITSM_out / ITSM_hidden) as token × token interactions.
 
@@ -41,9 +43,8 @@ class ITSM(FactorizedInteractionExplainer):
 
     Example:
         >>> import torch
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> itsm = ITSM(OpenCLIPDualEncoder(_tiny_clip()), variant="hidden")
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> itsm = ITSM(tiny_dual_encoder(), variant="hidden")
         >>> res = itsm.attribute(images=torch.randn(2, 3, 32, 32), texts=["a dog", "a car"])
         >>> res.interactions.shape
         torch.Size([2, 77, 4, 4])
@@ -51,7 +52,7 @@ class ITSM(FactorizedInteractionExplainer):
 
     def __init__(
         self,
-        encoder: DualEncoder,
+        encoder: DualEncoder | nn.Module,
         variant: Literal["output", "hidden"] = "output",
         image_layer: int = -1,
         text_layer: int = -1,
@@ -60,7 +61,7 @@ class ITSM(FactorizedInteractionExplainer):
         super().__init__(encoder)
         self.variant = check_choice("variant", variant, ("output", "hidden"))
         self._set_layers(image_layer, text_layer)
-        self.normalize = bool(normalize)
+        self.normalize = check_bool("normalize", normalize)
         self.method = f"itsm_{variant}"
 
     def _side_factors(self, modality: Modality, inputs: Tensor) -> SideFactors:

@@ -26,26 +26,24 @@ Relation to the reference implementation (YingWANGG/M2IB):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lico_lightning._safety import explanation_mode, module_device, restored_requires_grad
 from lico_lightning._validation import (
     check_choice,
-    check_finite,
     check_int,
-    check_int_pair,
     check_real,
     check_tensor,
 )
 from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.functional.cam import _resize_maps
+from lico_lightning.explain.pair import PairAttribution, PairExplainer, register_pair_explainer
 from lico_lightning.functional.m2ib import (
     bottleneck_capacity,
     gaussian_bottleneck,
@@ -74,8 +72,18 @@ class M2IBSettings:
 
 
 @dataclass(frozen=True)
-class M2IBAttribution:
+class M2IBAttribution(PairAttribution):
     """Result of :meth:`M2IB.attribute` for B (image, text) pairs.
+
+    Common views (:class:`~lico_lightning.explain.PairAttribution`): M2IB bottlenecks ONE
+    tower for the whole other input, so
+
+    * ``tower="image"``: :meth:`image_map` is :attr:`attribution` — one map per (image,
+      caption) pair, the information of each patch the caption's embedding needs. There is
+      no map per token span (:meth:`span_map` raises): to ground a phrase, explain the phrase
+      as its own caption (``texts=[phrase]``), which is what the M2IB paper does;
+    * ``tower="text"``: :meth:`token_scores` is :attr:`attribution` (per caption token, for
+      the whole image); no box scores.
 
     Attributes:
         tower: the explained tower, ``"image"`` or ``"text"``.
@@ -90,7 +98,7 @@ class M2IBAttribution:
             element (nats).
         fit: ``(B,)`` mean cosine similarity between the bottlenecked embedding and the other
             modality's embedding at the final gates (fresh noise, Q copies).
-        similarity: ``(B,)`` the model's score of each pair without bottleneck
+        score: ``(B,)`` the model's score of each pair without bottleneck
             (:meth:`DualEncoder.similarity`).
         losses: ``(steps, B)`` the loss of each pair at every optimisation step.
         settings: the hyperparameters used.
@@ -102,32 +110,37 @@ class M2IBAttribution:
     token_capacity: Tensor
     capacity: Tensor
     fit: Tensor
-    similarity: Tensor
+    score: Tensor
     losses: Tensor
     settings: M2IBSettings
     image_size: tuple[int, int] | None = None
 
-    def upsample(
-        self,
-        size: tuple[int, int] | None = None,
-        mode: Literal["bilinear", "nearest", "bicubic"] = "bilinear",
-    ) -> Tensor:
-        """Upsample the image patch map to pixels: ``(B, Hp, Wp) -> (B, H, W)``.
+    method = "m2ib"
 
-        Args:
-            size: output ``(H, W)``; default: the input image size.
-            mode: interpolation mode (bilinear, as in the paper's figures).
+    @property
+    def views(self) -> frozenset[str]:  # type: ignore[override]
+        """``{"image_map"}`` for the image tower, ``{"token_scores"}`` for the text tower."""
+        return frozenset({"image_map" if self.tower == "image" else "token_scores"})
 
-        Returns:
-            ``(B, H, W)`` map (bilinear keeps the nats scale of each patch locally).
-        """
+    def image_map(self) -> Tensor:
+        """``(B, Hp, Wp)`` information per patch (nats) for the whole caption (image tower)."""
         if self.tower != "image":
-            raise ValueError(
-                f"Expected an image attribution to upsample, but got tower {self.tower!r}."
+            raise self._missing("image_map")
+        return self.attribution
+
+    def token_scores(self) -> Tensor:
+        """``(B, S)`` information per caption token (nats) for the whole image (text tower)."""
+        if self.tower != "text":
+            raise self._missing("token_scores")
+        return self.attribution
+
+    def _why_not(self, view: str) -> str:
+        if view == "span_map" and self.tower == "image":
+            return (
+                ": M2IB gives one image map per (image, caption) pair, not per token span; "
+                "explain the phrase as its own caption (texts=[phrase]) and use image_map()."
             )
-        check_choice("mode", mode, ("bilinear", "nearest", "bicubic"))
-        size = check_int_pair("size", self.image_size if size is None else size)
-        return _resize_maps(self.attribution, size, mode)
+        return f" (tower={self.tower!r}: explain the other tower for {view})."
 
 
 @dataclass
@@ -138,10 +151,11 @@ class _Prepared:
     valid: Tensor  # (B, T) bool, tokens that get a bottleneck
     content: Tensor  # (B, T) bool, tokens reported in `attribution`
     target: Tensor  # (B, K) the other modality's embedding (constant)
-    similarity: Tensor  # (B,)
+    score: Tensor  # (B,)
 
 
-class M2IB:
+@register_pair_explainer("m2ib")
+class M2IB(PairExplainer):
     """Multi-modal information bottleneck attribution (M2IB) for one tower of a dual encoder.
 
     For every pair b, a gate :math:`\\lambda_b = \\mathrm{sigmoid}(\\alpha_b)` per token and per
@@ -198,8 +212,8 @@ class M2IB:
             pairs of a call at once.
 
     Example:
-        >>> from lico_lightning.explain.dual_encoder import OpenCLIPDualEncoder, _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> m2ib = M2IB(enc, "image", layer=0, steps=2, num_copies=2)
         >>> images = torch.randn(2, 3, 32, 32)
         >>> tokens = enc.tokenize(["a dog", "a red car"])
@@ -212,7 +226,7 @@ class M2IB:
 
     def __init__(
         self,
-        encoder: DualEncoder,
+        encoder: DualEncoder | nn.Module,
         tower: Tower = "image",
         *,
         layer: int = 9,
@@ -225,11 +239,8 @@ class M2IB:
         seed: int = 0,
         max_pairs: int | None = None,
     ) -> None:
-        if not isinstance(encoder, DualEncoder):
-            raise TypeError(
-                "Expected a DualEncoder (e.g. OpenCLIPDualEncoder(model) for open_clip models), "
-                f"but got {type(encoder).__name__}."
-            )
+        super().__init__(encoder)
+        encoder = self.encoder
         check_choice("tower", tower, _TOWERS)
         # raises for towers without token layers (listing what is supported) and bad indices
         encoder.layer(tower, layer)
@@ -247,7 +258,6 @@ class M2IB:
         check_int("seed", seed, 0)
         if max_pairs is not None:
             check_int("max_pairs", max_pairs, 1)
-        self.encoder = encoder
         self.settings = M2IBSettings(
             tower=tower,
             layer=layer,
@@ -262,17 +272,17 @@ class M2IB:
         self.max_pairs = max_pairs
 
     # ------------------------------------------------------------------ public
-    def attribute(self, images: Tensor, tokens: Tensor) -> M2IBAttribution:
+    def attribute(self, images: Tensor, texts: Tensor | Sequence[str]) -> M2IBAttribution:
         """Explain B (image, caption) pairs.
 
         Args:
-            images: ``(B, C, H, W)`` normalised images.
-            tokens: ``(B, S)`` token ids (:meth:`DualEncoder.tokenize`).
+            images: ``(B, C, H, W)`` normalised images (finite).
+            texts: ``(B, S)`` token ids (:meth:`DualEncoder.tokenize`) or B captions.
 
         Returns:
             :class:`M2IBAttribution` (tensors on the model's device).
         """
-        images, tokens = self._check_inputs(images, tokens)
+        images, tokens = self._check_pairs(images, texts)
         chunk = self.max_pairs or images.shape[0]
         if images.shape[0] <= chunk:
             return self._attribute(images, tokens)
@@ -287,13 +297,11 @@ class M2IB:
             token_capacity=torch.cat([p.token_capacity for p in parts]),
             capacity=torch.cat([p.capacity for p in parts]),
             fit=torch.cat([p.fit for p in parts]),
-            similarity=torch.cat([p.similarity for p in parts]),
+            score=torch.cat([p.score for p in parts]),
             losses=torch.cat([p.losses for p in parts], dim=1),
             settings=first.settings,
             image_size=first.image_size,
         )
-
-    __call__ = attribute
 
     def _attribute(self, images: Tensor, tokens: Tensor) -> M2IBAttribution:
         s = self.settings
@@ -343,27 +351,29 @@ class M2IB:
                 token_capacity=token_capacity,
                 capacity=capacity,
                 fit=fit.mean(-1),
-                similarity=ctx.similarity,
+                score=ctx.score,
                 losses=torch.stack(losses),
                 settings=s,
                 image_size=image_size,
             )
 
-    def objective(self, images: Tensor, tokens: Tensor, alpha: Tensor, noise: Tensor) -> Tensor:
+    def objective(
+        self, images: Tensor, texts: Tensor | Sequence[str], alpha: Tensor, noise: Tensor
+    ) -> Tensor:
         """Evaluate the per-pair loss :math:`\\mathcal{L}_b(\\alpha_b)` for given gates and noise.
 
         For inspection and tests; :meth:`attribute` minimises this function.
 
         Args:
             images: ``(B, C, H, W)`` normalised images.
-            tokens: ``(B, S)`` token ids.
+            texts: ``(B, S)`` token ids or B captions.
             alpha: gate logits ``(B, T, D)`` for the T tokens and D channels of the block.
             noise: standard normal noise ``(Q, T, D)`` shared by the pairs.
 
         Returns:
             ``(B,)`` loss values (detached).
         """
-        images, tokens = self._check_inputs(images, tokens)
+        images, tokens = self._check_pairs(images, texts)
         check_tensor("alpha", alpha, ndim=3, floating=True)
         check_tensor("noise", noise, ndim=3, floating=True)
         with self._session(images, tokens) as ctx, torch.no_grad():
@@ -380,12 +390,6 @@ class M2IB:
             return self._loss(ctx, inputs, alpha, noise)
 
     # ---------------------------------------------------------------- internals
-    def _check_inputs(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        images, tokens = self.encoder.check_pairs(images, tokens)
-        self.encoder.eot_positions(tokens)  # every caption needs an EOT
-        check_finite("images", images)
-        return images, tokens
-
     @contextmanager
     def _session(self, images: Tensor, tokens: Tensor) -> Iterator[_Prepared]:
         """Eval mode, frozen parameters, grad enabled outside inference mode; the constant
@@ -453,7 +457,7 @@ class M2IB:
                 valid=valid,
                 content=content,
                 target=target.detach(),
-                similarity=similarity.detach(),
+                score=similarity.detach(),
             )
 
     def _embed(self, ctx: _Prepared, inputs: Tensor, alpha: Tensor, noise: Tensor) -> Tensor:

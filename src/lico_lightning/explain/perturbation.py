@@ -5,7 +5,7 @@ are removed (deletion) or inserted (insertion) in the order of their attribution
 other input stays unchanged, and the model's score is recorded after every step. Image patches
 are removed by setting them to zero in normalised space (the mean colour); caption tokens are
 removed from attention (SOT and EOT always stay). The areas under these curves
-(:func:`lico_lightning.functional.insertion_deletion_auc`, or the metrics
+(:func:`lico_lightning.functional.curve_auc`, or the metrics
 ``ConditionalDeletionAUC`` / ``ConditionalInsertionAUC``) are CID / CII for images and CTD /
 CTI for captions.
 """
@@ -17,18 +17,19 @@ from contextlib import ExitStack
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lico_lightning._safety import explanation_mode
-from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning._validation import check_choice, check_finite, check_int, check_tensor
 from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.functional.grounding import perturbation_keep_masks
+from lico_lightning.explain.pair import as_dual_encoder
+from lico_lightning.functional import perturbation_keep_masks
 
 __all__ = ["conditional_perturbation_curves"]
 
 
 def conditional_perturbation_curves(
-    encoder: DualEncoder,
+    encoder: DualEncoder | nn.Module,
     images: Tensor,
     texts: Tensor | Sequence[str],
     attributions: Tensor,
@@ -40,8 +41,8 @@ def conditional_perturbation_curves(
     """Scores of image–caption pairs while one input is perturbed in attribution order.
 
     Args:
-        encoder: the dual encoder.
-        images: ``(B, C, H, W)`` normalised images.
+        encoder: the dual encoder (or an open_clip model, wrapped).
+        images: ``(B, C, H, W)`` normalised images (finite).
         texts: ``(B, S)`` token ids or B captions.
         attributions: features of the perturbed input for the pair: ``(B, h, w)`` for
             ``modality="image"`` (a grid dividing the image, e.g. the patch grid; e.g.
@@ -57,9 +58,8 @@ def conditional_perturbation_curves(
         fractions ``0, 1/J, …, 1`` of the features.
 
     Example:
-        >>> from lico_lightning.explain import OpenCLIPDualEncoder
-        >>> from lico_lightning.explain.dual_encoder import _tiny_clip
-        >>> enc = OpenCLIPDualEncoder(_tiny_clip())
+        >>> from lico_lightning.testing import tiny_dual_encoder
+        >>> enc = tiny_dual_encoder()
         >>> images, texts = torch.randn(2, 3, 32, 32), ["a dog", "a red car"]
         >>> curves = conditional_perturbation_curves(
         ...     enc, images, texts, torch.randn(2, 4, 4), "image", "deletion", num_steps=4
@@ -67,17 +67,15 @@ def conditional_perturbation_curves(
         >>> curves.shape
         torch.Size([2, 5])
     """
-    if not isinstance(encoder, DualEncoder):
-        raise TypeError(
-            f"Expected `encoder` to be a DualEncoder, but got {type(encoder).__name__}."
-        )
+    encoder = as_dual_encoder(encoder)
     check_choice("modality", modality, ("image", "text"))
     check_choice("mode", mode, ("deletion", "insertion"))
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"Expected `batch_size` to be a positive int, but got {batch_size!r}.")
+    check_int("batch_size", batch_size, 1)
     images, tokens = encoder.check_pairs(images, texts)
+    check_finite("images", images)
     b = images.shape[0]
     check_tensor("attributions", attributions, floating=True)
+    check_finite("attributions", attributions)
     if modality == "image":
         if attributions.ndim != 3 or attributions.shape[0] != b:
             raise ValueError(

@@ -6,10 +6,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lico_lightning._validation import check_positive, check_probability
+from lico_lightning._validation import (
+    check_logits,
+    check_positive,
+    check_probability,
+    check_target_range,
+)
 from lico_lightning.explain.base import Explainer, register_explainer
+from lico_lightning.functional import target_probability
 from lico_lightning.functional.cam import draw_rise_parameters, rise_masks
-from lico_lightning.functional.saliency import _probability_of, check_logits, check_target_range
 
 __all__ = ["RISE"]
 
@@ -88,6 +93,6 @@ class RISE(Explainer):
             first, last = lo // b, (lo + j.numel() - 1) // b + 1
             masks = rise_masks(grids[first:last], shifts[first:last], (h, w))[mi - first]
             masked = images[bi] * masks[:, None].to(images.dtype)
-            probs = _probability_of(check_logits(self.model(masked), j.numel()), target[bi])
+            probs = target_probability(check_logits(self.model(masked), j.numel()), target[bi])
             saliency.index_add_(0, bi, probs[:, None, None] * masks)
         return saliency / (self.num_masks * self.probability)

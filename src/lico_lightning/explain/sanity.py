@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lico_lightning._validation import check_choice
 from lico_lightning.explain.base import Explainer
 from lico_lightning.explain.hooks import resolve_layer
-from lico_lightning.functional.saliency import spearman_rank_correlation
+from lico_lightning.functional import spearman_correlation
 
 __all__ = ["ParameterRandomizationResult", "parameter_randomization", "randomizable_layers"]
 
@@ -146,7 +146,9 @@ def parameter_randomization(
         _randomize(module, seed + index)
         randomized = twin_explainer.attribute(images, target)
         maps.append(randomized)
-        correlations.append(spearman_rank_correlation(original, randomized))
+        correlations.append(
+            spearman_correlation(original.flatten(1), randomized.flatten(1), constant="zero")
+        )
         if saved is not None:
             module.load_state_dict(saved)
     return ParameterRandomizationResult(

@@ -1,5 +1,40 @@
-"""Pure torch math: no state, no Lightning import."""
+"""Pure torch math: no state, no Lightning import.
 
+Metric formulas live in one private file per job — ``_perturbation`` (insertion / deletion
+curves and their areas), ``_confidence`` (drop / increase in confidence), ``_pointing``
+(pointing games), ``_rank`` (Spearman's correlation) — and ``interaction_metrics`` (FIxLIP's
+AID and PGR); import them from here. Each has one torchmetrics class in
+:mod:`lico_lightning.metrics`.
+"""
+
+from lico_lightning.functional._confidence import (
+    average_drop,
+    increase_in_confidence,
+    normalize_saliency,
+    pair_confidence_drop,
+    pair_confidence_increase,
+    target_probability,
+)
+from lico_lightning.functional._perturbation import (
+    DEFAULT_BLUR_KERNEL_SIZE,
+    DEFAULT_BLUR_SIGMA,
+    DEFAULT_STEP_FRACTION,
+    blur_images,
+    curve_auc,
+    deletion_auc,
+    insertion_auc,
+    insertion_deletion_auc,
+    insertion_deletion_curves,
+    perturbation_curve,
+    perturbation_keep_masks,
+)
+from lico_lightning.functional._pointing import (
+    DEFAULT_TOLERANCE,
+    box_to_mask,
+    energy_pointing_game,
+    pointing_game,
+)
+from lico_lightning.functional._rank import spearman_correlation
 from lico_lightning.functional.banzhaf import (
     BanzhafInteractions,
     all_coalitions,
@@ -30,21 +65,10 @@ from lico_lightning.functional.faithfulness import (
     blockwise_retrieval_faithfulness,
     retrieval_faithfulness,
 )
-from lico_lightning.functional.grounding import (
-    box_to_mask,
-    confidence_drop,
-    confidence_increase,
-    insertion_deletion_auc,
-    perturbation_keep_masks,
-    pointing_game_accuracy,
-    pointing_game_energy,
-)
 from lico_lightning.functional.interaction import integration_points, token_interactions
 from lico_lightning.functional.interaction_metrics import (
     area_between_insertion_deletion,
-    p_faithfulness_correlation,
     pointing_game_recognition,
-    rank_data,
 )
 from lico_lightning.functional.lico import (
     SinkhornConvergenceWarning,
@@ -53,21 +77,6 @@ from lico_lightning.functional.lico import (
 )
 from lico_lightning.functional.m2ib import bottleneck_capacity, gaussian_bottleneck, m2ib_objective
 from lico_lightning.functional.retrieval import retrieval_ranks, retrieval_recall_at_k
-from lico_lightning.functional.saliency import (
-    average_drop,
-    blur_images,
-    confidence_change,
-    curve_auc,
-    deletion_auc,
-    energy_pointing_game,
-    increase_in_confidence,
-    insertion_auc,
-    insertion_deletion_curves,
-    normalize_saliency,
-    perturbation_curve,
-    pointing_game,
-    spearman_rank_correlation,
-)
 from lico_lightning.functional.splice import (
     splice_decompose,
     splice_penalty_for_sparsity,
@@ -82,6 +91,10 @@ from lico_lightning.functional.surrogate import (
 )
 
 __all__ = [
+    "DEFAULT_BLUR_KERNEL_SIZE",
+    "DEFAULT_BLUR_SIGMA",
+    "DEFAULT_STEP_FRACTION",
+    "DEFAULT_TOLERANCE",
     "BanzhafInteractions",
     "SinkhornConvergenceWarning",
     "all_coalitions",
@@ -95,9 +108,6 @@ __all__ = [
     "bottleneck_capacity",
     "box_to_mask",
     "concept_contributions",
-    "confidence_change",
-    "confidence_drop",
-    "confidence_increase",
     "cross_modal_banzhaf_interactions",
     "curve_auc",
     "deletion_auc",
@@ -123,14 +133,12 @@ __all__ = [
     "moving_average_kl_objective",
     "normal_equations",
     "normalize_saliency",
-    "p_faithfulness_correlation",
+    "pair_confidence_drop",
+    "pair_confidence_increase",
     "perturbation_curve",
     "perturbation_keep_masks",
     "pointing_game",
-    "pointing_game_accuracy",
-    "pointing_game_energy",
     "pointing_game_recognition",
-    "rank_data",
     "retrieval_faithfulness",
     "retrieval_ranks",
     "retrieval_recall_at_k",
@@ -139,11 +147,12 @@ __all__ = [
     "select_clique",
     "sinkhorn_ot_loss",
     "solve_interactions",
-    "spearman_rank_correlation",
+    "spearman_correlation",
     "splice_decompose",
     "splice_penalty_for_sparsity",
     "splice_reconstruct",
     "split_budget",
+    "target_probability",
     "token_interactions",
     "update_log_moving_average",
     "upsample_saliency",

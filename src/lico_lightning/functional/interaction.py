@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_tensor
+from lico_lightning._validation import check_int, check_tensor
 
 __all__ = ["integration_points", "token_interactions"]
 
@@ -68,6 +68,5 @@ def integration_points(n_steps: int, dtype: torch.dtype = torch.float32) -> Tens
         >>> integration_points(4)
         tensor([0.2500, 0.5000, 0.7500, 1.0000])
     """
-    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
-        raise ValueError(f"Expected `n_steps` to be a positive int, but got {n_steps!r}.")
+    check_int("n_steps", n_steps, 1)
     return torch.arange(1, n_steps + 1, dtype=dtype) / n_steps

@@ -1,14 +1,15 @@
-r"""Evaluation metrics for interaction explanations (FIxLIP paper, §4): AID, PGR, p-faithfulness.
+r"""Evaluation metrics for interaction explanations (FIxLIP paper, §4): AID and PGR.
 
 * :func:`area_between_insertion_deletion` — Definition 9, from the game values of the greedy
   subsets :math:`M_{e,\max,k}`, :math:`M_{e,\min,k}` (see
   :meth:`lico_lightning.explain.FIxLIP.insertion_deletion`).
 * :func:`pointing_game_recognition` — Definition 10, from token × patch interactions and the
   patches that belong to each object token.
-* :func:`p_faithfulness_correlation` — Definition 8, Spearman's rank correlation between game
-  values and the explanation's approximation on coalitions drawn from :math:`\mathbb{P}_p`.
+The p-faithfulness correlation (Definition 8) is
+:func:`~lico_lightning.functional.spearman_correlation` of the game values and the
+explanation's approximation on coalitions drawn from :math:`\mathbb{P}_p`.
 
-All three work on a batch (leading dimensions) and return one value per explanation.
+Both work on a batch (leading dimensions) and return one value per explanation.
 """
 
 from __future__ import annotations
@@ -16,15 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_tensor
-from lico_lightning.functional._shared_metrics import average_ranks, rank_correlation
+from lico_lightning._validation import check_bool, check_finite, check_tensor
 
-__all__ = [
-    "area_between_insertion_deletion",
-    "p_faithfulness_correlation",
-    "pointing_game_recognition",
-    "rank_data",
-]
+__all__ = ["area_between_insertion_deletion", "pointing_game_recognition"]
 
 
 def area_between_insertion_deletion(
@@ -64,6 +59,7 @@ def area_between_insertion_deletion(
     """
     check_tensor("max_values", max_values, floating=True)
     check_tensor("min_values", min_values, floating=True)
+    check_bool("normalize", normalize)
     if max_values.shape != min_values.shape:
         raise ValueError(
             "Expected `max_values` and `min_values` of the same shape, but got "
@@ -74,6 +70,8 @@ def area_between_insertion_deletion(
             "Expected curves with n+1 >= 2 points (k = 0..n), but got "
             f"{max_values.shape[-1]} point(s)."
         )
+    check_finite("max_values", max_values)
+    check_finite("min_values", min_values)
     n = max_values.shape[-1] - 1
     diff = (max_values[..., 1:] - min_values[..., 1:]).sum(-1)
     if not normalize:
@@ -148,6 +146,7 @@ def pointing_game_recognition(
             f"Expected `token_mask` of shape {tuple(interactions.shape[:-1])}, but got "
             f"{tuple(token_mask.shape)}."
         )
+    check_finite("interactions", interactions)
     e = interactions * token_mask[..., None]
     correct = torch.where(object_masks, e.clamp_min(0), (-e).clamp_min(0)).sum((-1, -2))
     total = e.abs().sum((-1, -2))
@@ -157,62 +156,3 @@ def pointing_game_recognition(
             f"{int((total == 0).sum())} explanation(s)."
         )
     return correct / total
-
-
-def rank_data(x: Tensor) -> Tensor:
-    """Ranks (1-based, ties get their average rank) along the last dimension, batched.
-
-    The ranks both Spearman correlations of the package use (float64 for float64 input,
-    else float32, exact up to :math:`2^{24}` elements).
-
-    Example:
-        >>> rank_data(torch.tensor([10.0, 30.0, 20.0, 20.0]))
-        tensor([1.0000, 4.0000, 2.5000, 2.5000])
-    """
-    check_tensor("x", x)
-    return average_ranks(x, torch.float64 if x.dtype == torch.float64 else torch.float32)
-
-
-def p_faithfulness_correlation(game_values: Tensor, approx_values: Tensor) -> Tensor:
-    """p-faithfulness correlation (Definition 8): Spearman's :math:`\\rho` of :math:`\\nu` and :math:`\\hat\\nu_e`.
-
-    .. math::
-        \\mu_{\\mathrm{corr}}(e; p) = \\operatorname{corr}\\bigl(\\operatorname{rank}\\nu(M^{(i)}),
-            \\operatorname{rank}\\hat\\nu_e(M^{(i)})\\bigr), \\quad
-        M^{(1..m)} \\overset{iid}{\\sim} \\mathbb{P}_p
-
-    (Pearson correlation of the ranks; ties get their average rank, like ``scipy.stats.spearmanr``;
-    computed in float64). The same formula as
-    :func:`~lico_lightning.functional.spearman_rank_correlation`, which maps a constant row to 0
-    where this raises.
-
-    Args:
-        game_values: ``(..., m)`` :math:`\\nu(M^{(i)})`, ``m >= 2``.
-        approx_values: ``(..., m)`` :math:`\\hat\\nu_e(M^{(i)})` on the same coalitions.
-
-    Returns:
-        ``(...)`` correlations in ``[-1, 1]``.
-
-    Raises:
-        ValueError: if one of the series is constant (the correlation is undefined).
-
-    Example:
-        >>> p_faithfulness_correlation(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 5.0, 7.0, 6.0]))
-        tensor(0.8000)
-    """
-    check_tensor("game_values", game_values, floating=True)
-    check_tensor("approx_values", approx_values, floating=True)
-    if game_values.shape != approx_values.shape:
-        raise ValueError(
-            "Expected `game_values` and `approx_values` of the same shape, but got "
-            f"{tuple(game_values.shape)} and {tuple(approx_values.shape)}."
-        )
-    if game_values.shape[-1] < 2:
-        raise ValueError(f"Expected at least 2 coalitions, but got {game_values.shape[-1]}.")
-    rho, defined = rank_correlation(game_values, approx_values)
-    if not bool(defined.all()):
-        raise ValueError(
-            "Expected game values and approximations that are not constant over the coalitions, "
-            "but got a constant series (Spearman's correlation is undefined)."
-        )
-    return rho.to(torch.promote_types(game_values.dtype, approx_values.dtype))

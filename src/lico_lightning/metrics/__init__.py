@@ -1,21 +1,21 @@
-"""``torchmetrics.Metric`` classes (DDP-correct accumulators over the functional formulas)."""
+"""``torchmetrics.Metric`` classes: the DDP-correct accumulators of the package, one per
+:mod:`lico_lightning.functional` metric formula."""
 
 from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
 from lico_lightning.metrics.grounding import (
     ConditionalDeletionAUC,
     ConditionalInsertionAUC,
-    ConfidenceDrop,
-    ConfidenceIncrease,
-    PointingGameAccuracy,
-    PointingGameEnergy,
+    PairConfidenceDrop,
+    PairConfidenceIncrease,
 )
 from lico_lightning.metrics.interaction import (
     AreaBetweenInsertionDeletion,
-    PFaithfulnessCorrelation,
     PointingGameRecognition,
+    SpearmanCorrelation,
 )
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 from lico_lightning.metrics.saliency import (
+    SALIENCY_METRICS,
     AverageDrop,
     DeletionAUC,
     EnergyPointingGame,
@@ -23,25 +23,32 @@ from lico_lightning.metrics.saliency import (
     InsertionAUC,
     InsertionDeletionAUC,
     PointingGame,
+    SaliencyMetric,
+    SaliencyMetricOptions,
+    create_saliency_metric,
+    list_saliency_metrics,
 )
 
 __all__ = [
+    "SALIENCY_METRICS",
     "AreaBetweenInsertionDeletion",
     "AverageDrop",
     "ConditionalDeletionAUC",
     "ConditionalInsertionAUC",
-    "ConfidenceDrop",
-    "ConfidenceIncrease",
     "DeletionAUC",
     "EnergyPointingGame",
     "IncreaseInConfidence",
     "InsertionAUC",
     "InsertionDeletionAUC",
-    "PFaithfulnessCorrelation",
+    "PairConfidenceDrop",
+    "PairConfidenceIncrease",
     "PointingGame",
-    "PointingGameAccuracy",
-    "PointingGameEnergy",
     "PointingGameRecognition",
     "RetrievalFaithfulness",
     "RetrievalRecallAtK",
+    "SaliencyMetric",
+    "SaliencyMetricOptions",
+    "SpearmanCorrelation",
+    "create_saliency_metric",
+    "list_saliency_metrics",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -11,16 +12,19 @@ from torchmetrics.utilities import rank_zero_warn
 
 
 def _mean_of_sum(total: Tensor, count: Tensor, name: str, zero_division: float | None) -> Tensor:
-    """``total / count``; with no sample: raise (``zero_division=None``) or warn and return it."""
+    """``total / count``; with no sample: raise (``zero_division=None``), or warn and return
+    ``zero_division`` (NaN is returned without a warning: the caller, e.g.
+    :class:`~lico_lightning.explain.SaliencyEvaluation`, reports which metrics had no sample)."""
     if int(count) == 0:
         if zero_division is None:
             raise ValueError(
                 f"Expected at least one update before compute() of {name}, but got none."
             )
-        rank_zero_warn(
-            f"{name}: no valid sample was accumulated (e.g. every image had no box); "
-            f"returning {zero_division}."
-        )
+        if not math.isnan(zero_division):
+            rank_zero_warn(
+                f"{name}: no valid sample was accumulated (e.g. every image had no box); "
+                f"returning {zero_division}."
+            )
         return torch.tensor(zero_division, dtype=torch.float32, device=total.device)
     return (total / count).float()
 

@@ -1,4 +1,5 @@
-"""``torchmetrics`` classes for interaction explanations: AID, PGR and p-faithfulness correlation.
+"""``torchmetrics`` classes for interaction explanations: AID, PGR and Spearman's correlation
+(FIxLIP's p-faithfulness).
 
 Each class averages the per-explanation values of its functional counterpart in
 :mod:`lico_lightning.functional.interaction_metrics` (states ``total`` and ``count``, summed
@@ -7,22 +8,23 @@ across processes, so DDP gives the mean over every explanation seen by every ran
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch  # noqa: F401 - the doctest examples use it
 from torch import Tensor
 
-from lico_lightning.functional.interaction_metrics import (
+from lico_lightning._validation import check_bool, check_choice
+from lico_lightning.functional import (
     area_between_insertion_deletion,
-    p_faithfulness_correlation,
     pointing_game_recognition,
+    spearman_correlation,
 )
 from lico_lightning.metrics._mean import _MeanOfValues
 
 __all__ = [
     "AreaBetweenInsertionDeletion",
-    "PFaithfulnessCorrelation",
     "PointingGameRecognition",
+    "SpearmanCorrelation",
 ]
 
 
@@ -53,11 +55,7 @@ class AreaBetweenInsertionDeletion(_MeanOverExplanations):
 
     def __init__(self, normalize: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(normalize, bool):
-            raise TypeError(
-                f"Expected `normalize` to be a bool, but got {type(normalize).__name__}."
-            )
-        self.normalize = normalize
+        self.normalize = check_bool("normalize", normalize)
 
     def update(self, max_values: Tensor, min_values: Tensor) -> None:
         """Add curves ``(n+1,)`` or ``(B, n+1)`` (game values of :math:`M_{e,\\max,k}`, :math:`M_{e,\\min,k}`)."""
@@ -88,13 +86,19 @@ class PointingGameRecognition(_MeanOverExplanations):
         self._add(pointing_game_recognition(interactions, object_masks, token_mask))
 
 
-class PFaithfulnessCorrelation(_MeanOverExplanations):
-    """Mean p-faithfulness correlation (Spearman, FIxLIP Definition 8).
+class SpearmanCorrelation(_MeanOverExplanations):
+    """Mean Spearman correlation per row; FIxLIP's p-faithfulness correlation (Definition 8)
+    with game values and the explanation's approximations on the same coalitions.
 
-    See :func:`~lico_lightning.functional.p_faithfulness_correlation`.
+    The mean over rows of :func:`~lico_lightning.functional.spearman_correlation`. Unlike
+    ``torchmetrics.SpearmanCorrCoef`` (one correlation over all accumulated samples), every
+    row is one explanation with its own correlation.
+
+    Args:
+        constant: a constant row: ``"raise"`` (default) or score it ``"zero"``.
 
     Example:
-        >>> metric = PFaithfulnessCorrelation()
+        >>> metric = SpearmanCorrelation()
         >>> metric.update(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1.0, 5.0, 7.0, 6.0]]))
         >>> metric.compute()
         tensor(0.8000)
@@ -102,6 +106,10 @@ class PFaithfulnessCorrelation(_MeanOverExplanations):
 
     higher_is_better = True
 
-    def update(self, game_values: Tensor, approx_values: Tensor) -> None:
-        """Add ``(B, m)`` game values and approximations on the same coalitions."""
-        self._add(p_faithfulness_correlation(game_values, approx_values))
+    def __init__(self, constant: Literal["raise", "zero"] = "raise", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.constant = check_choice("constant", constant, ("raise", "zero"))
+
+    def update(self, a: Tensor, b: Tensor) -> None:
+        """Add ``(B, m)`` rows (FIxLIP: game values and approximations on the same coalitions)."""
+        self._add(spearman_correlation(a, b, constant=self.constant))  # type: ignore[arg-type]

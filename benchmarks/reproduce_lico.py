@@ -1,0 +1,336 @@
+"""LICO vs the cross-entropy baseline over several seeds, with intervals and paired tests.
+
+Each *arm* is the recipe plus a few CLI overrides; each (arm, seed) run trains with
+``lico-lightning fit`` (in process) and is then evaluated with the LICO Table-1 protocol on the
+whole test split: accuracy, and for every saliency method the insertion / deletion / overall
+(insertion − deletion) AUCs with the paper's 3.6 % steps (:func:`lico_lightning.explain.evaluate_saliency`).
+
+The study is resumable: every finished run leaves ``{out}/{arm}/seed{seed}/result.json`` and is
+skipped next time; a run that stopped mid-training continues from its ``last.ckpt``.
+
+Outputs in ``--out``: ``runs.csv`` (one row per run), ``summary.md`` / ``summary.json`` (per arm
+and metric: mean ± 95 % t-interval over seeds; against the baseline arm: the mean paired
+difference with its 95 % interval and the paired t-test p-value) and ``summary.png``.
+
+Usage::
+
+    python benchmarks/reproduce_lico.py                                # LICO vs CE, 5 seeds
+    python benchmarks/reproduce_lico.py --ablations                    # + MM only, OT only, τ learned, no dynamic context
+    python benchmarks/reproduce_lico.py --seeds 0 1 --arm mine="--model.alpha 1"
+    python benchmarks/reproduce_lico.py --seeds 0 --override --trainer.max_epochs 1   # quick look
+
+Seeds change the training seed (initialisation, augmentation, prompt shuffles) with the data
+split fixed, so runs of different arms with the same seed are paired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: The two arms of the claim. Overrides are lico-lightning CLI arguments.
+MAIN_ARMS: dict[str, list[str]] = {
+    "lico": [],
+    "ce": ["--model.alpha", "0", "--model.beta", "0"],
+}
+#: Where a gain would come from (LICO Table 5 / Appendix G).
+ABLATION_ARMS: dict[str, list[str]] = {
+    "mm_only": ["--model.beta", "0"],
+    "ot_only": ["--model.alpha", "0"],
+    "tau_learned": ["--model.mm_kwargs", '{"learn_temperature": true}'],
+    "static_context": ["--model.dynamic_context", "false"],
+}
+METRICS = ("insertion", "deletion", "overall")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="recipes/lico_digits.yaml", help="recipe to train")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", type=Path, default=Path("outputs/reproduce_lico"))
+    parser.add_argument(
+        "--methods", nargs="+", default=["gradcam", "gradcampp"], help="saliency methods"
+    )
+    parser.add_argument(
+        "--ablations", action="store_true", help=f"add the arms {sorted(ABLATION_ARMS)}"
+    )
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar='NAME="OVERRIDES"',
+        help='an extra arm: a name and CLI overrides, e.g. mine="--model.alpha 1"',
+    )
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="ARM", help="run only these arms"
+    )
+    parser.add_argument("--baseline", default="ce", help="arm the paired tests compare against")
+    parser.add_argument(
+        "--step-fraction", type=float, default=0.036, help="insertion/deletion step"
+    )
+    parser.add_argument(
+        "--max-test-batches", type=int, default=None, help="evaluate on fewer test batches"
+    )
+    parser.add_argument(
+        "--override",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="CLI overrides applied to every run (put last)",
+    )
+    args = parser.parse_args(argv)
+    if not Path(args.config).is_file():
+        parser.error(f"Expected --config to be a recipe file, but got {args.config!r} (not found).")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"Expected distinct --seeds, but got {args.seeds}.")
+    arms = dict(MAIN_ARMS)
+    if args.ablations:
+        arms.update(ABLATION_ARMS)
+    for spec in args.arm:
+        name, sep, overrides = spec.partition("=")
+        if not sep or not name.isidentifier():
+            parser.error(f'Expected --arm NAME="OVERRIDES", but got {spec!r}.')
+        arms[name] = shlex.split(overrides)
+    if args.only is not None:
+        unknown = sorted(set(args.only) - set(arms))
+        if unknown:
+            parser.error(f"Expected --only arms among {sorted(arms)}, but got {unknown}.")
+        arms = {k: v for k, v in arms.items() if k in args.only}
+    if args.baseline not in arms:
+        args.baseline = None
+    args.arms = arms
+    return args
+
+
+# ------------------------------------------------------------------------------------------
+# one run
+# ------------------------------------------------------------------------------------------
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob("**/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _test_accuracy(model: torch.nn.Module, loader: Any, max_batches: int | None) -> float:
+    correct = total = 0
+    model.eval()
+    with torch.no_grad():
+        for index, batch in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
+            images, labels = batch[0], batch[1]
+            correct += int((model(images).argmax(1) == labels).sum())
+            total += int(labels.numel())
+    return correct / max(total, 1)
+
+
+def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int) -> dict[str, Any]:
+    """Train one (arm, seed) run (or continue it) and evaluate it; returns the result row."""
+    from lico_lightning.cli import build_cli
+    from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
+    from lico_lightning.modules import LICOClassifier
+
+    run_dir = args.out / arm / f"seed{seed}"
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cli_args = [
+        "fit",
+        "--config",
+        args.config,
+        "--seed_everything",
+        str(seed),
+        "--trainer.logger.init_args.save_dir",
+        str(run_dir),
+        "--trainer.logger.init_args.name",
+        "logs",
+        "--trainer.logger.init_args.version",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
+        *overrides,
+        *args.override,
+    ]
+    last = _last_checkpoint(run_dir)
+    if last is not None:
+        cli_args += ["--ckpt_path", str(last)]
+        print(f"  continuing from {last}", flush=True)
+    start = time.perf_counter()
+    cli = build_cli(cli_args)
+    fit_seconds = time.perf_counter() - start
+    best = (
+        cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+    )
+    model = LICOClassifier.load_from_checkpoint(best) if best else cli.model
+    datamodule = cli.datamodule
+    datamodule.setup("test")
+    loader = datamodule.test_dataloader()
+    row: dict[str, Any] = {
+        "arm": arm,
+        "seed": seed,
+        "checkpoint": str(best),
+        "fit_seconds": round(fit_seconds, 1),
+        "accuracy": _test_accuracy(model, loader, args.max_test_batches),
+    }
+    values = evaluate_saliency(
+        model,
+        loader,
+        methods=args.methods,
+        metrics=METRICS,
+        options=SaliencyMetricOptions(step_fraction=args.step_fraction),
+        max_batches=args.max_test_batches,
+        progress=True,
+    )
+    row.update(values)
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=2))
+    tmp.replace(result_file)  # a result file is whole or absent
+    return row
+
+
+# ------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the two-sided Student-t interval (half-width NaN for n < 2)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of a − b over pairs, its 95 % half-width, and the paired t-test p-value."""
+    from scipy import stats
+
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean, half = mean_interval(diffs)
+    if len(diffs) < 2 or all(d == diffs[0] for d in diffs):
+        return mean, half, math.nan
+    return mean, half, float(stats.ttest_rel(a, b).pvalue)
+
+
+def summarise(rows: list[dict[str, Any]], metrics: list[str], baseline: str | None) -> dict:
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    by_arm = {arm: {r["seed"]: r for r in rows if r["arm"] == arm} for arm in arms}
+    summary: dict[str, Any] = {"arms": {}, "baseline": baseline}
+    for arm in arms:
+        entry: dict[str, Any] = {"seeds": sorted(by_arm[arm])}
+        for metric in metrics:
+            values = [by_arm[arm][s][metric] for s in sorted(by_arm[arm])]
+            mean, half = mean_interval(values)
+            entry[metric] = {"mean": mean, "ci95": half, "values": values}
+            if baseline is not None and arm != baseline and baseline in by_arm:
+                seeds = sorted(set(by_arm[arm]) & set(by_arm[baseline]))
+                if seeds:
+                    diff, diff_half, p = paired_test(
+                        [by_arm[arm][s][metric] for s in seeds],
+                        [by_arm[baseline][s][metric] for s in seeds],
+                    )
+                    entry[metric]["vs_baseline"] = {
+                        "diff": diff,
+                        "ci95": diff_half,
+                        "p": p,
+                        "n": len(seeds),
+                    }
+        summary["arms"][arm] = entry
+    return summary
+
+
+def _fmt(mean: float, half: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def markdown_table(summary: dict, metrics: list[str]) -> str:
+    baseline = summary["baseline"]
+    head = "| arm | n | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
+    for arm, entry in summary["arms"].items():
+        cells = []
+        for metric in metrics:
+            m = entry[metric]
+            cell = _fmt(m["mean"], m["ci95"])
+            if "vs_baseline" in m:
+                d = m["vs_baseline"]
+                p = "n/a" if math.isnan(d["p"]) else f"{d['p']:.2f}"
+                cell += f" (Δ {d['diff']:+.3f}, p={p})"
+            cells.append(cell)
+        lines.append(f"| {arm} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
+    note = (
+        f"\nmean ± 95 % t-interval over seeds; Δ = mean paired difference to `{baseline}`, "
+        "p = paired t-test."
+        if baseline
+        else "\nmean ± 95 % t-interval over seeds."
+    )
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def plot(summary: dict, metrics: list[str], path: Path) -> None:
+    """One panel per metric: every seed as a dot, the mean with its 95 % interval as a bar."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - the table is the result; the plot is a view
+        print("matplotlib is not installed (pip install -e '.[viz]'): no plot written.")
+        return
+    arms = list(summary["arms"])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, arm in enumerate(arms):
+            m = summary["arms"][arm][metric]
+            ax.scatter([i] * len(m["values"]), m["values"], s=14, alpha=0.6, color="tab:gray")
+            err = 0 if math.isnan(m["ci95"]) else m["ci95"]
+            ax.errorbar(i, m["mean"], yerr=err, fmt="o", color="tab:red", capsize=4)
+        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
+        ax.set_title(metric)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("LICO reproduction: seeds (grey), mean ± 95 % CI (red)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    rows = []
+    for i, (arm, seed) in enumerate(jobs, 1):
+        done = (args.out / arm / f"seed{seed}" / "result.json").is_file()
+        print(f"[{i}/{len(jobs)}] {arm} seed {seed}{' (done)' if done else ''}", flush=True)
+        rows.append(run_one(args, arm, args.arms[arm], seed))
+    metrics = ["accuracy"] + [f"{m}/{k}" for m in args.methods for k in METRICS]
+    with (args.out / "runs.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["arm", "seed", *metrics, "fit_seconds"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row[k] for k in writer.fieldnames})
+    summary = summarise(rows, metrics, args.baseline)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = markdown_table(summary, metrics)
+    (args.out / "summary.md").write_text(table)
+    plot(summary, metrics, args.out / "summary.png")
+    print(table)
+    print(f"written: {args.out}/runs.csv, summary.md, summary.json, summary.png")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

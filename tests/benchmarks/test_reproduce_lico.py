@@ -1,0 +1,107 @@
+"""benchmarks/reproduce_lico.py: statistics against hand-computed references, and one tiny
+end-to-end study (1 seed × 2 arms × a few steps) that must be resumable."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_lico", ROOT / "benchmarks" / "reproduce_lico.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mean_interval_matches_the_t_formula_by_hand():
+    rl = _load()
+    values = [0.80, 0.82, 0.79, 0.85, 0.81]
+    mean, half = rl.mean_interval(values)
+    # hand: mean 0.814, sample sd, t_{0.975, 4} = 2.7764451051977987
+    sd = math.sqrt(sum((v - 0.814) ** 2 for v in values) / 4)
+    assert mean == pytest.approx(0.814)
+    assert half == pytest.approx(2.7764451051977987 * sd / math.sqrt(5), rel=1e-9)
+    assert math.isnan(rl.mean_interval([0.5])[1])
+
+
+def test_paired_test_matches_the_paired_t_statistic_by_hand():
+    from scipy import stats
+
+    rl = _load()
+    a, b = [0.9, 0.8, 0.85, 0.7], [0.8, 0.79, 0.8, 0.72]
+    diff, half, p = rl.paired_test(a, b)
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
+    t = mean / (sd / 2)
+    assert diff == pytest.approx(mean)
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), 3), rel=1e-9)
+    assert half == pytest.approx(stats.t.ppf(0.975, 3) * sd / 2, rel=1e-9)
+
+
+def test_summary_table_pairs_seeds_against_the_baseline():
+    rl = _load()
+    rows = [
+        {"arm": "lico", "seed": 0, "accuracy": 0.9},
+        {"arm": "lico", "seed": 1, "accuracy": 0.8},
+        {"arm": "ce", "seed": 1, "accuracy": 0.7},
+        {"arm": "ce", "seed": 0, "accuracy": 0.85},
+    ]
+    summary = rl.summarise(rows, ["accuracy"], "ce")
+    vs = summary["arms"]["lico"]["accuracy"]["vs_baseline"]
+    assert vs["n"] == 2 and vs["diff"] == pytest.approx(((0.9 - 0.85) + (0.8 - 0.7)) / 2)
+    assert "vs_baseline" not in summary["arms"]["ce"]["accuracy"]
+    table = rl.markdown_table(summary, ["accuracy"])
+    assert "| lico | 2 |" in table and "Δ +0.075" in table
+
+
+def test_bad_arguments_exit_with_one_clear_line(capsys):
+    rl = _load()
+    with pytest.raises(SystemExit):
+        rl.parse_args(["--config", "nope.yaml"])
+    assert "Expected --config to be a recipe file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        rl.parse_args(["--config", str(ROOT / "recipes/lico_digits.yaml"), "--only", "lcio"])
+    assert "Expected --only arms among" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["reproduce_lico.py"])  # LightningCLI reads sys.argv too
+    rl = _load()
+    argv = [
+        "--seeds", "0",
+        "--out", str(tmp_path),
+        "--methods", "gradcam",
+        "--max-test-batches", "1",
+        "--override",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1",
+        "--data.init_args.batch_size", "16",
+    ]  # fmt: skip
+    summary = rl.main(argv)
+    assert set(summary["arms"]) == {"lico", "ce"}
+    for arm in ("lico", "ce"):
+        row = json.loads((tmp_path / arm / "seed0" / "result.json").read_text())
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["gradcam/overall"] == pytest.approx(
+            row["gradcam/insertion"] - row["gradcam/deletion"]
+        )
+    assert (tmp_path / "summary.md").read_text().startswith("| arm |")
+    # resumable: a second call trains nothing and reads the same results
+    mtime = (tmp_path / "lico" / "seed0" / "result.json").stat().st_mtime
+    again = rl.main(argv)
+    assert (tmp_path / "lico" / "seed0" / "result.json").stat().st_mtime == mtime
+    assert again["arms"]["lico"]["accuracy"] == summary["arms"]["lico"]["accuracy"]

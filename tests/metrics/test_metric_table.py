@@ -1,0 +1,354 @@
+"""Every metric class: class (over several batches) == its functional form == a naive loop
+written here, and the class under 2-process DDP (gloo) == one process over all samples.
+
+A new metric joins by adding one row to ``CASES`` (the table must cover every class exported
+by ``lico_lightning.metrics``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from scipy import stats
+from tests._ddp import run_in_gloo_group
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from lico_lightning import functional as F
+from lico_lightning import metrics as M
+
+N = 7  # samples; split into batches (3, 4) and across 2 ranks (4, 3)
+
+
+# ------------------------------------------------------------------ data (seeded, local RNG)
+def _net() -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 3))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return net.eval()
+
+
+def _classifier_data() -> dict[str, Any]:
+    g = torch.Generator().manual_seed(1)
+    sal = torch.rand(N, 6, 6, generator=g).round(decimals=1)  # ties
+    xy = (torch.rand(N, 2, generator=g) * 4).floor()
+    return {
+        "images": torch.randn(N, 3, 6, 6, generator=g),
+        "saliency": sal,
+        "target": torch.randint(0, 3, (N,), generator=g),
+        "boxes": [
+            torch.cat([xy[i], xy[i] + 2])[None] if i % 3 else torch.zeros(0, 4) for i in range(N)
+        ],
+    }
+
+
+def _score_data() -> dict[str, Any]:
+    g = torch.Generator().manual_seed(2)
+    ins = torch.rand(N, 5, generator=g, dtype=torch.float64).cumsum(1)
+    interactions = torch.randn(N, 3, 4, generator=g, dtype=torch.float64)
+    return {
+        "curves": torch.rand(N, 5, generator=g, dtype=torch.float64),
+        "original": torch.rand(N, generator=g, dtype=torch.float64),
+        "distilled": torch.rand(N, generator=g, dtype=torch.float64),
+        "max_values": ins,
+        "min_values": ins * torch.linspace(1.0, 0.5, 5, dtype=torch.float64) * 0.9
+        + 0.1 * ins[:, -1:],
+        "interactions": interactions,
+        "object_masks": torch.rand(N, 3, 4, generator=g) > 0.5,
+        "a": torch.randn(N, 12, generator=g, dtype=torch.float64).round(decimals=0),
+        "b": torch.randn(N, 12, generator=g, dtype=torch.float64),
+    }
+
+
+def _grid_data() -> dict[str, Any]:
+    g = torch.Generator().manual_seed(3)
+    xy = torch.randint(0, 13, (N, 2), generator=g).float()  # edges often on a patch centre
+    return {"saliency": torch.randn(N, 4, 4, generator=g), "boxes": torch.cat([xy, xy + 20], 1)}
+
+
+# ------------------------------------------------------------------ naive references
+def _naive_curve_auc(model, image, sal, t, mode, step_fraction) -> float:
+    """Pixels in decreasing-saliency order (first index first on ties), moved onto / off a zero
+    image one step at a time; the trapezoid over the moved fraction."""
+    h, w = sal.shape
+    flat = sal.flatten().tolist()
+    order = sorted(range(h * w), key=lambda p: (-flat[p], p))
+    step = max(1, round(step_fraction * h * w))
+    ks = [*range(0, h * w, step), h * w]
+    scores = []
+    for k in ks:
+        moved = torch.zeros(h * w, dtype=torch.bool)
+        moved[order[:k]] = True
+        moved = moved.view(1, h, w)
+        x = (
+            torch.where(moved, image, 0.0)
+            if mode == "insertion"
+            else torch.where(moved, 0.0, image)
+        )
+        with torch.no_grad():
+            scores.append(float(model(x[None]).softmax(-1)[0, t]))
+    fr = [k / (h * w) for k in ks]
+    return sum((scores[i] + scores[i + 1]) / 2 * (fr[i + 1] - fr[i]) for i in range(len(ks) - 1))
+
+
+def _naive_confidence(model, image, sal, t) -> tuple[float, float]:
+    s = (sal - sal.min()) / (sal.max() - sal.min())
+    with torch.no_grad():
+        y = float(model(image[None]).softmax(-1)[0, t])
+        o = float(model((image * s)[None]).softmax(-1)[0, t])
+    return max(0.0, y - o) / y, float(y < o)
+
+
+def _naive_peak(sal) -> tuple[int, int]:
+    h, w = sal.shape
+    flat = sal.flatten().tolist()
+    peak = max(range(h * w), key=lambda p: (flat[p], -p))
+    return divmod(peak, w)
+
+
+def _naive_pointing(sal, boxes, tol, image_size) -> float:
+    (r, c), (h, w) = _naive_peak(sal), sal.shape
+    cy, cx = (r + 0.5) * image_size[0] / h, (c + 0.5) * image_size[1] / w
+    for x1, y1, x2, y2 in boxes.reshape(-1, 4).tolist():
+        dx, dy = max(x1 - cx, 0.0, cx - x2), max(y1 - cy, 0.0, cy - y2)
+        if math.hypot(dx, dy) <= tol:
+            return 1.0
+    return 0.0
+
+
+def _naive_energy(sal, boxes, image_size) -> float:
+    h, w = sal.shape
+    inside = total = 0.0
+    for r in range(h):
+        for c in range(w):
+            v = max(float(sal[r, c]), 0.0)
+            cy, cx = (r + 0.5) * image_size[0] / h, (c + 0.5) * image_size[1] / w
+            total += v
+            if any(
+                x1 <= cx <= x2 and y1 <= cy <= y2
+                for x1, y1, x2, y2 in boxes.reshape(-1, 4).tolist()
+            ):
+                inside += v
+    return inside / total if total > 0 else 0.0
+
+
+def _per_box_image(data, fn) -> list[float]:
+    return [fn(data["saliency"][i], data["boxes"][i]) for i in range(N) if data["boxes"][i].numel()]
+
+
+def _naive_aid(ins, dele) -> float:
+    n = len(ins) - 1
+    span = ins[-1] - ins[0]
+    return sum((ins[k] - dele[k]) / span for k in range(1, n + 1)) / n
+
+
+def _naive_pgr(e, obj) -> float:
+    correct = total = 0.0
+    for k in range(len(e)):
+        for j in range(len(e[k])):
+            v = e[k][j]
+            correct += max(v, 0.0) if obj[k][j] else max(-v, 0.0)
+            total += abs(v)
+    return correct / total
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+# ------------------------------------------------------------------ the table
+@dataclass
+class Case:
+    name: str
+    make: Callable[[], Any]  # the metric class
+    data: Callable[[], dict[str, Any]]
+    args: tuple[str, ...]  # the update arguments (keys of data), "model" for the classifier
+    functional: Callable[[dict[str, Any]], Tensor]  # per-sample values (B,), NaN = skipped
+    naive: Callable[[dict[str, Any]], float]
+    key: str | None = None  # for a metric whose compute() returns a dict
+
+
+MODEL = ("model", "images", "saliency", "target")
+NET = _net()
+SF = 0.25
+
+
+def _ins(d):
+    return F.insertion_auc(
+        NET,
+        d["images"],
+        d["saliency"],
+        d["target"],
+        step_fraction=SF,
+        substrate="zero",
+        reduction="none",
+    )
+
+
+def _del(d):
+    return F.deletion_auc(
+        NET,
+        d["images"],
+        d["saliency"],
+        d["target"],
+        step_fraction=SF,
+        substrate="zero",
+        reduction="none",
+    )
+
+
+def _both(d):
+    return F.insertion_deletion_auc(
+        NET, d["images"], d["saliency"], d["target"], step_fraction=SF,
+        insertion_substrate="zero", deletion_substrate="zero", reduction="none",
+    )  # fmt: skip
+
+
+def _naive_modes(d, mode):
+    return [
+        _naive_curve_auc(NET, d["images"][i], d["saliency"][i], int(d["target"][i]), mode, SF)
+        for i in range(N)
+    ]
+
+
+def _naive_conf(d, which):
+    return _mean(
+        [
+            _naive_confidence(NET, d["images"][i], d["saliency"][i], int(d["target"][i]))[which]
+            for i in range(N)
+        ]
+    )
+
+
+def _both_metric():
+    return M.InsertionDeletionAUC(
+        step_fraction=SF, insertion_substrate="zero", deletion_substrate="zero"
+    )
+
+
+CASES = [
+    Case("InsertionAUC", lambda: M.InsertionAUC(step_fraction=SF, substrate="zero"), _classifier_data, MODEL,
+         _ins, lambda d: _mean(_naive_modes(d, "insertion"))),
+    Case("DeletionAUC", lambda: M.DeletionAUC(step_fraction=SF, substrate="zero"), _classifier_data, MODEL,
+         _del, lambda d: _mean(_naive_modes(d, "deletion"))),
+    Case("InsertionDeletionAUC/insertion", _both_metric, _classifier_data, MODEL,
+         lambda d: _both(d)[0], lambda d: _mean(_naive_modes(d, "insertion")), key="insertion"),
+    Case("InsertionDeletionAUC/overall", _both_metric, _classifier_data, MODEL,
+         lambda d: _both(d)[0] - _both(d)[1],
+         lambda d: _mean(_naive_modes(d, "insertion")) - _mean(_naive_modes(d, "deletion")), key="overall"),
+    Case("AverageDrop", M.AverageDrop, _classifier_data, MODEL,
+         lambda d: F.average_drop(NET, d["images"], d["saliency"], d["target"], "none"), lambda d: _naive_conf(d, 0)),
+    Case("IncreaseInConfidence", M.IncreaseInConfidence, _classifier_data, MODEL,
+         lambda d: F.increase_in_confidence(NET, d["images"], d["saliency"], d["target"], "none"),
+         lambda d: _naive_conf(d, 1)),
+    Case("PointingGame/box lists", lambda: M.PointingGame(tolerance=1.5), _classifier_data, ("saliency", "boxes"),
+         lambda d: F.pointing_game(d["saliency"], d["boxes"], tolerance=1.5, reduction="none"),
+         lambda d: _mean(_per_box_image(d, lambda s, b: _naive_pointing(s, b, 1.5, (6, 6))))),
+    Case("PointingGame/PGA on patches", lambda: M.PointingGame(tolerance=0.0, image_size=(32, 32)), _grid_data,
+         ("saliency", "boxes"),
+         lambda d: F.pointing_game(d["saliency"], d["boxes"], tolerance=0.0, image_size=(32, 32), reduction="none"),
+         lambda d: _mean([_naive_pointing(d["saliency"][i], d["boxes"][i], 0.0, (32, 32)) for i in range(N)])),
+    Case("EnergyPointingGame/box lists", M.EnergyPointingGame, _classifier_data, ("saliency", "boxes"),
+         lambda d: F.energy_pointing_game(d["saliency"], d["boxes"], reduction="none"),
+         lambda d: _mean(_per_box_image(d, lambda s, b: _naive_energy(s, b, (6, 6))))),
+    Case("EnergyPointingGame/mPGE", lambda: M.EnergyPointingGame(image_size=(32, 32), reduction="median"),
+         _grid_data, ("saliency", "boxes"),
+         lambda d: F.energy_pointing_game(d["saliency"], d["boxes"], image_size=(32, 32), reduction="none"),
+         lambda d: sorted(_naive_energy(d["saliency"][i], d["boxes"][i], (32, 32)) for i in range(N))[(N - 1) // 2]),
+    Case("ConditionalInsertionAUC", M.ConditionalInsertionAUC, _score_data, ("curves",),
+         lambda d: F.curve_auc(d["curves"]),
+         lambda d: _mean([sum((c[j] + c[j + 1]) / 8 for j in range(4)) for c in d["curves"].tolist()])),
+    Case("ConditionalDeletionAUC", M.ConditionalDeletionAUC, _score_data, ("curves",),
+         lambda d: F.curve_auc(d["curves"]),
+         lambda d: _mean([sum((c[j] + c[j + 1]) / 8 for j in range(4)) for c in d["curves"].tolist()])),
+    Case("PairConfidenceDrop", M.PairConfidenceDrop, _score_data, ("original", "distilled"),
+         lambda d: F.pair_confidence_drop(d["original"], d["distilled"], "none"),
+         lambda d: _mean([max(0.0, o - s) for o, s in zip(d["original"].tolist(), d["distilled"].tolist())])),
+    Case("PairConfidenceIncrease", M.PairConfidenceIncrease, _score_data, ("original", "distilled"),
+         lambda d: F.pair_confidence_increase(d["original"], d["distilled"], "none"),
+         lambda d: _mean([float(o < s) for o, s in zip(d["original"].tolist(), d["distilled"].tolist())])),
+    Case("AreaBetweenInsertionDeletion", M.AreaBetweenInsertionDeletion, _score_data, ("max_values", "min_values"),
+         lambda d: F.area_between_insertion_deletion(d["max_values"], d["min_values"]),
+         lambda d: _mean([_naive_aid(a, b) for a, b in zip(d["max_values"].tolist(), d["min_values"].tolist())])),
+    Case("PointingGameRecognition", M.PointingGameRecognition, _score_data, ("interactions", "object_masks"),
+         lambda d: F.pointing_game_recognition(d["interactions"], d["object_masks"]),
+         lambda d: _mean([_naive_pgr(e, o) for e, o in zip(d["interactions"].tolist(), d["object_masks"].tolist())])),
+    Case("SpearmanCorrelation", M.SpearmanCorrelation, _score_data, ("a", "b"),
+         lambda d: F.spearman_correlation(d["a"], d["b"]),
+         lambda d: _mean([stats.spearmanr(a, b).statistic for a, b in zip(d["a"].numpy(), d["b"].numpy())])),
+]  # fmt: skip
+
+
+def _rows(data: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    return {k: [v[i] for i in rows] if isinstance(v, list) else v[rows] for k, v in data.items()}
+
+
+def _update(metric: Any, case: Case, data: dict[str, Any]) -> None:
+    metric.update(*(NET if a == "model" else data[a] for a in case.args))
+
+
+def _value(metric: Any, case: Case) -> float:
+    out = metric.compute()
+    return float(out[case.key] if case.key else out)
+
+
+def test_the_table_covers_every_metric_class() -> None:
+    exported = {
+        name
+        for name in M.__all__
+        if isinstance(getattr(M, name), type)
+        and issubclass(getattr(M, name), Metric)
+        and name != "SaliencyMetric"  # the base of the registered classifier metrics
+    }
+    covered = {case.name.split("/")[0] for case in CASES}
+    assert covered == exported
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_class_equals_functional_equals_naive_loop(case: Case) -> None:
+    data = case.data()
+    metric = case.make()
+    for rows in ([0, 1, 2], [3, 4, 5, 6]):
+        _update(metric, case, _rows(data, rows))
+    values = case.functional(data)
+    kept = values[~values.isnan()]
+    functional = float(kept.median() if "mPGE" in case.name else kept.mean())
+    naive = case.naive(data)
+    assert _value(metric, case) == pytest.approx(functional, abs=1e-6)
+    assert functional == pytest.approx(naive, abs=1e-6)
+
+
+def _ddp_rank(rank: int, world: int) -> tuple[list[float], Any]:
+    out = []
+    for case in CASES:
+        data = case.data()
+        metric = case.make()
+        _update(metric, case, _rows(data, list(range(rank, N, world))))  # 4 and 3 samples
+        out.append(_value(metric, case))
+    # the same spawn checks SaliencyEvaluation's failure-count guarantee (one method failing on
+    # one rank): see tests/explain/test_evaluation_api.py
+    from tests.explain.test_evaluation_api import _ddp_rank as evaluation_rank
+
+    return out, evaluation_rank(rank, world)
+
+
+@pytest.mark.distributed
+def test_every_class_and_the_evaluation_under_two_process_ddp_equal_one_process() -> None:
+    (r0, e0), (r1, e1) = run_in_gloo_group(_ddp_rank)
+    from tests.explain.test_evaluation_api import check_ddp_results
+
+    check_ddp_results(e0, e1)
+    for i, case in enumerate(CASES):
+        data = case.data()
+        metric = case.make()
+        _update(metric, case, data)
+        want = _value(metric, case)
+        assert r0[i] == pytest.approx(want, abs=1e-6), case.name
+        assert r1[i] == pytest.approx(want, abs=1e-6), case.name
