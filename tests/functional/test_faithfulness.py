@@ -1,4 +1,8 @@
-"""Retrieval faithfulness (EXPLAIN-R Tables 2–5) == a naive loop (ties, blocks, DDP)."""
+"""Retrieval faithfulness (EXPLAIN-R Tables 2–5) == a naive loop (ties, blocks).
+
+The class under 2-process DDP (strided rank shares, re-ordered by index) is a row of
+tests/metrics/test_metric_table.py.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import math
 
 import pytest
 import torch
-from tests._ddp import run_in_gloo_group
 
 from lico_lightning.functional import blockwise_retrieval_faithfulness, retrieval_faithfulness
 from lico_lightning.metrics import RetrievalFaithfulness
@@ -79,22 +82,6 @@ def test_blocks_are_consecutive_and_averaged_like_the_naive_loop(reference) -> N
     for part in order.split(5):
         metric.update(sur[part], img[part], txt[part], part)
     torch.testing.assert_close(metric.compute(), expected)
-
-
-def _ddp_metric(rank: int, world_size: int) -> list:
-    sur, img, txt = embeddings()
-    metric = RetrievalFaithfulness(K, 4)
-    idx = torch.arange(11)[rank::world_size]  # a distributed sampler's strided share
-    metric.update(sur[idx], img[idx], txt[idx], idx)
-    return metric.compute().tolist()
-
-
-@pytest.mark.distributed
-def test_metric_under_two_processes_equals_one_process() -> None:
-    sur, img, txt = embeddings()
-    expected = blockwise_retrieval_faithfulness(sur, img, txt, K, 4)
-    for result in run_in_gloo_group(_ddp_metric):
-        torch.testing.assert_close(torch.tensor(result), expected)
 
 
 def test_bad_inputs() -> None:
