@@ -183,7 +183,7 @@ def test_monitor_does_not_perturb_training(tmp_path, schedule, runs):
 def test_failing_explainer_is_isolated_and_does_not_perturb(tmp_path, broken):
     _, reference = _fit(tmp_path / "ref")
     monitor = _monitor(methods=["broken", "gradcam"])
-    with pytest.warns(UserWarning, match="method 'broken' failed"):
+    with pytest.warns(UserWarning, match="'broken' failed"):
         trainer, monitored = _fit(tmp_path / "mon", [monitor])
     _same_weights(reference, monitored)
     assert "saliency/gradcam/overall" in trainer.callback_metrics
@@ -439,3 +439,28 @@ def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path
         assert returned[f"test/saliency/{key}"] == pytest.approx(
             value, abs=1e-6
         )  # what test() returns
+
+
+def test_test_stage_shows_its_own_progress(tmp_path, capsys):
+    monitor = _monitor(methods=["gradcam"], metrics=["overall"])
+    _, model = _fit(tmp_path, [monitor], max_epochs=1)
+    _, valid = _loaders()
+    quiet = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[monitor],
+        default_root_dir=tmp_path,
+    )
+    quiet.test(model, valid, verbose=False)
+    assert "SaliencyMonitor (test)" not in capsys.readouterr().err
+    shown = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=True,
+        callbacks=[monitor],
+        default_root_dir=tmp_path,
+    )
+    shown.test(model, valid, verbose=False)
+    assert "SaliencyMonitor (test)" in capsys.readouterr().err
+    assert "test/saliency/gradcam/overall" in shown.callback_metrics

@@ -1,8 +1,17 @@
-"""Lightning callbacks (one file each)."""
+"""Monitors: explain a probe set while a model trains, in a Trainer, under Fabric or in a loop.
 
-from lico_lightning.callbacks.saliency_monitor import SaliencyMonitor, render_overlays
+:class:`ExplanationMonitor` is the one base (schedule, probes, hosts, logging, safety);
+:class:`SaliencyMonitor` specialises it for classifiers.
+"""
+
+from lico_lightning.callbacks.monitor import Evaluation, ExplanationMonitor, MonitorHost, ProbeSet
+from lico_lightning.callbacks.saliency_monitor import SaliencyMonitor, SaliencyProbes
 
 __all__ = [
+    "Evaluation",
+    "ExplanationMonitor",
+    "MonitorHost",
+    "ProbeSet",
     "SaliencyMonitor",
-    "render_overlays",
+    "SaliencyProbes",
 ]

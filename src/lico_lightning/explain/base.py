@@ -112,9 +112,7 @@ class Explainer(ABC):
         """
         check_tensor("images", images, 4, floating=True)
         num_classes = getattr(self.model, "num_classes", None)
-        check_target(
-            target, images.shape[0], num_classes if isinstance(num_classes, int) else None
-        )
+        check_target(target, images.shape[0], num_classes if isinstance(num_classes, int) else None)
         with explanation_mode(), preserve_model_state(self.model):
             x = detach_input(images)
             t = target.detach().to(x.device).clone()

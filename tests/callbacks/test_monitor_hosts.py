@@ -1,0 +1,329 @@
+"""The monitor outside a Trainer: plain loop (``setup`` / ``step``), Fabric callbacks, and the
+same guarantees there (modes, requires_grad, .grad, RNG, fault isolation, state, logging)."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tests._ddp import run_in_gloo_group
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lico_lightning.callbacks import SaliencyMonitor
+from lico_lightning.explain import (
+    EXPLAINERS,
+    Explainer,
+    SaliencyMetricOptions,
+    evaluate_saliency,
+    register_explainer,
+)
+from lico_lightning.testing import tiny_cnn
+
+METRICS = ["insertion", "deletion", "overall", "average_drop"]
+
+
+def _net() -> nn.Module:
+    """Conv–BN–ReLU–conv–ReLU–pool–linear; ``"3"`` is the CAM layer."""
+    return tiny_cnn(4, seed=3)
+
+
+def _data(n: int = 20) -> TensorDataset:
+    g = torch.Generator().manual_seed(11)
+    return TensorDataset(
+        torch.randn(n, 3, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g)
+    )
+
+
+def _monitor(**kw) -> SaliencyMonitor:
+    base = dict(
+        methods=["gradcam", "rise"],
+        metrics=METRICS,
+        every_n_train_steps=2,
+        num_probes=6,
+        layer="3",
+        explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
+        blur_kernel_size=3,
+        blur_sigma=1.0,
+        log_images=False,
+    )
+    base.update(kw)
+    return SaliencyMonitor(**base)
+
+
+def _reference(model, dataset, indices, methods=("gradcam", "rise")) -> dict[str, float]:
+    images = torch.stack([dataset[i][0] for i in indices])
+    labels = torch.stack([dataset[i][1] for i in indices])
+    return {
+        f"saliency/{k}": v
+        for k, v in evaluate_saliency(
+            model,
+            [(images, labels)],
+            list(methods),
+            METRICS,
+            layer="3",
+            explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
+            options=SaliencyMetricOptions(step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0),
+            progress=False,
+        ).items()
+    }
+
+
+class RngEater(Explainer):
+    """Consumes every global RNG and flips modes before failing."""
+
+    uses_layer = False
+
+    def _attribute(self, images, target):
+        self.model.eval()
+        torch.rand(100)
+        np.random.rand(3)  # noqa: NPY002 - the legacy global RNG is what is protected
+        random.random()
+        raise RuntimeError("deliberate failure")
+
+
+@pytest.fixture
+def rng_eater():
+    register_explainer("rng_eater")(RngEater)
+    yield "rng_eater"
+    del EXPLAINERS["rng_eater"]
+
+
+# ------------------------------------------------------------------ plain loop
+def test_plain_loop_leaves_the_model_and_rng_untouched(rng_eater):
+    model = _net().train()
+    model[1].eval()  # a mixed mode must come back module by module
+    model[0].weight.requires_grad_(False)
+    x, y = _data()[:8]
+    F.cross_entropy(model(x), y).backward()  # the loop's gradients, not yet stepped
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    np.random.seed(5)  # noqa: NPY002
+    random.seed(5)
+    states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()  # noqa: NPY002
+
+    monitor = _monitor(methods=["gradcam", rng_eater])
+    monitor.setup(model, _data())
+    with pytest.warns(UserWarning, match="'rng_eater' failed"):
+        logged = monitor.step(2)
+
+    assert set(logged) == {f"saliency/gradcam/{m}" for m in METRICS}
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1])  # noqa: NPY002
+    assert random.getstate() == states[2]
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+    for name, p in model.named_parameters():
+        if name in grads:
+            assert torch.equal(p.grad, grads[name]), name
+        else:
+            assert p.grad is None, name
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, buffers[key]), key
+
+
+def test_plain_loop_schedule_values_and_state(tmp_path):
+    dataset, model = _data(), _net()
+    monitor = _monitor()
+    monitor.setup(model, DataLoader(dataset, batch_size=4))  # draws from the loader's dataset
+    assert monitor.step(1) == {}
+    logged = monitor.step(2)
+    assert monitor.step(2) == {}  # once per step
+    assert monitor.last_results == logged and monitor.num_runs == 1
+    expected = _reference(model, dataset, monitor.probe_indices)
+    assert logged.keys() == expected.keys()
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(value, abs=1e-6), key
+
+    resumed = _monitor(seed=99)  # the state wins over the arguments
+    resumed.load_state_dict(monitor.state_dict())
+    resumed.setup(model, dataset)
+    assert resumed.step(2) == {} and resumed.step(3) == {}
+    again = resumed.step(4)
+    assert resumed.probe_indices == monitor.probe_indices and resumed.num_runs == 2
+    assert again == pytest.approx(logged)  # same probes, same model
+
+
+def test_plain_loop_epoch_schedule():
+    monitor = _monitor(every_n_train_steps=None, every_n_epochs=2, methods=["gradcam"])
+    monitor.setup(_net(), _data())
+    assert monitor.step(5) == {}  # mid-epoch
+    assert monitor.step(5, epoch=0) == {}  # epoch 0 is not due
+    assert set(monitor.step(10, epoch=1)) == {f"saliency/gradcam/{m}" for m in METRICS}
+    assert monitor.step(10, epoch=1) == {} and monitor.last_epoch == 1
+
+
+def test_plain_loop_given_batch_probes_with_boxes_and_loggers(tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.metrics, self.images = [], []
+
+        def log_metrics(self, metrics, step):
+            self.metrics.append((step, dict(metrics)))
+
+        def log_image(self, key, images, step):
+            self.images.append((key, images[0].shape, step))
+
+    class Writer:  # SummaryWriter's interface
+        def __init__(self):
+            self.scalars, self.images = [], []
+
+        def add_scalar(self, tag, value, global_step):
+            self.scalars.append((tag, global_step))
+
+        def add_image(self, tag, image, global_step):
+            self.images.append((tag, tuple(image.shape), global_step))
+
+    images, labels = _data(4)[:]
+    boxes = [torch.tensor([[0.0, 0.0, 6.0, 6.0]])] * 4
+    for logger in (Recorder(), Writer()):
+        monitor = _monitor(
+            methods=["gradcam"],
+            metrics=["insertion", "pointing_game"],
+            log_images=True,
+            num_images=2,
+            target="label",
+        )
+        monitor.setup(_net(), (images, labels, boxes), logger=logger, log_dir=tmp_path)
+        logged = monitor.step(2)
+        assert set(logged) == {"saliency/gradcam/insertion", "saliency/gradcam/pointing_game"}
+        if isinstance(logger, Recorder):
+            assert logger.metrics == [(2, logged)]
+            assert logger.images[0][0] == "saliency/overlays" and logger.images[0][1][0] == 3
+        else:
+            assert sorted(logger.scalars) == sorted((k, 2) for k in logged)
+            ((tag, shape, _),) = logger.images
+            assert tag == "saliency/overlays" and shape[0] == 3 and min(shape[1:]) >= 2 * 96
+    assert not list(tmp_path.rglob("*.png"))  # the loggers took the images
+
+
+def test_plain_loop_writes_png_only_under_log_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monitor = _monitor(methods=["gradcam"], log_images=True, num_images=2)
+    monitor.setup(_net(), _data(), log_dir=tmp_path / "run")
+    monitor.step(2)
+    assert [p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*.png")] == [
+        ("run", "saliency")
+    ]
+
+
+def test_plain_loop_bad_setup():
+    monitor = _monitor()
+    with pytest.raises(RuntimeError, match="setup"):
+        monitor.step(2)
+    with pytest.raises(TypeError, match=r"nn\.Module"):
+        monitor.setup("model", _data())
+    with pytest.raises(ValueError, match="probes"):
+        monitor.setup(_net())
+    with pytest.raises(ValueError, match="log_dir"):
+        _monitor(log_images=True).setup(_net(), _data())
+    with pytest.raises(ValueError, match="model_attr"):
+        _monitor(model_attr="backbone").setup(_net(), _data())
+    monitor.setup(_net(), _data())
+    with pytest.raises(TypeError, match="global_step"):
+        monitor.step(2.0)
+    with pytest.raises(TypeError, match="ProbeSet"):
+        SaliencyMonitor.__mro__[1].__init__(monitor, prefix="x", probes=(1, 2))
+
+
+# ------------------------------------------------------------------ plain loop, 2 processes
+def _loop_worker(rank: int, world_size: int) -> dict[str, float]:
+    monitor = _monitor(num_probes=7)  # shards of 4 and 3
+    monitor.setup(_net(), _data())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return monitor.step(2)
+
+
+@pytest.mark.distributed
+def test_plain_loop_under_torch_distributed_matches_single_process():
+    single = _monitor(num_probes=7)
+    single.setup(_net(), _data())
+    expected = single.step(2)
+    ranks = run_in_gloo_group(_loop_worker)
+    for values in ranks:  # every rank returns the reduced values
+        assert values.keys() == expected.keys()
+        for key, value in expected.items():
+            assert values[key] == pytest.approx(value, abs=1e-6), key
+
+
+# ------------------------------------------------------------------ Fabric
+def test_fabric_callback_hooks(tmp_path):
+    from lightning_fabric import Fabric
+    from lightning_fabric.loggers import CSVLogger
+
+    monitor = _monitor(methods=["gradcam"], log_images=True, num_images=2)
+    other = _monitor(methods=["gradcam"], every_n_train_steps=None, every_n_epochs=1)
+    fabric = Fabric(
+        accelerator="cpu",
+        devices=1,
+        callbacks=[monitor, other],
+        loggers=CSVLogger(tmp_path, name="fabric"),
+    )
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = fabric.setup(model, optimizer)
+    dataset = _data()
+    for m in (monitor, other):
+        m.setup(model, dataset, fabric=fabric)  # looks through Fabric's wrapper
+    loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=5))
+    step = 0
+    for epoch in range(2):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            fabric.backward(loss)
+            optimizer.step()
+            step += 1
+            fabric.call("on_train_batch_end", global_step=step, loss=loss)
+        fabric.call("on_train_epoch_end", epoch=epoch, global_step=step)
+    fabric.logger.finalize("success")
+    assert monitor.num_runs == 4 and monitor.last_step == 8
+    assert other.num_runs == 2 and other.last_epoch == 1
+    rows = (Path(fabric.logger.log_dir) / "metrics.csv").read_text().splitlines()
+    assert "saliency/gradcam/overall" in rows[0]
+    assert len(list((Path(fabric.logger.log_dir) / "saliency").glob("*.png"))) == 4
+    expected = _reference(model.module, dataset, other.probe_indices, ["gradcam"])
+    assert other.last_results == pytest.approx(expected, abs=1e-6)
+
+
+def test_overlay_labels_are_the_probes_own_values(tmp_path, monkeypatch):
+    """The per-image insertion/deletion under each tile average to the logged values, and the
+    labels are the probes' classes and the model's predictions."""
+    import lico_lightning.viz as viz
+
+    seen = {}
+    real = viz.render_overlays
+
+    def spy(images, saliency, **kw):
+        seen.update(kw, maps=saliency)
+        return real(images, saliency, **kw)
+
+    monkeypatch.setattr(viz, "render_overlays", spy)
+    dataset, model = _data(), _net()
+    monitor = _monitor(methods=["gradcam"], log_images=True, num_images=6)  # every probe shown
+    monitor.setup(model, dataset, log_dir=tmp_path)
+    logged = monitor.step(2)
+    for short, metric in (("ins", "insertion"), ("del", "deletion")):
+        per_image = seen["scores"]["gradcam"][short]
+        assert per_image.shape == (6,)
+        assert float(per_image.mean()) == pytest.approx(
+            logged[f"saliency/gradcam/{metric}"], abs=1e-6
+        )
+    labels = torch.stack([dataset[i][1] for i in monitor.probe_indices])
+    assert torch.equal(seen["labels"].cpu(), labels)
+    with torch.no_grad():
+        probs = torch.softmax(
+            model.eval()(torch.stack([dataset[i][0] for i in monitor.probe_indices])), 1
+        )
+    assert torch.equal(seen["predictions"].cpu(), probs.argmax(1))
+    assert torch.allclose(seen["probabilities"].cpu(), probs.amax(1))
+    assert len(list((tmp_path / "saliency").glob("*.png"))) == 1
