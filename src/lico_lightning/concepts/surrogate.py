@@ -102,7 +102,8 @@ class ConceptSurrogate(nn.Module):
     def explain(
         self, concepts: Tensor, labels: Sequence[str], k: int = 10
     ) -> list[ConceptExplanation]:
-        """The ``k`` concepts of largest absolute weight per image, sorted by weight.
+        """The ``k`` concepts of largest absolute weight per image, sorted by weight (fewer when
+        the image has fewer than ``k`` concepts).
 
         Args:
             concepts: ``(B, C)`` concept scores.
@@ -125,7 +126,8 @@ class ConceptSurrogate(nn.Module):
         top = weights.abs().topk(k, dim=1).indices
         out = []
         for row, cols, b in zip(weights, top, bias_share):
-            chosen = sorted(cols.tolist(), key=lambda c: -float(row[c]))
+            # concepts the image does not have (score 0, weight 0) are not listed
+            chosen = sorted((c for c in cols.tolist() if row[c] != 0), key=lambda c: -float(row[c]))
             out.append(
                 ConceptExplanation(
                     labels=tuple(labels[c] for c in chosen),
