@@ -124,7 +124,7 @@ class ConceptMonitor(ExplanationMonitor):
     def _explain(self, model: nn.Module, evaluation: Any, probes: ProbeSet, stage: Stage) -> Any:
         self._check_model(model)
         probes = _as_concept_probes(probes)
-        surrogate = model.surrogate  # type: ignore[attr-defined]
+        surrogate: Any = getattr(model, "surrogate")  # noqa: B009 (typed as Any on purpose)
         weights, bias_share = surrogate.contributions(probes.concepts)
         evaluation.add(weights, bias_share, self.k)
         return model.explain(probes.concepts, self.k)  # type: ignore[operator]

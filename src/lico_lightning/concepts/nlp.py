@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from lico_lightning._registry import Registry
 
@@ -183,9 +183,9 @@ class NLTKTagger(Tagger):
         self._lemmatizer = WordNetLemmatizer()
 
     def tag(self, texts: Sequence[str]) -> list[list[Token]]:
-        out = []
+        out: list[list[Token]] = []
         for text in texts:
-            tokens = []
+            tokens: list[Token] = []
             for word, penn in self._pos_tag(_WORD.findall(text.lower())):
                 upos = _PENN_TO_UPOS.get(penn[:1], "X")
                 wn = _UPOS_TO_WORDNET.get(upos)
@@ -213,7 +213,7 @@ class LemminflectLexicon(Lexicon):
         self._lemmas = lemminflect.getAllLemmas
 
     def __contains__(self, token: object) -> bool:
-        lemma, pos = token  # type: ignore[misc]
+        lemma, pos = cast(Token, token)
         if pos is None:
             return bool(self._lemmas(lemma))
         found = self._lemmas(lemma, pos)
@@ -239,7 +239,7 @@ class WordNetLexicon(Lexicon):
         self._wordnet = wordnet
 
     def __contains__(self, token: object) -> bool:
-        lemma, pos = token  # type: ignore[misc]
+        lemma, pos = cast(Token, token)
         wn = _UPOS_TO_WORDNET.get(pos) if pos is not None else None
         if pos is not None and wn is None:
             return False
@@ -269,7 +269,7 @@ class WordListLexicon(Lexicon):
                 raise TypeError(f"Expected a word or a (lemma, POS) pair, but got {w!r}.")
 
     def __contains__(self, token: object) -> bool:
-        lemma, pos = token  # type: ignore[misc]
+        lemma, pos = cast(Token, token)
         return lemma in self._words or (lemma, pos) in self._pairs
 
 

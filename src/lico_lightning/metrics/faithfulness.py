@@ -50,6 +50,11 @@ class RetrievalFaithfulness(Metric):
     is_differentiable = False
     full_state_update = False
 
+    surrogate: list[Tensor]
+    image: list[Tensor]
+    text: list[Tensor]
+    index: list[Tensor]
+
     def __init__(
         self,
         k: Sequence[int] = (1, 5, 10),
@@ -62,7 +67,8 @@ class RetrievalFaithfulness(Metric):
             raise TypeError(f"Expected `k` to be a non-empty sequence of ints, but got {k!r}.")
         self.k = tuple(check_int("k", value, 1) for value in k)
         self.block_size = check_int("block_size", block_size, 1)
-        self.reference = check_choice("reference", reference, _REFERENCES)
+        self.reference: Literal["clip", "pairing"] = reference
+        check_choice("reference", reference, _REFERENCES)
         for name in ("surrogate", "image", "text", "index"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -104,7 +110,7 @@ class RetrievalFaithfulness(Metric):
             raise ValueError(
                 "Expected at least one update before compute() of RetrievalFaithfulness, but got none."
             )
-        index = dim_zero_cat(self.index)
+        index = dim_zero_cat(self.index)  # type: ignore[arg-type]
         unique, inverse = torch.unique(index, return_inverse=True)
 
         def ordered(

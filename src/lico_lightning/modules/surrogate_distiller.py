@@ -99,32 +99,30 @@ class SurrogateDistiller(pl.LightningModule):
         self.save_hyperparameters()
         self.dual_encoder: Any = None  # plain attribute: never in state_dict or the optimizer
         self.zero_shot_weights: Tensor | None = None  # (K, L), rebuilt from CLIP: not saved
-        self.zero_shot: torch.nn.ModuleDict | None = None
+        self.zero_shot: dict[str, Any] | None = None  # name -> MulticlassAccuracy (registered)
         self.surrogate: ConceptSurrogate | None = None
         self.loss_fn: SurrogateDistillationLoss | None = None
-        self.val_metrics = torch.nn.ModuleDict(
-            {
-                "faithfulness": RetrievalFaithfulness(_K, block_size, "clip"),
-                "performance": RetrievalFaithfulness(_K, block_size, "pairing"),
-            }
-        )
+        self.val_faithfulness = RetrievalFaithfulness(_K, block_size, "clip")
+        self.val_performance = RetrievalFaithfulness(_K, block_size, "pairing")
         if None not in (num_concepts, embed_dim, num_samples):
             self._build()
 
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
         hp = self.hparams
-        self.surrogate = ConceptSurrogate(hp.num_concepts, hp.embed_dim, hp.hidden_dim)
+        self.surrogate = ConceptSurrogate(hp["num_concepts"], hp["embed_dim"], hp["hidden_dim"])
         self.loss_fn = SurrogateDistillationLoss(
-            hp.num_samples,
-            temperature=hp.temperature,
-            gamma_teacher=hp.gamma_teacher,
-            gamma_student=hp.gamma_student,
-            estimator=hp.estimator,
+            hp["num_samples"],
+            temperature=hp["temperature"],
+            gamma_teacher=hp["gamma_teacher"],
+            gamma_student=hp["gamma_student"],
+            estimator=hp["estimator"],
         )
-        labels = hp.concept_labels
-        if labels is not None and len(labels) != hp.num_concepts:
-            raise ValueError(f"Expected {hp.num_concepts} concept labels, but got {len(labels)}.")
+        labels = hp["concept_labels"]
+        if labels is not None and len(labels) != hp["num_concepts"]:
+            raise ValueError(
+                f"Expected {hp['num_concepts']} concept labels, but got {len(labels)}."
+            )
 
     def setup(self, stage: str) -> None:
         if self.surrogate is not None:
@@ -146,8 +144,11 @@ class SurrogateDistiller(pl.LightningModule):
                 )
             sizes[name] = int(value)
         self.hparams.update(sizes)
-        if self.hparams.concept_labels is None and getattr(dm, "concept_labels", None) is not None:
-            self.hparams.concept_labels = list(dm.concept_labels)  # type: ignore[union-attr]
+        if (
+            self.hparams["concept_labels"] is None
+            and getattr(dm, "concept_labels", None) is not None
+        ):
+            self.hparams["concept_labels"] = list(dm.concept_labels)  # type: ignore[union-attr]
         self._build()
         self.to(self.device)
 
@@ -170,19 +171,21 @@ class SurrogateDistiller(pl.LightningModule):
         from torchmetrics.classification import MulticlassAccuracy
 
         check_tensor("class_embeds", class_embeds, ndim=2, floating=True)
-        if self.hparams.embed_dim is not None and class_embeds.shape[1] != self.hparams.embed_dim:
+        if (
+            self.hparams["embed_dim"] is not None
+            and class_embeds.shape[1] != self.hparams["embed_dim"]
+        ):
             raise ValueError(
-                f"Expected `class_embeds` of width {self.hparams.embed_dim}, but got shape "
+                f"Expected `class_embeds` of width {self.hparams['embed_dim']}, but got shape "
                 f"{tuple(class_embeds.shape)}."
             )
         self.zero_shot_weights = F.normalize(class_embeds.detach().float(), dim=-1).T
         n = class_embeds.shape[0]
-        self.zero_shot = torch.nn.ModuleDict(
-            {
-                "surrogate": MulticlassAccuracy(num_classes=n, average="micro"),
-                "clip": MulticlassAccuracy(num_classes=n, average="micro"),
-            }
-        ).to(self.device)
+        self.zero_shot_surrogate = MulticlassAccuracy(num_classes=n, average="micro").to(
+            self.device
+        )
+        self.zero_shot_clip = MulticlassAccuracy(num_classes=n, average="micro").to(self.device)
+        self.zero_shot = {"surrogate": self.zero_shot_surrogate, "clip": self.zero_shot_clip}
 
     def on_fit_start(self) -> None:
         if self.dual_encoder is not None:
@@ -254,7 +257,7 @@ class SurrogateDistiller(pl.LightningModule):
         b = image.shape[0]
         self.log("val/kl", out.kl, batch_size=b, sync_dist=True)
         self.log("val/top1_agreement", out.top1_agreement, batch_size=b, sync_dist=True)
-        for metric in self.val_metrics.values():
+        for _, metric in self._retrieval_metrics():
             metric.update(surrogate, image, text, index)
         if self.zero_shot is not None and isinstance(batch, Mapping) and "label" in batch:
             weights = self.zero_shot_weights.to(surrogate.device)  # type: ignore[union-attr]
@@ -263,8 +266,11 @@ class SurrogateDistiller(pl.LightningModule):
                 acc.update(F.normalize(emb.float(), dim=-1) @ weights, batch["label"])
                 self.log(f"val/zeroshot_acc_{name}", acc, batch_size=b)
 
+    def _retrieval_metrics(self) -> tuple[tuple[str, RetrievalFaithfulness], ...]:
+        return (("faithfulness", self.val_faithfulness), ("performance", self.val_performance))
+
     def on_validation_epoch_end(self) -> None:
-        for name, metric in self.val_metrics.items():
+        for name, metric in self._retrieval_metrics():
             if isinstance(metric.index, list) and not metric.index:  # no validation batch
                 continue
             values = metric.compute()
@@ -278,8 +284,8 @@ class SurrogateDistiller(pl.LightningModule):
             raise RuntimeError("Expected setup() to build the surrogate before the optimizer.")
         return torch.optim.AdamW(
             self.surrogate.parameters(),
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
+            lr=self.hparams["lr"],
+            weight_decay=self.hparams["weight_decay"],
             amsgrad=True,
         )
 
@@ -294,7 +300,7 @@ class SurrogateDistiller(pl.LightningModule):
         if self.surrogate is None:
             raise RuntimeError("Expected a built surrogate (after setup()), but got none.")
         if labels is None:
-            labels = self.hparams.concept_labels or [
+            labels = self.hparams["concept_labels"] or [
                 f"c{i}" for i in range(self.surrogate.num_concepts)
             ]
         return self.surrogate.explain(concepts.to(self.device), labels, k)
