@@ -126,3 +126,8 @@ def test_coco_recipe_trains_on_a_fake_coco_folder(tmp_path) -> None:
     )
     check_run(cli)
     assert ("dog", None) in cli.datamodule.vocabulary.concepts
+
+
+def test_every_explainr_recipe_has_a_smoke_test() -> None:
+    recipes = {p.name for p in (ROOT / "recipes").glob("explainr_*.yaml")}
+    assert recipes == {"explainr_shapes.yaml", "explainr_coco_vit_b32.yaml"}
