@@ -8,6 +8,22 @@ Training order is a pure function of ``(seed, epoch)`` (:class:`ResumableRandomS
 """
 
 from lico_lightning.data._base import ImageDataModule
+from lico_lightning.data._caption_files import (
+    CaptionFileDataModule,
+    COCOCaptionDataModule,
+    Flickr30kEntitiesDataModule,
+    read_caption_file,
+    read_coco_captions,
+    read_flickr30k_entities,
+)
+from lico_lightning.data._captions import (
+    CaptionDataModule,
+    CaptionDataset,
+    CaptionRecord,
+    GroundingProbe,
+    PhraseBox,
+    open_clip_preprocessing,
+)
 from lico_lightning.data._class_names import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
@@ -29,6 +45,7 @@ from lico_lightning.data._image_folder import (
     StanfordCarsDataModule,
 )
 from lico_lightning.data._sampler import ResumableRandomSampler
+from lico_lightning.data._shapes import ShapesCaptionDataModule
 from lico_lightning.data._splits import (
     class_balanced_indices,
     limited_label_indices,
@@ -44,16 +61,25 @@ __all__ = [
     "IMAGENET_STD",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "COCOCaptionDataModule",
     "CUB200DataModule",
+    "CaptionDataModule",
+    "CaptionDataset",
+    "CaptionFileDataModule",
+    "CaptionRecord",
     "DigitsDataModule",
     "FGVCAircraftDataModule",
+    "Flickr30kEntitiesDataModule",
     "Flowers102DataModule",
+    "GroundingProbe",
     "ImageDataModule",
     "ImageFolderDataModule",
     "ImageNetDataModule",
     "IndexedDataset",
+    "PhraseBox",
     "ResumableRandomSampler",
     "SVHNDataModule",
+    "ShapesCaptionDataModule",
     "StanfordCarsDataModule",
     "TensorImageDataset",
     "check_class_names",
@@ -61,5 +87,9 @@ __all__ = [
     "clean_class_name",
     "limited_label_indices",
     "load_class_names_file",
+    "open_clip_preprocessing",
+    "read_caption_file",
+    "read_coco_captions",
+    "read_flickr30k_entities",
     "stratified_split_indices",
 ]

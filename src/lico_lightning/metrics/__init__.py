@@ -1,6 +1,7 @@
 """``torchmetrics.Metric`` classes: the DDP-correct accumulators of the package, one per
 :mod:`lico_lightning.functional` metric formula."""
 
+from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
 from lico_lightning.metrics.grounding import (
     ConditionalDeletionAUC,
     ConditionalInsertionAUC,
@@ -12,6 +13,7 @@ from lico_lightning.metrics.interaction import (
     PointingGameRecognition,
     SpearmanCorrelation,
 )
+from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 from lico_lightning.metrics.saliency import (
     SALIENCY_METRICS,
     AverageDrop,
@@ -42,6 +44,8 @@ __all__ = [
     "PairConfidenceIncrease",
     "PointingGame",
     "PointingGameRecognition",
+    "RetrievalFaithfulness",
+    "RetrievalRecallAtK",
     "SaliencyMetric",
     "SaliencyMetricOptions",
     "SpearmanCorrelation",

@@ -1,0 +1,523 @@
+"""Contrastive fine-tuning (or training from scratch) of an open_clip model as a LightningModule."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from lico_lightning._registry import Registry
+from lico_lightning._validation import check_choice, check_int, check_real
+from lico_lightning.metrics.retrieval import RetrievalRecallAtK
+
+__all__ = ["CLIP_LOSSES", "CLIPFineTuner", "clip_param_groups", "warmup_cosine_lambda"]
+
+LOGIT_SCALE_MAX = math.log(100.0)
+
+
+def _clip_loss(rank: int, world_size: int) -> nn.Module:
+    from open_clip.loss import ClipLoss
+
+    # local_loss + gather_with_grad: the only setting that scales (open_clip's maintainers)
+    return ClipLoss(
+        local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world_size
+    )
+
+
+def _siglip_loss(rank: int, world_size: int) -> nn.Module:
+    from open_clip.loss import SigLipLoss
+
+    return SigLipLoss(cache_labels=True, rank=rank, world_size=world_size)
+
+
+CLIP_LOSSES: Registry[Any] = Registry("contrastive loss")
+CLIP_LOSSES.register("clip", _clip_loss)
+CLIP_LOSSES.register("siglip", _siglip_loss)
+
+
+def clip_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """open_clip's AdamW groups: no weight decay for ``ndim < 2`` or names with bn/ln/bias/logit_scale.
+
+    The rule of open_clip's trainer (norms, biases, logit_scale/bias, class embeddings); only
+    trainable parameters (locked towers are left out).
+
+    Example:
+        >>> groups = clip_param_groups(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)), 0.1)
+        >>> [(g["weight_decay"], len(g["params"])) for g in groups]
+        [(0.0, 3), (0.1, 1)]
+    """
+
+    def exclude(name: str, p: nn.Parameter) -> bool:
+        return p.ndim < 2 or any(k in name for k in ("bn", "ln", "bias", "logit_scale"))
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay},
+    ]
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int, schedule: str = "cosine"):
+    """Per-step LR factor: linear warmup to 1 over ``warmup_steps``, then cosine to 0 (or constant).
+
+    .. math::
+
+        f(t) = \\begin{cases} (t + 1) / W & t < W \\\\
+        \\tfrac12 \\left(1 + \\cos \\pi \\tfrac{t - W}{T - W}\\right) & t \\ge W \\end{cases}
+
+    (open_clip's ``cosine_lr``.)
+
+    Example:
+        >>> f = warmup_cosine_lambda(2, 6)
+        >>> [round(f(t), 3) for t in range(6)]
+        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+
+    return factor
+
+
+def _check_open_clip_model(model: object) -> nn.Module:
+    import open_clip
+
+    if not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
+        raise TypeError(
+            "Expected an open_clip CLIP or CustomTextCLIP (open_clip.create_model(...)), but got "
+            f"{type(model).__name__}."
+        )
+    return model
+
+
+def _build_model(
+    model_name: str,
+    pretrained: str | None,
+    model_cfg: dict[str, Any] | None,
+    patch_dropout: float | None,
+    cache_dir: str | None,
+) -> nn.Module:
+    import open_clip
+
+    if model_cfg is not None:
+        if not isinstance(model_cfg, dict):
+            raise TypeError(
+                f"Expected `model_cfg` to be a dict, but got {type(model_cfg).__name__}."
+            )
+        cfg = json.loads(json.dumps(model_cfg))  # deep copy, plain types
+        if patch_dropout is not None:
+            cfg.setdefault("vision_cfg", {})["patch_dropout"] = patch_dropout
+        model_cls = open_clip.CustomTextCLIP if cfg.pop("custom_text", False) else open_clip.CLIP
+        model = model_cls(**cfg)
+        if pretrained is not None:
+            open_clip.load_checkpoint(model, pretrained)
+        return model
+    if model_name not in open_clip.list_models():
+        raise ValueError(
+            f"Expected `model_name` to be an open_clip model (open_clip.list_models(), e.g. "
+            f"{', '.join(open_clip.list_models()[:5])}, ...), but got {model_name!r}."
+        )
+    quick_gelu = False
+    if pretrained is not None and not Path(pretrained).is_file():
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+        quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if tag_cfg else False
+    return _check_open_clip_model(
+        open_clip.create_model(
+            model_name,
+            pretrained=pretrained,
+            force_quick_gelu=quick_gelu,
+            force_patch_dropout=patch_dropout,
+            cache_dir=cache_dir,
+        )
+    )
+
+
+class CLIPFineTuner(pl.LightningModule):
+    """Train or fine-tune an open_clip model with its own contrastive loss and optimiser recipe.
+
+    * **Model**: ``model_name`` + ``pretrained`` (an open_clip tag such as ``"openai"`` or a local
+      checkpoint file), or ``model_cfg`` (an open_clip config dict, for tiny models trained from
+      scratch offline), or an already built open_clip ``model``.
+    * **Loss**: ``"clip"`` (open_clip's ``ClipLoss`` with ``local_loss=True,
+      gather_with_grad=True``) or ``"siglip"`` (``SigLipLoss``; the model needs a
+      ``logit_bias``). Rank and world size come from the Trainer, so under DDP every process's
+      image features meet the text features of every process (negatives across GPUs) with
+      gradients. For ``"clip"`` with features :math:`u_i, v_j` (L2-normalised) and
+      :math:`s = e^{\\text{logit\\_scale}}`:
+
+      .. math::
+
+          \\mathcal{L} = \\tfrac12 \\Big[ \\operatorname{CE}(s\\,U V^\\top, I) +
+          \\operatorname{CE}(s\\,V U^\\top, I) \\Big]
+
+    * **Optimiser**: AdamW (betas 0.9/0.98, eps 1e-6) with no weight decay for ``ndim < 2``
+      parameters, norms, biases and logit_scale (:func:`clip_param_groups`); per-step linear
+      warmup + cosine (:func:`warmup_cosine_lambda`); logit_scale clamped to ``[0, ln 100]``
+      after every optimiser step. Precision is the Trainer's.
+    * **Evaluation** (validation / test): image→text and text→image R@K over the *whole* split
+      (embeddings gathered from every process; several captions per image — a query counts
+      when any of its captions is in the top K), logged as ``{stage}/i2t_R@{k}``,
+      ``{stage}/t2i_R@{k}`` and their mean ``{stage}/R@1``; the in-batch ``{stage}/loss``; and,
+      when the data module has a ``zeroshot`` classification module, ``{stage}/zeroshot_acc``
+      from class-name prompts (open_clip's ``build_zero_shot_classifier``).
+    * **Export**: :meth:`export_open_clip` writes a plain open_clip state dict that
+      ``open_clip.create_model(name, pretrained=path)`` loads, optionally WiSE-FT-interpolated
+      with the initial weights (:meth:`wise_ft_state_dict`).
+
+    Batches are ``(images, tokens, index)`` (see :mod:`lico_lightning.data`), ``index`` the
+    image's position in the split. Note: Lightning's ``accumulate_grad_batches`` does **not**
+    enlarge the contrastive batch — every micro-batch only sees its own negatives; use more
+    devices (negatives are gathered) or a larger batch instead.
+
+    Args:
+        model_name: open_clip model name (``open_clip.list_models()``).
+        pretrained: open_clip pretrained tag or local checkpoint file (``None``: random init).
+        model_cfg: open_clip config dict instead of ``model_name`` (``"custom_text": true`` for
+            a ``CustomTextCLIP``).
+        model: an open_clip model instance instead of either (not saved in hyperparameters).
+        loss: ``"clip"`` or ``"siglip"``.
+        lr: peak learning rate (fine-tuning: ~1e-5; from scratch: ~5e-4).
+        weight_decay: AdamW weight decay of the decayed group.
+        betas: AdamW betas.
+        eps: AdamW eps.
+        warmup_steps: linear warmup steps.
+        lr_schedule: ``"cosine"`` (to 0 at the last step) or ``"constant"`` after warmup.
+        lock_image: freeze the image tower (open_clip ``lock_image_tower``).
+        lock_image_unlocked_groups: last layer groups of the image tower left trainable.
+        lock_image_freeze_bn_stats: freeze BatchNorm statistics of the locked image tower.
+        lock_text: freeze the text tower (open_clip ``lock_text_tower``).
+        lock_text_unlocked_layers: last text layers left trainable (in open_clip 3.3, ``1``
+            unlocks only the projection).
+        lock_text_freeze_layer_norm: keep the locked text tower's LayerNorms frozen.
+        grad_checkpointing: open_clip ``set_grad_checkpointing()`` (memory for compute).
+        patch_dropout: fraction of image patches dropped in training (``None``: the config's).
+        retrieval_k: R@K cut-offs.
+        zeroshot_templates: prompt templates (``"{}"`` = class name) for zero-shot accuracy.
+        class_names: zero-shot class names (default: the data module's ``class_names``).
+        cache_dir: where open_clip caches downloaded weights.
+
+    Example:
+        >>> from lico_lightning.text import tiny_openclip_config
+        >>> module = CLIPFineTuner(model_cfg=tiny_openclip_config(context_length=16), lr=1e-3)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> images, tokens = torch.randn(4, 3, 32, 32, generator=g), module.tokenize(["a cat"] * 4)
+        >>> loss = module.contrastive_loss(images, tokens)
+        >>> float(loss.detach()) > 0, module.model.logit_scale.exp().item() > 14
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = None,
+        model_cfg: dict[str, Any] | None = None,
+        model: nn.Module | None = None,
+        loss: str = "clip",
+        lr: float = 1e-5,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 0,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        lock_image: bool = False,
+        lock_image_unlocked_groups: int = 0,
+        lock_image_freeze_bn_stats: bool = False,
+        lock_text: bool = False,
+        lock_text_unlocked_layers: int = 0,
+        lock_text_freeze_layer_norm: bool = True,
+        grad_checkpointing: bool = False,
+        patch_dropout: float | None = None,
+        retrieval_k: Sequence[int] = (1, 5, 10),
+        zeroshot_templates: Sequence[str] = ("a photo of a {}.",),
+        class_names: list[str] | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        CLIP_LOSSES.get(loss)  # unknown names list the available ones
+        check_real("lr", lr, low=0.0)
+        check_real("weight_decay", weight_decay, low=0.0, strict=False)
+        check_int("warmup_steps", warmup_steps, 0)
+        check_choice("lr_schedule", lr_schedule, ("cosine", "constant"))
+        if patch_dropout is not None and not 0.0 <= patch_dropout < 1.0:
+            raise ValueError(f"Expected `patch_dropout` in [0, 1), but got {patch_dropout!r}.")
+        self.retrieval_k = tuple(check_int("retrieval_k", k, 1) for k in retrieval_k)
+        for template in zeroshot_templates:
+            if "{}" not in template:
+                raise ValueError(
+                    f"Expected every zero-shot template to contain '{{}}', but got {template!r}."
+                )
+        if model is None:
+            model = _build_model(model_name, pretrained, model_cfg, patch_dropout, cache_dir)
+        self.model = _check_open_clip_model(model)
+        if loss == "siglip" and getattr(self.model, "logit_bias", None) is None:
+            raise ValueError(
+                "Expected a model with a logit_bias for loss='siglip' (init_logit_bias=-10 in its "
+                "config, as open_clip's SigLIP models have), but got one without."
+            )
+        if lock_image:
+            self.model.lock_image_tower(lock_image_unlocked_groups, lock_image_freeze_bn_stats)
+        if lock_text:
+            self.model.lock_text_tower(lock_text_unlocked_layers, lock_text_freeze_layer_norm)
+        if grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        self.loss_fn = CLIP_LOSSES.create(loss, 0, 1)  # rank/world size set in setup()
+        self._eval: dict[str, list[Tensor]] = {}
+        self._zeroshot: Tensor | None = None
+        self.zeroshot_acc: nn.ModuleDict = nn.ModuleDict()
+
+    model: Any  # an open_clip CLIP / CustomTextCLIP
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _hp(self) -> Any:
+        return self.hparams
+
+    @property
+    def context_length(self) -> int:
+        """The text tower's context length S."""
+        return int(self.model.context_length)
+
+    def tokenize(self, texts: Sequence[str]) -> Tensor:
+        """``(B, S)`` tokens with open_clip's BPE tokenizer at the model's context length."""
+        import open_clip
+
+        if self._hp.model_cfg is None and self._hp.model_name in open_clip.list_models():
+            tokenizer = open_clip.get_tokenizer(self._hp.model_name)
+        else:
+            tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
+        return tokenizer(list(texts)).to(self.device)
+
+    def setup(self, stage: str) -> None:
+        """Give the loss the Trainer's rank and world size (negatives gathered across ranks)."""
+        trainer = self._trainer
+        rank, world = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        self.configure_loss(rank, world)
+
+    def configure_loss(self, rank: int, world_size: int) -> None:
+        """Rebuild the contrastive loss for ``rank`` of ``world_size`` processes."""
+        self.loss_fn = CLIP_LOSSES.create(self._hp.loss, rank, world_size)
+
+    def _check_batch(self, images: Tensor, tokens: Tensor) -> None:
+        if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
+            raise ValueError(
+                f"Expected caption tokens of shape (B, {self.context_length}) for this model's "
+                f"context length, but got {tuple(tokens.shape)}; tokenise with the model's "
+                "tokenizer / data module."
+            )
+        if images.shape[0] != tokens.shape[0]:
+            raise ValueError(
+                f"Expected one caption per image, but got {images.shape[0]} images and "
+                f"{tokens.shape[0]} captions."
+            )
+
+    def contrastive_loss(self, images: Tensor, tokens: Tensor) -> Tensor:
+        """open_clip's forward + loss on a batch (this process's part under DDP)."""
+        self._check_batch(images, tokens)
+        out = self.model(images, tokens)
+        if isinstance(out, dict):
+            return self.loss_fn(**out)
+        return self.loss_fn(*out)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
+        images, tokens = batch[0], batch[1]
+        loss = self.contrastive_loss(images, tokens)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/logit_scale", self.model.logit_scale.detach().exp().float())
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().optimizer_step(*args, **kwargs)
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
+        return out
+
+    def configure_optimizers(self) -> Any:
+        hp = self._hp
+        groups = [g for g in clip_param_groups(self.model, hp.weight_decay) if g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        factor = warmup_cosine_lambda(hp.warmup_steps, total, hp.lr_schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ------------------------------------------------------------------ evaluation
+    def _class_names(self) -> list[str] | None:
+        if self._hp.class_names is not None:
+            return list(self._hp.class_names)
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(dm, "class_names", None)
+        return None if names is None else list(names)
+
+    def _eval_start(self, stage: str) -> None:
+        self._eval = {"image": [], "text": [], "index": [], "tokens": []}
+        self._zeroshot = None
+        names = self._class_names()
+        if names:
+            import open_clip
+            from torchmetrics.classification import MulticlassAccuracy
+
+            templates = [t.format for t in self._hp.zeroshot_templates]
+            with torch.no_grad():
+                self._zeroshot = open_clip.build_zero_shot_classifier(
+                    self.model, self.tokenize, names, templates, device=self.device
+                )
+            self.zeroshot_acc[stage] = MulticlassAccuracy(
+                num_classes=len(names), average="micro"
+            ).to(self.device)
+
+    def _eval_step(self, batch: Sequence[Tensor], stage: str, dataloader_idx: int) -> None:
+        if dataloader_idx == 1:  # zero-shot classification loader
+            if self._zeroshot is None:
+                raise ValueError(
+                    "Expected class names for the zero-shot loader (data module `class_names` or "
+                    "`class_names=`), but got none."
+                )
+            images, targets = batch[0], batch[1]
+            features = self.model.encode_image(images, normalize=True)
+            metric: Any = self.zeroshot_acc[stage]
+            metric.update(features @ self._zeroshot, targets)
+            self.log(f"{stage}/zeroshot_acc", metric, add_dataloader_idx=False)
+            return
+        images, tokens, index = batch[0], batch[1], batch[2]
+        self._check_batch(images, tokens)
+        out = self.model(images, tokens)
+        out = (
+            out
+            if isinstance(out, dict)
+            else dict(zip(("image_features", "text_features", "logit_scale", "logit_bias"), out))
+        )
+        loss = CLIP_LOSSES.create(self._hp.loss, 0, 1)(**out)
+        self.log(f"{stage}/loss", loss, sync_dist=True, add_dataloader_idx=False)
+        self._eval["image"].append(out["image_features"].float())
+        self._eval["text"].append(out["text_features"].float())
+        self._eval["index"].append(index.long())
+        self._eval["tokens"].append(tokens.long())
+
+    def _gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every process's eval pairs, with the duplicates a DistributedSampler pads in removed."""
+        parts = [torch.cat(self._eval[k]) for k in ("image", "text", "index", "tokens")]
+        if self._trainer is not None and self.trainer.world_size > 1:
+            parts = [cast(Tensor, self.all_gather(p)).flatten(0, 1) for p in parts]
+        image, text, index, tokens = parts
+        key = torch.cat([index[:, None], tokens], dim=1)
+        _, inverse = torch.unique(key, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), key.shape[0], device=key.device)
+        first = first.scatter_reduce(
+            0, inverse, torch.arange(key.shape[0], device=key.device), "amin"
+        )
+        keep = first.sort().values
+        return image[keep], text[keep], index[keep], tokens[keep]
+
+    def _eval_end(self, stage: str) -> None:
+        if not self._eval or not self._eval["image"]:
+            return
+        image, text, index, _ = self._gathered()
+        ids, first = torch.unique(index, return_inverse=True)
+        pos = torch.full((ids.numel(),), index.numel(), device=index.device)
+        pos = pos.scatter_reduce(0, first, torch.arange(index.numel(), device=index.device), "amin")
+        image = image[pos]  # one embedding per image
+        results = {}
+        for name, queries, items, relevant_of in (
+            ("i2t", image, text, lambda rows: ids[rows, None] == index[None, :]),
+            ("t2i", text, image, lambda rows: index[rows, None] == ids[None, :]),
+        ):
+            metric = RetrievalRecallAtK(k=self.retrieval_k, sync_on_compute=False).to(image.device)
+            for start in range(0, queries.shape[0], 1024):
+                rows = torch.arange(start, min(start + 1024, queries.shape[0]), device=image.device)
+                metric.update(queries[rows] @ items.T, relevant_of(rows))
+            for k, value in zip(self.retrieval_k, metric.compute()):
+                results[f"{stage}/{name}_R@{k}"] = value
+        if 1 in self.retrieval_k:
+            results[f"{stage}/R@1"] = (
+                results[f"{stage}/i2t_R@1"] + results[f"{stage}/t2i_R@1"]
+            ) / 2
+        # identical on every rank (computed from gathered embeddings): no further sync
+        self.log_dict(results, rank_zero_only=False, add_dataloader_idx=False)
+        self._eval = {}
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start("val")
+
+    def validation_step(
+        self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._eval_step(batch, "val", dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start("test")
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test", dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    # ------------------------------------------------------------------ export
+    def initial_model(self) -> nn.Module:
+        """The model as built from the hyperparameters (the pretrained weights) — WiSE-FT's θ₀."""
+        hp = self._hp
+        if hp.pretrained is None:
+            raise ValueError(
+                "Expected `pretrained` weights to interpolate with (WiSE-FT), but got "
+                "pretrained=None: a model trained from scratch has no initial weights to keep."
+            )
+        return _build_model(
+            hp.model_name, hp.pretrained, hp.model_cfg, hp.patch_dropout, hp.cache_dir
+        )
+
+    def wise_ft_state_dict(self, alpha: float) -> dict[str, Tensor]:
+        """WiSE-FT: :math:`\\theta = (1 - \\alpha)\\,\\theta_0 + \\alpha\\,\\theta_{ft}` per tensor.
+
+        ``alpha = 1`` is the fine-tuned model, ``0`` the initial (pretrained) one; floating
+        tensors are interpolated, others (e.g. integer buffers) taken from the fine-tuned model.
+        """
+        check_real("alpha", alpha)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"Expected `alpha` in [0, 1], but got {alpha!r}.")
+        theta0 = self.initial_model().state_dict()
+        out = {}
+        for name, value in self.model.state_dict().items():
+            value = value.detach().cpu()
+            base = theta0[name].to(value.dtype)
+            out[name] = (
+                (1 - alpha) * base + alpha * value if value.is_floating_point() else value.clone()
+            )
+        return out
+
+    def export_open_clip(self, path: str | Path, wise_ft_alpha: float | None = None) -> Path:
+        """Write the model's plain open_clip state dict (WiSE-FT-interpolated with an alpha).
+
+        Load it with ``open_clip.create_model(model_name, pretrained=str(path))``. A model built
+        from ``model_cfg`` also gets its config written as ``path.with_suffix(".json")``: load
+        it with ``open_clip.add_model_config(json_path)`` and
+        ``open_clip.create_model(path.stem, pretrained=str(path))``.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if wise_ft_alpha is None:
+            state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        else:
+            state = self.wise_ft_state_dict(wise_ft_alpha)
+        torch.save(state, path)
+        if self._hp.model_cfg is not None:
+            path.with_suffix(".json").write_text(json.dumps(self._hp.model_cfg, indent=2))
+        return path
