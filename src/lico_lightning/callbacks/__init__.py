@@ -4,10 +4,13 @@
 :class:`SaliencyMonitor` specialises it for classifiers.
 """
 
+from lico_lightning.callbacks.concept_monitor import ConceptMonitor, ConceptProbes
 from lico_lightning.callbacks.monitor import Evaluation, ExplanationMonitor, MonitorHost, ProbeSet
 from lico_lightning.callbacks.saliency_monitor import SaliencyMonitor, SaliencyProbes
 
 __all__ = [
+    "ConceptMonitor",
+    "ConceptProbes",
     "Evaluation",
     "ExplanationMonitor",
     "MonitorHost",
