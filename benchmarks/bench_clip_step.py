@@ -6,7 +6,7 @@ open_clip's own step: same model, batch, ClipLoss, AdamW groups, warmup+cosine, 
 
 Per-step wall time = time between consecutive batch starts (data fetch + forward + backward +
 optimiser step + hooks), median over the steps after a warm-up; both runs alternate ``--rounds``
-times in one process so machine load hits them alike. Target: ratio <= 1.05.
+times in one process (alternating which goes first) so machine load hits them alike. Target: ratio <= 1.05.
 """
 
 from __future__ import annotations
@@ -135,9 +135,10 @@ def main() -> None:
         base = open_clip.CLIP(**spec["cfg"])
         loader = _loader(spec["cfg"], spec["batch"], steps)
         hand, ours = [], []
-        for _ in range(args.rounds):
-            hand += _hand_loop(copy.deepcopy(base), loader, steps)[args.warmup :]
-            ours += _lightning(copy.deepcopy(base), loader, steps)[args.warmup :]
+        for r in range(args.rounds):  # alternate which side runs first
+            runs = [(hand, _hand_loop), (ours, _lightning)]
+            for out, run in runs if r % 2 == 0 else runs[::-1]:
+                out += run(copy.deepcopy(base), loader, steps)[args.warmup :]
         h, o = statistics.median(hand), statistics.median(ours)
         params = sum(p.numel() for p in base.parameters()) / 1e6
         print(

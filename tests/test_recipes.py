@@ -23,7 +23,7 @@ from lico_lightning.cli import build_cli
 from lico_lightning.text import tiny_openclip_config
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("lico_*.yaml"))  # clip_*/explainr_*: own smoke tests
 
 TINY_TRAINER = [
     "--trainer.max_epochs=1",
@@ -159,3 +159,74 @@ def test_readme_digits_recipe_reaches_90_percent_validation_accuracy(tmp_path) -
     metrics_csv = Path(cli.trainer.logger.log_dir) / "metrics.csv"
     header = metrics_csv.read_text().splitlines()[0].split(",")
     assert {"train/ce", "train/mm", "train/ot", "val/acc"} <= set(header)
+
+
+# ------------------------------------------------------------------ CLI behaviour (issue 11)
+DIGITS = ROOT / "recipes" / "lico_digits.yaml"
+
+
+def _digits_args(tmp_path: Path) -> list[str]:
+    return [f"--config={DIGITS}", *_overrides(DIGITS, tmp_path)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--model.backbone=resnet19"],
+            r"Expected a backbone name, but got 'resnet19'\. Available: .*wrn28_2",
+        ),
+        (
+            [
+                f"--config={ROOT / 'recipes' / 'lico_cifar10_wrn.yaml'}",
+                "--data.init_args.data_dir=/nonexistent/cifar",
+            ],
+            r"Expected CIFAR-10 under data_dir='/nonexistent/cifar', but .* is missing",
+        ),
+        (
+            [
+                '--trainer.callbacks+={"class_path": "lico_lightning.callbacks.SaliencyMonitor", '
+                '"init_args": {"methods": ["rise"], "explainer_kwargs": {"rise": {"num_maskz": 5}}}}'
+            ],
+            r"Expected options of the 'rise' explainer among \[.*'num_masks'.*\], but got 'num_maskz'",
+        ),
+    ],
+    ids=["misspelt_backbone", "missing_data", "misspelt_explainer_option"],
+)
+def test_configuration_errors_end_with_one_clear_line(extra, message, tmp_path, capsys) -> None:
+    from lico_lightning.cli import main
+
+    args = ["fit", *_digits_args(tmp_path), "--trainer.fast_dev_run=true", *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lico-lightning: error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_fast_dev_run_writes_nothing_into_the_working_directory(tmp_path, monkeypatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    build_cli(["fit", *_digits_args(tmp_path), "--trainer.fast_dev_run=true"])
+    assert list(cwd.rglob("*")) == []
+
+
+@pytest.mark.slow
+def test_test_stage_logs_next_to_the_checkpoints_run(tmp_path, recwarn) -> None:
+    fit = build_cli(["fit", *_digits_args(tmp_path)])
+    run = Path(fit.trainer.logger.log_dir)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    recwarn.clear()
+    test = build_cli(
+        ["test", *_digits_args(tmp_path), f"--ckpt_path={ckpt}", "--trainer.limit_test_batches=1"]
+    )
+    assert Path(test.trainer.logger.log_dir) == run / "test"
+    assert (run / "test" / "metrics.csv").exists()
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # no new version folder

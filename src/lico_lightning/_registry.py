@@ -94,8 +94,10 @@ class Registry(Generic[T]):
             ValueError: unknown ``name``; the message lists the available ones.
         """
         if not isinstance(name, str) or name not in self._entries:
+            article = "an" if self.kind[0].lower() in "aeiou" else "a"
             raise ValueError(
-                f"Expected a {self.kind} name, but got {name!r}. Available: {', '.join(self.names())}."
+                f"Expected {article} {self.kind} name, but got {name!r}. "
+                f"Available: {', '.join(self.names())}."
             )
         return self._entries[name]
 

@@ -132,7 +132,7 @@ class BrokenExplainer(Explainer):
 def broken():
     register_explainer("broken")(BrokenExplainer)
     yield "broken"
-    del EXPLAINERS["broken"]
+    EXPLAINERS.unregister("broken")
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> None:
@@ -393,7 +393,7 @@ def test_monitor_under_two_process_ddp_matches_single_process(tmp_path):
                 if k.startswith("saliency/")
             }
     finally:
-        del EXPLAINERS["broken_rank1"]
+        EXPLAINERS.unregister("broken_rank1")
     single, ddp = results["single"], results["ddp"]
     assert {k for k in single if k.startswith("saliency/gradcam/")} == {
         f"saliency/gradcam/{m}" for m in ("insertion", "deletion", "overall", "average_drop")
@@ -464,3 +464,8 @@ def test_test_stage_shows_its_own_progress(tmp_path, capsys):
     shown.test(model, valid, verbose=False)
     assert "SaliencyMonitor (test)" in capsys.readouterr().err
     assert "test/saliency/gradcam/overall" in shown.callback_metrics
+
+
+def test_misspelt_explainer_option_fails_at_construction():
+    with pytest.raises(ValueError, match=r"options of the 'rise' explainer .* but got 'num_maskz'"):
+        SaliencyMonitor(methods=["rise"], explainer_kwargs={"rise": {"num_maskz": 5}})

@@ -17,6 +17,7 @@ from lico_lightning.explain import (
     GradCAMPlusPlus,
     ScoreCAM,
     ViTReshape,
+    build_explainers,
     create_explainer,
     list_explainers,
 )
@@ -213,7 +214,42 @@ ALL = [
 
 
 def test_registry_lists_every_method():
-    assert {name for name, _ in ALL} <= set(list_explainers())
+    assert {name for name, _ in ALL} == set(list_explainers())
+
+
+@pytest.mark.parametrize("name,kwargs", ALL)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_images_are_rejected_before_any_work(small, name, kwargs, bad):
+    calls = []
+    small.register_forward_hook(lambda *a: calls.append(1))
+    images = torch.randn(2, 3, 16, 16)
+    images[1, 0, 3, 4] = bad
+    with pytest.raises(ValueError, match=r"Expected `images` to be finite.*1 non-finite"):
+        create_explainer(name, small, **kwargs).attribute(images, torch.tensor([0, 1]))
+    assert calls == []  # no forward pass ran
+
+
+def test_misspelt_option_lists_the_options_that_exist(small):
+    with pytest.raises(
+        ValueError,
+        match=r"options of the 'rise' explainer among \[.*'num_masks'.*\], but got 'num_maskz'",
+    ):
+        create_explainer("rise", small, num_maskz=5)
+    with pytest.raises(
+        ValueError, match=r"'gradcam' explainer among \[.*'layer'.*\], but got 'layr'"
+    ):
+        build_explainers(small, ["gradcam"], explainer_kwargs={"gradcam": {"layr": "features"}})
+    with pytest.raises(ValueError, match=r"'scorecam'.*'batch_size'.*but got 'batchsize'"):
+        build_explainers(small, ["scorecam"], explainer_kwargs={"scorecam": {"batchsize": 4}})
+
+
+def test_rise_grid_larger_than_the_image_is_rejected(small):
+    with pytest.raises(ValueError, match=r"`grid_size` <= the image side 8.*grid_size=9"):
+        RISE(small, num_masks=4, grid_size=9).attribute(torch.randn(1, 3, 8, 8), torch.tensor([0]))
+    out = RISE(small, num_masks=4, grid_size=8).attribute(
+        torch.randn(1, 3, 8, 8), torch.tensor([0])
+    )
+    assert out.shape == (1, 8, 8)
 
 
 @pytest.mark.parametrize("name,kwargs", ALL)

@@ -131,7 +131,7 @@ def test_shared_layer_goes_only_to_explainers_that_read_one():
             _net(), _batches(), ["input_magnitude"], ["insertion"], layer="3", progress=False
         )
     finally:
-        del EXPLAINERS["input_magnitude"]
+        EXPLAINERS.unregister("input_magnitude")
     assert explainers["gradcam"].layer_name == "3"
     assert isinstance(explainers["input_magnitude"], InputMagnitude)
     assert 0.0 <= float(res["input_magnitude/insertion"]) <= 1.0

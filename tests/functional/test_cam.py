@@ -13,6 +13,7 @@ from lico_lightning.functional.cam import (
     grad_cam_plus_plus_weights,
     grad_cam_weights,
     rise_masks,
+    upsample_saliency,
     weighted_activation_map,
 )
 
@@ -65,6 +66,16 @@ def test_rise_masks_match_naive_upsample_and_crop():
     again = draw_rise_parameters(5, 3, 0.5, (10, 13), torch.Generator().manual_seed(0))
     assert torch.equal(again[0], grids) and torch.equal(again[1], shifts)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_upsample_to_an_empty_size_is_rejected():
+    with pytest.raises(
+        ValueError, match=r"Expected `size` to be two positive ints \(H, W\), but got \(0, 0\)"
+    ):
+        upsample_saliency(torch.rand(1, 4, 4), (0, 0))
+    with pytest.raises(ValueError, match="two positive ints"):
+        upsample_saliency(torch.rand(1, 4, 4), (8,))
+    assert upsample_saliency(torch.rand(1, 4, 4), [8, 6]).shape == (1, 8, 6)
 
 
 def test_bad_shapes():

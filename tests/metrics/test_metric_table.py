@@ -67,6 +67,19 @@ def _score_data() -> dict[str, Any]:
     }
 
 
+def _recall_data() -> dict[str, Any]:
+    """7 queries x 10 items: negative scores, ties, 1-2 relevant items per query."""
+    g = torch.Generator().manual_seed(4)
+    relevant = torch.eye(N, 10, dtype=torch.bool) | (torch.rand(N, 10, generator=g) > 0.85)
+    return {"scores": (torch.rand(N, 10, generator=g) * 2 - 1).round(decimals=1), "relevant": relevant}
+
+
+def _naive_hit_at_k(scores: list[float], relevant: list[bool], k: int) -> float:
+    """Sort by decreasing score, irrelevant before relevant on ties; any relevant in the top k."""
+    order = sorted(range(len(scores)), key=lambda j: (-scores[j], relevant[j]))
+    return float(any(relevant[j] for j in order[:k]))
+
+
 def _grid_data() -> dict[str, Any]:
     g = torch.Generator().manual_seed(3)
     xy = torch.randint(0, 13, (N, 2), generator=g).float()  # edges often on a patch centre
@@ -172,7 +185,7 @@ class Case:
     args: tuple[str, ...]  # the update arguments (keys of data), "model" for the classifier
     functional: Callable[[dict[str, Any]], Tensor]  # per-sample values (B,), NaN = skipped
     naive: Callable[[dict[str, Any]], float]
-    key: str | None = None  # for a metric whose compute() returns a dict
+    key: str | tuple[int, ...] | None = None  # for a metric whose compute() returns a dict / matrix
 
 
 MODEL = ("model", "images", "saliency", "target")
@@ -233,6 +246,54 @@ def _both_metric():
     )
 
 
+def _retrieval_data() -> dict[str, Any]:
+    g = torch.Generator().manual_seed(4)
+    image = torch.randn(N, 4, generator=g)
+    text = torch.randn(N, 4, generator=g)
+    text[2] = text[1]  # equal captions: ties in both score matrices
+    return {
+        "surrogate": image + torch.randn(N, 4, generator=g),
+        "image": image,
+        "text": text,
+        "index": torch.arange(N),
+    }
+
+
+def _faithfulness(d, reference):
+    out = F.blockwise_retrieval_faithfulness(
+        d["surrogate"], d["image"], d["text"], k=(1, 2), block_size=3, reference=reference
+    )
+    return out.reshape(1, -1)  # one "sample": the class value is the functional value
+
+
+def _naive_faithfulness(d, reference, direction, k):
+    """Blocks of 3 consecutive pairs, cosine by hand, CLIP's first argmax (or the pairing) as
+    the answer, ties counted against the surrogate; the mean over blocks."""
+
+    def cos(a, b):
+        return float(a @ b) / math.sqrt(float(a @ a) * float(b @ b))
+
+    values = []
+    for start in range(0, N, 3):
+        rows = list(range(start, min(start + 3, N)))
+        sur = [[cos(d["surrogate"][i], d["text"][j]) for j in rows] for i in rows]
+        clip = [[cos(d["image"][i], d["text"][j]) for j in rows] for i in rows]
+        if direction == "t2i":
+            sur, clip = [list(r) for r in zip(*sur)], [list(r) for r in zip(*clip)]
+        hits = 0
+        for q in range(len(rows)):
+            if reference == "pairing":
+                answer = q
+            else:
+                answer = max(range(len(rows)), key=lambda j: (clip[q][j], -j))
+            rank = 1 + sum(
+                1 for j in range(len(rows)) if j != answer and sur[q][j] >= sur[q][answer]
+            )
+            hits += rank <= k
+        values.append(hits / len(rows))
+    return _mean(values)
+
+
 CASES = [
     Case("InsertionAUC", lambda: M.InsertionAUC(step_fraction=SF, substrate="zero"), _classifier_data, MODEL,
          _ins, lambda d: _mean(_naive_modes(d, "insertion"))),
@@ -283,6 +344,16 @@ CASES = [
     Case("SpearmanCorrelation", M.SpearmanCorrelation, _score_data, ("a", "b"),
          lambda d: F.spearman_correlation(d["a"], d["b"]),
          lambda d: _mean([stats.spearmanr(a, b).statistic for a, b in zip(d["a"].numpy(), d["b"].numpy())])),
+    Case("RetrievalRecallAtK", lambda: M.RetrievalRecallAtK(k=(3,)), _recall_data, ("scores", "relevant"),
+         lambda d: (F.retrieval_ranks(d["scores"], d["relevant"]) <= 3).float(),
+         lambda d: _mean([_naive_hit_at_k(s, r, 3) for s, r in zip(d["scores"].tolist(), d["relevant"].tolist())])),
+    Case("RetrievalFaithfulness/i2t R@1", lambda: M.RetrievalFaithfulness(k=(1, 2), block_size=3),
+         _retrieval_data, ("surrogate", "image", "text", "index"), lambda d: _faithfulness(d, "clip")[:, 0],
+         lambda d: _naive_faithfulness(d, "clip", "i2t", 1), key=(0, 0)),
+    Case("RetrievalFaithfulness/t2i R@2 pairing",
+         lambda: M.RetrievalFaithfulness(k=(1, 2), block_size=3, reference="pairing"),
+         _retrieval_data, ("surrogate", "image", "text", "index"), lambda d: _faithfulness(d, "pairing")[:, 3],
+         lambda d: _naive_faithfulness(d, "pairing", "t2i", 2), key=(1, 1)),
 ]  # fmt: skip
 
 
@@ -325,19 +396,26 @@ def test_class_equals_functional_equals_naive_loop(case: Case) -> None:
     assert functional == pytest.approx(naive, abs=1e-6)
 
 
-def _ddp_rank(rank: int, world: int) -> list[float]:
+def _ddp_rank(rank: int, world: int) -> tuple[list[float], Any]:
     out = []
     for case in CASES:
         data = case.data()
         metric = case.make()
         _update(metric, case, _rows(data, list(range(rank, N, world))))  # 4 and 3 samples
         out.append(_value(metric, case))
-    return out
+    # the same spawn checks SaliencyEvaluation's failure-count guarantee (one method failing on
+    # one rank): see tests/explain/test_evaluation_api.py
+    from tests.explain.test_evaluation_api import _ddp_rank as evaluation_rank
+
+    return out, evaluation_rank(rank, world)
 
 
 @pytest.mark.distributed
-def test_every_class_under_two_process_ddp_equals_one_process() -> None:
-    r0, r1 = run_in_gloo_group(_ddp_rank)
+def test_every_class_and_the_evaluation_under_two_process_ddp_equal_one_process() -> None:
+    (r0, e0), (r1, e1) = run_in_gloo_group(_ddp_rank)
+    from tests.explain.test_evaluation_api import check_ddp_results
+
+    check_ddp_results(e0, e1)
     for i, case in enumerate(CASES):
         data = case.data()
         metric = case.make()

@@ -290,7 +290,9 @@ def test_weight_tags_resolve_and_bad_tags_list_choices() -> None:
 
 # ------------------------------------------------------------------ registry and errors
 def test_unknown_backbone_lists_the_available_ones() -> None:
-    with pytest.raises(ValueError, match=r"Expected `name` to be one of \[.*'wrn28_2'.*\]"):
+    with pytest.raises(
+        ValueError, match=r"Expected a backbone name, but got 'wrn99'\. Available: .*wrn28_2"
+    ):
         create_backbone("wrn99", num_classes=10)
     with pytest.raises(TypeError):
         create_backbone(3, num_classes=10)  # type: ignore[arg-type]
@@ -299,9 +301,13 @@ def test_unknown_backbone_lists_the_available_ones() -> None:
 
 
 def test_register_backbone(monkeypatch) -> None:
+    from lico_lightning._registry import Registry
     from lico_lightning.models import _registry
 
-    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    copy = Registry("backbone")
+    for name in _registry._REGISTRY:
+        copy.register(name, _registry._REGISTRY.get(name))
+    monkeypatch.setattr(_registry, "_REGISTRY", copy)
     register_backbone("wrn10_1", lambda num_classes, **kw: WideResNet(num_classes, 10, 1, **kw))
     assert "wrn10_1" in list_backbones()
     net = create_backbone("wrn10_1", num_classes=3, bn_momentum=0.01)
@@ -340,3 +346,13 @@ def test_bad_inputs_raise_before_work() -> None:
         net.feature_shape(0)
     with pytest.raises(TypeError, match="int or"):
         net.feature_shape("32")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["wrn28_2", "preact_resnet18", "resnet18", "vit_tiny"])
+def test_wrong_channel_count_names_the_setting_that_fits(name) -> None:
+    kwargs = {"depth": 10} if name == "wrn28_2" else {}
+    net = create_backbone(name, num_classes=3, **kwargs)
+    with pytest.raises(
+        ValueError, match=r"Expected images with 3 channels .*in_channels=3.*but got 1.*channels: 3"
+    ):
+        net(torch.randn(1, 1, 32, 32))

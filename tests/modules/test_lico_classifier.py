@@ -78,7 +78,7 @@ def test_loss_is_ce_plus_weighted_mm_and_ot_from_feature_maps_and_prompt_tokens(
 
 
 def test_gradients_reach_backbone_prompts_mapping_and_temperature_but_not_text_encoder() -> None:
-    model = tiny_model().train()
+    model = tiny_model(mm_kwargs={"learn_temperature": True}).train()
     x, y = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 1, 0])
     model.lico_losses(x, y)["loss"].backward()
     assert (
@@ -127,7 +127,7 @@ def test_export_classifier_is_a_plain_copy_of_the_backbone() -> None:
 
 def test_optimizer_groups_exclude_frozen_encoder_and_do_not_decay_temperature(tmp_path) -> None:
     dm = DigitsDataModule(image_size=16, batch_size=16, class_names=None)
-    model = tiny_model(class_names=dm.class_names)
+    model = tiny_model(class_names=dm.class_names, mm_kwargs={"learn_temperature": True})
     trainer = tiny_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0)
     trainer.fit(model, dm)
     groups = trainer.optimizers[0].param_groups
@@ -289,3 +289,136 @@ def test_resumed_run_continues_exactly(tmp_path) -> None:
     dm, other = _resume_setup(123)
     tiny_trainer(tmp_path / "e", **common).fit(other, dm, ckpt_path=ckpt2.last_model_path)
     assert not all(_same(a[k], other.state_dict()[k]) for k in a)
+
+
+# ------------------------------------------------------------------ hardening (issue 11)
+def test_checkpoint_leaves_out_the_frozen_text_encoder_and_loads_back(tmp_path) -> None:
+    dm = DigitsDataModule(image_size=16, batch_size=16)
+    model = tiny_model(class_names=dm.class_names)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = tiny_trainer(tmp_path, enable_checkpointing=True, callbacks=[ckpt])
+    trainer.fit(model, dm)
+    saved = torch.load(ckpt.last_model_path, weights_only=True)
+    encoder_keys = [k for k in saved["state_dict"] if k.startswith("prompt_learner.text_encoder.")]
+    assert encoder_keys == []
+    encoder_numel = sum(p.numel() for p in model.text_encoder.parameters())
+    stored_numel = sum(t.numel() for t in saved["state_dict"].values() if torch.is_tensor(t))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert stored_numel < trainable * 1.1 < encoder_numel + trainable  # backbone, prompts, h_psi
+    loaded = LICOClassifier.load_from_checkpoint(ckpt.last_model_path)
+    full_a, full_b = model.state_dict(), loaded.state_dict()
+    assert full_a.keys() == full_b.keys()
+    assert all(_same(full_a[k], full_b[k]) for k in full_a)
+    enc_a, enc_b = model.text_encoder.state_dict(), loaded.text_encoder.state_dict()
+    assert all(torch.equal(enc_a[k], enc_b[k]) for k in enc_a)  # rebuilt, identical
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    model.eval(), loaded.eval()
+    torch.testing.assert_close(model.lico_losses(x, y)["mm"], loaded.lico_losses(x, y)["mm"])
+    # an encoder that cannot be rebuilt identically is refused, not silently swapped
+    saved["lico_text_encoder_fingerprint"] = saved["lico_text_encoder_fingerprint"] + 1.0
+    torch.save(saved, tmp_path / "tampered.ckpt")
+    with pytest.raises(ValueError, match="rebuilt from the checkpoint's hyperparameters"):
+        LICOClassifier.load_from_checkpoint(tmp_path / "tampered.ckpt")
+
+
+def test_extending_a_finished_run_keeps_the_schedule_and_warns(tmp_path) -> None:
+    seen: list[float] = []
+
+    class RecordLR(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    dm = DigitsDataModule(image_size=16, batch_size=32)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = tiny_model(class_names=dm.class_names, lr=0.05)
+    tiny_trainer(
+        tmp_path / "a", enable_checkpointing=True, callbacks=[ckpt], limit_train_batches=4
+    ).fit(first, dm)
+    seen.clear()
+    resumed = tiny_model(class_names=dm.class_names, lr=0.05)
+    trainer = tiny_trainer(
+        tmp_path / "b", max_epochs=2, limit_train_batches=4, callbacks=[RecordLR()]
+    )
+    with pytest.warns(UserWarning, match=r"planned for K=4 steps.*give K=8"):
+        trainer.fit(resumed, dm, ckpt_path=ckpt.last_model_path)
+    expected = [0.05 * math.cos(7 * math.pi * min(k, 4) / (16 * 4)) for k in range(4, 8)]
+    assert seen == pytest.approx(expected, rel=1e-6)
+
+
+def test_mid_epoch_resume_replays_the_epoch_as_documented(tmp_path) -> None:
+    """Documented limit: a mid-epoch checkpoint restarts its epoch's data from the first batch."""
+    order: list[list[int]] = []
+
+    class RecordTargets(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            order.append(batch[1].tolist())
+
+    dm = DigitsDataModule(image_size=16, batch_size=16)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    model = tiny_model(class_names=dm.class_names, lr_schedule="constant")
+    tiny_trainer(
+        tmp_path / "a",
+        enable_checkpointing=True,
+        callbacks=[ckpt, RecordTargets()],
+        limit_train_batches=4,
+        limit_val_batches=0,
+    ).fit(model, dm)
+    epoch = list(order)
+    order.clear()
+    mid = next(p for p in (tmp_path / "ckpt").iterdir() if "step=2" in p.name)
+    with pytest.warns(UserWarning, match="not resumable|resumable"):
+        tiny_trainer(
+            tmp_path / "b",
+            callbacks=[RecordTargets()],
+            limit_train_batches=4,
+            limit_val_batches=0,
+        ).fit(tiny_model(class_names=dm.class_names, lr_schedule="constant"), dm, ckpt_path=mid)
+    assert order and order[0] == epoch[0]  # replayed from the first batch, not batch 2
+
+
+def test_list_targets_and_wrong_channel_count_are_clear_errors() -> None:
+    model = tiny_model()
+    with pytest.raises(TypeError, match=r"`targets` to be a torch\.Tensor, but got list"):
+        model.lico_losses(torch.randn(3, 3, 16, 16), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"3 channels .*in_channels=3.*but got 1.*channels: 3"):
+        model.lico_losses(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))
+    grey = tiny_model(backbone_kwargs={"depth": 10, "in_channels": 1})
+    assert grey.lico_losses(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))["loss"].isfinite()
+
+
+def test_mm_temperature_is_fixed_by_default_and_learnable_on_request(tmp_path) -> None:
+    model = tiny_model()
+    assert not model.mm_loss.learn_temperature
+    assert "mm_loss.log_temperature" not in dict(model.named_parameters())
+    learned = tiny_model(mm_kwargs={"learn_temperature": True})
+    assert "mm_loss.log_temperature" in dict(learned.named_parameters())
+    dm = DigitsDataModule(image_size=16, batch_size=16)
+    model = tiny_model(class_names=dm.class_names)
+    tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=0).fit(model, dm)
+    assert float(model.trainer.callback_metrics["train/mm_temperature"]) == pytest.approx(0.07)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_lico_digits_trains_under_two_process_ddp_spawn(tmp_path) -> None:
+    """Every rank used to die unpickling its arguments: the prompt learner's torch.Generator
+    went through torch.multiprocessing's shared-memory file-descriptor path."""
+    dm = DigitsDataModule(image_size=16, batch_size=16)
+    model = tiny_model(class_names=dm.class_names)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    trainer = tiny_trainer(
+        tmp_path, devices=2, strategy="ddp_spawn", limit_train_batches=2, limit_val_batches=1
+    )
+    trainer.fit(model, dm)  # 2 spawned ranks (~60 s on 2 busy cores: process start-up)
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "train/mm", "train/ot", "val/acc"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    after = model.backbone.state_dict()  # rank 0's trained weights come back to this process
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_misspelt_mm_option_lists_the_options() -> None:
+    with pytest.raises(
+        ValueError, match=r"`mm_kwargs` keys among \[.*'temperature'.*\].*'temprature'"
+    ):
+        tiny_model(mm_kwargs={"temprature": 0.1})

@@ -264,7 +264,16 @@ def test_registry_lists_and_builds_every_encoder() -> None:
 
 
 def test_registry_errors() -> None:
-    with pytest.raises(ValueError, match=r"\['hf', 'minilm', 'openclip'\].*'w2v'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a text encoder name, but got 'w2v'\. Available: hf, minilm, openclip\.",
+    ):
         create_text_encoder("w2v")
     with pytest.raises(ValueError, match="model_name_or_path"):
         create_text_encoder("minilm", model_name_or_path="bert-base-uncased")
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/model", "./missing-dir", "models/mini/lm"])
+def test_missing_local_model_path_says_so(path) -> None:
+    with pytest.raises(ValueError, match=r"local path that does not exist"):
+        create_text_encoder("hf", model_name_or_path=path)

@@ -356,3 +356,28 @@ def test_deepcopy_keeps_generator_state(clip_encoder: OpenCLIPTextEncoder) -> No
     clone = copy.deepcopy(prompts)
     with torch.no_grad():
         torch.testing.assert_close(clone(LABELS), prompts(LABELS), rtol=0, atol=0)
+
+
+def test_pickled_prompt_learner_keeps_its_generator_state_without_a_tensor() -> None:
+    """Spawned processes (``ddp_spawn``) receive the learner by pickle; a torch.Generator's
+    state tensor cannot go through torch.multiprocessing's file-descriptor sharing."""
+    import pickle
+
+    from lico_lightning.text import OpenCLIPTextEncoder, PromptLearner, tiny_openclip_config
+
+    learner = PromptLearner(
+        ["cat", "dog", "bird"],
+        OpenCLIPTextEncoder(model_cfg=tiny_openclip_config()),
+        n_ctx=3,
+        seed=4,
+    )
+    learner._generator.manual_seed(9)
+    torch.randperm(5, generator=learner._generator)
+    state = learner.__getstate__()
+    assert not isinstance(state["_generator"], (torch.Tensor, torch.Generator))
+    clone = pickle.loads(pickle.dumps(learner))
+    assert torch.equal(clone._generator.get_state(), learner._generator.get_state())
+    assert torch.equal(
+        torch.randperm(5, generator=clone._generator),
+        torch.randperm(5, generator=learner._generator),
+    )

@@ -5,11 +5,14 @@
 encoders (phrase maps vs boxes).
 """
 
+from lico_lightning.callbacks.concept_monitor import ConceptMonitor, ConceptProbes
 from lico_lightning.callbacks.grounding_monitor import GroundingMonitor, GroundingProbes
 from lico_lightning.callbacks.monitor import Evaluation, ExplanationMonitor, MonitorHost, ProbeSet
 from lico_lightning.callbacks.saliency_monitor import SaliencyMonitor, SaliencyProbes
 
 __all__ = [
+    "ConceptMonitor",
+    "ConceptProbes",
     "Evaluation",
     "ExplanationMonitor",
     "GroundingMonitor",

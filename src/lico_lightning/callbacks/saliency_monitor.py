@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from lico_lightning._validation import check_choice
 from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, ProbeSet, Stage
-from lico_lightning.explain.base import Explainer, build_explainers
+from lico_lightning.explain.base import Explainer, build_explainers, check_explainer_options
 from lico_lightning.explain.evaluation import (
     BOX_METRICS,
     SaliencyEvaluation,
@@ -264,6 +264,9 @@ class SaliencyMonitor(ExplanationMonitor):
         self.target = target
         self.layer = layer
         self.explainer_kwargs = {k: dict(v) for k, v in (explainer_kwargs or {}).items()}
+        check_explainer_options(
+            self.methods, self.explainer_kwargs
+        )  # a typo fails here, not at run 1
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
         self.class_names = list(class_names) if class_names is not None else None

@@ -14,6 +14,7 @@ validation); randomness comes from the explainer's own seeded ``torch.Generator`
 from __future__ import annotations
 
 import copy
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -21,8 +22,9 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from lico_lightning._registry import Registry
 from lico_lightning._safety import detach_input, explanation_mode, preserve_model_state
-from lico_lightning._validation import check_target, check_tensor
+from lico_lightning._validation import check_finite, check_target, check_tensor
 from lico_lightning.explain.hooks import find_default_layer, resolve_layer
 from lico_lightning.functional import normalize_saliency
 
@@ -30,6 +32,7 @@ __all__ = [
     "EXPLAINERS",
     "Explainer",
     "build_explainers",
+    "check_explainer_options",
     "create_explainer",
     "list_explainers",
     "register_explainer",
@@ -109,12 +112,16 @@ class Explainer(ABC):
 
         Returns:
             ``(B, H, W)`` float saliency, detached (a normal tensor even under inference mode).
+
+        Raises:
+            TypeError: ``images`` is not a floating tensor or ``target`` not a long tensor.
+            ValueError: wrong shapes, targets out of range, or NaN/Inf in ``images`` (a NaN
+                image would otherwise give an all-zero map: rejected before any work).
         """
         check_tensor("images", images, 4, floating=True)
+        check_finite("images", images)
         num_classes = getattr(self.model, "num_classes", None)
-        check_target(
-            target, images.shape[0], num_classes if isinstance(num_classes, int) else None
-        )
+        check_target(target, images.shape[0], num_classes if isinstance(num_classes, int) else None)
         with explanation_mode(), preserve_model_state(self.model):
             x = detach_input(images)
             t = target.detach().to(x.device).clone()
@@ -164,11 +171,15 @@ def _infer_feature_layer(model: nn.Module, example: Tensor) -> str:
 # --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
-EXPLAINERS: dict[str, type[Explainer]] = {}
+EXPLAINERS: Registry[type[Explainer]] = Registry("explainer")
 
 
-def register_explainer(name: str) -> Callable[[type[E]], type[E]]:
+def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[E]], type[E]]:
     """Class decorator adding an :class:`Explainer` subclass to the registry under ``name``.
+
+    Raises:
+        TypeError: the decorated object is not an :class:`Explainer` subclass.
+        ValueError: ``name`` is registered already and ``overwrite`` is False.
 
     Example:
         >>> @register_explainer("my_method")
@@ -178,13 +189,17 @@ def register_explainer(name: str) -> Callable[[type[E]], type[E]]:
         ...         return images.abs().sum(1)
         >>> "my_method" in list_explainers()
         True
-        >>> del EXPLAINERS["my_method"]
+        >>> EXPLAINERS.unregister("my_method")
     """
 
     def decorator(cls: type[E]) -> type[E]:
         if not (isinstance(cls, type) and issubclass(cls, Explainer)):
             raise TypeError(f"Expected an Explainer subclass, but got {cls!r}.")
-        EXPLAINERS[name] = cls
+        # the same class defined again (its module executed a second time, e.g. by pytest's
+        # importlib doctest collection) keeps the first registration, as for pair explainers
+        same = name in EXPLAINERS and EXPLAINERS.get(name).__qualname__ == cls.__qualname__
+        if not same or overwrite:
+            EXPLAINERS.register(name, cls, overwrite=overwrite)
         return cls
 
     return decorator
@@ -192,14 +207,33 @@ def register_explainer(name: str) -> Callable[[type[E]], type[E]]:
 
 def list_explainers() -> list[str]:
     """Names accepted by :func:`create_explainer` (and the ``SaliencyMonitor``'s ``methods``)."""
-    return sorted(EXPLAINERS)
+    return EXPLAINERS.names()
+
+
+def _explainer_options(cls: type[Explainer]) -> list[str]:
+    """Keyword options of an explainer class (its ``__init__`` parameters after ``model``)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = list(inspect.signature(init).parameters.values())[2:]  # self, model
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return sorted(set(names))
 
 
 def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
     """Build a registered explainer by name.
 
+    Raises:
+        ValueError: unknown ``name`` or an option the explainer does not have (the message
+            lists the names / options that exist).
+
     Example:
         >>> import torchvision
+        >>> from lico_lightning.explain import create_explainer  # registers the built-in ones
         >>> net = torchvision.models.resnet18(num_classes=3)
         >>> create_explainer("gradcam", net, layer="layer4")
         GradCAM(layer='layer4', model=ResNet)
@@ -207,12 +241,44 @@ def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
         Traceback (most recent call last):
         ...
         ValueError: Expected an explainer name, but got 'nope'. Available: gradcam, gradcampp, ...
+        >>> create_explainer("rise", net, num_maskz=5)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected options of the 'rise' explainer among [...], but got 'num_maskz'.
     """
-    if name not in EXPLAINERS:
-        raise ValueError(
-            f"Expected an explainer name, but got {name!r}. Available: {', '.join(list_explainers())}."
-        )
-    return EXPLAINERS[name](model, **kwargs)
+    check_explainer_options([name], {name: kwargs})
+    return EXPLAINERS.get(name)(model, **kwargs)
+
+
+def check_explainer_options(
+    methods: Sequence[str], explainer_kwargs: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
+    """Check explainer names and their keyword options without building anything.
+
+    For configuration time (a callback's ``__init__``, the CLI): the same errors
+    :func:`create_explainer` raises, before any model exists. Entries of ``explainer_kwargs``
+    for methods not in ``methods`` are ignored.
+
+    Raises:
+        ValueError: an unknown method name, or an option a method does not have (the message
+            lists the names / options that exist).
+
+    Example:
+        >>> from lico_lightning.explain.base import check_explainer_options
+        >>> check_explainer_options(["gradcam", "rise"], {"rise": {"num_masks": 8}})
+        >>> check_explainer_options(["rise"], {"rise": {"num_maskz": 5}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected options of the 'rise' explainer among [..., 'num_masks', ...], but got 'num_maskz'.
+    """
+    for name in methods:
+        options = _explainer_options(EXPLAINERS.get(name))
+        unknown = sorted(set((explainer_kwargs or {}).get(name, {})) - set(options))
+        if unknown:
+            raise ValueError(
+                f"Expected options of the {name!r} explainer among {options}, but got "
+                f"{', '.join(repr(k) for k in unknown)}."
+            )
 
 
 def build_explainers(
@@ -225,10 +291,12 @@ def build_explainers(
 
     ``layer`` goes to every explainer that reads a layer (``uses_layer``, e.g. the CAMs) and
     is left out for those that do not (e.g. RISE); ``explainer_kwargs[name]`` overrides it
-    and adds per-method options.
+    and adds per-method options; a misspelt option is rejected by :func:`create_explainer`
+    with the list of the options that exist. Entries for methods not in ``methods`` are ignored.
 
     Example:
         >>> import torchvision
+        >>> from lico_lightning.explain import build_explainers
         >>> net = torchvision.models.resnet18(num_classes=3)
         >>> build_explainers(net, ["gradcam", "rise"], layer="layer3", explainer_kwargs={"rise": {"num_masks": 8}})
         {'gradcam': GradCAM(layer='layer3', model=ResNet), 'rise': RISE(model=ResNet)}
@@ -237,7 +305,7 @@ def build_explainers(
     explainers = {}
     for name in methods:
         extra = dict(kwargs.get(name, {}))
-        if layer is not None and name in EXPLAINERS and EXPLAINERS[name].uses_layer:
+        if layer is not None and name in EXPLAINERS and EXPLAINERS.get(name).uses_layer:
             extra.setdefault("layer", layer)
         explainers[name] = create_explainer(name, model, **extra)
     return explainers

@@ -25,11 +25,6 @@ from lico_lightning._safety import module_device, preserve_model_state
 from lico_lightning._validation import check_choice, check_logits, check_positive
 from lico_lightning.explain.base import Explainer, build_explainers, list_explainers
 from lico_lightning.functional import (
-    average_drop,
-    energy_pointing_game,
-    increase_in_confidence,
-    insertion_deletion_auc,
-    pointing_game,
     target_probability,
 )
 from lico_lightning.metrics.saliency import (
@@ -43,7 +38,6 @@ __all__ = [
     "SALIENCY_METRICS",
     "SaliencyEvaluation",
     "SaliencyMetricOptions",
-    "compute_saliency_metrics",
     "evaluate_saliency",
     "list_saliency_metrics",
     "parse_batch",
@@ -104,70 +98,6 @@ def parse_batch(batch: Any) -> tuple[Tensor, Tensor, list[Tensor] | None]:
             f"'target', but got {type(batch).__name__}."
         )
     return images, labels, (list(boxes) if boxes is not None else None)
-
-
-def compute_saliency_metrics(
-    model: nn.Module,
-    images: Tensor,
-    saliency: Tensor,
-    target: Tensor,
-    metrics: Sequence[str],
-    boxes: Sequence[Tensor] | None = None,
-    options: SaliencyMetricOptions | None = None,
-    clean_probability: Tensor | None = None,
-) -> dict[str, tuple[Tensor, Tensor]]:
-    """Per-sample values of the chosen metrics for one batch of maps.
-
-    Kept for the ``SaliencyMonitor`` until it accumulates through :class:`SaliencyEvaluation`
-    (then it goes): new code uses :class:`SaliencyEvaluation` or the metric classes.
-
-    Returns:
-        ``{name: (values (B,), valid (B,) bool)}`` — ``valid`` is False for skipped images
-        (pointing games on images without boxes).
-    """
-    names = check_metric_names(metrics)
-    opts = options or SaliencyMetricOptions()
-    needs_boxes = [n for n in names if n in BOX_METRICS]
-    if needs_boxes and boxes is None:
-        raise ValueError(
-            f"Expected `boxes` (a list of (K_i, 4) tensors per image) for {needs_boxes}, but got None."
-        )
-    values: dict[str, Tensor] = {}
-    with preserve_model_state(model), torch.no_grad():
-        if {"insertion", "deletion", "overall"} & set(names):
-            values["insertion"], values["deletion"] = insertion_deletion_auc(
-                model,
-                images,
-                saliency,
-                target,
-                step_fraction=opts.step_fraction,
-                insertion_substrate=opts.insertion_substrate,
-                deletion_substrate=opts.deletion_substrate,
-                chunk_size=opts.chunk_size,
-                blur_kernel_size=opts.blur_kernel_size,
-                blur_sigma=opts.blur_sigma,
-                reduction="none",
-            )
-            values["overall"] = values["insertion"] - values["deletion"]
-        for name, function in (
-            ("average_drop", average_drop),
-            ("increase_in_confidence", increase_in_confidence),
-        ):
-            if name in names:
-                values[name] = function(model, images, saliency, target, "none", clean_probability)
-    if "pointing_game" in names:
-        values["pointing_game"] = pointing_game(
-            saliency, list(boxes or []), tolerance=opts.tolerance, reduction="none"
-        )
-    if "energy_pointing_game" in names:
-        values["energy_pointing_game"] = energy_pointing_game(
-            saliency, list(boxes or []), reduction="none"
-        )
-    out: dict[str, tuple[Tensor, Tensor]] = {}
-    for name in names:
-        valid = ~values[name].isnan()
-        out[name] = (torch.where(valid, values[name], 0.0), valid)
-    return out
 
 
 def explained_target(

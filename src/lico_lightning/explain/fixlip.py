@@ -608,7 +608,7 @@ class FIxLIP(PairExplainer):
 
         Returns:
             ``(B, m)`` :math:`\\nu(M)` and ``(B, m)`` :math:`\\hat\\nu_e(M)` (feed them to
-            :func:`~lico_lightning.functional.p_faithfulness_correlation`).
+            :func:`~lico_lightning.functional.spearman_correlation`).
         """
         images, tokens = self._inputs(images, texts)
         self._check_attribution(attribution, images.shape[0])

@@ -76,6 +76,11 @@ class RISE(Explainer):
 
     def _attribute(self, images: Tensor, target: Tensor) -> Tensor:
         b, _, h, w = images.shape
+        if self.grid_size > min(h, w):
+            raise ValueError(
+                f"Expected `grid_size` <= the image side {min(h, w)} (one grid cell per pixel at "
+                f"most), but got grid_size={self.grid_size} for images of size {(h, w)}."
+            )
         logits = check_logits(self.model(images[:1]), 1)
         check_target_range(target, logits.shape[1])
 

@@ -61,6 +61,10 @@ from lico_lightning.functional.cam import (
     upsample_saliency,
     weighted_activation_map,
 )
+from lico_lightning.functional.faithfulness import (
+    blockwise_retrieval_faithfulness,
+    retrieval_faithfulness,
+)
 from lico_lightning.functional.interaction import integration_points, token_interactions
 from lico_lightning.functional.interaction_metrics import (
     area_between_insertion_deletion,
@@ -73,6 +77,18 @@ from lico_lightning.functional.lico import (
 )
 from lico_lightning.functional.m2ib import bottleneck_capacity, gaussian_bottleneck, m2ib_objective
 from lico_lightning.functional.retrieval import retrieval_ranks, retrieval_recall_at_k
+from lico_lightning.functional.splice import (
+    splice_decompose,
+    splice_penalty_for_sparsity,
+    splice_reconstruct,
+)
+from lico_lightning.functional.surrogate import (
+    concept_contributions,
+    in_batch_similarity_kl,
+    log_mean_exp,
+    moving_average_kl_objective,
+    update_log_moving_average,
+)
 
 __all__ = [
     "DEFAULT_BLUR_KERNEL_SIZE",
@@ -87,9 +103,11 @@ __all__ = [
     "average_drop",
     "banzhaf_kernel_weights",
     "banzhaf_values_from_interactions",
+    "blockwise_retrieval_faithfulness",
     "blur_images",
     "bottleneck_capacity",
     "box_to_mask",
+    "concept_contributions",
     "cross_modal_banzhaf_interactions",
     "curve_auc",
     "deletion_auc",
@@ -100,6 +118,7 @@ __all__ = [
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",
     "greedy_subsets",
+    "in_batch_similarity_kl",
     "increase_in_confidence",
     "insertion_auc",
     "insertion_deletion_auc",
@@ -107,9 +126,11 @@ __all__ = [
     "integration_points",
     "interaction_pairs",
     "kron_normal_equations",
+    "log_mean_exp",
     "m2ib_objective",
     "manifold_matching_loss",
     "model_agnostic_banzhaf_interactions",
+    "moving_average_kl_objective",
     "normal_equations",
     "normalize_saliency",
     "pair_confidence_drop",
@@ -118,6 +139,7 @@ __all__ = [
     "perturbation_keep_masks",
     "pointing_game",
     "pointing_game_recognition",
+    "retrieval_faithfulness",
     "retrieval_ranks",
     "retrieval_recall_at_k",
     "rise_masks",
@@ -126,9 +148,13 @@ __all__ = [
     "sinkhorn_ot_loss",
     "solve_interactions",
     "spearman_correlation",
+    "splice_decompose",
+    "splice_penalty_for_sparsity",
+    "splice_reconstruct",
     "split_budget",
     "target_probability",
     "token_interactions",
+    "update_log_moving_average",
     "upsample_saliency",
     "weighted_activation_map",
 ]

@@ -394,8 +394,8 @@ def _perturbation_aucs(
 
     Both modes together share one pass (the unperturbed image and a common substrate
     evaluated once, as in :func:`insertion_deletion_curves`). The one entry point behind :func:`insertion_auc`, :func:`deletion_auc`, the
-    ``InsertionAUC`` / ``DeletionAUC`` / ``InsertionDeletionAUC`` metrics and
-    :func:`~lico_lightning.explain.compute_saliency_metrics`.
+    ``InsertionAUC`` / ``DeletionAUC`` / ``InsertionDeletionAUC`` metrics (and so of
+    :class:`~lico_lightning.explain.SaliencyEvaluation`).
 
     Example:
         >>> model = lambda x: torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)

@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lico_lightning._validation import check_positive, check_probability, check_tensor
+from lico_lightning._validation import (
+    check_int_pair,
+    check_positive,
+    check_probability,
+    check_tensor,
+)
 
 __all__ = [
     "draw_rise_parameters",
@@ -117,7 +122,8 @@ def upsample_saliency(saliency: Tensor, size: tuple[int, int]) -> Tensor:
         torch.Size([2, 32, 32])
     """
     check_tensor("saliency", saliency, 3, floating=True)
-    if tuple(saliency.shape[-2:]) == tuple(size):
+    size = check_int_pair("size", size)
+    if tuple(saliency.shape[-2:]) == size:
         return saliency
     return _resize_maps(saliency, size)
 

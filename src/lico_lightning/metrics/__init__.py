@@ -1,6 +1,7 @@
 """``torchmetrics.Metric`` classes: the DDP-correct accumulators of the package, one per
 :mod:`lico_lightning.functional` metric formula."""
 
+from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
 from lico_lightning.metrics.grounding import (
     ConditionalDeletionAUC,
     ConditionalInsertionAUC,
@@ -43,6 +44,7 @@ __all__ = [
     "PairConfidenceIncrease",
     "PointingGame",
     "PointingGameRecognition",
+    "RetrievalFaithfulness",
     "RetrievalRecallAtK",
     "SaliencyMetric",
     "SaliencyMetricOptions",

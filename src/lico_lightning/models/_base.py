@@ -53,6 +53,21 @@ class Backbone(nn.Module, ABC):
     feature_channels: int
     cam_layer: str
 
+    def _check_images(self, x: Tensor, stem: nn.Conv2d) -> Tensor:
+        """Images ``(B, C, H, W)`` float with the stem convolution's ``C`` (an early, clear
+        error instead of the convolution's "expected input ... to have 3 channels")."""
+        check_tensor("x", x, ndim=4, floating=True)
+        want = int(stem.in_channels)
+        if x.shape[1] != want:
+            raise ValueError(
+                f"Expected images with {want} channels ({type(self).__name__} takes "
+                f"in_channels={want}), but got {x.shape[1]} in shape {tuple(x.shape)}; give the "
+                f"data module `channels: {want}` (e.g. DigitsDataModule(channels={want})) or build "
+                f"the backbone for these images with `backbone_kwargs: {{in_channels: {x.shape[1]}}}` "
+                "(WRN / PreAct-ResNet)."
+            )
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
         """Return logits ``(B, num_classes)`` for images ``x`` ``(B, 3, H, W)``."""
         return self.forward_head(self.forward_features(x))

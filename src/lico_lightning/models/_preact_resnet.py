@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lico_lightning._validation import check_positive, check_tensor
+from lico_lightning._validation import check_positive
 from lico_lightning.models._base import Backbone, _conv_out, _pair
 
 __all__ = ["PreActResNet"]
@@ -95,7 +95,7 @@ class PreActResNet(Backbone):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Return the feature map ``(B, 8·base_width, ceil(H/8), ceil(W/8))``."""
-        check_tensor("x", x, ndim=4, floating=True)
+        self._check_images(x, self.conv1)
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
         return self.act(self.bn(out))
 

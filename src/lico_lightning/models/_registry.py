@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lico_lightning._registry import Registry
 from lico_lightning._validation import check_positive
 from lico_lightning.models._base import Backbone
 from lico_lightning.models._preact_resnet import PreActResNet
@@ -52,30 +53,20 @@ def _with(cls: Callable[..., Backbone], **defaults: Any) -> BackboneFactory:
     return factory
 
 
-_REGISTRY: dict[str, BackboneFactory] = {
-    "resnet18": _with(ResNetBackbone, arch="resnet18"),
-    "resnet50": _with(ResNetBackbone, arch="resnet50"),
-    "wrn28_2": _with(WideResNet, depth=28, widen_factor=2),
-    "wrn28_8": _with(WideResNet, depth=28, widen_factor=8),
-    "wrn28_10": _with(WideResNet, depth=28, widen_factor=10),
-    "preact_resnet18": _with(PreActResNet, blocks=(2, 2, 2, 2)),
-    "vit_b_16": _vit_b_16,
-    "vit_tiny": _with(ViTBackbone, **_VIT_TINY),
-}
+_REGISTRY: Registry[BackboneFactory] = Registry("backbone")
+_REGISTRY.register("resnet18", _with(ResNetBackbone, arch="resnet18"))
+_REGISTRY.register("resnet50", _with(ResNetBackbone, arch="resnet50"))
+_REGISTRY.register("wrn28_2", _with(WideResNet, depth=28, widen_factor=2))
+_REGISTRY.register("wrn28_8", _with(WideResNet, depth=28, widen_factor=8))
+_REGISTRY.register("wrn28_10", _with(WideResNet, depth=28, widen_factor=10))
+_REGISTRY.register("preact_resnet18", _with(PreActResNet, blocks=(2, 2, 2, 2)))
+_REGISTRY.register("vit_b_16", _vit_b_16)
+_REGISTRY.register("vit_tiny", _with(ViTBackbone, **_VIT_TINY))
 
 
 def register_backbone(name: str, factory: BackboneFactory, *, overwrite: bool = False) -> None:
     """Add ``factory(num_classes, **kwargs) -> Backbone`` to the registry under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"Expected `name` to be a non-empty str, but got {name!r}.")
-    if not callable(factory):
-        raise TypeError(f"Expected `factory` to be callable, but got {type(factory).__name__}.")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"Expected a new backbone name, but got {name!r}, which is registered already "
-            "(pass overwrite=True to replace it)."
-        )
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory, overwrite=overwrite)
 
 
 def list_backbones() -> list[str]:
@@ -85,7 +76,7 @@ def list_backbones() -> list[str]:
         >>> "wrn28_2" in list_backbones()
         True
     """
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_backbone(name: str, num_classes: int, **kwargs: Any) -> Backbone:
@@ -108,11 +99,10 @@ def create_backbone(name: str, num_classes: int, **kwargs: Any) -> Backbone:
         >>> create_backbone("wrn99", num_classes=10)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: Expected `name` to be one of [...], but got 'wrn99'.
+        ValueError: Expected a backbone name, but got 'wrn99'. Available: preact_resnet18, ...
     """
     if not isinstance(name, str):
         raise TypeError(f"Expected `name` to be a str, but got {type(name).__name__}.")
-    if name not in _REGISTRY:
-        raise ValueError(f"Expected `name` to be one of {list_backbones()}, but got {name!r}.")
+    factory = _REGISTRY.get(name)
     check_positive("num_classes", num_classes)
-    return _REGISTRY[name](num_classes=num_classes, **kwargs)
+    return factory(num_classes=num_classes, **kwargs)

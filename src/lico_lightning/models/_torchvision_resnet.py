@@ -8,7 +8,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from lico_lightning._validation import check_choice, check_positive, check_tensor
+from lico_lightning._validation import check_choice, check_positive
 from lico_lightning.models._base import Backbone, _conv_out, _pair
 
 __all__ = ["ResNetBackbone", "resolve_torchvision_weights"]
@@ -105,7 +105,7 @@ class ResNetBackbone(Backbone):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Return ``layer4``'s output ``(B, C, H/32, W/32)``."""
-        check_tensor("x", x, ndim=4, floating=True)
+        self._check_images(x, self.conv1)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

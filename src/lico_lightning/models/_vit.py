@@ -156,7 +156,7 @@ class ViTBackbone(Backbone):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Return the output tokens ``(B, D, 1 + P)``, class token first."""
-        check_tensor("x", x, ndim=4, floating=True)
+        self._check_images(x, self.conv_proj)
         self.patch_grid((x.shape[-2], x.shape[-1]))  # checks the input size
         tokens = self.conv_proj(x).flatten(2).transpose(1, 2)  # (B, P, D)
         cls = self.class_token.expand(x.shape[0], -1, -1)

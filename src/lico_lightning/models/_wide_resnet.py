@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lico_lightning._validation import check_positive, check_tensor
+from lico_lightning._validation import check_positive
 from lico_lightning.models._base import Backbone, _conv_out, _pair
 
 __all__ = ["WideResNet"]
@@ -150,7 +150,7 @@ class WideResNet(Backbone):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Return the feature map ``(B, 64k, ceil(H/4), ceil(W/4))`` after the final BN + act."""
-        check_tensor("x", x, ndim=4, floating=True)
+        self._check_images(x, self.conv1)
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         return self.act(self.bn(out))
 

@@ -7,11 +7,13 @@ from lico_lightning.modules.clip_finetuner import (
     warmup_cosine_lambda,
 )
 from lico_lightning.modules.lico_classifier import LICOClassifier, lico_cosine_lambda
+from lico_lightning.modules.surrogate_distiller import SurrogateDistiller
 
 __all__ = [
     "CLIP_LOSSES",
     "CLIPFineTuner",
     "LICOClassifier",
+    "SurrogateDistiller",
     "clip_param_groups",
     "lico_cosine_lambda",
     "warmup_cosine_lambda",

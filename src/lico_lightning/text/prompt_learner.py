@@ -329,6 +329,23 @@ class PromptLearner(nn.Module):
             )
         return labels_cpu
 
+    # A torch.Generator pickles its state as a uint8 tensor, which torch.multiprocessing sends
+    # through a shared-memory file descriptor; rebuilding that tensor fails in the child
+    # ("unable to resize file <filename not specified> to the right size", every rank of
+    # `ddp_spawn` dies unpickling its arguments). Pickle the state as plain bytes instead.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_generator"] = bytes(self._generator.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raw = state["_generator"]
+        if isinstance(raw, (bytes, bytearray)):
+            generator = torch.Generator()
+            generator.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone())
+            state = {**state, "_generator": generator}
+        super().__setstate__(state)
+
     def get_extra_state(self) -> dict[str, Any]:
         """The dynamic-context generator's state, saved in ``state_dict()``."""
         return {"generator_state": self._generator.get_state()}

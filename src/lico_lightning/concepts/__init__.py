@@ -1,0 +1,59 @@
+"""EXPLAIN-R concepts: vocabularies from captions, NLP back-ends, the concept surrogate.
+
+The NLP back-ends are optional (``pip install "lico-lightning[concepts]"`` for spaCy and
+lemminflect); a user-given vocabulary (:meth:`ConceptVocabulary.from_words`) with the
+``"words"`` tagger needs none.
+"""
+
+from lico_lightning.concepts.cache import (
+    CaptionEmbeddings,
+    ConceptPairDataset,
+    EpochKeySampler,
+    encode_caption_dataset,
+)
+from lico_lightning.concepts.datamodule import (
+    ConceptDistillationDataModule,
+    load_open_clip_weights,
+)
+from lico_lightning.concepts.nlp import (
+    LemminflectLexicon,
+    Lexicon,
+    NLTKTagger,
+    SpacyTagger,
+    Tagger,
+    WordListLexicon,
+    WordNetLexicon,
+    WordTagger,
+    create_lexicon,
+    create_tagger,
+    list_lexicons,
+    list_taggers,
+)
+from lico_lightning.concepts.surrogate import ConceptExplanation, ConceptSurrogate
+from lico_lightning.concepts.vocabulary import ConceptVocabulary, TaggedCaptions, tag_captions
+
+__all__ = [
+    "CaptionEmbeddings",
+    "ConceptDistillationDataModule",
+    "ConceptExplanation",
+    "ConceptPairDataset",
+    "ConceptSurrogate",
+    "ConceptVocabulary",
+    "EpochKeySampler",
+    "LemminflectLexicon",
+    "Lexicon",
+    "NLTKTagger",
+    "SpacyTagger",
+    "TaggedCaptions",
+    "Tagger",
+    "WordListLexicon",
+    "WordNetLexicon",
+    "WordTagger",
+    "create_lexicon",
+    "create_tagger",
+    "encode_caption_dataset",
+    "list_lexicons",
+    "list_taggers",
+    "load_open_clip_weights",
+    "tag_captions",
+]

@@ -1,0 +1,212 @@
+"""The EXPLAIN-R data module: caption data + frozen CLIP → cached embeddings + concept scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lico_lightning._validation import check_int
+from lico_lightning.concepts.cache import (
+    CaptionEmbeddings,
+    ConceptPairDataset,
+    EpochKeySampler,
+    encode_caption_dataset,
+)
+from lico_lightning.concepts.vocabulary import ConceptVocabulary, tag_captions
+
+__all__ = ["ConceptDistillationDataModule", "load_open_clip_weights"]
+
+
+def load_open_clip_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load an open_clip state dict (``CLIPFineTuner.export_open_clip``) or a Lightning
+    checkpoint of a module holding the open_clip model as ``model`` (``CLIPFineTuner``) into
+    ``model``; strict key matching."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        inner = state["state_dict"]
+        state = {k[len("model.") :]: v for k, v in inner.items() if k.startswith("model.")}
+        if not state:
+            raise ValueError(
+                f"Expected a checkpoint whose state_dict holds the CLIP model under 'model.', but "
+                f"got keys like {sorted(inner)[:3]} in {path}."
+            )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+class ConceptDistillationDataModule(pl.LightningDataModule):
+    """Everything :class:`~lico_lightning.modules.SurrogateDistiller` trains on, built once.
+
+    In ``setup``: the caption data module's train / validation splits are embedded by the
+    frozen CLIP (every image and every caption, :func:`encode_caption_dataset`), the concept
+    vocabulary is built from the *training* captions (appendix B.1) or loaded from JSON, and
+    each image gets its concept scores. With ``cache_dir`` the embeddings and the vocabulary
+    are written there and reused by later runs (delete the folder after changing the model or
+    the data). Batches are dicts of :class:`ConceptPairDataset` (random caption per image and
+    epoch in training, the first caption in validation).
+
+    Exposes ``num_concepts``, ``embed_dim``, ``num_train_samples``, ``concept_labels`` and
+    ``vocabulary`` after ``setup`` (the distiller reads its sizes from them).
+
+    Args:
+        captions: a caption data module (e.g. :class:`~lico_lightning.data.ShapesCaptionDataModule`,
+            :class:`~lico_lightning.data.COCOCaptionDataModule`) set up for the same CLIP.
+        clip_model: open_clip model name (``open_clip.create_model``).
+        clip_pretrained: open_clip pretrained tag (``"openai"``) or ``None`` (ignored with
+            ``clip_model_cfg``).
+        clip_model_cfg: an open_clip config dict instead of ``clip_model`` (tiny models).
+        clip_checkpoint: weights to load after building (an open_clip state dict or a
+            ``CLIPFineTuner`` checkpoint), e.g. the tiny CLIP of ``recipes/clip_shapes.yaml``.
+        vocabulary: a vocabulary JSON (:meth:`ConceptVocabulary.save`); ``None`` builds one.
+        min_count: B.1 filter, images mentioning a concept at least.
+        max_df: B.1 filter, share of images mentioning a concept at most.
+        tagger: NLP back-end for building and scoring (``"spacy"``, ``"nltk"``, ``"words"``).
+        lexicon: ``"lemminflect"``, ``"wordnet"`` or ``None``.
+        batch_size: distillation batch size (paper: 1024).
+        seed: seed of the training order and of the caption draw.
+        encode_batch_size: images / captions per CLIP forward while caching.
+        cache_dir: folder for cached embeddings and vocabulary (``None``: memory only).
+        device: where CLIP runs while caching (``"cpu"``, ``"cuda"``; ``None``: CUDA if available).
+    """
+
+    def __init__(
+        self,
+        captions: pl.LightningDataModule,
+        clip_model: str = "ViT-B-32",
+        clip_pretrained: str | None = "openai",
+        clip_model_cfg: dict[str, Any] | None = None,
+        clip_checkpoint: str | None = None,
+        vocabulary: str | None = None,
+        min_count: int = 3,
+        max_df: float = 0.1,
+        tagger: str = "spacy",
+        lexicon: str | None = "lemminflect",
+        batch_size: int = 1024,
+        seed: int = 0,
+        encode_batch_size: int = 256,
+        cache_dir: str | None = None,
+        device: str | None = None,
+    ) -> None:
+        super().__init__()
+        for attr in ("setup", "train_dataset", "val_dataset"):
+            if not hasattr(captions, attr):
+                raise TypeError(
+                    f"Expected a caption data module (with `{attr}`), but got "
+                    f"{type(captions).__name__}."
+                )
+        self.captions = captions
+        self.clip_model, self.clip_pretrained = clip_model, clip_pretrained
+        self.clip_model_cfg, self.clip_checkpoint = clip_model_cfg, clip_checkpoint
+        self.vocabulary_path = vocabulary
+        self.min_count, self.max_df = min_count, max_df
+        self.tagger, self.lexicon = tagger, lexicon
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.encode_batch_size = check_int("encode_batch_size", encode_batch_size, 1)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.device_name = device
+        self.vocabulary: ConceptVocabulary | None = None
+        self.train_data: ConceptPairDataset | None = None
+        self.val_data: ConceptPairDataset | None = None
+        self._dual_encoder: Any = None
+
+    # ------------------------------------------------------------------ sizes for the model
+    @property
+    def num_concepts(self) -> int | None:
+        return None if self.vocabulary is None else len(self.vocabulary)
+
+    @property
+    def concept_labels(self) -> list[str] | None:
+        return None if self.vocabulary is None else self.vocabulary.labels()
+
+    @property
+    def embed_dim(self) -> int | None:
+        return None if self.train_data is None else self.train_data.embeddings.image_embeds.shape[1]
+
+    @property
+    def num_train_samples(self) -> int | None:
+        return None if self.train_data is None else len(self.train_data)
+
+    # ------------------------------------------------------------------ building
+    def dual_encoder(self) -> Any:
+        """The frozen CLIP (built on first use)."""
+        if self._dual_encoder is None:
+            import open_clip
+
+            from lico_lightning.explain import OpenCLIPDualEncoder
+
+            if self.clip_model_cfg is not None:
+                model = open_clip.CLIP(**self.clip_model_cfg)
+            else:
+                model = open_clip.create_model(self.clip_model, pretrained=self.clip_pretrained)
+            if self.clip_checkpoint is not None:
+                load_open_clip_weights(model, self.clip_checkpoint)
+            device = self.device_name or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = model.to(device).eval().requires_grad_(False)
+            self._dual_encoder = OpenCLIPDualEncoder(model, tokenizer=self.captions.tokenizer)  # type: ignore[attr-defined]
+        return self._dual_encoder
+
+    def _embeddings(self, split: str, dataset: Any) -> CaptionEmbeddings:
+        path = None if self.cache_dir is None else self.cache_dir / f"{split}_embeddings.pt"
+        if path is not None and path.exists():
+            emb = CaptionEmbeddings.load(path)
+            if emb.num_images != dataset.num_images:
+                raise ValueError(
+                    f"Expected cached {split} embeddings for {dataset.num_images} images, but "
+                    f"{path} holds {emb.num_images}; delete the cache folder."
+                )
+            return emb
+        emb = encode_caption_dataset(self.dual_encoder(), dataset, self.encode_batch_size)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            emb.save(path)
+        return emb
+
+    def _vocabulary(self, tagged: Any) -> ConceptVocabulary:
+        if self.vocabulary_path is not None:
+            return ConceptVocabulary.load(self.vocabulary_path)
+        path = None if self.cache_dir is None else self.cache_dir / "vocabulary.json"
+        if path is not None and path.exists():
+            return ConceptVocabulary.load(path)
+        vocab = ConceptVocabulary.from_captions(
+            tagged, self.min_count, self.max_df, tagger=self.tagger, lexicon=self.lexicon
+        )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            vocab.save(path)
+        return vocab
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is not None:
+            return
+        self.captions.setup("fit")
+        train, val = self.captions.train_dataset, self.captions.val_dataset  # type: ignore[attr-defined]
+
+        def captions_of(ds: Any) -> list[list[str]]:
+            return [list(ds.captions(i)) for i in range(ds.num_images)]
+
+        train_tags = tag_captions(captions_of(train), self.tagger)
+        self.vocabulary = self._vocabulary(train_tags)
+        train_scores = self.vocabulary.scores(train_tags)
+        val_scores = self.vocabulary.scores(captions_of(val), self.tagger)
+        self.train_data = ConceptPairDataset(
+            self._embeddings("train", train), train_scores, train=True, seed=self.seed
+        )
+        self.val_data = ConceptPairDataset(self._embeddings("val", val), val_scores, train=False)
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        if self.train_data is None:
+            raise RuntimeError("Expected setup('fit') before asking for the train dataloader.")
+        sampler = EpochKeySampler(len(self.train_data), seed=self.seed)
+        return DataLoader(self.train_data, batch_size=self.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_data is None:
+            raise RuntimeError("Expected setup('fit') before asking for the val dataloader.")
+        return DataLoader(self.val_data, batch_size=self.batch_size)

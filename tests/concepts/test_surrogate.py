@@ -1,0 +1,51 @@
+"""ConceptSurrogate and its explanations: the weights decompose the embedding (naive loop)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lico_lightning.concepts import ConceptSurrogate
+
+
+def test_contributions_match_the_projection_formula_and_sum_to_one() -> None:
+    f = ConceptSurrogate(num_concepts=5, embed_dim=3)
+    c = torch.rand(4, 5)
+    weights, bias_share = f.contributions(c)
+    W, b = f.net.weight.detach(), f.net.bias.detach()
+    for i in range(4):
+        emb = W @ c[i] + b
+        unit = emb / emb.norm()
+        for k in range(5):
+            expected = float(c[i, k] * W[:, k] @ unit / emb.norm())
+            assert abs(float(weights[i, k]) - expected) < 1e-6
+        assert abs(float(bias_share[i]) - float(b @ unit / emb.norm())) < 1e-6
+    torch.testing.assert_close(weights.sum(1) + bias_share, torch.ones(4))
+
+
+def test_explain_returns_the_top_k_by_absolute_weight_sorted_by_weight() -> None:
+    f = ConceptSurrogate(num_concepts=4, embed_dim=2, bias=False)
+    with torch.no_grad():
+        f.net.weight.copy_(torch.tensor([[1.0, 0.0, -0.5, 0.1], [0.0, 1.0, 0.0, 0.0]]))
+    (exp,) = f.explain(torch.tensor([[2.0, 1.0, 1.0, 0.1]]), ["a", "b", "c", "d"], k=3)
+    # f = (2 - 0.5 + 0.01, 1) = (1.51, 1); ‖f‖² = 3.2801
+    assert exp.labels == ("a", "b", "c")
+    assert exp.indices == (0, 1, 2)
+    expected = [2 * 1.51 / 3.2801, 1 / 3.2801, -0.5 * 1.51 / 3.2801]
+    assert all(abs(w - e) < 1e-6 for w, e in zip(exp.weights, expected))
+    assert exp.bias_weight == 0.0
+    assert str(exp).startswith("a 0.92, b 0.30, c -0.23")
+
+
+def test_bad_inputs() -> None:
+    f = ConceptSurrogate(num_concepts=3, embed_dim=2)
+    with pytest.raises(ValueError, match="3 columns"):
+        f(torch.rand(2, 4))
+    with pytest.raises(ValueError, match="finite"):
+        f.contributions(torch.tensor([[float("nan"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="3 labels"):
+        f.explain(torch.rand(1, 3), ["a"])
+    with pytest.raises(ValueError, match="linear surrogate"):
+        ConceptSurrogate(3, 2, hidden_dim=8).explain(torch.rand(1, 3), ["a", "b", "c"])
+    sparse = torch.rand(2, 3).to_sparse()
+    torch.testing.assert_close(f(sparse), f(sparse.to_dense()))
