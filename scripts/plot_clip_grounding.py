@@ -135,7 +135,12 @@ def main(argv: list[str] | None = None) -> Path:
                     markersize=3,
                     label=f"{method}: {label}",
                 )
-    right.set(xlabel="step", ylabel="PGA", ylim=(0, 1), title="grounding: the phrase map's peak in its box")
+    right.set(
+        xlabel="step",
+        ylabel="PGA",
+        ylim=(0, 1),
+        title="grounding: the phrase map's peak in its box",
+    )
     if len(check) == 2:
         lines = [f"{args.num_probes or 'recipe'} probes, untrained → trained:"]
         for method in methods:
