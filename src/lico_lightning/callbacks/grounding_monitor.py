@@ -26,8 +26,7 @@ from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, Pr
 from lico_lightning.explain.dual_encoder import DualEncoder
 from lico_lightning.explain.grounding_evaluation import (
     GroundingEvaluation,
-    check_grounding_metric_names,
-    check_pair_method_names,
+    check_grounding_names,
 )
 from lico_lightning.explain.pair import (
     PairExplainer,
@@ -290,13 +289,7 @@ class GroundingMonitor(ExplanationMonitor):
         std: Sequence[float] | None = None,
         prefix: str = "grounding",
     ) -> None:
-        self.methods = check_pair_method_names(methods)
-        self.metrics = check_grounding_metric_names(metrics)
-        if not self.methods or not self.metrics:
-            raise ValueError(
-                f"Expected at least one method and one metric, but got {self.methods} and "
-                f"{self.metrics}."
-            )
+        self.methods, self.metrics = check_grounding_names(methods, metrics)
         kwargs = {k: dict(v) for k, v in (explainer_kwargs or {}).items()}
         unknown = [k for k in kwargs if k not in self.methods]
         if unknown:

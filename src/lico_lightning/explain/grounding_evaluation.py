@@ -40,6 +40,7 @@ __all__ = [
     "GROUNDING_METRICS",
     "GroundingEvaluation",
     "check_grounding_metric_names",
+    "check_grounding_names",
     "check_pair_method_names",
     "list_grounding_metrics",
     "phrase_maps",
@@ -160,6 +161,21 @@ def phrase_maps(
     return explainer.attribute(images, phrase_tokens).image_map(), attribution
 
 
+def check_grounding_names(
+    methods: Sequence[str], metrics: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Checked, de-duplicated method and metric names (at least one of each); unknown names
+    raise ``ValueError`` listing the available ones."""
+    method_names = check_pair_method_names(methods)
+    metric_names = check_grounding_metric_names(metrics)
+    if not method_names or not metric_names:
+        raise ValueError(
+            f"Expected at least one method and one metric, but got {method_names} and "
+            f"{metric_names}."
+        )
+    return method_names, metric_names
+
+
 class GroundingEvaluation(_MethodEvaluation):
     r"""Explain (image, caption, phrase, box) probes with several pair explainers and accumulate
     grounding metrics (PGA, PGE, mPGE vs the box and vs a distractor box; CID, CII).
@@ -210,13 +226,7 @@ class GroundingEvaluation(_MethodEvaluation):
         on_error: Literal["skip", "raise"] = "skip",
     ) -> None:
         self.on_error = check_choice("on_error", on_error, ["skip", "raise"])
-        self.methods = check_pair_method_names(methods)
-        self.metrics = check_grounding_metric_names(metrics)
-        if not self.methods or not self.metrics:
-            raise ValueError(
-                f"Expected at least one method and one metric, but got {self.methods} and "
-                f"{self.metrics}."
-            )
+        self.methods, self.metrics = check_grounding_names(methods, metrics)
         self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
         self.perturbation_steps = check_int("perturbation_steps", perturbation_steps, 1)
         self.collections = {
