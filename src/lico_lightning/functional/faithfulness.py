@@ -27,7 +27,8 @@ from lico_lightning.functional.retrieval import retrieval_recall_at_k
 
 __all__ = ["blockwise_retrieval_faithfulness", "retrieval_faithfulness"]
 
-_REFERENCES = ("clip", "pairing")
+#: What counts as the right item: CLIP's own top-1 (faithfulness) or the dataset pairing.
+RETRIEVAL_REFERENCES = ("clip", "pairing")
 
 
 def _top1_relevance(scores: Tensor) -> Tensor:
@@ -68,7 +69,7 @@ def retrieval_faithfulness(
         tensor([[0.5000, 1.0000],
                 [0.0000, 1.0000]])
     """
-    check_choice("reference", reference, _REFERENCES)
+    check_choice("reference", reference, RETRIEVAL_REFERENCES)
     check_tensor("surrogate_scores", surrogate_scores, ndim=2, floating=True)
     b = surrogate_scores.shape[0]
     if surrogate_scores.shape[1] != b:

@@ -28,8 +28,10 @@ __all__ = [
     "sinkhorn_ot_loss",
 ]
 
-_DISTANCES = ("euclidean", "cosine")
-_REDUCTIONS = ("mean", "sum", "none")
+#: Choices of the manifold-matching distance and of the loss reductions (checked by the
+#: functional losses and by their nn.Module wrappers in lico_lightning.losses).
+MM_DISTANCES = ("euclidean", "cosine")
+LOSS_REDUCTIONS = ("mean", "sum", "none")
 # Rows with a smaller L2 norm are treated as zero vectors (undefined direction): cosine 0, no
 # gradient. F.normalize would instead divide by its eps and return gradients of order 1/eps.
 _NORM_EPS = 1e-12
@@ -239,8 +241,8 @@ def manifold_matching_loss(
             "adjacency is a distribution over the other samples of the batch; a single sample "
             f"has no neighbours), but got B = {batch}."
         )
-    check_choice("distance", distance, _DISTANCES)
-    check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("distance", distance, MM_DISTANCES)
+    check_choice("reduction", reduction, LOSS_REDUCTIONS)
     positive: dict[str, Tensor] = {}
     if isinstance(temperature, Tensor):
         if temperature.numel() != 1:
@@ -412,7 +414,7 @@ def sinkhorn_ot_loss(
     if isinstance(tol, bool) or not isinstance(tol, (int, float)):
         raise TypeError(f"Expected `tol` to be a float, but got {type(tol).__name__}.")
     check_positive("tol", tol, strict=False)
-    check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("reduction", reduction, LOSS_REDUCTIONS)
     u = _check_weights("image_weights", image_weights, batch, n, "image_tokens")
     v = _check_weights("text_weights", text_weights, batch, m, "text_tokens")
     finite = {"image_tokens": image_tokens.detach(), "text_tokens": text_tokens.detach()}

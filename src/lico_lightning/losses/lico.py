@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from lico_lightning._validation import check_choice, check_positive, check_real
 from lico_lightning.functional.lico import (
-    _DISTANCES,
-    _REDUCTIONS,
+    LOSS_REDUCTIONS,
+    MM_DISTANCES,
     manifold_matching_loss,
     sinkhorn_ot_loss,
 )
@@ -102,8 +102,8 @@ class ManifoldMatchingLoss(nn.Module):
                 f"Expected `temperature` in [{min_temperature!r}, {max_temperature!r}] "
                 f"(`min_temperature`, `max_temperature`), but got {temperature!r}."
             )
-        check_choice("distance", distance, _DISTANCES)
-        check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice("distance", distance, MM_DISTANCES)
+        check_choice("reduction", reduction, LOSS_REDUCTIONS)
         self.learn_temperature = bool(learn_temperature)
         self.min_temperature = min_temperature
         self.max_temperature = max_temperature
@@ -187,7 +187,7 @@ class SinkhornOTLoss(nn.Module):
         check_positive("max_iter", max_iter)
         tol = check_real("tol", tol)
         check_positive("tol", tol, strict=False)
-        check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice("reduction", reduction, LOSS_REDUCTIONS)
         self.epsilon = epsilon
         self.max_iter = max_iter
         self.tol = tol

@@ -18,7 +18,10 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lico_lightning._validation import check_choice, check_int, check_tensor
-from lico_lightning.functional.faithfulness import _REFERENCES, blockwise_retrieval_faithfulness
+from lico_lightning.functional.faithfulness import (
+    RETRIEVAL_REFERENCES,
+    blockwise_retrieval_faithfulness,
+)
 
 __all__ = ["RetrievalFaithfulness"]
 
@@ -68,7 +71,7 @@ class RetrievalFaithfulness(Metric):
         self.k = tuple(check_int("k", value, 1) for value in k)
         self.block_size = check_int("block_size", block_size, 1)
         self.reference: Literal["clip", "pairing"] = reference
-        check_choice("reference", reference, _REFERENCES)
+        check_choice("reference", reference, RETRIEVAL_REFERENCES)
         for name in ("surrogate", "image", "text", "index"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
