@@ -35,7 +35,8 @@ class RetrievalRecallAtK(Metric):
     with :math:`r_q` the pessimistic-tie rank of :func:`~lico_lightning.functional.retrieval_ranks`.
 
     Args:
-        k: cut-offs (ints ≥ 1); :meth:`compute` returns one value per cut-off, in this order.
+        k: cut-offs (ints ≥ 1); :meth:`compute` returns one value per cut-off, in this order
+            (a 0-d tensor for a single cut-off: torchmetrics squeezes one-element results).
 
     Example:
         >>> metric = RetrievalRecallAtK(k=(1, 2))

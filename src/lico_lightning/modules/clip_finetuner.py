@@ -445,7 +445,8 @@ class CLIPFineTuner(pl.LightningModule):
             for start in range(0, queries.shape[0], 1024):
                 rows = torch.arange(start, min(start + 1024, queries.shape[0]), device=image.device)
                 metric.update(queries[rows] @ items.T, relevant_of(rows))
-            for k, value in zip(self.retrieval_k, metric.compute()):
+            # (len(k),); torchmetrics squeezes a one-element result to 0-d
+            for k, value in zip(self.retrieval_k, metric.compute().reshape(-1)):
                 results[f"{stage}/{name}_R@{k}"] = value
         if 1 in self.retrieval_k:
             results[f"{stage}/R@1"] = (
