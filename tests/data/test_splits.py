@@ -83,8 +83,8 @@ def test_k_shot_with_explicit_num_classes() -> None:
     [
         (lambda y: limited_label_indices(y, 45), ValueError, "multiple of the number of classes"),
         (lambda y: limited_label_indices(y, 1010), ValueError, "at least 101 samples"),
-        (lambda y: limited_label_indices(y, 0), ValueError, "positive int"),
-        (lambda y: class_balanced_indices(y, 2.0), ValueError, "positive int"),
+        (lambda y: limited_label_indices(y, 0), ValueError, r"`num_labels` >= 1"),
+        (lambda y: class_balanced_indices(y, 2.0), TypeError, r"`per_class` to be an int"),
         (lambda y: class_balanced_indices(y.float(), 2), TypeError, "integer `labels`"),
         (lambda y: class_balanced_indices(y.view(10, -1), 2), ValueError, "1-D"),
         (lambda y: class_balanced_indices(y[:0], 2), ValueError, "non-empty"),

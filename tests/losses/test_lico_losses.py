@@ -170,7 +170,7 @@ def test_ot_module_reduction_and_weights():
         ({"epsilon": 0.0}, ValueError, "`epsilon` > 0"),
         ({"epsilon": -1.0}, ValueError, "`epsilon` > 0"),
         ({"epsilon": None}, TypeError, "`epsilon` to be a float"),
-        ({"max_iter": 0}, ValueError, "`max_iter` > 0"),
+        ({"max_iter": 0}, ValueError, "`max_iter` >= 1"),
         ({"max_iter": 10.5}, TypeError, "`max_iter` to be an int"),
         ({"tol": -1e-3}, ValueError, "`tol` >= 0"),
         ({"reduction": "avg"}, ValueError, r"\['mean', 'none', 'sum'\], but got 'avg'"),

@@ -71,7 +71,10 @@ def _recall_data() -> dict[str, Any]:
     """7 queries x 10 items: negative scores, ties, 1-2 relevant items per query."""
     g = torch.Generator().manual_seed(4)
     relevant = torch.eye(N, 10, dtype=torch.bool) | (torch.rand(N, 10, generator=g) > 0.85)
-    return {"scores": (torch.rand(N, 10, generator=g) * 2 - 1).round(decimals=1), "relevant": relevant}
+    return {
+        "scores": (torch.rand(N, 10, generator=g) * 2 - 1).round(decimals=1),
+        "relevant": relevant,
+    }
 
 
 def _naive_hit_at_k(scores: list[float], relevant: list[bool], k: int) -> float:

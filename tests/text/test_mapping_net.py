@@ -44,15 +44,15 @@ def test_input_dim_mismatch_says_expected_and_got() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        ({"in_dim": 0, "out_dim": 49}, "in_dim"),
-        ({"in_dim": 512, "out_dim": -1}, "out_dim"),
-        ({"in_dim": 512, "out_dim": 49, "hidden_dim": 2.5}, "hidden_dim"),
-        ({"in_dim": 512, "out_dim": 49, "dropout": 1.0}, "dropout"),
-        ({"in_dim": 512, "out_dim": 49, "dropout": -0.1}, "dropout"),
+        ({"in_dim": 0, "out_dim": 49}, ValueError, "in_dim"),
+        ({"in_dim": 512, "out_dim": -1}, ValueError, "out_dim"),
+        ({"in_dim": 512, "out_dim": 49, "hidden_dim": 2.5}, TypeError, "hidden_dim"),
+        ({"in_dim": 512, "out_dim": 49, "dropout": 1.0}, ValueError, "dropout"),
+        ({"in_dim": 512, "out_dim": 49, "dropout": -0.1}, ValueError, "dropout"),
     ],
 )
-def test_constructor_errors(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_constructor_errors(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
         MappingNet(**kwargs)

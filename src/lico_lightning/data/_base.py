@@ -8,16 +8,12 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
+from lico_lightning._validation import check_int
 from lico_lightning.data._class_names import check_class_names
 from lico_lightning.data._datasets import IndexedDataset
 from lico_lightning.data._sampler import ResumableRandomSampler
 
 __all__ = ["ImageDataModule"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an int >= {minimum}, but got {value!r}.")
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -54,11 +50,11 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        _check_int("batch_size", batch_size, 1)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("seed", seed, 0)
+        check_int("batch_size", batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed, 0)
         if train_samples_per_epoch is not None:
-            _check_int("train_samples_per_epoch", train_samples_per_epoch, 1)
+            check_int("train_samples_per_epoch", train_samples_per_epoch, 1)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

@@ -8,7 +8,8 @@ import torch
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
-from lico_lightning.data._base import ImageDataModule, _check_int
+from lico_lightning._validation import check_int
+from lico_lightning.data._base import ImageDataModule
 from lico_lightning.data._class_names import DIGIT_CLASSES
 from lico_lightning.data._datasets import TensorImageDataset
 from lico_lightning.data._splits import stratified_split_indices
@@ -95,8 +96,8 @@ class DigitsDataModule(ImageDataModule):
         # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
         # and Lightning refuses differing values for one key in model and data hparams.
         self.save_hyperparameters(ignore=["class_names"])
-        _check_int("image_size", image_size, 1)
-        _check_int("channels", channels, 1)
+        check_int("image_size", image_size, 1)
+        check_int("channels", channels, 1)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"Expected `val_fraction` in (0, 1), but got {val_fraction!r}.")
         if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:

@@ -12,7 +12,8 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
-from lico_lightning.data._base import ImageDataModule, _check_int
+from lico_lightning._validation import check_int
+from lico_lightning.data._base import ImageDataModule
 from lico_lightning.data._class_names import (
     check_class_names,
     clean_class_name,
@@ -131,10 +132,10 @@ class ImageFolderDataModule(ImageDataModule):
         # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
         # and Lightning refuses differing values for one key in model and data hparams.
         self.save_hyperparameters(ignore=["class_names"])
-        _check_int("image_size", image_size, 1)
-        _check_int("resize_size", resize_size, 1)
+        check_int("image_size", image_size, 1)
+        check_int("resize_size", resize_size, 1)
         if shots is not None:
-            _check_int("shots", shots, 1)
+            check_int("shots", shots, 1)
         if class_names is not None and class_names_file is not None:
             raise ValueError(
                 "Expected at most one of `class_names` and `class_names_file`, but got both."

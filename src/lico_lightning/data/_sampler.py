@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from lico_lightning._validation import check_int
+
 __all__ = ["ResumableRandomSampler"]
 
 
@@ -56,16 +58,10 @@ class ResumableRandomSampler(Sampler[int]):
     """
 
     def __init__(self, num_items: int, seed: int = 0, num_samples: int | None = None) -> None:
-        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
-            raise ValueError(f"Expected `num_items` to be a positive int, but got {num_items!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"Expected `seed` to be a non-negative int, but got {seed!r}.")
-        if num_samples is not None and (
-            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
-        ):
-            raise ValueError(
-                f"Expected `num_samples` to be a positive int or None, but got {num_samples!r}."
-            )
+        check_int("num_items", num_items, 1)
+        check_int("seed", seed, 0)
+        if num_samples is not None:
+            check_int("num_samples", num_samples, 1)
         self.num_items = num_items
         self.seed = seed
         self.num_samples = num_items if num_samples is None else num_samples
@@ -73,8 +69,7 @@ class ResumableRandomSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of ``epoch`` (called by Lightning before every epoch)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"Expected `epoch` to be a non-negative int, but got {epoch!r}.")
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def indices(self) -> torch.Tensor:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lico_lightning._validation import check_int
+
 __all__ = [
     "class_balanced_indices",
     "limited_label_indices",
@@ -37,8 +39,7 @@ def _as_labels(labels: Sequence[int] | np.ndarray | Tensor) -> Tensor:
 
 
 def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"Expected `seed` to be an int, but got {type(seed).__name__}.")
+    check_int("seed", seed, -(2**63))
 
 
 def _within_class_rank(labels: Tensor, seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -94,8 +95,7 @@ def class_balanced_indices(
     """
     y = _as_labels(labels)
     _check_seed(seed)
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"Expected `per_class` to be a positive int, but got {per_class!r}.")
+    check_int("per_class", per_class, 1)
     n_cls = int(y.max()) + 1 if num_classes is None else num_classes
     if int(y.max()) >= n_cls:
         raise ValueError(f"Expected labels < num_classes={n_cls}, but got a label {int(y.max())}.")
@@ -144,8 +144,7 @@ def limited_label_indices(
     """
     y = _as_labels(labels)
     n_cls = int(y.max()) + 1 if num_classes is None else num_classes
-    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-        raise ValueError(f"Expected `num_labels` to be a positive int, but got {num_labels!r}.")
+    check_int("num_labels", num_labels, 1)
     if num_labels % n_cls != 0:
         raise ValueError(
             f"Expected `num_labels` to be a multiple of the number of classes ({n_cls}) for a "

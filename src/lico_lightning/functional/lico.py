@@ -20,7 +20,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_choice, check_positive, check_tensor
+from lico_lightning._validation import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "SinkhornConvergenceWarning",
@@ -403,17 +409,9 @@ def sinkhorn_ot_loss(
             "dim L = H·W (the spatial size of the image feature map, which is the output size "
             f"of the mapping net), but got L = {width} and {text_tokens.shape[2]}."
         )
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
-        raise TypeError(f"Expected `epsilon` to be a float, but got {type(epsilon).__name__}.")
-    if not math.isfinite(epsilon):
-        raise ValueError(f"Expected `epsilon` to be finite, but got {epsilon!r}.")
-    check_positive("epsilon", epsilon)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int):
-        raise TypeError(f"Expected `max_iter` to be an int, but got {type(max_iter).__name__}.")
-    check_positive("max_iter", max_iter)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
-        raise TypeError(f"Expected `tol` to be a float, but got {type(tol).__name__}.")
-    check_positive("tol", tol, strict=False)
+    check_real("epsilon", epsilon, low=0.0)
+    check_int("max_iter", max_iter, 1)
+    check_real("tol", tol, low=0.0, strict=False)
     check_choice("reduction", reduction, LOSS_REDUCTIONS)
     u = _check_weights("image_weights", image_weights, batch, n, "image_tokens")
     v = _check_weights("text_weights", text_weights, batch, m, "text_tokens")

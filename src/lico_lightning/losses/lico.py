@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lico_lightning._validation import check_choice, check_positive, check_real
+from lico_lightning._validation import check_choice, check_int, check_positive, check_real
 from lico_lightning.functional.lico import (
     LOSS_REDUCTIONS,
     MM_DISTANCES,
@@ -180,13 +180,9 @@ class SinkhornOTLoss(nn.Module):
         reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> None:
         super().__init__()
-        epsilon = check_real("epsilon", epsilon)
-        check_positive("epsilon", epsilon)
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int):
-            raise TypeError(f"Expected `max_iter` to be an int, but got {type(max_iter).__name__}.")
-        check_positive("max_iter", max_iter)
-        tol = check_real("tol", tol)
-        check_positive("tol", tol, strict=False)
+        epsilon = check_real("epsilon", epsilon, low=0.0)
+        check_int("max_iter", max_iter, 1)
+        tol = check_real("tol", tol, low=0.0, strict=False)
         check_choice("reduction", reduction, LOSS_REDUCTIONS)
         self.epsilon = epsilon
         self.max_iter = max_iter

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lico_lightning._validation import check_tensor
+from lico_lightning._validation import check_int, check_tensor
 
 __all__ = ["MappingNet"]
 
 
 def _check_dim(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive integer, but got {value!r}.")
+    check_int(name, value, 1)
 
 
 class MappingNet(nn.Module):
