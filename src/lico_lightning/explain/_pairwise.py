@@ -105,7 +105,7 @@ class FactorizedInteractionExplainer(PairExplainer):
             "images_b": images_b is not None,
             "texts_b": texts_b is not None,
         }
-        combos = {
+        combos: dict[tuple[str, ...], tuple[Modality, Modality]] = {
             ("images", "texts"): ("text", "image"),
             ("texts", "texts_b"): ("text", "text"),
             ("images", "images_b"): ("image", "image"),
@@ -185,7 +185,8 @@ class FactorizedInteractionExplainer(PairExplainer):
         if modality == "text":
             return TokenLayout("text", num_tokens)
         spec = self.encoder.image_spec
-        if spec.grid_size is None or spec.num_patches + spec.num_prefix_tokens != num_tokens:
+        num_patches = spec.num_patches  # None exactly when grid_size is None
+        if num_patches is None or num_patches + spec.num_prefix_tokens != num_tokens:
             raise ValueError(
                 f"Expected {spec.num_prefix_tokens} prefix + {spec.num_patches} patch tokens in "
                 f"the image tower, but got {num_tokens} tokens."
