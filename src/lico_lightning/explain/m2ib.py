@@ -118,7 +118,7 @@ class M2IBAttribution(PairAttribution):
     method = "m2ib"
 
     @property
-    def views(self) -> frozenset[str]:  # type: ignore[override]
+    def views(self) -> frozenset[str]:
         """``{"image_map"}`` for the image tower, ``{"token_scores"}`` for the text tower."""
         return frozenset({"image_map" if self.tower == "image" else "token_scores"})
 
