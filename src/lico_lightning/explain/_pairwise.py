@@ -173,10 +173,12 @@ class FactorizedInteractionExplainer(PairExplainer):
         )
 
     # ---------------------------------------------------------------- helpers
-    def _prepare(self, modality: Modality, x: object, name: str) -> Tensor:
+    def _prepare(self, modality: Modality, x: Tensor | Sequence[str] | None, name: str) -> Tensor:
         enc = self.encoder
+        if x is None:  # excluded by the input combinations of `attribute`
+            raise TypeError(f"Expected `{name}` to be given, but got None.")
         if modality == "text":
-            tokens = enc.as_tokens(x, name)  # type: ignore[arg-type]
+            tokens = enc.as_tokens(x, name)
             enc.eot_positions(tokens)  # every caption needs an EOT
             return tokens
         return self._check_images(x, name)
