@@ -105,7 +105,7 @@ class FactorizedInteractionExplainer(PairExplainer):
             "images_b": images_b is not None,
             "texts_b": texts_b is not None,
         }
-        combos = {
+        combos: dict[tuple[str, ...], tuple[Modality, Modality]] = {
             ("images", "texts"): ("text", "image"),
             ("texts", "texts_b"): ("text", "text"),
             ("images", "images_b"): ("image", "image"),
@@ -173,10 +173,12 @@ class FactorizedInteractionExplainer(PairExplainer):
         )
 
     # ---------------------------------------------------------------- helpers
-    def _prepare(self, modality: Modality, x: object, name: str) -> Tensor:
+    def _prepare(self, modality: Modality, x: Tensor | Sequence[str] | None, name: str) -> Tensor:
         enc = self.encoder
+        if x is None:  # excluded by the input combinations of `attribute`
+            raise TypeError(f"Expected `{name}` to be given, but got None.")
         if modality == "text":
-            tokens = enc.as_tokens(x, name)  # type: ignore[arg-type]
+            tokens = enc.as_tokens(x, name)
             enc.eot_positions(tokens)  # every caption needs an EOT
             return tokens
         return self._check_images(x, name)
@@ -185,7 +187,8 @@ class FactorizedInteractionExplainer(PairExplainer):
         if modality == "text":
             return TokenLayout("text", num_tokens)
         spec = self.encoder.image_spec
-        if spec.grid_size is None or spec.num_patches + spec.num_prefix_tokens != num_tokens:
+        num_patches = spec.num_patches  # None exactly when grid_size is None
+        if num_patches is None or num_patches + spec.num_prefix_tokens != num_tokens:
             raise ValueError(
                 f"Expected {spec.num_prefix_tokens} prefix + {spec.num_patches} patch tokens in "
                 f"the image tower, but got {num_tokens} tokens."

@@ -94,6 +94,12 @@ class Explainer(ABC):
         """The hooked module (``None`` until resolved, or for layer-free methods)."""
         return None if self.layer_name is None else self.model.get_submodule(self.layer_name)
 
+    def _hooked_layer(self) -> tuple[nn.Module, str]:
+        """The hooked ``(module, name)``, once resolved (:meth:`attribute` resolves it)."""
+        if self.layer_name is None:
+            raise RuntimeError("Expected the layer to be resolved by `attribute`, but got None.")
+        return self.model.get_submodule(self.layer_name), self.layer_name
+
     def with_model(self: E, model: nn.Module) -> E:
         """A shallow copy of this explainer bound to another model with the same layer names
         (e.g. a randomised deep copy for sanity checks)."""

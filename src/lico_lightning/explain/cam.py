@@ -26,17 +26,17 @@ class _GradientCAM(Explainer):
     """Shared forward/backward for gradient CAMs: one forward pass, one ``autograd.grad``."""
 
     def _activations_and_gradients(self, images: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        assert self.layer_name is not None  # resolved by Explainer.attribute
-        capture = LayerCapture(self.layer, self.layer_name, self.reshape, gradient=True)
+        layer, layer_name = self._hooked_layer()
+        capture = LayerCapture(layer, layer_name, self.reshape, gradient=True)
         with capture:
             logits = check_logits(self.model(images), images.shape[0])
         if capture.leaf is None:
-            raise RuntimeError(f"Layer {self.layer_name!r} was not called during the forward pass.")
+            raise RuntimeError(f"Layer {layer_name!r} was not called during the forward pass.")
         check_target_range(target, logits.shape[1])
         score = logits.gather(1, target[:, None]).sum()
         if not score.requires_grad:
             raise ValueError(
-                f"Expected the class scores to depend on layer {self.layer_name!r}, but got "
+                f"Expected the class scores to depend on layer {layer_name!r}, but got "
                 "logits without a graph to it; choose a layer on the path to the output."
             )
         (grad,) = torch.autograd.grad(score, capture.leaf)
@@ -48,7 +48,7 @@ class _GradientCAM(Explainer):
     def _attribute(self, images: Tensor, target: Tensor) -> Tensor:
         activations, gradients = self._activations_and_gradients(images, target)
         cam = weighted_activation_map(activations, self._weights(activations, gradients))
-        return upsample_saliency(cam, tuple(images.shape[-2:]))
+        return upsample_saliency(cam, (images.shape[-2], images.shape[-1]))
 
 
 @register_explainer("gradcam")
@@ -138,15 +138,15 @@ class ScoreCAM(Explainer):
         self.batch_size = batch_size
 
     def _attribute(self, images: Tensor, target: Tensor) -> Tensor:
-        assert self.layer_name is not None  # resolved by Explainer.attribute
-        with LayerCapture(self.layer, self.layer_name, self.reshape) as capture:
+        layer, layer_name = self._hooked_layer()
+        with LayerCapture(layer, layer_name, self.reshape) as capture:
             logits = check_logits(self.model(images), images.shape[0])
         if capture.output is None:
-            raise RuntimeError(f"Layer {self.layer_name!r} was not called during the forward pass.")
+            raise RuntimeError(f"Layer {layer_name!r} was not called during the forward pass.")
         check_target_range(target, logits.shape[1])
         activations = capture.feature_map(capture.output).float()
         b, n = activations.shape[:2]
-        size = tuple(images.shape[-2:])
+        size = (images.shape[-2], images.shape[-1])
 
         flat = activations.flatten(2)
         active = flat.amax(2) > flat.amin(2)

@@ -29,7 +29,6 @@ from lico_lightning.functional import (
 )
 from lico_lightning.metrics.saliency import (
     SALIENCY_METRICS,
-    SaliencyMetric,
     SaliencyMetricOptions,
     list_saliency_metrics,
 )
@@ -248,7 +247,7 @@ class SaliencyEvaluation(_MethodEvaluation):
         """One metric object per needed class: a class whose ``outputs`` cover several asked
         names (``overall`` gives insertion and deletion too) is built once."""
         covered: set[str] = set()
-        members: dict[str, SaliencyMetric] = {}
+        members: dict[str, Metric | MetricCollection] = {}  # what MetricCollection takes
         ranked = sorted(self.metrics, key=lambda n: -len(SALIENCY_METRICS.get(n).outputs))
         for name in ranked:
             if name in covered:
@@ -256,7 +255,7 @@ class SaliencyEvaluation(_MethodEvaluation):
             # NaN marks "no valid sample" (e.g. no box anywhere); compute() leaves it out
             members[name] = SALIENCY_METRICS.get(name).from_options(self.options, float("nan"))
             covered.update(SALIENCY_METRICS.get(name).outputs)
-        return MetricCollection(members, compute_groups=False)  # type: ignore[arg-type]
+        return MetricCollection(members, compute_groups=False)
 
     def update(
         self,

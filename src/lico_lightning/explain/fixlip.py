@@ -127,7 +127,7 @@ class FIxLIPGame:
         self.encoder = encoder
         self.image = encoder.check_images(image[None])[0]
         self.tokens = encoder.check_tokens(tokens[None])[0]
-        self.grid_size = _resolve_grid(encoder, grid, tuple(image.shape[-2:]))
+        self.grid_size = _resolve_grid(encoder, grid, (image.shape[-2], image.shape[-1]))
         eot = int(encoder.eot_positions(self.tokens[None])[0])
         if eot < 2:
             raise ValueError(
@@ -642,21 +642,32 @@ class FIxLIP(PairExplainer):
         self, game: FIxLIPGame, gen: torch.Generator
     ) -> tuple[BanzhafInteractions, Tensor]:
         n_i, n_t = game.n_image, game.n_text
-        common = dict(
-            p=self.p,
-            interactions=self.interactions,
-            clique_size=self.clique_size,
-            ridge=self.ridge,
-            generator=gen,
-        )
         if self.estimator == "model_agnostic":
             e = model_agnostic_banzhaf_interactions(
-                game, n_i, n_t, budget=self.budget, chunk_size=max(self.chunk_size, 1024), **common
+                game,
+                n_i,
+                n_t,
+                budget=self.budget,
+                chunk_size=max(self.chunk_size, 1024),
+                p=self.p,
+                interactions=self.interactions,
+                clique_size=self.clique_size,
+                ridge=self.ridge,
+                generator=gen,
             )
         else:
             split = (2**n_i, 2**n_t) if self.estimator == "exact" else self.budget_split
             e = cross_modal_banzhaf_interactions(
-                game.cross_values, n_i, n_t, budget=self.budget, budget_split=split, **common
+                game.cross_values,
+                n_i,
+                n_t,
+                budget=self.budget,
+                budget_split=split,
+                p=self.p,
+                interactions=self.interactions,
+                clique_size=self.clique_size,
+                ridge=self.ridge,
+                generator=gen,
             )
         full_empty = game.cross_values(
             torch.stack([torch.ones(n_i, dtype=torch.bool), torch.zeros(n_i, dtype=torch.bool)]),
@@ -671,14 +682,14 @@ class FIxLIP(PairExplainer):
         n_i = games[0].n_image
         t = max(g.n_text for g in games)
         e0 = results[0][0].constant
-        kw = dict(dtype=e0.dtype, device=e0.device)
+        dtype, device = e0.dtype, e0.device
         constant = torch.stack([e.constant for e, _ in results])
         img1 = torch.stack([e.first_order[:n_i] for e, _ in results])
-        txt1 = torch.zeros(b, t, **kw)
-        cross = torch.zeros(b, t, n_i, **kw)
+        txt1 = torch.zeros(b, t, dtype=dtype, device=device)
+        cross = torch.zeros(b, t, n_i, dtype=dtype, device=device)
         within = self.interactions == "all"
         img2 = torch.stack([e.second_order[:n_i, :n_i] for e, _ in results]) if within else None
-        txt2 = torch.zeros(b, t, t, **kw) if within else None
+        txt2 = torch.zeros(b, t, t, dtype=dtype, device=device) if within else None
         positions = torch.full((b, t), -1, dtype=torch.long, device=e0.device)
         img_clique = torch.stack([e.clique[:n_i] for e, _ in results])
         txt_clique = torch.zeros(b, t, dtype=torch.bool, device=e0.device)

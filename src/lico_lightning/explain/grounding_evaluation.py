@@ -73,7 +73,7 @@ GROUNDING_METRICS.register("cii", lambda image_size: ConditionalInsertionAUC())
 #: Metrics that need the probe's own box / its distractor box.
 BOX_METRICS = frozenset({"pga", "pge", "mpge"})
 DISTRACTOR_METRICS = frozenset({"pga_distractor", "pge_distractor", "mpge_distractor"})
-_PERTURBATION = {"cid": "deletion", "cii": "insertion"}
+_PERTURBATION: dict[str, Literal["deletion", "insertion"]] = {"cid": "deletion", "cii": "insertion"}
 
 
 def list_grounding_metrics() -> list[str]:
@@ -299,8 +299,9 @@ class GroundingEvaluation(_MethodEvaluation):
                     if name in BOX_METRICS:
                         metric.update(phrase_map, boxes)
                     elif name in DISTRACTOR_METRICS:
-                        if rows.numel() > 0:
-                            metric.update(phrase_map[rows], distractor_boxes[rows])  # type: ignore[index]
+                        # rows is empty without distractor boxes
+                        if rows.numel() > 0 and distractor_boxes is not None:
+                            metric.update(phrase_map[rows], distractor_boxes[rows])
                     else:
                         curves = conditional_perturbation_curves(
                             encoder,
@@ -308,7 +309,7 @@ class GroundingEvaluation(_MethodEvaluation):
                             tokens,
                             attribution.image_map(),
                             "image",
-                            _PERTURBATION[name],  # type: ignore[arg-type]
+                            _PERTURBATION[name],
                             num_steps=self.perturbation_steps,
                         )
                         metric.update(curves)

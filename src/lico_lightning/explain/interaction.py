@@ -109,13 +109,13 @@ class InteractionAttribution(PairAttribution):
 
     # ------------------------------------------------------------ common views
     @property
-    def image_size(self) -> tuple[int, int] | None:  # type: ignore[override]
+    def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` of the image side (side ``b`` if both are images), else ``None``."""
         layout = self.layout_b if self.layout_b.modality == "image" else self.layout_a
         return layout.image_size if layout.modality == "image" else None
 
     @property
-    def views(self) -> frozenset[str]:  # type: ignore[override]
+    def views(self) -> frozenset[str]:
         """All common views for caption–image results; none for caption–caption or
         image–image results (use :meth:`project_span` / :meth:`project_box` there)."""
         if self.layout_a.modality == "text" and self.layout_b.modality == "image":

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from lico_lightning._validation import check_bool, check_choice
 from lico_lightning.explain._pairwise import FactorizedInteractionExplainer, Modality, SideFactors
-from lico_lightning.explain.dual_encoder import DualEncoder
+from lico_lightning.explain.dual_encoder import DualEncoder, Where
 from lico_lightning.explain.pair import register_pair_explainer
 
 __all__ = ["ITSM"]
@@ -66,6 +66,7 @@ class ITSM(FactorizedInteractionExplainer):
 
     def _side_factors(self, modality: Modality, inputs: Tensor) -> SideFactors:
         enc = self.encoder
+        on: Where
         if self.variant == "output":
             layer, on = -1, "output"
         else:

@@ -60,7 +60,7 @@ _TOWERS = ("image", "text")
 class M2IBSettings:
     """Hyperparameters of one M2IB run (see :class:`M2IB` for their meaning)."""
 
-    tower: str
+    tower: Tower
     layer: int
     beta: float
     sigma2: float
@@ -118,7 +118,7 @@ class M2IBAttribution(PairAttribution):
     method = "m2ib"
 
     @property
-    def views(self) -> frozenset[str]:  # type: ignore[override]
+    def views(self) -> frozenset[str]:
         """``{"image_map"}`` for the image tower, ``{"token_scores"}`` for the text tower."""
         return frozenset({"image_map" if self.tower == "image" else "token_scores"})
 
@@ -339,9 +339,14 @@ class M2IB(PairExplainer):
                 shown = token_capacity * ctx.content.to(kl.dtype)
                 if s.tower == "image":
                     spec = self.encoder.image_spec
-                    hp, wp = spec.grid_size  # type: ignore[misc]
+                    if spec.grid_size is None:  # checked in __init__
+                        raise ValueError(
+                            "Expected an image tower with a patch grid (ViT), but "
+                            f"{type(self.encoder).__name__}.image_spec.grid_size is None."
+                        )
+                    hp, wp = spec.grid_size
                     attribution = shown[:, spec.num_prefix_tokens :].reshape(b, hp, wp)
-                    image_size: tuple[int, int] | None = tuple(spec.image_size)  # type: ignore[assignment]
+                    image_size: tuple[int, int] | None = spec.image_size
                 else:
                     attribution = shown
                     image_size = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -110,6 +110,8 @@ class OpenCLIPDualEncoder(DualEncoder):
         std = tuple(cfg.get("std", getattr(visual, "image_std", None) or _OPENAI_STD))
         size = getattr(visual, "image_size", None) or cfg.get("size", 224)
         size = (size, size) if isinstance(size, int) else tuple(size)
+        patch: tuple[int, ...] | None
+        grid: tuple[int, ...] | None
         if self._vit:
             patch = tuple(visual.patch_size)
             grid = tuple(visual.grid_size)
@@ -263,7 +265,7 @@ class OpenCLIPDualEncoder(DualEncoder):
 
     @property
     def text_layers(self) -> Sequence[nn.Module]:
-        return self._require_text_transformer("text layers").resblocks
+        return _resblocks(self._require_text_transformer("text layers"))
 
     def image_token_head(self, tokens: Tensor) -> Tensor:
         """``ln_post`` and ``proj`` applied to every image token: ``(B, T, D) -> (B, T, K)``."""
@@ -313,7 +315,8 @@ class OpenCLIPDualEncoder(DualEncoder):
             return args, kwargs
 
         handles = [
-            blk.attn.register_forward_pre_hook(pre_hook, with_kwargs=True) for blk in blocks[start:]
+            _attention(blk).register_forward_pre_hook(pre_hook, with_kwargs=True)
+            for blk in blocks[start:]
         ]
         try:
             yield True
@@ -405,6 +408,33 @@ class OpenCLIPDualEncoder(DualEncoder):
         return self._text_transformer
 
 
+def _resblocks(transformer: nn.Module) -> Sequence[nn.Module]:
+    """The blocks of an open_clip ``Transformer`` (its ``resblocks`` ModuleList)."""
+    blocks = transformer.resblocks
+    if not isinstance(blocks, nn.ModuleList):
+        raise TypeError(
+            "Expected an open_clip Transformer whose `resblocks` is an nn.ModuleList, but got "
+            f"{type(blocks).__name__}."
+        )
+    # an nn.ModuleList indexes, slices, iterates and has a length, but is no registered Sequence
+    return cast(Sequence[nn.Module], blocks)
+
+
+def _attention(block: nn.Module) -> nn.Module:
+    """The attention module (``attn``) of an open_clip residual attention block."""
+    attn = block.attn
+    if not isinstance(attn, nn.Module):
+        raise TypeError(
+            "Expected a residual attention block whose `attn` is an nn.Module, but got "
+            f"{type(attn).__name__}."
+        )
+    return attn
+
+
 def _num_heads(transformer: nn.Module) -> int:
-    attn = transformer.resblocks[0].attn
-    return int(attn.num_heads)
+    heads = _attention(_resblocks(transformer)[0]).num_heads
+    if not isinstance(heads, int):
+        raise TypeError(
+            f"Expected an int `num_heads` on the attention, but got {type(heads).__name__}."
+        )
+    return heads

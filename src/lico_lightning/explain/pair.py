@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -108,14 +108,22 @@ class PairAttribution:
     why.
     """
 
-    #: The common views this result answers (a subset of :data:`PAIR_VIEWS`).
-    views: frozenset[str] = frozenset()
     #: Name of the method that produced the result.
     method: str
     #: ``(B,)`` the model's score of each pair (logit scale · cosine + bias).
     score: Tensor
-    #: ``(H, W)`` of the explained images (``None`` without an image side).
-    image_size: tuple[int, int] | None
+
+    # read-only here, so that subclasses may answer them by a field, a class attribute or a
+    # property
+    @property
+    def views(self) -> frozenset[str]:
+        """The common views this result answers (a subset of :data:`PAIR_VIEWS`)."""
+        return frozenset()
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the explained images (``None`` without an image side)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define `image_size`.")
 
     def span_map(self, span: Span) -> Tensor:
         """Image map ``(B, Hp, Wp)`` of the caption tokens ``span`` (one span for every pair,
@@ -282,12 +290,12 @@ class PairExplainer(ABC):
         self.encoder.check_images(images)
         return check_finite(name, images)
 
-    def _check_pairs(self, images: object, texts: object) -> tuple[Tensor, Tensor]:
+    def _check_pairs(self, images: object, texts: Tensor | Sequence[str]) -> tuple[Tensor, Tensor]:
         """Checked ``(B, C, H, W)`` finite images and ``(B, S)`` tokens with an EOT each."""
-        images = self._check_images(images)
-        images, tokens = self.encoder.check_pairs(images, texts)  # type: ignore[arg-type]
+        checked = self._check_images(images)
+        checked, tokens = self.encoder.check_pairs(checked, texts)
         self.encoder.eot_positions(tokens)
-        return images, tokens
+        return checked, tokens
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.encoder).__name__})"

@@ -99,7 +99,6 @@ def conditional_perturbation_curves(
             )
         candidates = encoder.caption_masks(tokens)[1]
         flat_scores = attributions
-        grid = None
 
     keep = perturbation_keep_masks(
         flat_scores.detach().to(torch.float32), mode, num_steps, candidates
@@ -118,7 +117,8 @@ def conditional_perturbation_curves(
             for start in range(0, keep.shape[0], batch_size):
                 rows = slice(start, start + batch_size)
                 masked = encoder.mask_image_patches(
-                    images[src[rows]], keep[rows].view(-1, *grid).to(images.device)
+                    images[src[rows]],
+                    keep[rows].view(-1, *attributions.shape[1:]).to(images.device),
                 )
                 parts.append(encoder.encode_image(masked))
             moving = torch.cat(parts)

@@ -130,8 +130,10 @@ def blockwise_retrieval_faithfulness(
     check_tensor("surrogate_embeds", surrogate_embeds, ndim=2, floating=True)
     check_tensor("text_embeds", text_embeds, ndim=2, floating=True)
     others = [("text_embeds", text_embeds)]
+    image: Tensor | None = None
     if reference != "pairing":
-        others.append(("image_embeds", check_tensor("image_embeds", image_embeds, ndim=2)))
+        image = check_tensor("image_embeds", image_embeds, ndim=2)
+        others.append(("image_embeds", image))
     for name, x in others:
         if x.shape != surrogate_embeds.shape:
             raise ValueError(
@@ -140,7 +142,7 @@ def blockwise_retrieval_faithfulness(
             )
     sur = F.normalize(surrogate_embeds.float(), dim=-1)
     txt = F.normalize(text_embeds.float(), dim=-1)
-    img = None if reference == "pairing" else F.normalize(image_embeds.float(), dim=-1)  # type: ignore[union-attr]
+    img = None if image is None else F.normalize(image.float(), dim=-1)
     blocks = []
     for start in range(0, sur.shape[0], block_size):
         stop = start + block_size

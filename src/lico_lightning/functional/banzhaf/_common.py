@@ -40,9 +40,9 @@ class BanzhafInteractions(NamedTuple):
 
 
 def _check_masks(name: str, masks: object, ndim: int | None = 2) -> None:
-    check_tensor(name, masks, ndim=ndim, nonempty=False)
-    if masks.dtype != torch.bool:  # type: ignore[union-attr]
-        raise TypeError(f"Expected `{name}` to be a bool tensor, but got {masks.dtype}.")  # type: ignore[union-attr]
+    t = check_tensor(name, masks, ndim=ndim, nonempty=False)
+    if t.dtype != torch.bool:
+        raise TypeError(f"Expected `{name}` to be a bool tensor, but got {t.dtype}.")
 
 
 def _check_rows(m: int, **tensors: Tensor) -> list[Tensor]:

@@ -185,17 +185,25 @@ def kron_normal_equations(
     phi_t = _design(masks_text.to(dev), txt_pairs)  # (m_T, F_T)
 
     # factor index of every basis element: (image feature, text feature); 0 = the constant 1
-    long = dict(dtype=torch.long, device=dev)
-    ai = [torch.zeros(1, **long), torch.arange(1, 1 + n_i, **long), torch.zeros(n_t, **long)]
-    bi = [torch.zeros(1, **long), torch.zeros(n_i, **long), torch.arange(1, 1 + n_t, **long)]
-    pa = torch.zeros(pairs.shape[0], **long)
-    pb = torch.zeros(pairs.shape[0], **long)
-    pa[is_img] = 1 + n_i + torch.arange(int(is_img.sum()), **long)
-    pb[is_txt] = 1 + n_t + torch.arange(int(is_txt.sum()), **long)
+    long = torch.long
+    ai_parts = [
+        torch.zeros(1, dtype=long, device=dev),
+        torch.arange(1, 1 + n_i, dtype=long, device=dev),
+        torch.zeros(n_t, dtype=long, device=dev),
+    ]
+    bi_parts = [
+        torch.zeros(1, dtype=long, device=dev),
+        torch.zeros(n_i, dtype=long, device=dev),
+        torch.arange(1, 1 + n_t, dtype=long, device=dev),
+    ]
+    pa = torch.zeros(pairs.shape[0], dtype=long, device=dev)
+    pb = torch.zeros(pairs.shape[0], dtype=long, device=dev)
+    pa[is_img] = 1 + n_i + torch.arange(int(is_img.sum()), dtype=long, device=dev)
+    pb[is_txt] = 1 + n_t + torch.arange(int(is_txt.sum()), dtype=long, device=dev)
     pa[is_cross] = 1 + a[is_cross]
     pb[is_cross] = 1 + b[is_cross] - n_i
-    ai = torch.cat([*ai, pa])
-    bi = torch.cat([*bi, pb])
+    ai = torch.cat([*ai_parts, pa])
+    bi = torch.cat([*bi_parts, pb])
 
     gram_i = phi_i.T @ (phi_i * w_i[:, None])  # (F_I, F_I)
     gram_t = phi_t.T @ (phi_t * w_t[:, None])  # (F_T, F_T)
