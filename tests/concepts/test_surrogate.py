@@ -49,3 +49,36 @@ def test_bad_inputs() -> None:
         ConceptSurrogate(3, 2, hidden_dim=8).explain(torch.rand(1, 3), ["a", "b", "c"])
     sparse = torch.rand(2, 3).to_sparse()
     torch.testing.assert_close(f(sparse), f(sparse.to_dense()))
+
+
+@pytest.mark.parametrize("hidden_dim", [None, 6])
+def test_nonnegative_weights_start_and_stay_nonnegative_under_plain_sgd(hidden_dim) -> None:
+    torch.manual_seed(0)
+    f = ConceptSurrogate(5, 3, hidden_dim=hidden_dim, nonnegative=True)
+    free = ConceptSurrogate(5, 3, hidden_dim=hidden_dim)
+    assert bool((f.concept_weight >= 0).all()) and bool((free.concept_weight < 0).any())
+    opt = torch.optim.SGD(f.parameters(), lr=0.5)
+    target = -torch.ones(8, 3)  # pulls every weight below zero
+    left = 0
+    for _ in range(3):
+        opt.zero_grad()
+        ((f(torch.rand(8, 5)) - target) ** 2).mean().backward()
+        opt.step()
+        left += int((f.concept_weight < 0).sum())  # the step alone leaves the feasible set
+        f.project_()
+        assert bool((f.concept_weight >= 0).all())
+    assert left > 0
+    assert bool((f.concept_weight == 0).any())  # projection reaches exact zeros
+    before = free.concept_weight.clone()
+    free.project_()  # a no-op without the constraint
+    assert torch.equal(free.concept_weight, before)
+
+
+def test_nonnegative_without_bias_explains_with_nonnegative_weights_summing_to_one() -> None:
+    f = ConceptSurrogate(6, 4, bias=False, nonnegative=True)
+    c = torch.rand(5, 6) * (torch.rand(5, 6) < 0.6)
+    weights, bias_share = f.contributions(c)
+    assert bool((weights >= 0).all()) and torch.equal(bias_share, torch.zeros(5))
+    torch.testing.assert_close(weights.sum(1), torch.ones(5))
+    with pytest.raises(TypeError, match="`nonnegative` to be a bool"):
+        ConceptSurrogate(3, 2, nonnegative=1)  # type: ignore[arg-type]

@@ -255,3 +255,40 @@ def test_zero_shot_accuracy_of_surrogate_and_clip(tmp_path) -> None:
         (pred == labels).float().mean().item()
     )
     assert not any(k.startswith("zero_shot") for k in model.state_dict())
+
+
+class StepWatch(pl.Callback):
+    """Records the smallest concept weight after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.minima: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.minima.append(float(pl_module.surrogate.concept_weight.detach().min()))
+
+
+def test_nonnegative_distiller_keeps_weights_nonnegative_after_every_step(tmp_path) -> None:
+    pl.seed_everything(0)
+    watch, free_watch = StepWatch(), StepWatch()
+    model = SurrogateDistiller(nonnegative=True, block_size=10, lr=0.05)
+    t = trainer(tmp_path / "a", 2, callbacks=[watch, ModelCheckpoint(dirpath=tmp_path / "c")])
+    t.fit(model, datamodule=Data())
+    free = SurrogateDistiller(block_size=10, lr=0.05)
+    trainer(tmp_path / "b", 1, callbacks=[free_watch], enable_checkpointing=False).fit(
+        free, datamodule=Data()
+    )
+    assert len(watch.minima) == 6 and min(watch.minima) >= 0.0
+    assert min(free_watch.minima) < 0.0  # without the projection the steps go negative
+    assert float(model.surrogate.concept_weight.eq(0).float().mean()) > 0.0
+    path = next((tmp_path / "c").glob("*.ckpt"))
+    loaded = SurrogateDistiller.load_from_checkpoint(path)
+    assert loaded.hparams.nonnegative and loaded.surrogate.nonnegative
+    assert torch.equal(loaded.surrogate.concept_weight, model.surrogate.concept_weight)
+    concepts = Data().scores.to_dense()[:6]
+    exps = loaded.explain(concepts, k=C)
+    weights, bias_share = loaded.surrogate.contributions(concepts)
+    torch.testing.assert_close(weights.sum(1) + bias_share, torch.ones(6))
+    for exp, row, b in zip(exps, weights, bias_share):
+        # all non-zero terms are listed: their weights and the bias share add up to 1
+        assert len(exp.labels) == int((row != 0).sum())
+        assert abs(sum(exp.weights) + exp.bias_weight - 1.0) < 1e-5 and exp.bias_weight == float(b)

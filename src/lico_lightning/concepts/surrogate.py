@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -39,25 +40,61 @@ class ConceptExplanation:
 class ConceptSurrogate(nn.Module):
     r"""Concept-based surrogate of an image encoder: :math:`f(c) = W c + b` (paper), or an MLP.
 
+    **Non-negativity** (``nonnegative=True``) constrains the concept weights, never the
+    scores (those are caption shares in [0, 1] already) nor the bias:
+
+    .. math::
+
+        W_{kc} \ge 0 \quad\text{(linear: } W\text{; MLP: the first layer's weight)}.
+
+    Since :math:`c \ge 0`, two concepts' terms :math:`c_a W_{:,a}`, :math:`c_b W_{:,b}` then
+    never point against each other (:math:`W_{:,a}^\top W_{:,b} \ge 0`): in the decomposition of
+    :meth:`contributions` the concept–concept part of every weight is :math:`\ge 0`, and with
+    ``bias=False`` every concept weight is :math:`\ge 0` (a purely additive explanation, as
+    SpLiCE's). Only the bias can oppose a concept. The constraint is basis-dependent (CLIP's
+    coordinates have no meaning of their own); it is an ablation knob, off by default (the
+    paper's surrogate is unconstrained and its explanations show negative weights).
+
+    It is kept by **projection** (:meth:`project_`, ``W ← max(W, 0)``), not by a
+    reparametrisation such as ``W = softplus(V)``: projected gradient steps reach exact zeros
+    (a concept that does not help gets weight 0, which is what a reader wants), gradients never
+    vanish for small weights, the stored parameter *is* ``W`` (checkpoints, :meth:`explain` and
+    :func:`~lico_lightning.functional.concept_contributions` read it as is) and the module
+    stays a plain ``nn.Linear``. The price: whoever steps an optimizer on these parameters calls
+    :meth:`project_` after every step (:class:`~lico_lightning.modules.SurrogateDistiller`
+    does, in ``optimizer_step``); the constructor projects the initial weights.
+
     Args:
         num_concepts: C, the vocabulary size.
         embed_dim: K, CLIP's embedding width.
         hidden_dim: ``None`` for the linear surrogate (explainable exactly); an int adds a
             hidden GELU layer (no exact decomposition, :meth:`explain` refuses it).
         bias: learn :math:`b`.
+        nonnegative: constrain the concept weights to :math:`W \ge 0` (see above).
 
     Example:
         >>> f = ConceptSurrogate(num_concepts=3, embed_dim=4)
         >>> f(torch.rand(2, 3)).shape
         torch.Size([2, 4])
+        >>> g = ConceptSurrogate(3, 4, nonnegative=True)
+        >>> bool((g.concept_weight >= 0).all())
+        True
     """
 
     def __init__(
-        self, num_concepts: int, embed_dim: int, hidden_dim: int | None = None, bias: bool = True
+        self,
+        num_concepts: int,
+        embed_dim: int,
+        hidden_dim: int | None = None,
+        bias: bool = True,
+        nonnegative: bool = False,
     ) -> None:
         super().__init__()
         self.num_concepts = check_int("num_concepts", num_concepts, 1)
         check_int("embed_dim", embed_dim, 1)
+        if not isinstance(nonnegative, bool):
+            raise TypeError(f"Expected `nonnegative` to be a bool, but got {nonnegative!r}.")
+        self.nonnegative = nonnegative
         if hidden_dim is None:
             self.net: nn.Module = nn.Linear(num_concepts, embed_dim, bias=bias)
         else:
@@ -67,6 +104,23 @@ class ConceptSurrogate(nn.Module):
                 nn.GELU(),
                 nn.Linear(hidden_dim, embed_dim, bias=bias),
             )
+        if nonnegative:
+            with torch.no_grad():  # start inside the feasible set: |W| keeps the init's scale
+                self.concept_weight.abs_()
+
+    @property
+    def concept_weight(self) -> Tensor:
+        """The weight applied to the concept scores: ``(K, C)`` (linear) or ``(hidden, C)``."""
+        first = self.net if isinstance(self.net, nn.Linear) else self.net.get_submodule("0")
+        return cast(nn.Linear, first).weight
+
+    @torch.no_grad()
+    def project_(self) -> ConceptSurrogate:
+        """Restore the constraint after an optimizer step: ``W ← max(W, 0)`` (in place; a
+        no-op without ``nonnegative``). Returns ``self``."""
+        if self.nonnegative:
+            self.concept_weight.clamp_(min=0.0)
+        return self
 
     @property
     def is_linear(self) -> bool:

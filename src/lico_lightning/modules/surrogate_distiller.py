@@ -56,6 +56,9 @@ class SurrogateDistiller(pl.LightningModule):
         concept_labels: names of the C concepts (for :meth:`explain`); ``None`` reads
             ``concept_labels`` from the data module when it has them.
         hidden_dim: ``None`` for the linear surrogate (paper), or an MLP's hidden width.
+        nonnegative: constrain the surrogate's concept weights to :math:`W \ge 0`
+            (:class:`~lico_lightning.concepts.ConceptSurrogate`; projected after every
+            optimizer step, so every saved checkpoint satisfies it). Off in the paper.
         temperature: :math:`\tau` of teacher and student (paper: 0.1).
         gamma_teacher: :math:`\gamma_1` (paper: 0.9).
         gamma_student: :math:`\gamma_2` (paper: 0.9).
@@ -84,6 +87,7 @@ class SurrogateDistiller(pl.LightningModule):
         num_samples: int | None = None,
         concept_labels: list[str] | None = None,
         hidden_dim: int | None = None,
+        nonnegative: bool = False,
         temperature: float = 0.1,
         gamma_teacher: float = 0.9,
         gamma_student: float = 0.9,
@@ -110,7 +114,12 @@ class SurrogateDistiller(pl.LightningModule):
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
         hp = self.hparams
-        self.surrogate = ConceptSurrogate(hp["num_concepts"], hp["embed_dim"], hp["hidden_dim"])
+        self.surrogate = ConceptSurrogate(
+            hp["num_concepts"],
+            hp["embed_dim"],
+            hp["hidden_dim"],
+            nonnegative=bool(hp.get("nonnegative", False)),  # older checkpoints lack it
+        )
         self.loss_fn = SurrogateDistillationLoss(
             hp["num_samples"],
             temperature=hp["temperature"],
@@ -288,6 +297,13 @@ class SurrogateDistiller(pl.LightningModule):
             weight_decay=self.hparams["weight_decay"],
             amsgrad=True,
         )
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the surrogate's projection onto its constraint set
+        (``nonnegative``: :math:`W \\ge 0` holds after every step)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.surrogate is not None:
+            self.surrogate.project_()
 
     # ------------------------------------------------------------------ explanations
     def explain(
