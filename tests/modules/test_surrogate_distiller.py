@@ -34,14 +34,17 @@ def cached(seed: int = 0) -> tuple[CaptionEmbeddings, torch.Tensor]:
 
 
 class Data(pl.LightningDataModule):
-    def __init__(self) -> None:
+    def __init__(self, score_jitter: float | None = None) -> None:
         super().__init__()
+        self.score_jitter = score_jitter
         self.emb, self.scores = cached()
         self.num_concepts, self.embed_dim, self.num_train_samples = C, K, N
         self.concept_labels = [f"concept{i}" for i in range(C)]
 
     def train_dataloader(self):
-        data = ConceptPairDataset(self.emb, self.scores, train=True, seed=3)
+        data = ConceptPairDataset(
+            self.emb, self.scores, train=True, seed=3, score_jitter=self.score_jitter
+        )
         return DataLoader(data, batch_size=8, sampler=EpochKeySampler(N, seed=1))
 
     def val_dataloader(self):
@@ -91,16 +94,17 @@ def test_the_caption_draw_changes_with_the_epoch_only() -> None:
         assert torch.equal(data.concepts(i), dense[i])
 
 
-def test_resume_from_an_epoch_checkpoint_continues_bitwise(tmp_path) -> None:
+@pytest.mark.parametrize("jitter", [None, 0.8])
+def test_resume_from_an_epoch_checkpoint_continues_bitwise(tmp_path, jitter) -> None:
     pl.seed_everything(0)
     full = SurrogateDistiller(block_size=10)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
-    trainer(tmp_path / "a", 4, callbacks=[ckpt]).fit(full, datamodule=Data())
+    trainer(tmp_path / "a", 4, callbacks=[ckpt]).fit(full, datamodule=Data(jitter))
     pl.seed_everything(123)  # a resumed run must not depend on the fresh init
     resumed = SurrogateDistiller(block_size=10)
     path = tmp_path / "ckpt" / "epoch=1-step=6.ckpt"
     trainer(tmp_path / "b", 4, enable_checkpointing=False).fit(
-        resumed, datamodule=Data(), ckpt_path=path
+        resumed, datamodule=Data(jitter), ckpt_path=path
     )
     a, b = full.state_dict(), resumed.state_dict()
     assert set(a) == set(b)

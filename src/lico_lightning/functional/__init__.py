@@ -88,6 +88,7 @@ from lico_lightning.functional.surrogate import (
     log_mean_exp,
     moving_average_kl_objective,
     update_log_moving_average,
+    wilson_interval,
 )
 
 __all__ = [
@@ -157,4 +158,5 @@ __all__ = [
     "update_log_moving_average",
     "upsample_saliency",
     "weighted_activation_map",
+    "wilson_interval",
 ]
