@@ -7,9 +7,11 @@ lemminflect); a user-given vocabulary (:meth:`ConceptVocabulary.from_words`) wit
 
 from lico_lightning.concepts.cache import (
     CaptionEmbeddings,
+    ConceptImageDataset,
     ConceptPairDataset,
     EpochKeySampler,
     encode_caption_dataset,
+    random_crop_flip,
 )
 from lico_lightning.concepts.datamodule import (
     ConceptDistillationDataModule,
@@ -36,6 +38,7 @@ __all__ = [
     "CaptionEmbeddings",
     "ConceptDistillationDataModule",
     "ConceptExplanation",
+    "ConceptImageDataset",
     "ConceptPairDataset",
     "ConceptSurrogate",
     "ConceptVocabulary",
@@ -55,5 +58,6 @@ __all__ = [
     "list_lexicons",
     "list_taggers",
     "load_open_clip_weights",
+    "random_crop_flip",
     "tag_captions",
 ]

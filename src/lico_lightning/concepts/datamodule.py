@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lico_lightning._validation import check_int
+from lico_lightning._validation import check_int, check_real
 from lico_lightning.concepts.cache import (
     CaptionEmbeddings,
+    ConceptImageDataset,
     ConceptPairDataset,
     EpochKeySampler,
     encode_caption_dataset,
@@ -50,6 +53,25 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
     the data). Batches are dicts of :class:`ConceptPairDataset` (random caption per image and
     epoch in training, the first caption in validation).
 
+    **Score jitter** (``score_jitter``, on by default as in the reference code): in training
+    each non-zero concept score :math:`k/n` is redrawn every epoch inside its Wilson interval
+    (:meth:`ConceptPairDataset.concepts`); validation scores are exact.
+
+    **Online mode** (``online=True``, implied by ``augment=True``): training batches hold
+    images and tokens (:class:`ConceptImageDataset`) instead of cached embeddings, and
+    :class:`~lico_lightning.modules.SurrogateDistiller` encodes them with this module's frozen
+    CLIP (:meth:`dual_encoder`, handed over in the distiller's ``setup``; never in its optimizer
+    or checkpoint) at every step, so that with ``augment`` every epoch sees a new random crop
+    and flip of every image (paper, appendix B.3). Validation stays cached and unaugmented.
+
+    Every draw (caption, jitter, augmentation) is a pure function of ``(seed, epoch, index)``,
+    so a run resumed from an epoch-end checkpoint continues bitwise; :meth:`state_dict` keeps
+    the settings and a resume with other ones warns.
+
+    Images are encoded (cached, or online before augmentation) in the caption data module's
+    *evaluation* view (``captions.transform(False)`` when it has one), not its random training
+    crop: a cache of one random crop per image would be neither the image nor an augmentation.
+
     Exposes ``num_concepts``, ``embed_dim``, ``num_train_samples``, ``concept_labels`` and
     ``vocabulary`` after ``setup`` (the distiller reads its sizes from them).
 
@@ -72,6 +94,12 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         encode_batch_size: images / captions per CLIP forward while caching.
         cache_dir: folder for cached embeddings and vocabulary (``None``: memory only).
         device: where CLIP runs while caching (``"cpu"``, ``"cuda"``; ``None``: CUDA if available).
+        score_jitter: largest confidence level of the Wilson interval the training scores are
+            jittered in (reference code: 0.8), or ``None`` for exact scores.
+        augment: random crop and horizontal flip of the training images (online mode).
+        online: encode training images with the frozen CLIP at every step; ``None``: when
+            ``augment`` is on.
+        min_scale: smallest crop side of ``augment``, as a share of the image side.
     """
 
     def __init__(
@@ -91,6 +119,10 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         encode_batch_size: int = 256,
         cache_dir: str | None = None,
         device: str | None = None,
+        score_jitter: float | None = 0.8,
+        augment: bool = False,
+        online: bool | None = None,
+        min_scale: float = 0.8,
     ) -> None:
         super().__init__()
         for attr in ("setup", "train_dataset", "val_dataset"):
@@ -110,9 +142,26 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         self.encode_batch_size = check_int("encode_batch_size", encode_batch_size, 1)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.device_name = device
+        if score_jitter is not None:
+            check_real("score_jitter", score_jitter, low=0.0, high=1.0, strict=False)
+            if score_jitter >= 1.0:
+                raise ValueError(f"Expected `score_jitter` in [0, 1), but got {score_jitter}.")
+        for name, flag in (("augment", augment), ("online", online)):
+            if flag is not None and not isinstance(flag, bool):
+                raise TypeError(f"Expected `{name}` to be a bool, but got {flag!r}.")
+        if augment and online is False:
+            raise ValueError(
+                "Expected online=True (or None) with augment=True: augmented images must be "
+                "encoded by CLIP at every step, but got online=False."
+            )
+        self.score_jitter = score_jitter
+        self.augment = augment
+        self.online = augment if online is None else online
+        self.min_scale = check_real("min_scale", min_scale, low=0.0, high=1.0)
         self.vocabulary: ConceptVocabulary | None = None
         self.train_data: ConceptPairDataset | None = None
         self.val_data: ConceptPairDataset | None = None
+        self.train_data_online: ConceptImageDataset | None = None
         self._dual_encoder: Any = None
 
     # ------------------------------------------------------------------ sizes for the model
@@ -126,11 +175,12 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
 
     @property
     def embed_dim(self) -> int | None:
-        return None if self.train_data is None else self.train_data.embeddings.image_embeds.shape[1]
+        return None if self.val_data is None else self.val_data.embeddings.image_embeds.shape[1]
 
     @property
     def num_train_samples(self) -> int | None:
-        return None if self.train_data is None else len(self.train_data)
+        data = self.train_data_online if self.online else self.train_data
+        return None if data is None else len(data)
 
     # ------------------------------------------------------------------ building
     def dual_encoder(self) -> Any:
@@ -181,11 +231,21 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
             vocab.save(path)
         return vocab
 
+    def _eval_view(self, dataset: Any) -> Any:
+        """``dataset`` with the caption module's evaluation transform (shallow copy)."""
+        transform = getattr(self.captions, "transform", None)
+        if not callable(transform) or not hasattr(dataset, "transform"):
+            return dataset
+        view = copy.copy(dataset)
+        view.transform = transform(False)
+        return view
+
     def setup(self, stage: str | None = None) -> None:
-        if self.train_data is not None:
+        if self.val_data is not None:
             return
         self.captions.setup("fit")
-        train, val = self.captions.train_dataset, self.captions.val_dataset  # type: ignore[attr-defined]
+        train = self._eval_view(self.captions.train_dataset)  # type: ignore[attr-defined]
+        val = self._eval_view(self.captions.val_dataset)  # type: ignore[attr-defined]
 
         def captions_of(ds: Any) -> list[list[str]]:
             return [list(ds.captions(i)) for i in range(ds.num_images)]
@@ -194,19 +254,60 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         self.vocabulary = self._vocabulary(train_tags)
         train_scores = self.vocabulary.scores(train_tags)
         val_scores = self.vocabulary.scores(captions_of(val), self.tagger)
-        self.train_data = ConceptPairDataset(
-            self._embeddings("train", train), train_scores, train=True, seed=self.seed
-        )
+        if self.online:
+            self.train_data_online = ConceptImageDataset(
+                train,
+                train_scores,
+                train=True,
+                seed=self.seed,
+                score_jitter=self.score_jitter,
+                augment=self.augment,
+                min_scale=self.min_scale,
+            )
+        else:
+            self.train_data = ConceptPairDataset(
+                self._embeddings("train", train),
+                train_scores,
+                train=True,
+                seed=self.seed,
+                score_jitter=self.score_jitter,
+            )
         self.val_data = ConceptPairDataset(self._embeddings("val", val), val_scores, train=False)
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
-        if self.train_data is None:
+        data = self.train_data_online if self.online else self.train_data
+        if data is None:
             raise RuntimeError("Expected setup('fit') before asking for the train dataloader.")
-        sampler = EpochKeySampler(len(self.train_data), seed=self.seed)
-        return DataLoader(self.train_data, batch_size=self.batch_size, sampler=sampler)
+        sampler = EpochKeySampler(len(data), seed=self.seed)
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_data is None:
             raise RuntimeError("Expected setup('fit') before asking for the val dataloader.")
         return DataLoader(self.val_data, batch_size=self.batch_size)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _draw_config(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "score_jitter": self.score_jitter,
+            "augment": self.augment,
+            "online": self.online,
+            "min_scale": self.min_scale,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The settings every training draw depends on (resume checks them)."""
+        return {"draws": self._draw_config()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved, current = state_dict.get("draws"), self._draw_config()
+        if saved is not None and saved != current:
+            warnings.warn(
+                f"ConceptDistillationDataModule: the checkpoint was trained with {saved}, but "
+                f"this run is configured with {current}; a resumed run will not see the same "
+                "data.",
+                UserWarning,
+                stacklevel=2,
+            )

@@ -40,7 +40,9 @@ class SurrogateDistiller(pl.LightningModule):
     (:class:`~lico_lightning.concepts.ConceptPairDataset`, the default: CLIP never runs during
     training) or ``"images"`` ``(B, C, H, W)`` / ``"tokens"`` ``(B, S)`` (online mode, e.g. with
     image augmentation), which need a frozen :class:`~lico_lightning.explain.DualEncoder` set
-    with :meth:`set_dual_encoder` (kept out of the checkpoint: it is rebuilt, not saved).
+    with :meth:`set_dual_encoder` (kept out of the checkpoint: it is rebuilt, not saved). With
+    an online :class:`~lico_lightning.concepts.ConceptDistillationDataModule` (``online`` or
+    ``augment``) ``setup`` takes the data module's frozen CLIP itself.
 
     Logged: ``train/loss``, ``train/kl`` (the naive in-batch KL, always), ``train/top1_agreement``;
     in validation ``val/kl``, ``val/top1_agreement`` and the R@K of retrieval faithfulness
@@ -134,9 +136,12 @@ class SurrogateDistiller(pl.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.dual_encoder is None and getattr(dm, "online", False) is True:
+            # online data module (augmented images): its frozen CLIP encodes every batch
+            self.set_dual_encoder(dm.dual_encoder())  # type: ignore[union-attr]
         if self.surrogate is not None:
             return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         sizes = {}
         for name, attr in (
             ("num_concepts", "num_concepts"),
