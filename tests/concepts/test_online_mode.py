@@ -152,3 +152,19 @@ def test_random_crop_flip_is_a_crop_and_a_flip() -> None:
     assert any(not torch.equal(c, x) and not torch.equal(c, x.flip(-1)) for c in crops)
     with pytest.raises(ValueError, match="min_scale"):
         random_crop_flip(x, torch.Generator(), min_scale=0.0)
+
+
+def test_draw_settings_are_checked_on_resume_and_bad_options_fail_early(clip_path) -> None:
+    state = data(clip_path, score_jitter=0.5).state_dict()
+    assert state["draws"]["score_jitter"] == 0.5 and state["draws"]["seed"] == 2
+    data(clip_path, score_jitter=0.5).load_state_dict(state)  # same settings: silent
+    with pytest.warns(UserWarning, match="will not see the same data"):
+        data(clip_path, score_jitter=None).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"`score_jitter` <= 1.0"):
+        data(clip_path, score_jitter=1.5)
+    with pytest.raises(ValueError, match=r"`score_jitter` in \[0, 1\)"):
+        data(clip_path, score_jitter=1.0)
+    with pytest.raises(TypeError, match="`augment` to be a bool"):
+        data(clip_path, augment="yes")
+    with pytest.raises(ValueError, match="min_scale"):
+        data(clip_path, min_scale=0.0)
