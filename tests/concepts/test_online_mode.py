@@ -6,6 +6,7 @@ import open_clip
 import pytest
 import pytorch_lightning as pl
 import torch
+from tests.modules.test_surrogate_distiller import TinyCaptions
 
 from lico_lightning.concepts import (
     ConceptDistillationDataModule,
@@ -24,7 +25,7 @@ CFG = {
 WORDS = ["red", "blue", "green", "square", "circle", "star"]
 
 
-class Scenes:
+class Scenes(TinyCaptions):
     """The caption-dataset surface the EXPLAIN-R data module reads (1–3 captions per image)."""
 
     def __init__(self, n: int, seed: int, tokenizer) -> None:
@@ -38,15 +39,6 @@ class Scenes:
             )
         self.tokenizer = tokenizer
         self.num_images = n
-
-    def load_image(self, i):
-        return self.images[i]
-
-    def captions(self, i):
-        return self.caps[i]
-
-    def tokenize(self, texts):
-        return self.tokenizer(list(texts)).long()
 
 
 class Captions(pl.LightningDataModule):

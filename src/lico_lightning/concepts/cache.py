@@ -96,6 +96,15 @@ class CaptionEmbeddings:
         return cls(**torch.load(path, weights_only=True))
 
 
+def _check_caption_dataset(dataset: Any) -> None:
+    for attr in ("num_images", "load_image", "captions", "tokenize"):
+        if not hasattr(dataset, attr):
+            raise TypeError(
+                f"Expected a caption dataset with `{attr}` (e.g. lico_lightning.data."
+                f"CaptionDataset), but got {type(dataset).__name__}."
+            )
+
+
 @torch.no_grad()
 def encode_caption_dataset(
     dual_encoder: Any,
@@ -116,12 +125,7 @@ def encode_caption_dataset(
     The model's train/eval modes are restored afterwards.
     """
     check_int("batch_size", batch_size, 1)
-    for attr in ("num_images", "load_image", "captions", "tokenize"):
-        if not hasattr(dataset, attr):
-            raise TypeError(
-                f"Expected a caption dataset with `{attr}` (e.g. lico_lightning.data."
-                f"CaptionDataset), but got {type(dataset).__name__}."
-            )
+    _check_caption_dataset(dataset)
     n = dataset.num_images
     show = n > 2000 if progress is None else progress
     module = dual_encoder.module
@@ -378,12 +382,7 @@ class ConceptImageDataset(_ConceptRows):
         augment: bool = False,
         min_scale: float = 0.8,
     ) -> None:
-        for attr in ("num_images", "load_image", "captions", "tokenize"):
-            if not hasattr(captions, attr):
-                raise TypeError(
-                    f"Expected a caption dataset with `{attr}` (e.g. lico_lightning.data."
-                    f"CaptionDataset), but got {type(captions).__name__}."
-                )
+        _check_caption_dataset(captions)
         counts = torch.tensor([len(captions.captions(i)) for i in range(captions.num_images)])
         super().__init__(concept_scores, counts, train, seed, score_jitter)
         self.dataset = captions
