@@ -160,3 +160,27 @@ def test_draw_settings_are_checked_on_resume_and_bad_options_fail_early(clip_pat
         data(clip_path, augment="yes")
     with pytest.raises(ValueError, match="min_scale"):
         data(clip_path, min_scale=0.0)
+
+
+def test_online_augmented_run_resumes_bitwise(tmp_path, clip_path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(root, epochs, callbacks, ckpt_path=None):
+        model = SurrogateDistiller(block_size=6, lr=0.01)
+        pl.Trainer(
+            max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+            enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+            num_sanity_val_steps=0, callbacks=callbacks,
+            enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        ).fit(model, datamodule=data(clip_path, augment=True), ckpt_path=ckpt_path)  # fmt: skip
+        return model
+
+    pl.seed_everything(0)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    full = run(tmp_path / "a", 3, [ckpt])
+    pl.seed_everything(7)  # the resumed run must not depend on the fresh init or global RNG
+    resumed = run(tmp_path / "b", 3, [], ckpt_path=tmp_path / "ckpt" / "epoch=0-step=3.ckpt")
+    a, b = full.state_dict(), resumed.state_dict()
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
