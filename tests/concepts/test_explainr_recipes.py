@@ -103,7 +103,8 @@ def fake_coco(root: Path, n: int = 12) -> None:
 
 
 @pytest.mark.slow
-def test_coco_recipe_trains_on_a_fake_coco_folder(tmp_path) -> None:
+@pytest.mark.parametrize("augment", [False, True])
+def test_coco_recipe_trains_on_a_fake_coco_folder(tmp_path, augment) -> None:
     fake_coco(tmp_path / "coco")
     cfg = json.dumps(TINY)
     cli = build_explainr_cli(
@@ -122,10 +123,21 @@ def test_coco_recipe_trains_on_a_fake_coco_folder(tmp_path) -> None:
             "--data.lexicon=null",  # every word kept
             "--data.max_df=1.0",
             "--data.min_count=2",
+            f"--data.augment={str(augment).lower()}",  # online: CLIP encodes crops each step
         ]
     )
     check_run(cli)
     assert ("dog", None) in cli.datamodule.vocabulary.concepts
+    assert (cli.model.dual_encoder is not None) == augment
+    cached = {p.name for p in (tmp_path / "cache").iterdir()}
+    assert ("train_embeddings.pt" in cached) != augment  # online mode caches validation only
+    dm = cli.datamodule
+    if not augment:  # the cache holds the evaluation view, not one random training crop
+        view = dm.captions.transform(False)
+        record = dm.captions.train_dataset.records[0]
+        with Image.open(record.image) as img, torch.no_grad():
+            expected = dm.dual_encoder().encode_image(view(img.convert("RGB"))[None])
+        torch.testing.assert_close(dm.train_data.embeddings.image_embeds[:1], expected)
 
 
 def test_every_explainr_recipe_has_a_smoke_test() -> None:
