@@ -561,7 +561,7 @@ class ExplanationMonitor(Callback, ABC):
 
     # ---------------------------------------------------------------- plain loop / Fabric
     @override
-    def setup(  # type: ignore[override]
+    def setup(
         self,
         model: nn.Module | pl.Trainer,
         probes: Any = None,
@@ -652,7 +652,7 @@ class ExplanationMonitor(Callback, ABC):
 
     # ---------------------------------------------------------------- Lightning Trainer
     @override
-    def on_train_batch_end(  # type: ignore[override]
+    def on_train_batch_end(
         self,
         trainer: pl.Trainer | None = None,
         pl_module: pl.LightningModule | None = None,
@@ -681,7 +681,7 @@ class ExplanationMonitor(Callback, ABC):
         self._on_epoch(trainer, pl_module)
 
     @override
-    def on_train_epoch_end(  # type: ignore[override]
+    def on_train_epoch_end(
         self,
         trainer: pl.Trainer | None = None,
         pl_module: pl.LightningModule | None = None,

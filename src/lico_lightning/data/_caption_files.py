@@ -227,7 +227,7 @@ def _parse_box(value: Any, where: str) -> Box | None:
         raise ValueError(
             f"Expected the box of {where} as 4 numbers x0 y0 x1 y1, but got {value!r}."
         )
-    return box  # type: ignore[return-value]
+    return box
 
 
 def read_caption_file(

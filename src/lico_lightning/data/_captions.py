@@ -466,7 +466,7 @@ class CaptionDataModule(pl.LightningDataModule):
     @property
     def class_names(self) -> list[str] | None:
         """Class names of the zero-shot data module, or ``None``."""
-        return None if self.zeroshot is None else list(self.zeroshot.class_names)  # type: ignore[attr-defined]
+        return None if self.zeroshot is None else list(self.zeroshot.class_names)
 
     def transform(self, train: bool) -> Callable[[Any], Tensor]:
         """open_clip's preprocessing for this model (train: its random resized crop)."""
