@@ -310,9 +310,13 @@ class CaptionDataset(Dataset):
         record = self.records[index]
         if record.size is not None:
             return record.size
+        if record.image is None:
+            raise ValueError(
+                f"Expected image {index} to have a file or a recorded size, but got neither."
+            )
         from PIL import Image
 
-        with Image.open(record.image) as img:  # type: ignore[arg-type]
+        with Image.open(record.image) as img:
             return img.size
 
     def __getitem__(self, pair: int) -> tuple[Tensor, Tensor, int]:
