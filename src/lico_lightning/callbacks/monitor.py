@@ -138,8 +138,8 @@ class MonitorHost(ABC):
         written = False
         for logger in self.loggers:
             writer = logger if hasattr(logger, "add_image") else getattr(logger, "experiment", None)
-            if callable(getattr(writer, "add_image", None)):
-                writer.add_image(tag, image, global_step=step)  # type: ignore[union-attr]
+            if writer is not None and callable(getattr(writer, "add_image", None)):
+                writer.add_image(tag, image, global_step=step)
                 written = True
             elif callable(getattr(logger, "log_image", None)):
                 logger.log_image(key=tag, images=[image], step=step)
