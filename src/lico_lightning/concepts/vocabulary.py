@@ -341,4 +341,4 @@ class ConceptVocabulary:
                 f"Expected a concept vocabulary JSON (format_version {_FORMAT_VERSION}), but got "
                 f"{str(data)[:80]!r} in {path}."
             )
-        return cls([tuple(c) for c in data["concepts"]], data["counts"], data["num_images"])  # type: ignore[misc]
+        return cls([tuple(c) for c in data["concepts"]], data["counts"], data["num_images"])
