@@ -75,6 +75,16 @@ def test_clip_recipe_smoke(recipe: Path, tmp_path: Path) -> None:
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step >= 1
     assert {"train/loss", "val/i2t_R@1", "val/t2i_R@1", "val/R@1"} <= set(metrics)
+    # a recipe's GroundingMonitor ran on the data's own probes and logged its metrics
+    monitors = [
+        c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("GroundingMonitor")
+    ]
+    for monitor in monitors:
+        if monitor["init_args"].get("every_n_epochs", 1) > 1:  # not due in a 1-epoch smoke run
+            continue
+        for method in monitor["init_args"]["methods"]:
+            for metric in ("pga", "pge"):
+                assert f"grounding/{method}/{metric}" in metrics, sorted(metrics)
     # the recipe's settings survived the overrides
     assert cli.model.hparams.lr == cfg["model"]["lr"]
     assert cli.model.hparams.lock_text == cfg["model"].get("lock_text", False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -26,6 +27,8 @@ __all__ = [
     "check_target_range",
     "check_tensor",
 ]
+
+_Choice = TypeVar("_Choice", bound=str)  # a Literal stays that Literal
 
 
 def check_tensor(
@@ -89,7 +92,7 @@ def check_probability(name: str, value: float, *, open_interval: bool = True) ->
         raise ValueError(f"Expected `{name}` in {interval}, but got {value!r}.")
 
 
-def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+def check_choice(name: str, value: _Choice, choices: Sequence[str]) -> _Choice:
     """Raise ``ValueError`` listing the valid choices unless ``value`` is one of them.
 
     Example:

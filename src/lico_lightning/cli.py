@@ -67,8 +67,9 @@ class LICOCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """``fast_dev_run`` saves no checkpoint, ``save_last`` included (nothing in the cwd)."""
-        if self.trainer.fast_dev_run:
-            for callback in self.trainer.callbacks:
+        # set by Lightning's _init_debugging_flags, not declared on Trainer
+        if self.trainer.fast_dev_run:  # type: ignore[attr-defined]
+            for callback in self.trainer.checkpoint_callbacks:
                 if isinstance(callback, ModelCheckpoint):
                     callback.save_last = False
 
@@ -77,7 +78,7 @@ class LICOCLI(LightningCLI):
         if ckpt and ckpt not in ("best", "last", "hpc") and Path(ckpt).exists():
             # nothing is saved outside fit; pointing ModelCheckpoint at the checkpoint's own
             # folder lets it reload its state without "The dirpath has changed" warnings
-            for callback in self.trainer.callbacks:
+            for callback in self.trainer.checkpoint_callbacks:
                 if isinstance(callback, ModelCheckpoint):
                     callback.dirpath = str(Path(ckpt).resolve().parent)
 
@@ -111,7 +112,9 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LICOCLI:
 def _package_error(err: BaseException) -> BaseException | None:
     """The deepest exception of ``err``'s chain raised by lico_lightning's own checks."""
     package = str(Path(__file__).resolve().parent)
-    found, seen, current = None, set(), err
+    found: BaseException | None = None
+    seen: set[int] = set()
+    current: BaseException | None = err
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         tb = current.__traceback__

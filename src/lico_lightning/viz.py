@@ -76,9 +76,9 @@ def to_display(
 
 
 def _check_shape(name: str, x: object, shape: tuple[int, ...]) -> None:
-    check_tensor(name, x)
-    if tuple(x.shape) != shape:  # type: ignore[attr-defined]
-        raise ValueError(f"Expected `{name}` of shape {shape}, but got {tuple(x.shape)}.")  # type: ignore[attr-defined]
+    t = check_tensor(name, x)
+    if tuple(t.shape) != shape:
+        raise ValueError(f"Expected `{name}` of shape {shape}, but got {tuple(t.shape)}.")
 
 
 def _format_class(index: int, class_names: Sequence[str] | None) -> str:

@@ -91,7 +91,7 @@ class RngEater(Explainer):
 def rng_eater():
     register_explainer("rng_eater")(RngEater)
     yield "rng_eater"
-    del EXPLAINERS["rng_eater"]
+    EXPLAINERS.unregister("rng_eater")
 
 
 # ------------------------------------------------------------------ plain loop

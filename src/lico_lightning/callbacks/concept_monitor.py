@@ -127,6 +127,7 @@ class ConceptMonitor(ExplanationMonitor):
         surrogate: Any = getattr(model, "surrogate")  # noqa: B009 (typed as Any on purpose)
         weights, bias_share = surrogate.contributions(probes.concepts)
         evaluation.add(weights, bias_share, self.k)
+        # checked by _check_model; nn.Module.__getattr__ types it as Tensor | Module
         return model.explain(probes.concepts, self.k)  # type: ignore[operator]
 
     def _render(self, probes: ProbeSet, explained: Any, host: MonitorHost, step: int) -> Tensor:
@@ -149,5 +150,6 @@ class ConceptMonitor(ExplanationMonitor):
             y = 1.0 - (r + 1.5) / (len(rows) + 1.5)
             fig.text(0.01, y, line, va="center", fontsize=7, family="monospace")
         fig.canvas.draw()
+        # an Agg canvas method; matplotlib types fig.canvas as FigureCanvasBase
         rgba = np.asarray(fig.canvas.buffer_rgba()).copy()  # type: ignore[attr-defined]
         return torch.from_numpy(rgba)[..., :3].permute(2, 0, 1).float() / 255.0

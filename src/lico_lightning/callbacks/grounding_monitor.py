@@ -430,12 +430,13 @@ class GroundingMonitor(ExplanationMonitor):
         """Probes with token spans (found by the tokenizer where missing), checked."""
         assert isinstance(probes, GroundingProbes)
         tokens = encoder.tokenize(probes.captions)
-        if probes.spans is None:
+        spans = probes.spans
+        if spans is None:
             spans = torch.tensor(
                 [encoder.phrase_span(c, p) for c, p in zip(probes.captions, probes.phrases)]
             )
             probes = dataclasses.replace(probes, spans=spans)
-        check_token_spans(probes.spans.to(tokens.device), encoder.eot_positions(tokens))  # type: ignore[union-attr]
+        check_token_spans(spans.to(tokens.device), encoder.eot_positions(tokens))
         return probes
 
     # ---------------------------------------------------------------- explaining

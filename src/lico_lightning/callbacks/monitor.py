@@ -138,8 +138,8 @@ class MonitorHost(ABC):
         written = False
         for logger in self.loggers:
             writer = logger if hasattr(logger, "add_image") else getattr(logger, "experiment", None)
-            if callable(getattr(writer, "add_image", None)):
-                writer.add_image(tag, image, global_step=step)  # type: ignore[union-attr]
+            if writer is not None and callable(getattr(writer, "add_image", None)):
+                writer.add_image(tag, image, global_step=step)
                 written = True
             elif callable(getattr(logger, "log_image", None)):
                 logger.log_image(key=tag, images=[image], step=step)
@@ -561,7 +561,7 @@ class ExplanationMonitor(Callback, ABC):
 
     # ---------------------------------------------------------------- plain loop / Fabric
     @override
-    def setup(  # type: ignore[override]
+    def setup(
         self,
         model: nn.Module | pl.Trainer,
         probes: Any = None,
@@ -652,7 +652,7 @@ class ExplanationMonitor(Callback, ABC):
 
     # ---------------------------------------------------------------- Lightning Trainer
     @override
-    def on_train_batch_end(  # type: ignore[override]
+    def on_train_batch_end(
         self,
         trainer: pl.Trainer | None = None,
         pl_module: pl.LightningModule | None = None,
@@ -681,7 +681,7 @@ class ExplanationMonitor(Callback, ABC):
         self._on_epoch(trainer, pl_module)
 
     @override
-    def on_train_epoch_end(  # type: ignore[override]
+    def on_train_epoch_end(
         self,
         trainer: pl.Trainer | None = None,
         pl_module: pl.LightningModule | None = None,

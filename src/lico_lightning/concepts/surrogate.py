@@ -144,13 +144,13 @@ class ConceptSurrogate(nn.Module):
     @torch.no_grad()
     def contributions(self, concepts: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, C)`` signed concept weights and ``(B,)`` bias share (they sum to 1 per row)."""
-        if not self.is_linear:
+        linear = self.net
+        if not isinstance(linear, nn.Linear):  # is_linear
             raise ValueError(
                 "Expected a linear surrogate (hidden_dim=None) to decompose its embedding "
                 "into concept weights, but this one has a hidden layer."
             )
         concepts = check_finite("concepts", self.check_concepts(concepts))
-        linear: nn.Linear = self.net  # type: ignore[assignment]
         return concept_contributions(concepts.to(linear.weight), linear.weight, linear.bias)
 
     def explain(

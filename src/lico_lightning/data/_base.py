@@ -109,7 +109,7 @@ class ImageDataModule(pl.LightningDataModule):
         """Shuffled training loader (order a pure function of ``(seed, epoch)``)."""
         dataset = self._require(self.train_dataset, "fit")
         self.train_sampler = ResumableRandomSampler(
-            len(dataset),  # type: ignore[arg-type]
+            len(dataset),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
             seed=self.seed,
             num_samples=self.train_samples_per_epoch,
         )

@@ -132,9 +132,9 @@ def _flickr_boxes(xml_file: Path) -> dict[str, list[Box]]:
         box = obj.find("bndbox")
         if box is None:
             continue
-        coords = tuple(float(box.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax"))
+        x0, y0, x1, y1 = (float(box.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax"))
         for name in obj.iter("name"):
-            out[str(name.text)].append(coords)  # type: ignore[arg-type]
+            out[str(name.text)].append((x0, y0, x1, y1))
     return out
 
 
@@ -227,7 +227,7 @@ def _parse_box(value: Any, where: str) -> Box | None:
         raise ValueError(
             f"Expected the box of {where} as 4 numbers x0 y0 x1 y1, but got {value!r}."
         )
-    return box  # type: ignore[return-value]
+    return box
 
 
 def read_caption_file(

@@ -310,9 +310,13 @@ class CaptionDataset(Dataset):
         record = self.records[index]
         if record.size is not None:
             return record.size
+        if record.image is None:
+            raise ValueError(
+                f"Expected image {index} to have a file or a recorded size, but got neither."
+            )
         from PIL import Image
 
-        with Image.open(record.image) as img:  # type: ignore[arg-type]
+        with Image.open(record.image) as img:
             return img.size
 
     def __getitem__(self, pair: int) -> tuple[Tensor, Tensor, int]:
@@ -466,7 +470,7 @@ class CaptionDataModule(pl.LightningDataModule):
     @property
     def class_names(self) -> list[str] | None:
         """Class names of the zero-shot data module, or ``None``."""
-        return None if self.zeroshot is None else list(self.zeroshot.class_names)  # type: ignore[attr-defined]
+        return None if self.zeroshot is None else list(self.zeroshot.class_names)
 
     def transform(self, train: bool) -> Callable[[Any], Tensor]:
         """open_clip's preprocessing for this model (train: its random resized crop)."""

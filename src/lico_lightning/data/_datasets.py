@@ -30,6 +30,7 @@ class IndexedDataset(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
+        # torch's Dataset declares no __len__ (map-style datasets here all have one)
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:

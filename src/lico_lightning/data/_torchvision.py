@@ -364,5 +364,5 @@ class SVHNDataModule(_LimitedLabelDataModule):
     @staticmethod
     def _labels(dataset: Any) -> list[int]:
         if isinstance(dataset, ConcatDataset):
-            return [int(y) for part in dataset.datasets for y in part.labels]
+            return [y for part in dataset.datasets for y in SVHNDataModule._labels(part)]
         return [int(y) for y in dataset.labels]

@@ -113,7 +113,7 @@ class RetrievalFaithfulness(Metric):
             raise ValueError(
                 "Expected at least one update before compute() of RetrievalFaithfulness, but got none."
             )
-        index = dim_zero_cat(self.index)  # type: ignore[arg-type]
+        index = dim_zero_cat(self.index)
         unique, inverse = torch.unique(index, return_inverse=True)
 
         def ordered(

@@ -112,4 +112,4 @@ class SpearmanCorrelation(_MeanOverExplanations):
 
     def update(self, a: Tensor, b: Tensor) -> None:
         """Add ``(B, m)`` rows (FIxLIP: game values and approximations on the same coalitions)."""
-        self._add(spearman_correlation(a, b, constant=self.constant))  # type: ignore[arg-type]
+        self._add(spearman_correlation(a, b, constant=self.constant))

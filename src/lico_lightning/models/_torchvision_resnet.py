@@ -116,13 +116,15 @@ class ResNetBackbone(Backbone):
     def feature_spatial_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
         """Walk the strided layers (stem conv, max-pool, first block of each stage)."""
         size = list(_pair("image_size", image_size))
-        ops: list[nn.Module] = [self.conv1, self.maxpool]
+        ops: list[nn.Conv2d | nn.MaxPool2d] = [self.conv1, self.maxpool]
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             block = layer[0]
             ops.append(block.conv2 if isinstance(block, Bottleneck) else block.conv1)
             if not isinstance(block, (BasicBlock, Bottleneck)):  # pragma: no cover - defensive
                 raise TypeError(f"Unsupported ResNet block {type(block).__name__}.")
         for op in ops:
+            if isinstance(op.padding, str):  # pragma: no cover - torchvision pads with ints
+                raise TypeError(f"Expected a layer with integer padding, but got {op.padding!r}.")
             for axis in range(2):
                 k, s, p, d = (
                     _as_tuple(op.kernel_size)[axis],

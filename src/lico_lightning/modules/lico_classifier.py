@@ -344,14 +344,15 @@ class LICOClassifier(pl.LightningModule):
             if feats.shape[-1] != self._feature_shape[1]:
                 raise ValueError(
                     f"Expected backbone feature maps with {self._feature_shape[1]} positions "
-                    f"(image_size={self.hparams.image_size}), but got {feats.shape[-1]} for input "
+                    f"(image_size={self.hparams['image_size']}), but got {feats.shape[-1]} for input "
                     f"{tuple(images.shape[-2:])}; set `image_size` to the training resolution."
                 )
-            text = self.mapping(self.prompt_learner(targets))  # (B, M, L)
-            if self.hparams.alpha > 0:
-                out["mm"] = self.mm_loss(feats, text)
-            if self.hparams.beta > 0:
-                out["ot"] = self.ot_loss(feats, text)
+            prompts, mapping, mm_loss, ot_loss = self._text_modules()
+            text = mapping(prompts(targets))  # (B, M, L)
+            if self.hparams["alpha"] > 0:
+                out["mm"] = mm_loss(feats, text)
+            if self.hparams["beta"] > 0:
+                out["ot"] = ot_loss(feats, text)
         elif self.uses_text and not self._warned_small_batch:
             rank_zero_warn(
                 "LICO losses need at least 2 samples per batch (the manifold-matching loss "
@@ -359,8 +360,25 @@ class LICOClassifier(pl.LightningModule):
                 "Use drop_last=True for the training dataloader to avoid this."
             )
             self._warned_small_batch = True
-        out["loss"] = ce + self.hparams.alpha * out["mm"] + self.hparams.beta * out["ot"]
+        out["loss"] = ce + self.hparams["alpha"] * out["mm"] + self.hparams["beta"] * out["ot"]
         return out
+
+    def _text_modules(
+        self,
+    ) -> tuple[PromptLearner, MappingNet, ManifoldMatchingLoss, SinkhornOTLoss]:
+        """The text side, built together in ``__init__`` when ``alpha > 0 or beta > 0``."""
+        prompts, mapping, mm_loss, ot_loss = (
+            self.prompt_learner,
+            self.mapping,
+            self.mm_loss,
+            self.ot_loss,
+        )
+        if prompts is None or mapping is None or mm_loss is None or ot_loss is None:
+            raise RuntimeError(  # pragma: no cover - uses_text builds all four
+                "Expected the text-side modules of a LICO model (alpha > 0 or beta > 0), but "
+                "got a model built without them."
+            )
+        return prompts, mapping, mm_loss, ot_loss
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
@@ -413,12 +431,14 @@ class LICOClassifier(pl.LightningModule):
         no_decay = [p for p in self.mm_loss.parameters()] if self.mm_loss is not None else []
         no_decay_ids = {id(p) for p in no_decay}
         decay = [p for p in self.parameters() if p.requires_grad and id(p) not in no_decay_ids]
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}]
+        groups = [{"params": decay, "weight_decay": hp["weight_decay"]}]
         trainable_no_decay = [p for p in no_decay if p.requires_grad]
         if trainable_no_decay:
             groups.append({"params": trainable_no_decay, "weight_decay": 0.0})
-        optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
-        if hp.lr_schedule == "constant":
+        optimizer = torch.optim.SGD(
+            groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"]
+        )
+        if hp["lr_schedule"] == "constant":
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
         loaded = self._loaded_total_steps
@@ -439,7 +459,7 @@ class LICOClassifier(pl.LightningModule):
 
     # ------------------------------------------------------------------ exact resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.hparams.resume_rng_state:
+        if self.hparams["resume_rng_state"]:
             checkpoint["lico_rng_states"] = _rng_states()
         if self.text_encoder is not None:
             checkpoint["lico_text_encoder_fingerprint"] = _fingerprint(self.text_encoder)
@@ -455,8 +475,8 @@ class LICOClassifier(pl.LightningModule):
             if not torch.equal(saved.to(torch.float64), _fingerprint(self.text_encoder)):
                 raise ValueError(
                     "Expected the text encoder rebuilt from the checkpoint's hyperparameters "
-                    f"(text_encoder={self.hparams.text_encoder!r}, text_encoder_kwargs="
-                    f"{self.hparams.text_encoder_kwargs!r}) to match the frozen encoder the run "
+                    f"(text_encoder={self.hparams['text_encoder']!r}, text_encoder_kwargs="
+                    f"{self.hparams['text_encoder_kwargs']!r}) to match the frozen encoder the run "
                     "was trained with, but got different weights (checkpoints do not store the "
                     "frozen encoder); load it with the same weights files / pretrained tag."
                 )
@@ -469,7 +489,7 @@ class LICOClassifier(pl.LightningModule):
     def on_sanity_check_start(self) -> None:
         # The sanity check must not consume the global RNG, or a resumed run (which runs one)
         # would draw differently from the uninterrupted run (which does not, mid-fit).
-        if self.hparams.resume_rng_state:
+        if self.hparams["resume_rng_state"]:
             self._sanity_rng = contextlib.ExitStack()
             self._sanity_rng.enter_context(isolate_rng(include_cuda=torch.cuda.is_available()))
 

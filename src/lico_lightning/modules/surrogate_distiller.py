@@ -158,11 +158,10 @@ class SurrogateDistiller(pl.LightningModule):
                 )
             sizes[name] = int(value)
         self.hparams.update(sizes)
-        if (
-            self.hparams["concept_labels"] is None
-            and getattr(dm, "concept_labels", None) is not None
-        ):
-            self.hparams["concept_labels"] = list(dm.concept_labels)  # type: ignore[union-attr]
+        if self.hparams["concept_labels"] is None:
+            labels = getattr(dm, "concept_labels", None)
+            if labels is not None:
+                self.hparams["concept_labels"] = list(labels)
         self._build()
         self.to(self.device)
 

@@ -164,8 +164,8 @@ class TextEncoder(nn.Module, ABC):
     def _device(self) -> torch.device:
         for t in self.parameters():
             return t.device
-        for t in self.buffers():  # pragma: no cover - every encoder has parameters
-            return t.device
+        for b in self.buffers():  # pragma: no cover - every encoder has parameters
+            return b.device
         return torch.device("cpu")  # pragma: no cover
 
     def _check_forward_inputs(

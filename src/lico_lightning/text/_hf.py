@@ -95,6 +95,11 @@ class HFTextEncoder(TextEncoder):
         self._tokenizer = tokenizer
         self.name_or_path = path
         embeddings = model.get_input_embeddings()
+        if not isinstance(embeddings, nn.Embedding):
+            raise TypeError(
+                f"Expected a model whose input embeddings are an nn.Embedding, but got "
+                f"{type(embeddings).__name__}."
+            )
         self.width = int(embeddings.embedding_dim)
         self.output_dim = int(model.config.hidden_size)
         limit = int(getattr(model.config, "max_position_embeddings", 512))
@@ -117,7 +122,7 @@ class HFTextEncoder(TextEncoder):
         check_tensor("ids", ids, ndim=2)
         if ids.dtype != torch.long:
             raise TypeError(f"Expected `ids` of dtype torch.long, but got {ids.dtype}.")
-        return self.model.get_input_embeddings()(ids)
+        return self._word_embeddings()(ids)
 
     def forward(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Last hidden states for every token.
@@ -130,7 +135,12 @@ class HFTextEncoder(TextEncoder):
             ``(S, L, K)`` last hidden states.
         """
         self._check_forward_inputs(inputs_embeds, attention_mask)
-        dtype = self.model.get_input_embeddings().weight.dtype
+        dtype = self._word_embeddings().weight.dtype
         mask = None if attention_mask is None else attention_mask.to(torch.long)
         out = self.model(inputs_embeds=inputs_embeds.to(dtype), attention_mask=mask)
         return out.last_hidden_state
+
+    def _word_embeddings(self) -> nn.Embedding:
+        """The model's word embeddings (checked to be an ``nn.Embedding`` in ``__init__``)."""
+        # transformers' PreTrainedModel method; nn.Module.__getattr__ types it as Tensor | Module
+        return self.model.get_input_embeddings()  # type: ignore[operator]

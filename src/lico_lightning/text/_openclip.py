@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,8 @@ from lico_lightning.text._base import TextEncoder
 __all__ = ["OpenCLIPTextEncoder", "tiny_openclip_config"]
 
 _SUPPORTED_POOL_TYPES = ("argmax", "eos")
+
+_T = TypeVar("_T")
 
 
 def tiny_openclip_config(
@@ -104,6 +106,8 @@ class OpenCLIPTextEncoder(TextEncoder):
         (False, False)
     """
 
+    attn_mask: Tensor  # buffer registered in __init__
+
     def __init__(
         self,
         model_name: str = "ViT-B-32",
@@ -150,6 +154,11 @@ class OpenCLIPTextEncoder(TextEncoder):
             raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}.")
 
         tower = model.text if hasattr(model, "text") else model
+        if not isinstance(tower, nn.Module):
+            raise TypeError(
+                f"Expected the model's text tower to be an nn.Module, but got "
+                f"{type(tower).__name__}."
+            )
         tower_name = type(tower).__name__
         missing = [
             a
@@ -179,11 +188,17 @@ class OpenCLIPTextEncoder(TextEncoder):
                 f"{list(_SUPPORTED_POOL_TYPES)}), but got pool_type={pool_type!r}."
             )
 
-        self.token_embedding: nn.Embedding = tower.token_embedding
-        self.positional_embedding: nn.Parameter = tower.positional_embedding
-        self.transformer: nn.Module = tower.transformer
-        self.ln_final: nn.Module = tower.ln_final
-        self.text_projection = tower.text_projection  # Parameter (W, K), nn.Linear or None
+        self.token_embedding = _tower_part(tower, "token_embedding", nn.Embedding)
+        self.positional_embedding = _tower_part(tower, "positional_embedding", Tensor)
+        self.transformer = _tower_part(tower, "transformer", nn.Module)
+        self.ln_final = _tower_part(tower, "ln_final", nn.Module)
+        projection = tower.text_projection  # Parameter (W, K), nn.Linear or None
+        if projection is not None and not isinstance(projection, (Tensor, nn.Linear)):
+            raise TypeError(
+                f"Expected the text tower's `text_projection` to be a tensor, an nn.Linear or "
+                f"None, but got {type(projection).__name__}."
+            )
+        self.text_projection: Tensor | nn.Linear | None = projection
         self.register_buffer("attn_mask", attn_mask.detach().clone(), persistent=False)
 
         if tokenizer is None:
@@ -304,13 +319,15 @@ class OpenCLIPTextEncoder(TextEncoder):
         xp = self._with_positions(prefix_embeds, 0)
         xs = self._with_positions(suffix_embeds, n_pre)
         mask = self.attn_mask[: n_pre + n_suf, : n_pre + n_suf].to(xp.dtype)
-        for block in self.transformer.resblocks:
+        # a ModuleList of ResidualAttentionBlocks: checked by _blocks_support_shared_prefix
+        for block in cast(nn.ModuleList, self.transformer.resblocks):
             xp, xs = _shared_prefix_block(block, xp, xs, mask)
         return self._head(xp), self._head(xs)
 
     def _with_positions(self, embeds: Tensor, start: int) -> Tensor:
         """``embeds (..., n, W)`` cast to the tower's dtype plus positions ``start .. start+n``."""
-        dtype = self.transformer.get_cast_dtype()
+        # open_clip's Transformer method; nn.Module.__getattr__ types it as Tensor | Module
+        dtype = self.transformer.get_cast_dtype()  # type: ignore[operator]
         n = embeds.shape[-2]
         return embeds.to(dtype) + self.positional_embedding[start : start + n].to(dtype)
 
@@ -321,6 +338,17 @@ class OpenCLIPTextEncoder(TextEncoder):
         if self.text_projection is not None:
             return x @ self.text_projection
         return x
+
+
+def _tower_part(tower: nn.Module, name: str, kind: type[_T]) -> _T:
+    """The tower's ``name`` attribute, checked to be a ``kind``."""
+    part = getattr(tower, name)
+    if not isinstance(part, kind):
+        raise TypeError(
+            f"Expected the text tower's `{name}` to be a {kind.__name__}, but got "
+            f"{type(part).__name__}."
+        )
+    return part
 
 
 def _blocks_support_shared_prefix(transformer: nn.Module) -> bool:
@@ -349,7 +377,14 @@ def _shared_prefix_block(
     block: nn.Module, xp: Tensor, xs: Tensor, mask: Tensor
 ) -> tuple[Tensor, Tensor]:
     """One ``ResidualAttentionBlock`` on prefix rows ``(P, W)`` and suffix rows ``(S, L, W)``."""
-    attn: nn.MultiheadAttention = block.attn
+    # an nn.MultiheadAttention: checked by _blocks_support_shared_prefix
+    attn = cast(nn.MultiheadAttention, block.get_submodule("attn"))
+    ln_1, ln_2 = block.get_submodule("ln_1"), block.get_submodule("ln_2")
+    ls_1, ls_2, mlp = (
+        block.get_submodule("ls_1"),
+        block.get_submodule("ls_2"),
+        block.get_submodule("mlp"),
+    )
     n_pre, n_seq = xp.shape[0], xs.shape[0]
     heads = attn.num_heads
 
@@ -359,18 +394,14 @@ def _shared_prefix_block(
     def merge(t: Tensor) -> Tensor:  # (..., heads, n, d) -> (..., n, heads * d)
         return t.transpose(-3, -2).flatten(-2)
 
-    qp, kp, vp = map(
-        split, F.linear(block.ln_1(xp), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
-    )
-    qs, ks, vs = map(
-        split, F.linear(block.ln_1(xs), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
-    )
+    qp, kp, vp = map(split, F.linear(ln_1(xp), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    qs, ks, vs = map(split, F.linear(ln_1(xs), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
     out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask[:n_pre, :n_pre])
     k = torch.cat([kp.expand(n_seq, -1, -1, -1), ks], dim=-2)
     v = torch.cat([vp.expand(n_seq, -1, -1, -1), vs], dim=-2)
     out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask[n_pre:])
-    xp = xp + block.ls_1(attn.out_proj(merge(out_p)))
-    xs = xs + block.ls_1(attn.out_proj(merge(out_s)))
-    xp = xp + block.ls_2(block.mlp(block.ln_2(xp)))
-    xs = xs + block.ls_2(block.mlp(block.ln_2(xs)))
+    xp = xp + ls_1(attn.out_proj(merge(out_p)))
+    xs = xs + ls_1(attn.out_proj(merge(out_s)))
+    xp = xp + ls_2(mlp(ln_2(xp)))
+    xs = xs + ls_2(mlp(ln_2(xs)))
     return xp, xs

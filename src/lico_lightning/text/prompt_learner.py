@@ -112,6 +112,12 @@ class PromptLearner(nn.Module):
         ['ctx']
     """
 
+    # buffers registered in __init__ (nn.Module.__getattr__ types them as Tensor | Module)
+    token_ids: Tensor
+    attention_mask: Tensor
+    eot_index: Tensor
+    class_weights: Tensor
+
     def __init__(
         self,
         class_names: list[str],
