@@ -329,3 +329,26 @@ def test_bad_input() -> None:
     module = _module()
     with pytest.raises(ValueError, match=r"\(B, 16\)"):
         module.contrastive_loss(torch.zeros(2, 3, 32, 32), torch.zeros(2, 77, dtype=torch.long))
+
+
+@pytest.mark.distributed
+def test_two_process_validation_gathers_the_whole_split(tmp_path) -> None:
+    """Each rank sees half of the split (the DistributedSampler pads an odd split with a
+    repeated sample); the R@K logged under ddp_spawn must equal the one-process values."""
+    results = {}
+    for name, kw in {
+        "single": {"devices": 1},
+        "ddp": {"devices": 2, "strategy": "ddp_spawn"},
+    }.items():
+        module = _module(seed=0, retrieval_k=(1, 5))
+        dm = _data(num_val=11, batch_size=4)  # 22 captions: uneven shards, padding to drop
+        metrics = _trainer(tmp_path / name, **kw).validate(module, dm, verbose=False)[0]
+        results[name] = {k: float(v) for k, v in metrics.items() if "R@" in k}
+    assert set(results["single"]) == {
+        "val/i2t_R@1",
+        "val/i2t_R@5",
+        "val/t2i_R@1",
+        "val/t2i_R@5",
+        "val/R@1",
+    }
+    assert results["ddp"] == pytest.approx(results["single"], abs=1e-6)
