@@ -129,6 +129,10 @@ def test_confidence_views_share_the_increase_and_differ_only_by_the_relative_dro
         y = net(images).softmax(-1).gather(1, target[:, None])[:, 0]
         o = net(explanation).softmax(-1).gather(1, target[:, None])[:, 0]
     assert 0 < int(increase.sum()) < 32  # both outcomes occur
+    # the papers' formulas by hand: AD = max(0, Y - O) / Y, IC = [Y < O]
+    torch.testing.assert_close(drop, (y - o).clamp(min=0) / y)
+    assert torch.equal(increase, y < o)
+    assert float(drop.max()) > 0  # not an all-zero comparison
     torch.testing.assert_close(pair_confidence_increase(y, o, reduction="none"), increase.float())
     torch.testing.assert_close(pair_confidence_drop(y, o, reduction="none") / y, drop)
     torch.testing.assert_close(
