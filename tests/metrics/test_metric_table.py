@@ -68,7 +68,7 @@ def _score_data() -> dict[str, Any]:
 
 
 def _recall_data() -> dict[str, Any]:
-    """7 queries x 10 items: negative scores, ties, 1-2 relevant items per query."""
+    """7 queries x 10 items: negative scores, ties, 1-5 relevant items per query."""
     g = torch.Generator().manual_seed(4)
     relevant = torch.eye(N, 10, dtype=torch.bool) | (torch.rand(N, 10, generator=g) > 0.85)
     return {
