@@ -28,7 +28,6 @@ from lico_lightning.explain.evaluation import (
     check_metric_names,
     parse_batch,
 )
-from lico_lightning.functional import curve_auc, insertion_deletion_curves
 
 __all__ = ["SaliencyMonitor", "SaliencyProbes"]
 
@@ -88,9 +87,11 @@ def _collate(items: list[Any]) -> Any:
 
 @dataclasses.dataclass
 class _Explained:
-    """What an overlay shows of one run: the maps of the methods that succeeded."""
+    """What an overlay shows of one run: the maps of the methods that succeeded and their
+    per-image insertion / deletion AUCs (those the evaluation computed)."""
 
     maps: dict[str, Tensor]
+    scores: dict[str, dict[str, Tensor]] = dataclasses.field(default_factory=dict)
 
 
 class SaliencyMonitor(ExplanationMonitor):
@@ -321,7 +322,7 @@ class SaliencyMonitor(ExplanationMonitor):
             boxes=probes.boxes,
             target=self.target,
         )
-        return _Explained(maps)
+        return _Explained(maps, evaluation.last_scores)
 
     @override
     def _render(self, probes: ProbeSet, explained: Any, host: MonitorHost, step: int) -> Tensor:
@@ -336,26 +337,11 @@ class SaliencyMonitor(ExplanationMonitor):
         with torch.no_grad():
             probability = torch.softmax(model(probes.images).float(), 1)
         confidence, predicted = probability.max(1)
-        target = predicted if self.target == "predicted" else probes.labels
-        scores: dict[str, dict[str, Tensor]] = {}
-        if {"insertion", "deletion", "overall"} & set(self.metrics):
-            for name, saliency in maps.items():  # per image, for the shown images only
-                fractions, ins, dele = insertion_deletion_curves(
-                    model,
-                    probes.images,
-                    saliency,
-                    target,
-                    step_fraction=self.options.step_fraction,
-                    insertion_substrate=self.options.insertion_substrate,
-                    deletion_substrate=self.options.deletion_substrate,
-                    chunk_size=self.options.chunk_size,
-                    blur_kernel_size=self.options.blur_kernel_size,
-                    blur_sigma=self.options.blur_sigma,
-                )
-                scores[name] = {
-                    "ins": curve_auc(ins, fractions),
-                    "del": curve_auc(dele, fractions),
-                }
+        short = {"insertion": "ins", "deletion": "del"}  # the per-image AUCs of the evaluation
+        scores = {
+            name: {short[k]: v[:n] for k, v in explained.scores.get(name, {}).items() if k in short}
+            for name in maps
+        }
         mean, std, names = self.mean, self.std, self.class_names
         sources = [getattr(host, "trainer", None), getattr(host, "pl_module", None)]
         datamodule = getattr(sources[0], "datamodule", None)

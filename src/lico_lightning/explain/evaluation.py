@@ -241,6 +241,8 @@ class SaliencyEvaluation(_MethodEvaluation):
             )
         self.options = options or SaliencyMetricOptions()
         self.collections = {m: self._collection() for m in self.methods}
+        # {method: {"insertion"/"deletion": (B,)}} of the latest update, for overlay labels
+        self.last_scores: dict[str, dict[str, Tensor]] = {}
         self._init_failures()
 
     def _collection(self) -> MetricCollection:
@@ -298,16 +300,20 @@ class SaliencyEvaluation(_MethodEvaluation):
             "clean_probability": clean_probability,
         }
         maps: dict[str, Tensor] = {}
+        self.last_scores = {}
         for method in self.methods:
             try:
                 saliency = explainers[method].attribute(images, explained)
+                scores: dict[str, Tensor] = {}
                 for metric in self.collections[method].values():
                     if getattr(metric, "needs_boxes", False) and boxes is None:
                         continue  # skipped, not failed
                     params = inspect.signature(metric.update).parameters
                     kwargs = {k: v for k, v in inputs.items() if k in params}
                     metric.update(saliency=saliency, **kwargs)
+                    scores.update(getattr(metric, "last_values", {}))
                 maps[method] = saliency
+                self.last_scores[method] = scores
             except Exception as err:  # fault isolation: count it, go on with the next method
                 if self.on_error == "raise":
                     raise

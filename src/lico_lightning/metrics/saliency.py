@@ -174,6 +174,9 @@ class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
             "blur_kernel_size": blur_kernel_size,
             "blur_sigma": blur_sigma,
         }
+        # per-image AUCs of the latest ``update`` (not a state: never synced or checkpointed),
+        # so a caller can show them without running the curves again
+        self.last_values: dict[str, Tensor] = {}
 
     @classmethod
     def from_options(
@@ -272,6 +275,7 @@ class InsertionDeletionAUC(_PerturbationAUC):
             )
         self._add(ins)  # total: insertion, count: images
         self.deletion_total += dele.detach().double().sum()
+        self.last_values = {"insertion": ins.detach(), "deletion": dele.detach()}
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``{"insertion", "deletion", "overall"}`` means over all accumulated images."""
@@ -318,6 +322,7 @@ class _OneModeAUC(_PerturbationAUC):
                 reduction="none",
             )
         self._add(aucs)
+        self.last_values = {self.outputs[0]: aucs.detach()}
 
 
 @SALIENCY_METRICS.register("insertion")
