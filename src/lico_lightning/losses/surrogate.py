@@ -62,11 +62,12 @@ def _check_indices(indices: object, batch: int, num_samples: int) -> Tensor:
         raise ValueError(f"Expected `indices` of shape ({batch},), but got {tuple(indices.shape)}.")
     if indices.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"Expected `indices` to be an integer tensor, but got {indices.dtype}.")
-    if batch and (int(indices.min()) < 0 or int(indices.max()) >= num_samples):
-        raise ValueError(
-            f"Expected `indices` in [0, {num_samples}), but got values in "
-            f"[{int(indices.min())}, {int(indices.max())}]."
-        )
+    if batch:
+        low, high = torch.stack(torch.aminmax(indices)).tolist()  # one host sync per call
+        if low < 0 or high >= num_samples:
+            raise ValueError(
+                f"Expected `indices` in [0, {num_samples}), but got values in [{low}, {high}]."
+            )
     return indices.long()
 
 
