@@ -44,12 +44,12 @@ def _all_gather_cat(x: Tensor) -> Tensor:
     n = torch.tensor([x.shape[0]], device=x.device)
     sizes = [torch.zeros_like(n) for _ in range(_world_size())]
     dist.all_gather(sizes, n)
-    most = int(max(int(s) for s in sizes))
-    padded = x.new_zeros((most, *x.shape[1:]))
+    counts = torch.cat(sizes).tolist()  # one host sync, not one per rank
+    padded = x.new_zeros((max(counts), *x.shape[1:]))
     padded[: x.shape[0]] = x.detach()
-    out = [torch.zeros_like(padded) for _ in sizes]
+    out = [torch.zeros_like(padded) for _ in counts]
     dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[: int(s)] for o, s in zip(out, sizes)])
+    return torch.cat([o[:c] for o, c in zip(out, counts)])
 
 
 def _check_indices(indices: object, batch: int, num_samples: int) -> Tensor:
