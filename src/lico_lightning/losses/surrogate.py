@@ -253,7 +253,7 @@ class SurrogateDistillationLoss(nn.Module):
         world = _world_size()
         if world > 1:
             rank = dist.get_rank()
-            sizes = [int(s) for s in _all_gather_cat(indices.new_tensor([indices.shape[0]]))]
+            sizes = _all_gather_cat(indices.new_tensor([indices.shape[0]])).tolist()
             start = sum(sizes[:rank])
             gathered = _all_gather_cat(surrogate_embeds)
             surrogate_embeds = torch.cat(
