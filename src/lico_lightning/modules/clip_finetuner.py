@@ -421,8 +421,8 @@ class CLIPFineTuner(pl.LightningModule):
             parts = [cast(Tensor, self.all_gather(p)).flatten(0, 1) for p in parts]
         image, text, index, tokens = parts
         key = torch.cat([index[:, None], tokens], dim=1)
-        _, inverse = torch.unique(key, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1,), key.shape[0], device=key.device)
+        unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+        first = torch.full((unique.shape[0],), key.shape[0], device=key.device)
         first = first.scatter_reduce(
             0, inverse, torch.arange(key.shape[0], device=key.device), "amin"
         )
