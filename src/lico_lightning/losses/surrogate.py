@@ -262,12 +262,16 @@ class SurrogateDistillationLoss(nn.Module):
             image_embeds, text_embeds = _all_gather_cat(image_embeds), _all_gather_cat(text_embeds)
             indices = _all_gather_cat(indices.to(image_embeds.device))
         teacher, student = self.logits(image_embeds, text_embeds, surrogate_embeds)
-        kl = in_batch_similarity_kl(teacher, student, symmetric=self.symmetric)
+        moving = self.estimator != "in_batch" and self.training
+        # with the moving-average objective the in-batch KL is only reported: no graph for it
+        kl = in_batch_similarity_kl(
+            teacher, student.detach() if moving else student, symmetric=self.symmetric
+        )
         agreement = (student.detach().argmax(1) == teacher.argmax(1)).float().mean()
-        if self.estimator == "in_batch" or not self.training:
-            loss = kl
-        else:
+        if moving:
             loss = self._moving_average_objective(teacher, student, indices)
+        else:
+            loss = kl
         if world > 1:  # value of the global loss, world × the local slice's gradient
             loss = loss + (world - 1) * (loss - loss.detach())
         return SurrogateLossOutput(loss, kl.detach(), agreement)
