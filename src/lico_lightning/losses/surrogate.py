@@ -44,12 +44,12 @@ def _all_gather_cat(x: Tensor) -> Tensor:
     n = torch.tensor([x.shape[0]], device=x.device)
     sizes = [torch.zeros_like(n) for _ in range(_world_size())]
     dist.all_gather(sizes, n)
-    most = int(max(int(s) for s in sizes))
-    padded = x.new_zeros((most, *x.shape[1:]))
+    counts = torch.cat(sizes).tolist()  # one host sync, not one per rank
+    padded = x.new_zeros((max(counts), *x.shape[1:]))
     padded[: x.shape[0]] = x.detach()
-    out = [torch.zeros_like(padded) for _ in sizes]
+    out = [torch.zeros_like(padded) for _ in counts]
     dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[: int(s)] for o, s in zip(out, sizes)])
+    return torch.cat([o[:c] for o, c in zip(out, counts)])
 
 
 def _check_indices(indices: object, batch: int, num_samples: int) -> Tensor:
@@ -62,11 +62,12 @@ def _check_indices(indices: object, batch: int, num_samples: int) -> Tensor:
         raise ValueError(f"Expected `indices` of shape ({batch},), but got {tuple(indices.shape)}.")
     if indices.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"Expected `indices` to be an integer tensor, but got {indices.dtype}.")
-    if batch and (int(indices.min()) < 0 or int(indices.max()) >= num_samples):
-        raise ValueError(
-            f"Expected `indices` in [0, {num_samples}), but got values in "
-            f"[{int(indices.min())}, {int(indices.max())}]."
-        )
+    if batch:
+        low, high = torch.stack(torch.aminmax(indices)).tolist()  # one host sync per call
+        if low < 0 or high >= num_samples:
+            raise ValueError(
+                f"Expected `indices` in [0, {num_samples}), but got values in [{low}, {high}]."
+            )
     return indices.long()
 
 
@@ -252,7 +253,7 @@ class SurrogateDistillationLoss(nn.Module):
         world = _world_size()
         if world > 1:
             rank = dist.get_rank()
-            sizes = [int(s) for s in _all_gather_cat(indices.new_tensor([indices.shape[0]]))]
+            sizes = _all_gather_cat(indices.new_tensor([indices.shape[0]])).tolist()
             start = sum(sizes[:rank])
             gathered = _all_gather_cat(surrogate_embeds)
             surrogate_embeds = torch.cat(
@@ -261,12 +262,16 @@ class SurrogateDistillationLoss(nn.Module):
             image_embeds, text_embeds = _all_gather_cat(image_embeds), _all_gather_cat(text_embeds)
             indices = _all_gather_cat(indices.to(image_embeds.device))
         teacher, student = self.logits(image_embeds, text_embeds, surrogate_embeds)
-        kl = in_batch_similarity_kl(teacher, student, symmetric=self.symmetric)
+        moving = self.estimator != "in_batch" and self.training
+        # with the moving-average objective the in-batch KL is only reported: no graph for it
+        kl = in_batch_similarity_kl(
+            teacher, student.detach() if moving else student, symmetric=self.symmetric
+        )
         agreement = (student.detach().argmax(1) == teacher.argmax(1)).float().mean()
-        if self.estimator == "in_batch" or not self.training:
-            loss = kl
-        else:
+        if moving:
             loss = self._moving_average_objective(teacher, student, indices)
+        else:
+            loss = kl
         if world > 1:  # value of the global loss, world × the local slice's gradient
             loss = loss + (world - 1) * (loss - loss.detach())
         return SurrogateLossOutput(loss, kl.detach(), agreement)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
+from lico_lightning.losses.surrogate import _first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 
 __all__ = ["CLIP_LOSSES", "CLIPFineTuner", "clip_param_groups", "warmup_cosine_lambda"]
@@ -420,8 +421,8 @@ class CLIPFineTuner(pl.LightningModule):
             parts = [cast(Tensor, self.all_gather(p)).flatten(0, 1) for p in parts]
         image, text, index, tokens = parts
         key = torch.cat([index[:, None], tokens], dim=1)
-        _, inverse = torch.unique(key, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1,), key.shape[0], device=key.device)
+        unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+        first = torch.full((unique.shape[0],), key.shape[0], device=key.device)
         first = first.scatter_reduce(
             0, inverse, torch.arange(key.shape[0], device=key.device), "amin"
         )
@@ -432,9 +433,7 @@ class CLIPFineTuner(pl.LightningModule):
         if not self._eval or not self._eval["image"]:
             return
         image, text, index, _ = self._gathered()
-        ids, first = torch.unique(index, return_inverse=True)
-        pos = torch.full((ids.numel(),), index.numel(), device=index.device)
-        pos = pos.scatter_reduce(0, first, torch.arange(index.numel(), device=index.device), "amin")
+        ids, pos = _first_occurrences(index)
         image = image[pos]  # one embedding per image
         results = {}
         for name, queries, items, relevant_of in (
