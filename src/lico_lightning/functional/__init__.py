@@ -84,6 +84,7 @@ from lico_lightning.functional.splice import (
 )
 from lico_lightning.functional.surrogate import (
     concept_contributions,
+    first_occurrences,
     in_batch_similarity_kl,
     log_mean_exp,
     moving_average_kl_objective,
@@ -115,6 +116,7 @@ __all__ = [
     "draw_rise_parameters",
     "energy_pointing_game",
     "exact_banzhaf_interactions",
+    "first_occurrences",
     "gaussian_bottleneck",
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",

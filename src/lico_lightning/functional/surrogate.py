@@ -39,6 +39,7 @@ from lico_lightning._validation import check_tensor
 
 __all__ = [
     "concept_contributions",
+    "first_occurrences",
     "in_batch_similarity_kl",
     "log_mean_exp",
     "moving_average_kl_objective",
@@ -278,3 +279,19 @@ def wilson_interval(successes: Tensor, trials: Tensor, confidence: Tensor) -> tu
     center = (k + z2 / 2) / (n + z2)
     half = z / (n + z2) * torch.sqrt(k * (n - k) / n + z2 / 4)
     return (center - half).clamp(0.0, 1.0), (center + half).clamp(0.0, 1.0)
+
+
+def first_occurrences(indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted unique values of ``indices`` ``(B,)`` and the position of each one's first
+    occurrence (both ``(U,)``): which batch row speaks for a repeated sample index.
+
+    Example:
+        >>> first_occurrences(torch.tensor([5, 2, 5, 7, 2]))
+        (tensor([2, 5, 7]), tensor([1, 0, 3]))
+    """
+    unique, inverse = torch.unique(indices, return_inverse=True)
+    positions = torch.arange(indices.shape[0], device=indices.device)
+    first = torch.full_like(unique, indices.shape[0]).scatter_reduce(
+        0, inverse, positions, reduce="amin"
+    )
+    return unique, first

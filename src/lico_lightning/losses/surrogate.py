@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from lico_lightning._validation import check_choice, check_int, check_real, check_tensor
 from lico_lightning.functional.surrogate import (
+    first_occurrences,
     in_batch_similarity_kl,
     log_mean_exp,
     moving_average_kl_objective,
@@ -125,23 +126,13 @@ class MovingAverageEstimator(nn.Module):
             indices, values = _all_gather_cat(local), _all_gather_cat(values)
         else:
             indices = local
-        unique, first = _first_occurrences(indices)
+        unique, first = first_occurrences(indices)
         new = update_log_moving_average(
             self.log_value[unique], self.seen[unique], values[first], self.gamma
         )
         self.log_value[unique] = new
         self.seen[unique] = True
         return self.log_value[local]
-
-
-def _first_occurrences(indices: Tensor) -> tuple[Tensor, Tensor]:
-    """Sorted unique values of ``indices`` and the position of each one's first occurrence."""
-    unique, inverse = torch.unique(indices, return_inverse=True)
-    positions = torch.arange(indices.shape[0], device=indices.device)
-    first = torch.full_like(unique, indices.shape[0]).scatter_reduce(
-        0, inverse, positions, reduce="amin"
-    )
-    return unique, first
 
 
 class SurrogateLossOutput(NamedTuple):

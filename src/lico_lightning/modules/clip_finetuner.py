@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
-from lico_lightning.losses.surrogate import _first_occurrences
+from lico_lightning.functional.surrogate import first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 
 __all__ = ["CLIP_LOSSES", "CLIPFineTuner", "clip_param_groups", "warmup_cosine_lambda"]
@@ -433,7 +433,7 @@ class CLIPFineTuner(pl.LightningModule):
         if not self._eval or not self._eval["image"]:
             return
         image, text, index, _ = self._gathered()
-        ids, pos = _first_occurrences(index)
+        ids, pos = first_occurrences(index)
         image = image[pos]  # one embedding per image
         results = {}
         for name, queries, items, relevant_of in (
