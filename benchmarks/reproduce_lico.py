@@ -18,6 +18,12 @@ Usage::
     python benchmarks/reproduce_lico.py --ablations                    # + MM only, OT only, τ learned, no dynamic context
     python benchmarks/reproduce_lico.py --seeds 0 1 --arm mine="--model.alpha 1"
     python benchmarks/reproduce_lico.py --seeds 0 --override --trainer.max_epochs 1   # quick look
+    python benchmarks/reproduce_lico.py --ablations --jobs 2           # 2 runs at a time, 1 thread each
+
+``--jobs N`` trains N runs at a time, each in its own process with ``cpu_count // N`` threads
+and its output in ``{out}/{arm}/seed{seed}/run.log``; for a model as small as the digits
+WRN-28-2, one thread is about as fast as two, so on a 2-core machine ``--jobs 2`` halves the
+study's time. Results depend on the thread count only through floating-point summation order.
 
 Seeds change the training seed (initialisation, augmentation, prompt shuffles) with the data
 split fixed, so runs of different arms with the same seed are paired.
@@ -29,7 +35,9 @@ import argparse
 import csv
 import json
 import math
+import os
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -84,6 +92,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-test-batches", type=int, default=None, help="evaluate on fewer test batches"
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at a time, each in its own process with cpu_count // jobs threads",
+    )
+    # internal: one (arm, seed) run in a child process of --jobs; no summary
+    parser.add_argument("--run", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument(
         "--override",
         nargs=argparse.REMAINDER,
         default=[],
@@ -94,6 +110,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"Expected --config to be a recipe file, but got {args.config!r} (not found).")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"Expected distinct --seeds, but got {args.seeds}.")
+    if args.jobs < 1:
+        parser.error(f"Expected --jobs to be a positive integer, but got {args.jobs}.")
     arms = dict(MAIN_ARMS)
     if args.ablations:
         arms.update(ABLATION_ARMS)
@@ -107,10 +125,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if unknown:
             parser.error(f"Expected --only arms among {sorted(arms)}, but got {unknown}.")
         arms = {k: v for k, v in arms.items() if k in args.only}
+    if args.run is not None:
+        arm, seed = args.run
+        if arm not in arms or not seed.lstrip("-").isdigit():
+            parser.error(
+                f"Expected --run ARM SEED with ARM among {sorted(arms)}, but got {args.run}."
+            )
+        arms, args.seeds = {arm: arms[arm]}, [int(seed)]
     if args.baseline not in arms:
         args.baseline = None
     args.arms = arms
     return args
+
+
+def _without_jobs(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--jobs N`` / ``--jobs=N`` removed (only before ``--override``)."""
+    out: list[str] = []
+    items = iter(argv)
+    for item in items:
+        if item == "--override":
+            out += [item, *items]
+            break
+        if item == "--jobs":
+            next(items, None)
+        elif not item.startswith("--jobs="):
+            out.append(item)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -140,8 +180,8 @@ def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int)
     from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
     from lico_lightning.modules import LICOClassifier
 
-    run_dir = args.out / arm / f"seed{seed}"
-    result_file = run_dir / "result.json"
+    result_file = _result_file(args, arm, seed)
+    run_dir = result_file.parent
     if result_file.is_file():
         return json.loads(result_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -280,8 +320,17 @@ def markdown_table(summary: dict, metrics: list[str]) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
+def _better(metric: str) -> str:
+    return "lower is better" if metric.endswith("deletion") else "higher is better"
+
+
 def plot(summary: dict, metrics: list[str], path: Path) -> None:
-    """One panel per metric: every seed as a dot, the mean with its 95 % interval as a bar."""
+    """One panel per metric, four to a row.
+
+    With a baseline, each panel shows every other arm's paired difference to it: one grey dot
+    per seed, the mean with its 95 % interval in red, and the zero line (no difference); the
+    baseline's own mean ± interval is in the panel title. Without one, the values themselves.
+    """
     try:
         import matplotlib
 
@@ -290,32 +339,121 @@ def plot(summary: dict, metrics: list[str], path: Path) -> None:
     except ImportError:  # pragma: no cover - the table is the result; the plot is a view
         print("matplotlib is not installed (pip install -e '.[viz]'): no plot written.")
         return
-    arms = list(summary["arms"])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    baseline = summary["baseline"]
+    arms = [arm for arm in summary["arms"] if arm != baseline or baseline is None]
+    paired = baseline is not None and all(
+        "vs_baseline" in summary["arms"][arm][metrics[0]] for arm in arms
+    )
+    if not arms:
+        arms, paired = list(summary["arms"]), False
+    columns = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    width = max(3.0, 0.55 * len(arms) + 1.2)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
         for i, arm in enumerate(arms):
             m = summary["arms"][arm][metric]
-            ax.scatter([i] * len(m["values"]), m["values"], s=14, alpha=0.6, color="tab:gray")
-            err = 0 if math.isnan(m["ci95"]) else m["ci95"]
-            ax.errorbar(i, m["mean"], yerr=err, fmt="o", color="tab:red", capsize=4)
+            if paired:
+                base = summary["arms"][baseline][metric]["values"]
+                seeds = summary["arms"][arm]["seeds"]
+                base_by_seed = dict(zip(summary["arms"][baseline]["seeds"], base))
+                values = [
+                    v - base_by_seed[s] for v, s in zip(m["values"], seeds) if s in base_by_seed
+                ]
+                centre, half = m["vs_baseline"]["diff"], m["vs_baseline"]["ci95"]
+            else:
+                values, centre, half = m["values"], m["mean"], m["ci95"]
+            ax.scatter([i] * len(values), values, s=14, alpha=0.6, color="tab:gray", zorder=2)
+            err = 0 if math.isnan(half) else half
+            ax.errorbar(i, centre, yerr=err, fmt="o", color="tab:red", capsize=4, zorder=3)
         ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
-        ax.set_title(metric)
+        ax.set_xlim(-0.6, len(arms) - 0.4)
+        if paired:
+            b = summary["arms"][baseline][metric]
+            ax.axhline(0.0, color="black", lw=0.8)
+            ax.set_title(f"{metric} ({_better(metric)})\n{baseline}: {_fmt(b['mean'], b['ci95'])}",
+                         fontsize=9)  # fmt: skip
+            ax.set_ylabel(f"Δ to {baseline}", fontsize=8)
+        else:
+            ax.set_title(f"{metric} ({_better(metric)})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("LICO reproduction: seeds (grey), mean ± 95 % CI (red)")
+    what = f"paired difference to {baseline}" if paired else "value"
+    fig.suptitle(f"LICO reproduction — {what}: seeds (grey), mean ± 95 % CI (red)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _result_file(args: argparse.Namespace, arm: str, seed: int) -> Path:
+    return args.out / arm / f"seed{seed}" / "result.json"
+
+
+def run_parallel(
+    args: argparse.Namespace, argv: Sequence[str], jobs: list[tuple[str, int]]
+) -> None:
+    """Train the unfinished ``jobs`` ``args.jobs`` at a time, each in its own process.
+
+    A child is this script with ``--run ARM SEED``; its output goes to its run's ``run.log``.
+    Raises RuntimeError naming the runs whose process failed, after the others finished.
+    """
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    pending = [job for job in jobs if not _result_file(args, *job).is_file()]
+    running: dict[tuple[str, int], tuple[subprocess.Popen, Any, float]] = {}
+    failed: list[str] = []
+    finished = len(jobs) - len(pending)
+    print(f"{finished}/{len(jobs)} runs done; {len(pending)} to train, {args.jobs} at a time "
+          f"with {threads} thread(s) each", flush=True)  # fmt: skip
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                arm, seed = pending.pop(0)
+                log_path = _result_file(args, arm, seed).with_name("run.log")
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = log_path.open("a")
+                command = [sys.executable, __file__, "--run", arm, str(seed), *_without_jobs(argv)]
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[(arm, seed)] = (process, log, time.perf_counter())
+                print(f"  started {arm} seed {seed} (log: {log_path})", flush=True)
+            time.sleep(1.0)
+            for (arm, seed), (process, log, start) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                log.close()
+                del running[(arm, seed)]
+                finished += 1
+                minutes = (time.perf_counter() - start) / 60
+                if process.returncode == 0 and _result_file(args, arm, seed).is_file():
+                    status = "done"
+                else:
+                    status = f"FAILED (exit {process.returncode}; see {log.name})"
+                    failed.append(f"{arm} seed {seed}")
+                print(f"[{finished}/{len(jobs)}] {arm} seed {seed}: {status} in {minutes:.1f} min",
+                      flush=True)  # fmt: skip
+    finally:
+        for process, log, _ in running.values():  # interrupted: stop the children too
+            process.terminate()
+            log.close()
+    if failed:
+        raise RuntimeError(f"Expected every run to finish, but these failed: {', '.join(failed)}.")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    if args.jobs > 1 and args.run is None:
+        run_parallel(args, argv, jobs)
     rows = []
     for i, (arm, seed) in enumerate(jobs, 1):
-        done = (args.out / arm / f"seed{seed}" / "result.json").is_file()
+        done = _result_file(args, arm, seed).is_file()
         print(f"[{i}/{len(jobs)}] {arm} seed {seed}{' (done)' if done else ''}", flush=True)
         rows.append(run_one(args, arm, args.arms[arm], seed))
+    if args.run is not None:
+        return {}
     metrics = ["accuracy"] + [f"{m}/{k}" for m in args.methods for k in METRICS]
     with (args.out / "runs.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["arm", "seed", *metrics, "fit_seconds"])

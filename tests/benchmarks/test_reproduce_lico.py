@@ -105,3 +105,41 @@ def test_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     again = rl.main(argv)
     assert (tmp_path / "lico" / "seed0" / "result.json").stat().st_mtime == mtime
     assert again["arms"]["lico"]["accuracy"] == summary["arms"]["lico"]["accuracy"]
+
+
+def test_without_jobs_drops_only_the_jobs_option_before_override():
+    rl = _load()
+    argv = ["--jobs", "2", "--seeds", "0", "--jobs=3", "--override", "--jobs", "5"]
+    assert rl._without_jobs(argv) == ["--seeds", "0", "--override", "--jobs", "5"]
+    with pytest.raises(SystemExit):
+        rl.parse_args(["--jobs", "0"])
+
+
+@pytest.mark.slow
+def test_parallel_jobs_finish_the_good_runs_and_name_the_failed_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    rl = _load()
+    argv = [
+        "--seeds", "0",
+        "--only", "ce", "bad",
+        "--arm", "bad=--model.alpha -1",
+        "--out", str(tmp_path),
+        "--methods", "gradcam",
+        "--max-test-batches", "1",
+        "--jobs", "2",
+        "--override",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1",
+        "--data.init_args.batch_size", "16",
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"failed: bad seed 0\."):
+        rl.main(argv)
+    assert (tmp_path / "ce" / "seed0" / "result.json").is_file()
+    assert not (tmp_path / "bad" / "seed0" / "result.json").exists()
+    assert "alpha" in (tmp_path / "bad" / "seed0" / "run.log").read_text()
+    # the finished run is not trained again; without the failing arm the study summarises
+    mtime = (tmp_path / "ce" / "seed0" / "result.json").stat().st_mtime
+    summary = rl.main([a for a in argv if a not in ("bad", "bad=--model.alpha -1", "--arm")])
+    assert (tmp_path / "ce" / "seed0" / "result.json").stat().st_mtime == mtime
+    assert set(summary["arms"]) == {"ce"}
