@@ -161,17 +161,42 @@ def _last_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _test_accuracy(model: torch.nn.Module, loader: Any, max_batches: int | None) -> float:
+def _test_scores(model: torch.nn.Module, loader: Any, max_batches: int | None) -> dict[str, float]:
+    """Accuracy and confidence (mean softmax probability of the true class) on clean images.
+
+    Insertion and deletion are AUCs of that same probability along a perturbation path, so a
+    less confident model scores lower on both: read them with ``confidence`` beside them.
+    """
+    from lico_lightning.functional import target_probability
+
     correct = total = 0
+    confidence = 0.0
     model.eval()
     with torch.no_grad():
         for index, batch in enumerate(loader):
             if max_batches is not None and index >= max_batches:
                 break
             images, labels = batch[0], batch[1]
-            correct += int((model(images).argmax(1) == labels).sum())
+            logits = model(images)
+            correct += int((logits.argmax(1) == labels).sum())
+            confidence += float(target_probability(logits, labels).sum())
             total += int(labels.numel())
-    return correct / max(total, 1)
+    return {"accuracy": correct / max(total, 1), "confidence": confidence / max(total, 1)}
+
+
+def _provenance() -> dict[str, Any]:
+    """What a result depends on besides its arm and seed: code version and thread count."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"commit": commit, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int) -> dict[str, Any]:
@@ -221,7 +246,8 @@ def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int)
         "seed": seed,
         "checkpoint": str(best),
         "fit_seconds": round(fit_seconds, 1),
-        "accuracy": _test_accuracy(model, loader, args.max_test_batches),
+        **_provenance(),
+        **_test_scores(model, loader, args.max_test_batches),
     }
     values = evaluate_saliency(
         model,
@@ -321,6 +347,8 @@ def markdown_table(summary: dict, metrics: list[str]) -> str:
 
 
 def _better(metric: str) -> str:
+    if metric == "confidence":
+        return "a diagnostic"
     return "lower is better" if metric.endswith("deletion") else "higher is better"
 
 
@@ -454,12 +482,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         rows.append(run_one(args, arm, args.arms[arm], seed))
     if args.run is not None:
         return {}
-    metrics = ["accuracy"] + [f"{m}/{k}" for m in args.methods for k in METRICS]
+    metrics = ["accuracy", "confidence"] + [f"{m}/{k}" for m in args.methods for k in METRICS]
     with (args.out / "runs.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["arm", "seed", *metrics, "fit_seconds"])
+        writer = csv.DictWriter(
+            f, fieldnames=["arm", "seed", *metrics, "fit_seconds", "threads", "commit"]
+        )
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: row[k] for k in writer.fieldnames})
+            writer.writerow({k: row.get(k, "") for k in writer.fieldnames})
     summary = summarise(rows, metrics, args.baseline)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = markdown_table(summary, metrics)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,6 +100,24 @@ def test_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
         assert row["gradcam/overall"] == pytest.approx(
             row["gradcam/insertion"] - row["gradcam/deletion"]
         )
+        assert row["threads"] >= 1 and row["commit"]
+    # accuracy and confidence against a plain softmax over the same (first) test batch
+    from lico_lightning.data import DigitsDataModule
+    from lico_lightning.modules import LICOClassifier
+
+    row = json.loads((tmp_path / "lico" / "seed0" / "result.json").read_text())
+    model = LICOClassifier.load_from_checkpoint(row["checkpoint"]).eval()
+    data = DigitsDataModule(image_size=32, batch_size=16, augment=True, seed=0)
+    data.setup("test")
+    images, labels = next(iter(data.test_dataloader()))[:2]
+    with torch.no_grad():
+        probabilities = torch.softmax(model(images), dim=1)
+    assert row["accuracy"] == pytest.approx(
+        float((probabilities.argmax(1) == labels).float().mean())
+    )
+    assert row["confidence"] == pytest.approx(
+        float(probabilities[torch.arange(len(labels)), labels].mean()), rel=1e-5
+    )
     assert (tmp_path / "summary.md").read_text().startswith("| arm |")
     # resumable: a second call trains nothing and reads the same results
     mtime = (tmp_path / "lico" / "seed0" / "result.json").stat().st_mtime
