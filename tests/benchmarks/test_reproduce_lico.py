@@ -13,6 +13,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+#: one Grad-CAM over one test batch after 2 training steps: the tiny end of every study here
+TINY = [
+    "--methods", "gradcam",
+    "--max-test-batches", "1",
+    "--override",
+    "--trainer.max_epochs", "1",
+    "--trainer.limit_train_batches", "2",
+    "--trainer.limit_val_batches", "1",
+    "--data.init_args.batch_size", "16",
+]  # fmt: skip
 
 
 def _load():
@@ -82,16 +92,12 @@ def test_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["reproduce_lico.py"])  # LightningCLI reads sys.argv too
     rl = _load()
     argv = [
-        "--seeds", "0",
-        "--out", str(tmp_path),
-        "--methods", "gradcam",
-        "--max-test-batches", "1",
-        "--override",
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.limit_val_batches", "1",
-        "--data.init_args.batch_size", "16",
-    ]  # fmt: skip
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path),
+        *TINY,
+    ]
     summary = rl.main(argv)
     assert set(summary["arms"]) == {"lico", "ce"}
     for arm in ("lico", "ce"):
@@ -143,14 +149,8 @@ def test_parallel_jobs_finish_the_good_runs_and_name_the_failed_one(tmp_path, mo
         "--only", "ce", "bad",
         "--arm", "bad=--model.alpha -1",
         "--out", str(tmp_path),
-        "--methods", "gradcam",
-        "--max-test-batches", "1",
         "--jobs", "2",
-        "--override",
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.limit_val_batches", "1",
-        "--data.init_args.batch_size", "16",
+        *TINY,
     ]  # fmt: skip
     with pytest.raises(RuntimeError, match=r"failed: bad seed 0\."):
         rl.main(argv)
