@@ -336,17 +336,10 @@ class GroundingMonitor(ExplanationMonitor):
     @override
     def _model(self, module: nn.Module) -> nn.Module:
         """The ``nn.Module`` of the dual encoder found in ``module`` (the encoder is kept)."""
-        obj: Any = module
-        if self.model_attr is not None:
-            for part in self.model_attr.split("."):
-                if not hasattr(obj, part):
-                    raise ValueError(
-                        f"Expected `model_attr` to name an attribute of {type(module).__name__}, "
-                        f"but got {self.model_attr!r} ({part!r} not found)."
-                    )
-                obj = getattr(obj, part)
-        elif not _is_dual_encoder(obj) and _is_dual_encoder(getattr(obj, "model", None)):
-            obj = obj.model
+        obj = self._model_attr_target(module)
+        if self.model_attr is None and not _is_dual_encoder(obj):
+            if _is_dual_encoder(getattr(obj, "model", None)):
+                obj = obj.model
         if not _is_dual_encoder(obj):
             raise TypeError(
                 "Expected an open_clip CLIP / CustomTextCLIP model or a DualEncoder (the module, "

@@ -445,17 +445,20 @@ class ExplanationMonitor(Callback, ABC):
         return False
 
     # ---------------------------------------------------------------- probes
-    def _model(self, module: nn.Module) -> nn.Module:
-        if self.model_attr is None:
-            return module
+    def _model_attr_target(self, module: nn.Module) -> Any:
+        """What the dotted path ``model_attr`` names inside ``module`` (``module`` if unset)."""
         obj: Any = module
-        for part in self.model_attr.split("."):
+        for part in self.model_attr.split(".") if self.model_attr is not None else ():
             if not hasattr(obj, part):
                 raise ValueError(
-                    f"Expected `model_attr` to name a submodule of {type(module).__name__}, "
+                    f"Expected `model_attr` to name an attribute of {type(module).__name__}, "
                     f"but got {self.model_attr!r} ({part!r} not found)."
                 )
             obj = getattr(obj, part)
+        return obj
+
+    def _model(self, module: nn.Module) -> nn.Module:
+        obj = self._model_attr_target(module)
         if not isinstance(obj, nn.Module):
             raise TypeError(
                 f"Expected `model_attr` to name an nn.Module, but got {type(obj).__name__}."
