@@ -304,15 +304,15 @@ def summarise(rows: list[dict[str, Any]], metrics: list[str], baseline: str | No
             if baseline is not None and arm != baseline and baseline in by_arm:
                 seeds = sorted(set(by_arm[arm]) & set(by_arm[baseline]))
                 if seeds:
-                    diff, diff_half, p = paired_test(
-                        [by_arm[arm][s][metric] for s in seeds],
-                        [by_arm[baseline][s][metric] for s in seeds],
-                    )
+                    a = [by_arm[arm][s][metric] for s in seeds]
+                    b = [by_arm[baseline][s][metric] for s in seeds]
+                    diff, diff_half, p = paired_test(a, b)
                     entry[metric]["vs_baseline"] = {
                         "diff": diff,
                         "ci95": diff_half,
                         "p": p,
                         "n": len(seeds),
+                        "values": [x - y for x, y in zip(a, b)],  # per paired seed
                     }
         summary["arms"][arm] = entry
     return summary
@@ -368,12 +368,10 @@ def plot(summary: dict, metrics: list[str], path: Path) -> None:
         print("matplotlib is not installed (pip install -e '.[viz]'): no plot written.")
         return
     baseline = summary["baseline"]
-    arms = [arm for arm in summary["arms"] if arm != baseline or baseline is None]
-    paired = baseline is not None and all(
-        "vs_baseline" in summary["arms"][arm][metrics[0]] for arm in arms
-    )
+    arms = [arm for arm in summary["arms"] if arm != baseline]
+    paired = bool(arms) and all("vs_baseline" in summary["arms"][arm][metrics[0]] for arm in arms)
     if not arms:
-        arms, paired = list(summary["arms"]), False
+        arms = list(summary["arms"])
     columns = min(4, len(metrics))
     rows = math.ceil(len(metrics) / columns)
     width = max(3.0, 0.55 * len(arms) + 1.2)
@@ -383,16 +381,9 @@ def plot(summary: dict, metrics: list[str], path: Path) -> None:
     for ax, metric in zip(axes.flat, metrics):
         for i, arm in enumerate(arms):
             m = summary["arms"][arm][metric]
-            if paired:
-                base = summary["arms"][baseline][metric]["values"]
-                seeds = summary["arms"][arm]["seeds"]
-                base_by_seed = dict(zip(summary["arms"][baseline]["seeds"], base))
-                values = [
-                    v - base_by_seed[s] for v, s in zip(m["values"], seeds) if s in base_by_seed
-                ]
-                centre, half = m["vs_baseline"]["diff"], m["vs_baseline"]["ci95"]
-            else:
-                values, centre, half = m["values"], m["mean"], m["ci95"]
+            shown = m["vs_baseline"] if paired else m
+            values, half = shown["values"], shown["ci95"]
+            centre = shown["diff"] if paired else shown["mean"]
             ax.scatter([i] * len(values), values, s=14, alpha=0.6, color="tab:gray", zorder=2)
             err = 0 if math.isnan(half) else half
             ax.errorbar(i, centre, yerr=err, fmt="o", color="tab:red", capsize=4, zorder=3)

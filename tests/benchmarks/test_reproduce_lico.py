@@ -71,6 +71,7 @@ def test_summary_table_pairs_seeds_against_the_baseline():
     summary = rl.summarise(rows, ["accuracy"], "ce")
     vs = summary["arms"]["lico"]["accuracy"]["vs_baseline"]
     assert vs["n"] == 2 and vs["diff"] == pytest.approx(((0.9 - 0.85) + (0.8 - 0.7)) / 2)
+    assert vs["values"] == pytest.approx([0.9 - 0.85, 0.8 - 0.7])  # per seed, in seed order
     assert "vs_baseline" not in summary["arms"]["ce"]["accuracy"]
     table = rl.markdown_table(summary, ["accuracy"])
     assert "| lico | 2 |" in table and "Δ +0.075" in table
