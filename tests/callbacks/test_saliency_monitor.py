@@ -469,3 +469,49 @@ def test_test_stage_shows_its_own_progress(tmp_path, capsys):
 def test_misspelt_explainer_option_fails_at_construction():
     with pytest.raises(ValueError, match=r"options of the 'rise' explainer .* but got 'num_maskz'"):
         SaliencyMonitor(methods=["rise"], explainer_kwargs={"rise": {"num_maskz": 5}})
+
+
+@pytest.mark.parametrize("target", ["predicted", "label"])
+def test_overlay_shows_the_prediction_without_a_forward_of_its_own(tmp_path, monkeypatch, target):
+    """The overlay's predicted class and probability equal a plain softmax of the model; with
+    target="predicted" they come from the evaluation's forward, so rendering runs no model."""
+    import lico_lightning.viz as viz
+
+    torch.manual_seed(0)
+    model = TinyClassifier().eval()
+    images, labels = torch.randn(4, 3, 12, 12), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        confidence, predicted = torch.softmax(model(images), 1).max(1)
+
+    calls = {"forward": 0}
+    model.register_forward_hook(lambda *_: calls.__setitem__("forward", calls["forward"] + 1))
+    shown = {}
+    render = viz.render_overlays
+
+    def capture(*args, **kwargs):
+        shown.update(kwargs, forwards_in_render=calls["forward"] - shown["forwards_before"])
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(viz, "render_overlays", capture)
+    monitor = SaliencyMonitor(
+        methods=["gradcam"],
+        metrics=["insertion"],
+        every_n_train_steps=1,
+        probe_images=images,
+        probe_targets=labels,
+        target=target,
+        num_images=4,
+        step_fraction=0.25,
+    )
+    original = monitor._render
+
+    def render_counted(*args, **kwargs):
+        shown["forwards_before"] = calls["forward"]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(monitor, "_render", render_counted)
+    monitor.setup(model, log_dir=tmp_path)
+    assert monitor.step(1)
+    assert torch.equal(shown["predictions"], predicted)
+    assert torch.allclose(shown["probabilities"], confidence, atol=1e-6)
+    assert shown["forwards_in_render"] == (0 if target == "predicted" else 1)

@@ -87,11 +87,14 @@ def _collate(items: list[Any]) -> Any:
 
 @dataclasses.dataclass
 class _Explained:
-    """What an overlay shows of one run: the maps of the methods that succeeded and their
-    per-image insertion / deletion AUCs (those the evaluation computed)."""
+    """What an overlay shows of one run: the maps of the methods that succeeded, their
+    per-image insertion / deletion AUCs (those the evaluation computed) and, when the explained
+    class is the prediction, that class and its probability (the evaluation's forward pass)."""
 
     maps: dict[str, Tensor]
     scores: dict[str, dict[str, Tensor]] = dataclasses.field(default_factory=dict)
+    predicted: Tensor | None = None
+    confidence: Tensor | None = None
 
 
 class SaliencyMonitor(ExplanationMonitor):
@@ -322,7 +325,14 @@ class SaliencyMonitor(ExplanationMonitor):
             boxes=probes.boxes,
             target=self.target,
         )
-        return _Explained(maps, evaluation.last_scores)
+        if evaluation.last_target_probability is None:  # target="label": no forward ran
+            return _Explained(maps, evaluation.last_scores)
+        return _Explained(
+            maps,
+            evaluation.last_scores,
+            predicted=evaluation.last_target,
+            confidence=evaluation.last_target_probability,
+        )
 
     @override
     def _render(self, probes: ProbeSet, explained: Any, host: MonitorHost, step: int) -> Tensor:
@@ -334,9 +344,12 @@ class SaliencyMonitor(ExplanationMonitor):
         maps = {k: v[:n] for k, v in explained.maps.items()}
         if not maps or model is None:
             raise RuntimeError("no saliency map to show")
-        with torch.no_grad():
-            probability = torch.softmax(model(probes.images).float(), 1)
-        confidence, predicted = probability.max(1)
+        if explained.predicted is not None and explained.confidence is not None:
+            predicted, confidence = explained.predicted[:n], explained.confidence[:n]
+        else:  # the explained class was the label: the prediction needs its own forward
+            with torch.no_grad():
+                probability = torch.softmax(model(probes.images).float(), 1)
+            confidence, predicted = probability.max(1)
         short = {"insertion": "ins", "deletion": "del"}  # the per-image AUCs of the evaluation
         scores = {
             name: {short[k]: v[:n] for k, v in explained.scores.get(name, {}).items() if k in short}

@@ -243,6 +243,10 @@ class SaliencyEvaluation(_MethodEvaluation):
         self.collections = {m: self._collection() for m in self.methods}
         # {method: {"insertion"/"deletion": (B,)}} of the latest update, for overlay labels
         self.last_scores: dict[str, dict[str, Tensor]] = {}
+        # the explained classes (B,) of the latest update and, when the model ran to choose
+        # them (target="predicted"), their clean softmax probability (B,); else None
+        self.last_target: Tensor | None = None
+        self.last_target_probability: Tensor | None = None
         self._init_failures()
 
     def _collection(self) -> MetricCollection:
@@ -292,6 +296,7 @@ class SaliencyEvaluation(_MethodEvaluation):
                 f"Expected an explainer for every method {self.methods}, but got none for {missing}."
             )
         explained, clean_probability = explained_target(model, images, labels, target)
+        self.last_target, self.last_target_probability = explained, clean_probability
         inputs: dict[str, Any] = {
             "model": model,
             "images": images,
