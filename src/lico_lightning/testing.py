@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_int
 
 if TYPE_CHECKING:
@@ -113,8 +114,6 @@ def tiny_clip(
         >>> model.encode_image(torch.zeros(1, 3, 32, 32)).shape
         torch.Size([1, 16])
     """
-    import open_clip
-
     for name, value, low in (
         ("seed", seed, 0),
         ("image_size", image_size, 1),
@@ -149,7 +148,7 @@ def tiny_clip(
         "layers": layers,
     }
     text.update(text_cfg or {})
-    cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    cls = open_clip_helpers.clip_class(custom_text)
     with torch.random.fork_rng(devices=[]):
         model = cls(embed_dim, vision, text, **model_kwargs)
     return reinitialize(model, seed).eval()

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_finite, check_int, check_tensor
 from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, ProbeSet, Stage
@@ -515,10 +516,4 @@ class GroundingMonitor(ExplanationMonitor):
 
 
 def _is_dual_encoder(obj: object) -> bool:
-    if isinstance(obj, DualEncoder):
-        return True
-    try:
-        import open_clip
-    except ImportError:  # pragma: no cover - open_clip is a dependency
-        return False
-    return isinstance(obj, (open_clip.CLIP, open_clip.CustomTextCLIP))
+    return isinstance(obj, DualEncoder) or open_clip_helpers.is_clip_model(obj)

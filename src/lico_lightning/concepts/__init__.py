@@ -15,7 +15,6 @@ from lico_lightning.concepts.cache import (
 )
 from lico_lightning.concepts.datamodule import (
     ConceptDistillationDataModule,
-    load_open_clip_weights,
 )
 from lico_lightning.concepts.nlp import (
     LemminflectLexicon,
@@ -57,7 +56,6 @@ __all__ = [
     "encode_caption_dataset",
     "list_lexicons",
     "list_taggers",
-    "load_open_clip_weights",
     "random_crop_flip",
     "tag_captions",
 ]

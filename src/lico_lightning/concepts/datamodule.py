@@ -9,9 +9,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_int, check_real
 from lico_lightning.concepts.cache import (
     CaptionEmbeddings,
@@ -22,24 +22,7 @@ from lico_lightning.concepts.cache import (
 )
 from lico_lightning.concepts.vocabulary import ConceptVocabulary, tag_captions
 
-__all__ = ["ConceptDistillationDataModule", "load_open_clip_weights"]
-
-
-def load_open_clip_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load an open_clip state dict (``CLIPFineTuner.export_open_clip``) or a Lightning
-    checkpoint of a module holding the open_clip model as ``model`` (``CLIPFineTuner``) into
-    ``model``; strict key matching."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        inner = state["state_dict"]
-        state = {k[len("model.") :]: v for k, v in inner.items() if k.startswith("model.")}
-        if not state:
-            raise ValueError(
-                f"Expected a checkpoint whose state_dict holds the CLIP model under 'model.', but "
-                f"got keys like {sorted(inner)[:3]} in {path}."
-            )
-    model.load_state_dict(state, strict=True)
-    return model
+__all__ = ["ConceptDistillationDataModule"]
 
 
 class ConceptDistillationDataModule(pl.LightningDataModule):
@@ -186,16 +169,15 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
     def dual_encoder(self) -> Any:
         """The frozen CLIP (built on first use)."""
         if self._dual_encoder is None:
-            import open_clip
-
             from lico_lightning.explain import OpenCLIPDualEncoder
 
-            if self.clip_model_cfg is not None:
-                model = open_clip.CLIP(**self.clip_model_cfg)
-            else:
-                model = open_clip.create_model(self.clip_model, pretrained=self.clip_pretrained)
+            model = open_clip_helpers.build_model(
+                self.clip_model,
+                None if self.clip_model_cfg is not None else self.clip_pretrained,
+                self.clip_model_cfg,
+            )
             if self.clip_checkpoint is not None:
-                load_open_clip_weights(model, self.clip_checkpoint)
+                open_clip_helpers.load_weights(model, self.clip_checkpoint)
             device = self.device_name or ("cuda" if torch.cuda.is_available() else "cpu")
             model = model.to(device).eval().requires_grad_(False)
             self._dual_encoder = OpenCLIPDualEncoder(model, tokenizer=self.captions.tokenizer)  # type: ignore[attr-defined]

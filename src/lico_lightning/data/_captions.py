@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_int
 from lico_lightning.data._sampler import ResumableRandomSampler
 
@@ -95,25 +96,6 @@ class GroundingProbe:
 
 
 # ----------------------------------------------------------------------------- open_clip glue
-def _model_config(model_name: str, model_cfg: dict[str, Any] | None) -> dict[str, Any]:
-    import open_clip
-
-    if model_cfg is not None:
-        if not isinstance(model_cfg, dict):
-            raise TypeError(
-                f"Expected `model_cfg` to be a dict, but got {type(model_cfg).__name__}."
-            )
-        return model_cfg
-    cfg = open_clip.get_model_config(model_name)
-    if cfg is None:
-        available = open_clip.list_models()
-        raise ValueError(
-            f"Expected `model_name` to be an open_clip model (open_clip.list_models(), e.g. "
-            f"{', '.join(available[:5])}, ...), but got {model_name!r}."
-        )
-    return cfg
-
-
 def open_clip_preprocessing(
     model_name: str = "ViT-B-32", model_cfg: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -129,27 +111,7 @@ def open_clip_preprocessing(
         >>> pre["image_size"], pre["context_length"], pre["tokenizer"](["a cat"]).shape
         (32, 16, torch.Size([1, 16]))
     """
-    import open_clip
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
-    cfg = _model_config(model_name, model_cfg)
-    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-    pre = {**vision.get("preprocess_cfg", {}), **cfg.get("preprocess_cfg", {})}
-    size = vision.get("image_size", 224)
-    context = int(text.get("context_length", 77))
-    if model_cfg is None:
-        tokenizer = open_clip.get_tokenizer(model_name)
-    else:
-        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
-    return {
-        "image_size": int(size if isinstance(size, int) else size[0]),
-        "mean": tuple(pre.get("mean", OPENAI_DATASET_MEAN)),
-        "std": tuple(pre.get("std", OPENAI_DATASET_STD)),
-        "resize_mode": pre.get("resize_mode", "shortest"),
-        "interpolation": pre.get("interpolation", "bicubic"),
-        "context_length": context,
-        "tokenizer": tokenizer,
-    }
+    return open_clip_helpers.preprocessing(model_name, model_cfg)
 
 
 def _count_tokens(tokenizer: Any, text: str) -> int | None:
@@ -474,17 +436,7 @@ class CaptionDataModule(pl.LightningDataModule):
 
     def transform(self, train: bool) -> Callable[[Any], Tensor]:
         """open_clip's preprocessing for this model (train: its random resized crop)."""
-        import open_clip
-
-        pre = self.preprocessing
-        return open_clip.image_transform(
-            pre["image_size"],
-            is_train=train,
-            mean=pre["mean"],
-            std=pre["std"],
-            resize_mode=pre["resize_mode"],
-            interpolation=pre["interpolation"],
-        )
+        return open_clip_helpers.image_transform(self.preprocessing, train)
 
     def _dataset(self, records: Sequence[CaptionRecord], train: bool) -> CaptionDataset:
         return CaptionDataset(

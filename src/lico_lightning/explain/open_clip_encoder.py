@@ -9,14 +9,11 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_tensor
 from lico_lightning.explain.dual_encoder import _TOWERS, DualEncoder, ImageSpec, TextSpec, Tower
 
 __all__ = ["OpenCLIPDualEncoder"]
-
-# open_clip's default normalisation (used when a model carries no preprocess config).
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class OpenCLIPDualEncoder(DualEncoder):
@@ -52,23 +49,25 @@ class OpenCLIPDualEncoder(DualEncoder):
         ((4, 4), 1)
     """
 
+    _model: Any  # an open_clip CLIP / CustomTextCLIP (open_clip is untyped)
+
     def __init__(self, model: nn.Module, tokenizer: Any = None) -> None:
-        import open_clip
-        from open_clip.transformer import TextTransformer, VisionTransformer
+        classes = open_clip_helpers.transformer_classes()
+        text_transformer, vision_transformer = (
+            classes["TextTransformer"],
+            classes["VisionTransformer"],
+        )
+        clip: Any = open_clip_helpers.check_clip_model(
+            model, "other dual encoders plug in by subclassing DualEncoder"
+        )
+        self._model = clip
+        visual = clip.visual
+        self._vit = isinstance(visual, vision_transformer)
 
-        if not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
-            raise TypeError(
-                "Expected an open_clip model of type CLIP or CustomTextCLIP, but got "
-                f"{type(model).__name__}. Other dual encoders plug in by subclassing DualEncoder."
-            )
-        self._model = model
-        visual = model.visual
-        self._vit = isinstance(visual, VisionTransformer)
-
-        # text tower: CLIP keeps its text modules on the model; CustomTextCLIP in `model.text`.
-        if isinstance(model, open_clip.CustomTextCLIP):
-            text = model.text
-            if isinstance(text, TextTransformer):
+        # text tower: CLIP keeps its text modules on the model; CustomTextCLIP in `clip.text`.
+        if open_clip_helpers.is_custom_text_clip(clip):
+            text = clip.text
+            if isinstance(text, text_transformer):
                 if text.cls_emb is not None:
                     self._text_transformer = None
                 else:
@@ -82,13 +81,13 @@ class OpenCLIPDualEncoder(DualEncoder):
                 pad_id = 0
                 context_length = int(getattr(tokenizer, "context_length", 0) or 77)
         else:
-            self._text_transformer = model.transformer
-            causal = model.attn_mask is not None
+            self._text_transformer = clip.transformer
+            causal = clip.attn_mask is not None
             pad_id = 0
-            context_length = int(model.context_length)
+            context_length = int(clip.context_length)
 
         if tokenizer is None:
-            tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+            tokenizer = open_clip_helpers.simple_tokenizer(context_length)
         sot = getattr(tokenizer, "sot_token_id", None)
         eot = getattr(tokenizer, "eot_token_id", None)
         if sot is None or eot is None:
@@ -106,8 +105,12 @@ class OpenCLIPDualEncoder(DualEncoder):
         )
 
         cfg = getattr(visual, "preprocess_cfg", None) or {}
-        mean = tuple(cfg.get("mean", getattr(visual, "image_mean", None) or _OPENAI_MEAN))
-        std = tuple(cfg.get("std", getattr(visual, "image_std", None) or _OPENAI_STD))
+        mean = tuple(
+            cfg.get("mean", getattr(visual, "image_mean", None) or open_clip_helpers.OPENAI_MEAN)
+        )
+        std = tuple(
+            cfg.get("std", getattr(visual, "image_std", None) or open_clip_helpers.OPENAI_STD)
+        )
         size = getattr(visual, "image_size", None) or cfg.get("size", 224)
         size = (size, size) if isinstance(size, int) else tuple(size)
         patch: tuple[int, ...] | None
@@ -134,12 +137,11 @@ class OpenCLIPDualEncoder(DualEncoder):
     ) -> OpenCLIPDualEncoder:
         """Create an open_clip model and its tokenizer by name (downloads ``pretrained`` weights).
 
-        ``kwargs`` go to ``open_clip.create_model``.
+        ``kwargs`` (``patch_dropout``, ``cache_dir``) go to the model build; a tag that needs
+        QuickGELU (``openai``) gets it, as in open_clip's own training script.
         """
-        import open_clip
-
-        model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
-        return cls(model, open_clip.get_tokenizer(model_name))
+        model = open_clip_helpers.build_model(model_name, pretrained, **kwargs)
+        return cls(model, open_clip_helpers.tokenizer_for(model_name, None, 0))
 
     # ------------------------------------------------------------------ specs
     @property

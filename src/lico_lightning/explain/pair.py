@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_finite, check_int_pair, check_tensor
 from lico_lightning.explain.dual_encoder import DualEncoder
@@ -81,9 +82,7 @@ def as_dual_encoder(model: object) -> DualEncoder:
     """
     if isinstance(model, DualEncoder):
         return model
-    import open_clip
-
-    if isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
+    if open_clip_helpers.is_clip_model(model):
         from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
 
         return OpenCLIPDualEncoder(model)

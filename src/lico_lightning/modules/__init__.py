@@ -1,5 +1,6 @@
-"""LightningModules."""
+"""LightningModules (and the loader of the open_clip weights files they write)."""
 
+from lico_lightning._open_clip import load_weights as load_open_clip_weights
 from lico_lightning.modules.clip_finetuner import (
     CLIP_LOSSES,
     CLIPFineTuner,
@@ -16,5 +17,6 @@ __all__ = [
     "SurrogateDistiller",
     "clip_param_groups",
     "lico_cosine_lambda",
+    "load_open_clip_weights",
     "warmup_cosine_lambda",
 ]

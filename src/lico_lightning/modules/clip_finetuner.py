@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
 from lico_lightning.functional.surrogate import first_occurrences
@@ -23,18 +24,16 @@ LOGIT_SCALE_MAX = math.log(100.0)
 
 
 def _clip_loss(rank: int, world_size: int) -> nn.Module:
-    from open_clip.loss import ClipLoss
-
     # local_loss + gather_with_grad: the only setting that scales (open_clip's maintainers)
-    return ClipLoss(
+    return open_clip_helpers.clip_loss_class("clip")(
         local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world_size
     )
 
 
 def _siglip_loss(rank: int, world_size: int) -> nn.Module:
-    from open_clip.loss import SigLipLoss
-
-    return SigLipLoss(cache_labels=True, rank=rank, world_size=world_size)
+    return open_clip_helpers.clip_loss_class("siglip")(
+        cache_labels=True, rank=rank, world_size=world_size
+    )
 
 
 CLIP_LOSSES: Registry[Any] = Registry("contrastive loss")
@@ -89,59 +88,6 @@ def warmup_cosine_lambda(warmup_steps: int, total_steps: int, schedule: str = "c
         return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
 
     return factor
-
-
-def _check_open_clip_model(model: object) -> nn.Module:
-    import open_clip
-
-    if not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
-        raise TypeError(
-            "Expected an open_clip CLIP or CustomTextCLIP (open_clip.create_model(...)), but got "
-            f"{type(model).__name__}."
-        )
-    return model
-
-
-def _build_model(
-    model_name: str,
-    pretrained: str | None,
-    model_cfg: dict[str, Any] | None,
-    patch_dropout: float | None,
-    cache_dir: str | None,
-) -> nn.Module:
-    import open_clip
-
-    if model_cfg is not None:
-        if not isinstance(model_cfg, dict):
-            raise TypeError(
-                f"Expected `model_cfg` to be a dict, but got {type(model_cfg).__name__}."
-            )
-        cfg = json.loads(json.dumps(model_cfg))  # deep copy, plain types
-        if patch_dropout is not None:
-            cfg.setdefault("vision_cfg", {})["patch_dropout"] = patch_dropout
-        model_cls = open_clip.CustomTextCLIP if cfg.pop("custom_text", False) else open_clip.CLIP
-        model = model_cls(**cfg)
-        if pretrained is not None:
-            open_clip.load_checkpoint(model, pretrained)
-        return model
-    if model_name not in open_clip.list_models():
-        raise ValueError(
-            f"Expected `model_name` to be an open_clip model (open_clip.list_models(), e.g. "
-            f"{', '.join(open_clip.list_models()[:5])}, ...), but got {model_name!r}."
-        )
-    quick_gelu = False
-    if pretrained is not None and not Path(pretrained).is_file():
-        tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-        quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if tag_cfg else False
-    return _check_open_clip_model(
-        open_clip.create_model(
-            model_name,
-            pretrained=pretrained,
-            force_quick_gelu=quick_gelu,
-            force_patch_dropout=patch_dropout,
-            cache_dir=cache_dir,
-        )
-    )
 
 
 class CLIPFineTuner(pl.LightningModule):
@@ -260,8 +206,10 @@ class CLIPFineTuner(pl.LightningModule):
                     f"Expected every zero-shot template to contain '{{}}', but got {template!r}."
                 )
         if model is None:
-            model = _build_model(model_name, pretrained, model_cfg, patch_dropout, cache_dir)
-        self.model = _check_open_clip_model(model)
+            model = open_clip_helpers.build_model(
+                model_name, pretrained, model_cfg, patch_dropout=patch_dropout, cache_dir=cache_dir
+            )
+        self.model = open_clip_helpers.check_clip_model(model)
         if loss == "siglip" and getattr(self.model, "logit_bias", None) is None:
             raise ValueError(
                 "Expected a model with a logit_bias for loss='siglip' (init_logit_bias=-10 in its "
@@ -293,15 +241,10 @@ class CLIPFineTuner(pl.LightningModule):
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """``(B, S)`` tokens with open_clip's BPE tokenizer at the model's context length."""
-        import open_clip
-
         if self._tokenizer is None:
-            if self._hp.model_cfg is None and self._hp.model_name in open_clip.list_models():
-                self._tokenizer = open_clip.get_tokenizer(self._hp.model_name)
-            else:
-                self._tokenizer = open_clip.tokenizer.SimpleTokenizer(
-                    context_length=self.context_length
-                )
+            self._tokenizer = open_clip_helpers.tokenizer_for(
+                self._hp.model_name, self._hp.model_cfg, self.context_length
+            )
         return self._tokenizer(list(texts)).to(self.device)
 
     def setup(self, stage: str) -> None:
@@ -374,12 +317,11 @@ class CLIPFineTuner(pl.LightningModule):
         self._zeroshot = None
         names = self._class_names()
         if names:
-            import open_clip
             from torchmetrics.classification import MulticlassAccuracy
 
             templates = [t.format for t in self._hp.zeroshot_templates]
             with torch.no_grad():
-                self._zeroshot = open_clip.build_zero_shot_classifier(
+                self._zeroshot = open_clip_helpers.build_zero_shot_classifier(
                     self.model, self.tokenize, names, templates, device=self.device
                 )
             self.zeroshot_acc[stage] = MulticlassAccuracy(
@@ -484,8 +426,12 @@ class CLIPFineTuner(pl.LightningModule):
                 "Expected `pretrained` weights to interpolate with (WiSE-FT), but got "
                 "pretrained=None: a model trained from scratch has no initial weights to keep."
             )
-        return _build_model(
-            hp.model_name, hp.pretrained, hp.model_cfg, hp.patch_dropout, hp.cache_dir
+        return open_clip_helpers.build_model(
+            hp.model_name,
+            hp.pretrained,
+            hp.model_cfg,
+            patch_dropout=hp.patch_dropout,
+            cache_dir=hp.cache_dir,
         )
 
     def wise_ft_state_dict(self, alpha: float) -> dict[str, Tensor]:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_tensor
 from lico_lightning.text._base import TextEncoder
 
@@ -119,37 +120,16 @@ class OpenCLIPTextEncoder(TextEncoder):
         tokenizer: Any = None,
     ) -> None:
         super().__init__()
-        import open_clip
-
-        if model is None and model_cfg is not None:
-            if not isinstance(model_cfg, dict):
-                raise TypeError(
-                    f"Expected `model_cfg` to be a dict, but got {type(model_cfg).__name__}."
-                )
-            cfg = dict(model_cfg)
-            model_cls = (
-                open_clip.CustomTextCLIP if cfg.pop("custom_text", False) else open_clip.CLIP
-            )
-            model = model_cls(**cfg)
-        elif model is None:
-            available = open_clip.list_models()
-            if model_name not in available:
-                raise ValueError(
-                    f"Expected `model_name` to be an open_clip model (open_clip.list_models(), "
-                    f"e.g. {available[:5]}), but got {model_name!r}."
-                )
-            quick_gelu = False
-            if pretrained is not None:
-                tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-                quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if tag_cfg else False
-            model = open_clip.create_model(
+        if model is None:
+            # a config dict builds the architecture only (random weights; no `pretrained`)
+            model = open_clip_helpers.build_model(
                 model_name,
-                pretrained=pretrained,
+                None if model_cfg is not None else pretrained,
+                model_cfg,
                 cache_dir=cache_dir,
-                force_quick_gelu=quick_gelu,
             )
-            if tokenizer is None:
-                tokenizer = open_clip.get_tokenizer(model_name)
+            if tokenizer is None and model_cfg is None:
+                tokenizer = open_clip_helpers.tokenizer_for(model_name, None, 0)
         elif not isinstance(model, nn.Module):
             raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}.")
 
@@ -202,7 +182,7 @@ class OpenCLIPTextEncoder(TextEncoder):
         self.register_buffer("attn_mask", attn_mask.detach().clone(), persistent=False)
 
         if tokenizer is None:
-            tokenizer = open_clip.SimpleTokenizer(context_length=self.positional_embedding.shape[0])
+            tokenizer = open_clip_helpers.simple_tokenizer(self.positional_embedding.shape[0])
         for attr in ("encode", "sot_token_id", "eot_token_id"):
             if not hasattr(tokenizer, attr):
                 raise TypeError(
@@ -353,15 +333,14 @@ def _tower_part(tower: nn.Module, name: str, kind: type[_T]) -> _T:
 
 def _blocks_support_shared_prefix(transformer: nn.Module) -> bool:
     """True when every block is a plain open_clip ``ResidualAttentionBlock`` self-attention."""
-    from open_clip.transformer import ResidualAttentionBlock
-
+    residual_attention_block = open_clip_helpers.transformer_classes()["ResidualAttentionBlock"]
     blocks = getattr(transformer, "resblocks", None)
     if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
         return False
     for block in blocks:
         attn = getattr(block, "attn", None)
         if (
-            type(block) is not ResidualAttentionBlock
+            type(block) is not residual_attention_block
             or hasattr(block, "ln_1_kv")
             or type(attn) is not nn.MultiheadAttention
             or not attn._qkv_same_embed_dim
