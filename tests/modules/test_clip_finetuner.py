@@ -14,7 +14,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from lico_lightning.data import DigitsDataModule, ShapesCaptionDataModule
-from lico_lightning.modules import CLIPFineTuner, clip_param_groups, warmup_cosine_lambda
+from lico_lightning.modules import CLIPFineTuner
+from lico_lightning.modules.clip_finetuner import (
+    clip_param_groups,
+    unpadded_order,
+    warmup_cosine_lambda,
+)
 from lico_lightning.text import tiny_openclip_config
 
 CFG = tiny_openclip_config(context_length=16)
@@ -256,22 +261,38 @@ def test_validation_retrieval_equals_naive_loop_over_split(tmp_path, ks) -> None
     assert "val/loss" in metrics and "val/R@1" in metrics
 
 
-def test_eval_gather_drops_distributed_sampler_padding() -> None:
+def test_eval_keeps_captions_that_tokenise_alike() -> None:
+    """One process pads nothing: two captions of one image with equal tokens ("A red circle",
+    "a red circle") are two text->image queries (they were merged as sampler padding)."""
     module = _module()
     feats = torch.randn(5, 4)
     tokens = torch.arange(15).view(5, 3)
+    tokens[1] = tokens[0]
     index = torch.tensor([0, 0, 1, 2, 2])
-    # a DistributedSampler pads by repeating the first samples: rows 0 and 1 again
     module._eval = {
-        "image": [feats, feats[:2]],
-        "text": [feats + 1, feats[:2] + 1],
-        "index": [index, index[:2]],
-        "tokens": [tokens, tokens[:2]],
+        "image": [feats[:3], feats[3:]],
+        "text": [feats[:3] + 1, feats[3:] + 1],
+        "index": [index[:3], index[3:]],
+        "tokens": [tokens[:3], tokens[3:]],
     }
-    image, _, idx, tok = module._gathered()
+    image, _, idx, tok = module._gathered("val")
     torch.testing.assert_close(image, feats)
     torch.testing.assert_close(tok, tokens)
     assert idx.tolist() == index.tolist()
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+@pytest.mark.parametrize("length", [1, 5, 6, 7, 12])
+def test_unpadded_order_inverts_the_distributed_sampler(world_size, length) -> None:
+    from torch.utils.data import DistributedSampler
+
+    per_rank = [
+        list(DistributedSampler(range(length), world_size, r, shuffle=False))
+        for r in range(world_size)
+    ]
+    gathered = torch.tensor([i for rank in per_rank for i in rank])  # rank-major, as all_gather
+    keep = unpadded_order(len(per_rank[0]), world_size, length)
+    assert gathered[keep].tolist() == list(range(length))
 
 
 def test_zeroshot_accuracy_equals_naive(tmp_path) -> None:
@@ -352,3 +373,69 @@ def test_two_process_validation_gathers_the_whole_split(tmp_path) -> None:
         "val/R@1",
     }
     assert results["ddp"] == pytest.approx(results["single"], abs=1e-6)
+
+
+def _bad_batches(module: CLIPFineTuner) -> dict[str, tuple[object, object]]:
+    images = torch.randn(2, 3, 32, 32)
+    tokens = module.tokenize(["a cat", "a dog"])
+    too_high = tokens.clone()
+    too_high[0, 1] = module.model.vocab_size
+    return {
+        "wrong size": (torch.randn(2, 3, 24, 24), tokens),
+        "uint8": ((images * 50).to(torch.uint8), tokens),
+        "one channel": (images[:, :1], tokens),
+        "3-D": (images[0], tokens),
+        "float tokens": (images, tokens.float()),
+        "token id >= vocabulary": (images, too_high),
+        "negative token id": (images, tokens - 1),
+        "not a tensor": (images.tolist(), tokens),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong size",
+        "uint8",
+        "one channel",
+        "3-D",
+        "float tokens",
+        "token id >= vocabulary",
+        "negative token id",
+        "not a tensor",
+    ],
+)
+def test_contrastive_loss_rejects_bad_batches_before_the_model_runs(case) -> None:
+    module = _module()
+    images, tokens = _bad_batches(module)[case]
+    calls = []
+    module.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises((ValueError, TypeError), match="Expected"):
+        module.contrastive_loss(images, tokens)  # type: ignore[arg-type]
+    assert calls == []
+
+
+def test_scalar_retrieval_k_and_template_are_one_value() -> None:
+    module = _module(retrieval_k=5, zeroshot_templates="a photo of a {}.")
+    assert module.retrieval_k == (5,)
+    assert tuple(module.hparams.zeroshot_templates) == ("a photo of a {}.",)
+    with pytest.raises(TypeError, match="zero-shot template to be a string"):
+        _module(zeroshot_templates=[3])
+
+
+def test_a_nan_batch_stops_training_before_the_optimizer_step(tmp_path) -> None:
+    module = _module()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(8, 3, 32, 32, generator=g)
+    images[5, 0, 3, 3] = float("nan")  # one NaN pixel in the second batch of 4
+    tokens = module.tokenize(["a red circle"] * 8)
+    data = torch.utils.data.TensorDataset(images, tokens, torch.arange(8))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    with pytest.raises(FloatingPointError, match=r"samples \[4, 5, 6, 7\]"):
+        trainer.fit(module, loader)
+    assert trainer.global_step == 1  # the first step was taken, the NaN one not
+    after = module.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # step 1 did train

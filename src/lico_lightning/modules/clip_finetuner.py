@@ -18,7 +18,13 @@ from lico_lightning._validation import check_choice, check_int, check_real
 from lico_lightning.functional.surrogate import first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 
-__all__ = ["CLIP_LOSSES", "CLIPFineTuner", "clip_param_groups", "warmup_cosine_lambda"]
+__all__ = [
+    "CLIP_LOSSES",
+    "CLIPFineTuner",
+    "clip_param_groups",
+    "unpadded_order",
+    "warmup_cosine_lambda",
+]
 
 LOGIT_SCALE_MAX = math.log(100.0)
 
@@ -90,6 +96,23 @@ def warmup_cosine_lambda(warmup_steps: int, total_steps: int, schedule: str = "c
     return factor
 
 
+def unpadded_order(per_rank: int, world_size: int, length: int) -> Tensor:
+    """Rows of rank-major gathered eval outputs ``(W·n, ...)`` in dataset order, without the
+    samples a ``DistributedSampler(shuffle=False)`` pads in: it gives rank ``r`` the padded
+    positions ``r, r + W, ...``, so row ``j`` of rank ``r`` is position ``j·W + r``, padding when
+    ``≥ length``.
+
+    Example:
+        >>> unpadded_order(per_rank=3, world_size=2, length=5).tolist()  # rank 1's last is padding
+        [0, 3, 1, 4, 2]
+    """
+    rank = torch.arange(world_size).repeat_interleave(per_rank)
+    row = torch.arange(per_rank).repeat(world_size)
+    position = row * world_size + rank
+    keep = (position < length).nonzero().flatten()
+    return keep[torch.argsort(position[keep])]
+
+
 class CLIPFineTuner(pl.LightningModule):
     """Train or fine-tune an open_clip model with its own contrastive loss and optimiser recipe.
 
@@ -153,6 +176,9 @@ class CLIPFineTuner(pl.LightningModule):
         zeroshot_templates: prompt templates (``"{}"`` = class name) for zero-shot accuracy.
         class_names: zero-shot class names (default: the data module's ``class_names``).
         cache_dir: where open_clip caches downloaded weights.
+        check_finite_loss: stop training with an error naming the batch's sample indices when a
+            training loss is NaN or infinite, before the optimizer step spreads it into the
+            weights (one host synchronisation per step; ``False`` skips the check).
 
     Example:
         >>> from lico_lightning.text import tiny_openclip_config
@@ -185,12 +211,29 @@ class CLIPFineTuner(pl.LightningModule):
         lock_text_freeze_layer_norm: bool = True,
         grad_checkpointing: bool = False,
         patch_dropout: float | None = None,
-        retrieval_k: Sequence[int] = (1, 5, 10),
-        zeroshot_templates: Sequence[str] = ("a photo of a {}.",),
+        retrieval_k: int | Sequence[int] = (1, 5, 10),
+        zeroshot_templates: str | Sequence[str] = ("a photo of a {}.",),
         class_names: list[str] | None = None,
         cache_dir: str | None = None,
+        check_finite_loss: bool = True,
     ) -> None:
         super().__init__()
+        # a single value is one cut-off / one template (never the characters of a string)
+        if isinstance(retrieval_k, int):
+            retrieval_k = (retrieval_k,)
+        if isinstance(zeroshot_templates, str):
+            zeroshot_templates = (zeroshot_templates,)
+        if not isinstance(retrieval_k, Sequence) or not isinstance(zeroshot_templates, Sequence):
+            raise TypeError(
+                "Expected `retrieval_k` to be an int or a sequence of ints and "
+                "`zeroshot_templates` a string or a sequence of strings, but got "
+                f"{type(retrieval_k).__name__} and {type(zeroshot_templates).__name__}."
+            )
+        for template in zeroshot_templates:
+            if not isinstance(template, str):
+                raise TypeError(
+                    f"Expected every zero-shot template to be a string, but got {template!r}."
+                )
         self.save_hyperparameters(ignore=["model"])
         CLIP_LOSSES.get(loss)  # unknown names list the available ones
         check_real("lr", lr, low=0.0)
@@ -258,6 +301,30 @@ class CLIPFineTuner(pl.LightningModule):
         self.loss_fn = CLIP_LOSSES.create(self._hp.loss, rank, world_size)
 
     def _check_batch(self, images: Tensor, tokens: Tensor) -> None:
+        """Shapes, dtypes, channels, image size and token range, before any model work."""
+        if not isinstance(images, Tensor) or not isinstance(tokens, Tensor):
+            raise TypeError(
+                "Expected `images` and `tokens` to be tensors, but got "
+                f"{type(images).__name__} and {type(tokens).__name__}."
+            )
+        size = getattr(self.model.visual, "image_size", None)
+        size = (size, size) if isinstance(size, int) else tuple(size) if size else None
+        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                "Expected normalised float images of shape (B, 3, H, W), but got "
+                f"{images.dtype} images of shape {tuple(images.shape)}; use the data module's "
+                "preprocessing (lico_lightning.data.open_clip_preprocessing)."
+            )
+        if size is not None and tuple(images.shape[-2:]) != size:
+            raise ValueError(
+                f"Expected images of size {size} for this model, but got "
+                f"{tuple(images.shape[-2:])}."
+            )
+        if tokens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(
+                f"Expected integer caption tokens (torch.long), but got {tokens.dtype}; "
+                "tokenise with the model's tokenizer / data module."
+            )
         if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
             raise ValueError(
                 f"Expected caption tokens of shape (B, {self.context_length}) for this model's "
@@ -269,6 +336,17 @@ class CLIPFineTuner(pl.LightningModule):
                 f"Expected one caption per image, but got {images.shape[0]} images and "
                 f"{tokens.shape[0]} captions."
             )
+        vocab = getattr(self.model, "vocab_size", None)
+        if vocab is None:
+            embedding = getattr(getattr(self.model, "text", self.model), "token_embedding", None)
+            vocab = getattr(embedding, "num_embeddings", None)
+        if vocab is not None and tokens.numel() > 0:
+            low, high = torch.stack([tokens.min(), tokens.max()]).tolist()  # one host sync
+            if low < 0 or high >= vocab:
+                raise ValueError(
+                    f"Expected token ids in [0, {vocab}) for this model's vocabulary, but got "
+                    f"ids in [{low}, {high}]."
+                )
 
     def contrastive_loss(self, images: Tensor, tokens: Tensor) -> Tensor:
         """open_clip's forward + loss on a batch (this process's part under DDP)."""
@@ -282,6 +360,14 @@ class CLIPFineTuner(pl.LightningModule):
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         images, tokens = batch[0], batch[1]
         loss = self.contrastive_loss(images, tokens)
+        if self._hp.check_finite_loss and not bool(torch.isfinite(loss)):
+            index = batch[2].tolist() if len(batch) > 2 else f"batch {batch_idx}"
+            raise FloatingPointError(
+                f"Expected a finite training loss, but got {float(loss)} at step "
+                f"{self.global_step} (samples {index}); the optimizer step was not taken. Look "
+                "for NaN/Inf pixels or a diverging learning rate (check_finite_loss=False "
+                "turns this check off)."
+            )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp().float())
         return loss
@@ -356,25 +442,38 @@ class CLIPFineTuner(pl.LightningModule):
         self._eval["index"].append(index.long())
         self._eval["tokens"].append(tokens.long())
 
-    def _gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Every process's eval pairs, with the duplicates a DistributedSampler pads in removed."""
+    def _gathered(self, stage: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every process's eval pairs, without the samples a DistributedSampler pads in.
+
+        Padding is found by position, not content (two captions of one image that tokenise
+        alike are two queries): the sampler gives rank ``r`` the positions ``r, r + W, ...`` of
+        the padded order, so row ``j`` of rank ``r`` is padding when ``j·W + r ≥ N``.
+        """
         parts = [torch.cat(self._eval[k]) for k in ("image", "text", "index", "tokens")]
-        if self._trainer is not None and self.trainer.world_size > 1:
-            parts = [cast(Tensor, self.all_gather(p)).flatten(0, 1) for p in parts]
-        image, text, index, tokens = parts
-        key = torch.cat([index[:, None], tokens], dim=1)
-        unique, inverse = torch.unique(key, dim=0, return_inverse=True)
-        first = torch.full((unique.shape[0],), key.shape[0], device=key.device)
-        first = first.scatter_reduce(
-            0, inverse, torch.arange(key.shape[0], device=key.device), "amin"
-        )
-        keep = first.sort().values
-        return image[keep], text[keep], index[keep], tokens[keep]
+        world = 1 if self._trainer is None else int(self.trainer.world_size)
+        if world == 1:
+            image, text, index, tokens = parts
+            return image, text, index, tokens
+        keep = unpadded_order(parts[0].shape[0], world, self._eval_dataset_length(stage))
+        parts = [cast(Tensor, self.all_gather(p)).flatten(0, 1) for p in parts]
+        image, text, index, tokens = (p[keep.to(p.device)] for p in parts)
+        return image, text, index, tokens
+
+    def _eval_dataset_length(self, stage: str) -> int:
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None:
+            raise ValueError(
+                f"Expected the {stage} dataloader to have a sized dataset (to drop the samples "
+                "a DistributedSampler pads in), but it has none."
+            )
+        return len(dataset)
 
     def _eval_end(self, stage: str) -> None:
         if not self._eval or not self._eval["image"]:
             return
-        image, text, index, _ = self._gathered()
+        image, text, index, _ = self._gathered(stage)
         ids, pos = first_occurrences(index)
         image = image[pos]  # one embedding per image
         results = {}
