@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, TypeGuard
 
-import torch
-from torch import nn
+from torch import Tensor, nn
+
+from lico_lightning._io import load_torch
 
 __all__ = [
     "OPENAI_MEAN",
@@ -115,15 +116,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     cannot be read, or that holds no CLIP weights, raises ``ValueError`` naming it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Expected open_clip weights at {path}, but there is no such file.")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, empty or foreign file
-        raise ValueError(
-            f"Expected {path} to be an open_clip state dict or a lico-clip checkpoint, but it "
-            f"could not be read ({type(err).__name__}: {err})."
-        ) from None
+    state: Any = load_torch(path, "an open_clip state dict or a lico-clip checkpoint")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         inner = state["state_dict"]
         state = {k[len("model.") :]: v for k, v in inner.items() if k.startswith("model.")}
@@ -256,7 +249,7 @@ def clip_loss_class(name: str) -> type[nn.Module]:
 
 def build_zero_shot_classifier(
     model: nn.Module, tokenizer: Any, class_names: list[str], templates: list[Any], device: Any
-) -> torch.Tensor:
+) -> Tensor:
     """open_clip's zero-shot classifier ``(K, num_classes)``: the mean normalised text embedding
     of every class over the templates."""
     import open_clip

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from lico_lightning._io import load_torch, save_torch
 from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_int, check_real, check_tensor
 from lico_lightning.data import ResumableRandomSampler
@@ -80,8 +81,8 @@ class CaptionEmbeddings:
         return int(self.caption_offsets[index + 1] - self.caption_offsets[index])
 
     def save(self, path: str | Path) -> None:
-        """``torch.save`` of the three tensors."""
-        torch.save(
+        """``torch.save`` of the three tensors (whole or not at all)."""
+        save_torch(
             {
                 "image_embeds": self.image_embeds,
                 "caption_embeds": self.caption_embeds,
@@ -93,7 +94,16 @@ class CaptionEmbeddings:
     @classmethod
     def load(cls, path: str | Path) -> CaptionEmbeddings:
         """Read what :meth:`save` wrote (tensors only, ``weights_only=True``)."""
-        return cls(**torch.load(path, weights_only=True))
+        hint = "Delete the cache folder to rebuild it."
+        state = load_torch(path, "a caption embeddings cache (CaptionEmbeddings.save)", hint)
+        fields = ("image_embeds", "caption_embeds", "caption_offsets")
+        missing = [k for k in fields if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ValueError(
+                f"Expected the tensors {list(fields)} in the caption embeddings cache {path}, but "
+                f"{missing} are missing. {hint}"
+            )
+        return cls(**{k: state[k] for k in fields})
 
 
 def _check_caption_dataset(dataset: Any) -> None:

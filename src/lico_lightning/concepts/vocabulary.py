@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lico_lightning._io import write_text
 from lico_lightning._validation import check_int
 from lico_lightning.concepts.nlp import (
     Lexicon,
@@ -326,7 +327,7 @@ class ConceptVocabulary:
 
     def save(self, path: str | Path) -> None:
         """Write the vocabulary as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        write_text(path, json.dumps(self.to_dict(), indent=1))  # whole or not at all
 
     @classmethod
     def load(cls, path: str | Path) -> ConceptVocabulary:
@@ -335,10 +336,21 @@ class ConceptVocabulary:
         Raises:
             ValueError: not a vocabulary file of a known format version.
         """
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"Expected a concept vocabulary JSON at {path}, but it could not be read ({err})."
+            ) from None
         if not isinstance(data, dict) or data.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
                 f"Expected a concept vocabulary JSON (format_version {_FORMAT_VERSION}), but got "
                 f"{str(data)[:80]!r} in {path}."
+            )
+        missing = [k for k in ("concepts", "counts", "num_images") if k not in data]
+        if missing:
+            raise ValueError(
+                f"Expected the fields 'concepts', 'counts' and 'num_images' in the concept "
+                f"vocabulary {path}, but {missing} are missing."
             )
         return cls([tuple(c) for c in data["concepts"]], data["counts"], data["num_images"])

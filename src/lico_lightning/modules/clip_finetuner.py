@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lico_lightning import _open_clip as open_clip_helpers
+from lico_lightning._io import save_torch, write_text
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
 from lico_lightning.functional.surrogate import first_occurrences
@@ -561,12 +562,11 @@ class CLIPFineTuner(pl.LightningModule):
         ``open_clip.create_model(path.stem, pretrained=str(path))``.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if wise_ft_alpha is None:
             state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         else:
             state = self.wise_ft_state_dict(wise_ft_alpha)
-        torch.save(state, path)
+        save_torch(state, path)  # whole or not at all
         if self._hp.model_cfg is not None:
-            path.with_suffix(".json").write_text(json.dumps(self._hp.model_cfg, indent=2))
+            write_text(path.with_suffix(".json"), json.dumps(self._hp.model_cfg, indent=2))
         return path
