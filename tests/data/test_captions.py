@@ -270,3 +270,19 @@ def test_flickr30k_entities(tmp_path) -> None:
 def test_unknown_model_name() -> None:
     with pytest.raises(ValueError, match="open_clip model"):
         ShapesCaptionDataModule(model_name="ViT-Nope")
+
+
+@pytest.mark.timeout(300)  # a hang guard, not a timing target
+@pytest.mark.parametrize("max_objects, image_size", [(10, 64), (8, 32), (40, 32)])
+def test_shapes_that_cannot_fit_fail_with_the_size_that_fits(max_objects, image_size):
+    """It tried forever before (max_objects=10 at 64 px, 8 at 32 px hung in the placement loop)."""
+    cfg = tiny_openclip_config(context_length=16)
+    cfg["vision_cfg"]["image_size"] = image_size
+    dm = ShapesCaptionDataModule(model_cfg=cfg, num_train=200, max_objects=max_objects)
+    with pytest.raises(ValueError, match=rf"in a {image_size}x{image_size} image.*about \d+ fit"):
+        dm.setup("fit")
+
+
+def test_more_objects_than_shape_kinds_is_rejected_up_front():
+    with pytest.raises(ValueError, match=r"max_objects.*<= 40.*got 41"):
+        ShapesCaptionDataModule(max_objects=41)

@@ -79,13 +79,42 @@ def _relation(a: _Shape, b: _Shape) -> str:
     return "above" if dy > 0 else "below"
 
 
+#: distinct (colour, shape) kinds: the most shapes a scene can hold
+MAX_SHAPE_KINDS = len(SHAPE_COLOURS) * len(SHAPE_NAMES)
+#: placement tries per shape before a scene is declared not to fit
+_TRIES_PER_SHAPE = 2000
+
+
 def _layout(rng: random.Random, n: int, max_objects: int) -> list[_Shape]:
     """2..max_objects non-overlapping shapes with distinct (colour, shape); the first two are
-    the captioned pair, placed so that their relation is unambiguous."""
+    the captioned pair, placed so that their relation is unambiguous.
+
+    Raises ``ValueError`` (saying how many shapes fit at this image size) when the shapes
+    cannot be placed, instead of trying forever.
+    """
     count = rng.randint(2, max_objects)
     kinds = rng.sample([(c, s) for c in SHAPE_COLOURS for s in SHAPE_NAMES], count)
+    shapes = _place(rng, n, kinds)
+    if shapes is None:
+        fits = 1  # the largest prefix of these kinds that places, searched upwards (fast)
+        while fits + 1 < count and _place(random.Random(fits), n, kinds[: fits + 1]) is not None:
+            fits += 1
+        raise ValueError(
+            f"Expected `max_objects` shapes to fit without overlap in a {n}x{n} image, but "
+            f"{count} could not be placed in {_TRIES_PER_SHAPE * count} tries (about {fits} fit "
+            f"at this size): lower `max_objects` or use a model with a larger image size."
+        )
+    return shapes
+
+
+def _place(rng: random.Random, n: int, kinds: list[tuple[str, str]]) -> list[_Shape] | None:
+    """Rejection-sample one shape per kind; ``None`` after too many tries."""
+    count, tries = len(kinds), 0
     shapes: list[_Shape] = []
     while len(shapes) < count:
+        tries += 1
+        if tries > _TRIES_PER_SHAPE * count:
+            return None
         colour, name = kinds[len(shapes)]
         size = rng.choice(list(SHAPE_SIZES))
         r = SHAPE_SIZES[size] * n
@@ -221,6 +250,11 @@ class ShapesCaptionDataModule(CaptionDataModule):
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             check_int(name, value, 1)
         check_int("max_objects", max_objects, 2)
+        if max_objects > MAX_SHAPE_KINDS:
+            raise ValueError(
+                f"Expected `max_objects` <= {MAX_SHAPE_KINDS} (the distinct colour-shape kinds a "
+                f"scene can hold), but got {max_objects}."
+            )
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.max_objects = max_objects
 
