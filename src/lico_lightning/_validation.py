@@ -77,11 +77,18 @@ def check_finite(name: str, x: Tensor) -> Tensor:
 
 
 def check_positive(name: str, value: float | int, *, strict: bool = True) -> None:
-    """Raise ``ValueError`` unless ``value`` is > 0 (or >= 0 when ``strict=False``)."""
-    ok = value > 0 if strict else value >= 0
+    """Raise ``ValueError`` unless ``value`` is finite and > 0 (or >= 0 when ``strict=False``).
+
+    Example:
+        >>> check_positive("lr", float("inf"))
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `lr` > 0 and finite, but got inf.
+    """
+    ok = (value > 0 if strict else value >= 0) and math.isfinite(value)
     if not ok:
         bound = "> 0" if strict else ">= 0"
-        raise ValueError(f"Expected `{name}` {bound}, but got {value!r}.")
+        raise ValueError(f"Expected `{name}` {bound} and finite, but got {value!r}.")
 
 
 def check_probability(name: str, value: float, *, open_interval: bool = True) -> None:

@@ -119,3 +119,18 @@ def test_stratified_split_errors() -> None:
         stratified_split_indices(labels, [-0.1])
     with pytest.raises(ValueError, match="keep at least one sample"):
         stratified_split_indices(labels, [0.4, 0.4])
+
+
+def test_a_part_without_some_class_is_warned_about():
+    labels = torch.tensor([0] * 20 + [1] * 3)  # class 1: 3 * 0.1 rounds to 0
+    with pytest.warns(UserWarning, match=r"Part 1 .* no sample of classes \[1\]"):
+        parts = stratified_split_indices(labels, [0.1])
+    assert (labels[parts[1]] == 1).sum() == 0  # what the warning says
+
+
+def test_a_split_with_every_class_in_every_part_is_silent():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stratified_split_indices(torch.arange(3).repeat(10), [0.2, 0.2])

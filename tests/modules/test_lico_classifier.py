@@ -422,3 +422,11 @@ def test_misspelt_mm_option_lists_the_options() -> None:
         ValueError, match=r"`mm_kwargs` keys among \[.*'temperature'.*\].*'temprature'"
     ):
         tiny_model(mm_kwargs={"temprature": 0.1})
+
+
+@pytest.mark.parametrize("name", ["lr", "alpha", "beta", "weight_decay"])
+def test_infinite_hyperparameters_are_rejected(name):
+    with pytest.raises(ValueError, match=rf"`{name}` .*finite, but got inf"):
+        LICOClassifier(
+            ["a", "b"], backbone="wrn28_2", text_encoder="minilm", **{name: float("inf")}
+        )

@@ -6,6 +6,7 @@ Pure functions of ``(labels, sizes, seed)``: no Lightning, no global RNG (each c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -199,6 +200,16 @@ def stratified_split_indices(
         raise ValueError(
             f"Expected every class to keep at least one sample in the first part, but class "
             f"{c} has {int(counts[c])} samples and fractions {fr} take them all."
+        )
+    empty = (sizes == 0) & (counts > 0)  # (J, classes): a part without any sample of a class
+    if bool(empty.any()):
+        j, c = (int(v) for v in torch.nonzero(empty)[0])
+        missing = torch.nonzero(empty[j]).flatten().tolist()
+        warnings.warn(
+            f"Part {j + 1} of the stratified split gets no sample of classes {missing}: class {c} "
+            f"has {int(counts[c])} samples and fraction {fr[j]} of them rounds to 0. Its "
+            "per-class metrics will be undefined; use larger fractions or more data.",
+            stacklevel=2,
         )
     idx, cls, rank = _within_class_rank(y, seed)
     ends = torch.cumsum(sizes, 0)  # (J, classes)
