@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +38,43 @@ def _require_file(path: str | Path, what: str) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"Expected the {what} at {str(p)!r}, but it does not exist.")
     return p
+
+
+def _check_max_images(max_images: int | None) -> None:
+    if max_images is not None and (
+        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
+    ):
+        raise ValueError(
+            f"Expected `max_images` to be None (all) or an int >= 1, but got {max_images!r}."
+        )
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"Expected the {what} {path} to be JSON, but line {err.lineno} column {err.colno} "
+            f"is not: {err.msg}."
+        ) from None
+
+
+def _field(mapping: Any, key: str, where: str) -> Any:
+    """``mapping[key]`` with a ``KeyError`` that names the field and where it was missing."""
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise KeyError(f"Expected a field {key!r} in {where}, but it is missing.")
+    return mapping[key]
+
+
+def _norm(path: str) -> str:
+    """``sub/../a.png`` and ``a.png`` are one image."""
+    return os.path.normpath(path)
+
+
+def _warn_dropped(what: str, items: list[Any], source: Path) -> None:
+    if items:
+        shown = ", ".join(str(i) for i in items[:5]) + (", ..." if len(items) > 5 else "")
+        warnings.warn(f"{len(items)} {what} in {source} ({shown}).", stacklevel=3)
 
 
 def _largest(boxes: list[Box]) -> Box:
@@ -69,22 +109,51 @@ def read_coco_captions(
         >>> [(p.phrase, p.box, p.distractor_box) for p in rec.phrases[0]]
         [('dogs', (1.0, 2.0, 11.0, 10.0), (0.0, 10.0, 40.0, 30.0)), ('bench', (0.0, 10.0, 40.0, 30.0), (1.0, 2.0, 11.0, 10.0))]
     """
-    data = json.loads(_require_file(captions_file, "COCO captions file").read_text())
+    _check_max_images(max_images)
+    captions_path = _require_file(captions_file, "COCO captions file")
+    data = _read_json(captions_path, "COCO captions file")
+    where = f"the COCO captions file {captions_path}"
+    images = _field(data, "images", where)
+    ids = [_field(im, "id", f"an entry of 'images' of {captions_path}") for im in images]
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if repeated:
+        raise ValueError(
+            f"Expected every image id once in 'images' of {captions_path}, but ids {repeated[:5]} "
+            "are listed more than once."
+        )
     captions: dict[int, list[str]] = defaultdict(list)
-    for ann in data["annotations"]:
-        captions[ann["image_id"]].append(ann["caption"].strip())
+    for n, ann in enumerate(_field(data, "annotations", where)):
+        at = f"annotation {n} of {captions_path}"
+        captions[_field(ann, "image_id", at)].append(str(_field(ann, "caption", at)).strip())
+    _warn_dropped(
+        "captions refer to image ids not in 'images' and are skipped",
+        sorted(set(captions) - set(ids)),
+        captions_path,
+    )
     boxes: dict[int, dict[str, list[Box]]] = defaultdict(lambda: defaultdict(list))
     if instances_file is not None:
-        inst = json.loads(_require_file(instances_file, "COCO instances file").read_text())
-        names = {c["id"]: c["name"] for c in inst["categories"]}
-        for ann in inst["annotations"]:
+        inst_path = _require_file(instances_file, "COCO instances file")
+        inst = _read_json(inst_path, "COCO instances file")
+        inst_where = f"the COCO instances file {inst_path}"
+        names = {
+            _field(c, "id", inst_where): _field(c, "name", inst_where)
+            for c in _field(inst, "categories", inst_where)
+        }
+        for n, ann in enumerate(_field(inst, "annotations", inst_where)):
             if ann.get("iscrowd", 0):
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            at = f"instance annotation {n} of {inst_path}"
+            category = _field(ann, "category_id", at)
+            if category not in names:
+                raise KeyError(
+                    f"Expected the category id {category!r} of {at} in its 'categories', but "
+                    "it is not there."
+                )
+            x, y, w, h = (float(v) for v in _field(ann, "bbox", at))
             if w >= 1 and h >= 1:
-                boxes[ann["image_id"]][names[ann["category_id"]]].append((x, y, x + w, y + h))
+                boxes[_field(ann, "image_id", at)][names[category]].append((x, y, x + w, y + h))
     records = []
-    for image in sorted(data["images"], key=lambda im: im["id"]):
+    for image in sorted(images, key=lambda im: im["id"]):
         caps = captions.get(image["id"])
         if not caps:
             continue
@@ -111,10 +180,13 @@ def read_coco_captions(
             per_caption.append(tuple(p for _, p in sorted(found, key=lambda t: t[0])))
         records.append(
             CaptionRecord(
-                image=_resolve(image_dir, image["file_name"]),
+                image=_resolve(image_dir, _field(image, "file_name", f"image {image['id']}")),
                 captions=tuple(caps),
                 phrases=tuple(per_caption),
-                size=(int(image["width"]), int(image["height"])),
+                size=(
+                    int(_field(image, "width", f"image {image['id']} of {captions_path}")),
+                    int(_field(image, "height", f"image {image['id']} of {captions_path}")),
+                ),
             )
         )
         if max_images is not None and len(records) >= max_images:
@@ -126,9 +198,19 @@ def read_coco_captions(
 _ENTITY = re.compile(r"\[/EN#(\d+)/(\S+) ([^\]]+)\]")
 
 
-def _flickr_boxes(xml_file: Path) -> dict[str, list[Box]]:
+def _parse_xml(xml_file: Path) -> ET.Element:
+    try:
+        return ET.parse(xml_file).getroot()
+    except ET.ParseError as err:
+        raise ValueError(
+            f"Expected the Flickr30k Entities annotation {xml_file} to be XML, but it is not "
+            f"({err})."
+        ) from None
+
+
+def _flickr_boxes(root: ET.Element) -> dict[str, list[Box]]:
     out: dict[str, list[Box]] = defaultdict(list)
-    for obj in ET.parse(xml_file).getroot().iter("object"):
+    for obj in root.iter("object"):
         box = obj.find("bndbox")
         if box is None:
             continue
@@ -157,20 +239,29 @@ def read_flickr30k_entities(
     with the union box of another entity of the image as distractor. Images are
     ``image_dir/<id>.jpg`` (default ``root/flickr30k-images``).
     """
+    _check_max_images(max_images)
     root = Path(root)
-    ids = (
-        _require_file(root / f"{split}.txt", f"Flickr30k Entities split file {split!r}")
-        .read_text()
-        .split()
-    )
+    split_file = _require_file(root / f"{split}.txt", f"Flickr30k Entities split file {split!r}")
+    ids = split_file.read_text().split()
+    if not ids:
+        raise ValueError(f"Expected image ids in {split_file}, but it is empty.")
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if repeated:
+        raise ValueError(
+            f"Expected every image id once in {split_file}, but {repeated[:5]} are listed more "
+            "than once."
+        )
     image_dir = root / "flickr30k-images" if image_dir is None else Path(image_dir)
-    records = []
+    records, unannotated = [], []
     for image_id in ids:
         xml_file = root / "Annotations" / f"{image_id}.xml"
-        boxes = _flickr_boxes(xml_file) if xml_file.exists() else {}
+        xml = _parse_xml(xml_file) if xml_file.exists() else None
+        boxes = _flickr_boxes(xml) if xml is not None else {}
+        if xml is None:
+            unannotated.append(image_id)
         size = None
-        if xml_file.exists():
-            node = ET.parse(xml_file).getroot().find("size")
+        if xml is not None:
+            node = xml.find("size")
             if node is not None:
                 size = (int(node.findtext("width", "0")), int(node.findtext("height", "0")))
         captions, phrases = [], []
@@ -208,6 +299,9 @@ def read_flickr30k_entities(
         )
         if max_images is not None and len(records) >= max_images:
             break
+    _warn_dropped(
+        "images have no Annotations/<id>.xml file, so no grounding boxes", unannotated, root
+    )
     return records
 
 
@@ -215,17 +309,23 @@ def read_flickr30k_entities(
 def _parse_box(value: Any, where: str) -> Box | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        value = (
-            json.loads(value) if value.strip().startswith("[") else value.replace(",", " ").split()
-        )
+    raw = value
     try:
+        if isinstance(value, str):
+            value = (
+                json.loads(value)
+                if value.strip().startswith("[")
+                else value.replace(",", " ").split()
+            )
         box = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
         box = ()
     if len(box) != 4:
+        raise ValueError(f"Expected the box of {where} as 4 numbers x0 y0 x1 y1, but got {raw!r}.")
+    if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
         raise ValueError(
-            f"Expected the box of {where} as 4 numbers x0 y0 x1 y1, but got {value!r}."
+            f"Expected the box of {where} as finite x0 y0 x1 y1 with x1 > x0 and y1 > y0, but "
+            f"got {raw!r}."
         )
     return box
 
@@ -256,17 +356,15 @@ def read_caption_file(
     """
     path = _require_file(path, "caption file")
     root = path.parent if image_root is None else Path(image_root)
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+    rows = _caption_rows(path)
+    if not rows:
+        raise ValueError(f"Expected at least one caption row in {path}, but it has none.")
     grouped: dict[str, list[tuple[str, tuple[PhraseBox, ...]]]] = defaultdict(list)
-    for n, row in enumerate(rows, start=1):
+    for n, row in rows:
         for key in (image_key, caption_key):
             if not row.get(key):
                 raise ValueError(
-                    f"Expected a non-empty {key!r} in row {n} of {path.name}, but got {row.get(key)!r}."
+                    f"Expected a non-empty {key!r} in {n} of {path}, but got {row.get(key)!r}."
                 )
         caption, phrase = str(row[caption_key]).strip(), row.get(phrase_key) or ""
         items: tuple[PhraseBox, ...] = ()
@@ -274,21 +372,55 @@ def read_caption_file(
             start = caption.find(phrase)
             if start < 0:
                 raise ValueError(
-                    f"Expected the phrase {phrase!r} of row {n} to occur in its caption {caption!r}, but it does not."
+                    f"Expected the phrase {phrase!r} of {n} of {path} to occur in its caption "
+                    f"{caption!r}, but it does not."
                 )
-            box = _parse_box(row.get(box_key), f"row {n}")
+            box = _parse_box(row.get(box_key), f"{n} of {path}")
             if box is None:
                 raise ValueError(
-                    f"Expected a box for the phrase {phrase!r} of row {n}, but got none."
+                    f"Expected a box for the phrase {phrase!r} of {n} of {path}, but got none."
                 )
             items = (PhraseBox(phrase, (start, start + len(phrase)), box),)
-        grouped[_resolve(root, row[image_key])].append((caption, items))
+        grouped[_norm(_resolve(root, str(row[image_key])))].append((caption, items))
     return [
         CaptionRecord(
             image=image, captions=tuple(c for c, _ in caps), phrases=tuple(p for _, p in caps)
         )
         for image, caps in grouped.items()
     ]
+
+
+def _caption_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, row)`` pairs of a JSONL file (one object a line), a JSON file (an array of
+    objects, or JSONL), or a CSV file with a header row; ``where`` names the file's line."""
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix == ".json" and text.lstrip().startswith("["):
+        data = _read_json(path, "caption file")
+        rows = [(f"item {n}", row) for n, row in enumerate(data)]
+    elif suffix in (".jsonl", ".json"):
+        rows = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"line {n}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"Expected a JSON object on line {n} of {path}, but it is not JSON "
+                    f"({err.msg} at column {err.colno})."
+                ) from None
+    else:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [(f"line {reader.line_num}", dict(row)) for row in reader]
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(
+                f"Expected a JSON object (with image and caption fields) on {where} of {path}, "
+                f"but got a {type(row).__name__}."
+            )
+    return rows
 
 
 # ----------------------------------------------------------------------------- data modules
@@ -357,6 +489,7 @@ class COCOCaptionDataModule(_RecordsDataModule):
             zeroshot=zeroshot,
         )
         self.save_hyperparameters(ignore=["zeroshot"])
+        _check_max_images(max_images)
         self.root = Path(root)
 
     def _records(self, split: str) -> list[CaptionRecord]:
@@ -411,6 +544,7 @@ class Flickr30kEntitiesDataModule(_RecordsDataModule):
             zeroshot=zeroshot,
         )
         self.save_hyperparameters(ignore=["zeroshot"])
+        _check_max_images(max_images)
         self.root = Path(root)
 
     def _records(self, split: str) -> list[CaptionRecord]:
