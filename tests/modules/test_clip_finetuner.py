@@ -439,3 +439,102 @@ def test_a_nan_batch_stops_training_before_the_optimizer_step(tmp_path) -> None:
     after = module.model.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
     assert any(not torch.equal(before[k], after[k]) for k in before)  # step 1 did train
+
+
+# ----------------------------------------------------------------------------- accumulation
+def _grads(module: CLIPFineTuner) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    "accum_freq, dtype, tolerance",
+    [
+        (2, torch.float64, 1e-12),
+        (4, torch.float64, 1e-12),
+        (8, torch.float64, 1e-12),
+        (4, torch.float32, 1e-5),
+    ],
+)
+def test_accumulated_gradient_equals_the_big_batch_gradient(accum_freq, dtype, tolerance) -> None:
+    """The reference is plain autograd through one forward of the whole batch of 8. In float64
+    the two agree to rounding (exact method); in float32 to the summation-order noise."""
+    big, accumulated = _module(seed=0).to(dtype), _module(seed=0).to(dtype)
+    images, tokens = _global_batch(big)
+    images = images.to(dtype)
+    big_loss = big.contrastive_loss(images, tokens)
+    big_loss.backward()
+    loss = accumulated.accumulated_backward(images, tokens, accum_freq=accum_freq)
+    assert float(loss) == pytest.approx(float(big_loss.detach()), rel=tolerance)
+    ref, ours = _grads(big), _grads(accumulated)
+    assert ref.keys() == ours.keys() and "logit_scale" in ours  # the scale's gradient: once
+    for name in ref:
+        relative = (ours[name] - ref[name]).abs().max() / ref[name].abs().max().clamp_min(1e-30)
+        assert float(relative) < tolerance, name
+
+
+def test_accumulation_recomputes_with_the_same_dropout_masks() -> None:
+    """With patch dropout, each micro-batch's recompute draws the masks of its cached pass:
+    the returned loss (that of the last recompute) equals the loss of the cached features."""
+    module = _module(seed=0, patch_dropout=0.5)
+    module.train()
+    images, tokens = _global_batch(module)
+    torch.manual_seed(11)
+    loss = module.accumulated_backward(images, tokens, accum_freq=2)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        outs = [module._model_outputs(i, t) for i, t in zip(images.chunk(2), tokens.chunk(2))]
+        cached = module.loss_fn(
+            torch.cat([o["image_features"] for o in outs]),
+            torch.cat([o["text_features"] for o in outs]),
+            outs[0]["logit_scale"],
+        )
+    assert float(loss) == pytest.approx(float(cached), abs=1e-6)
+
+
+def _ddp_accumulated_grads(rank: int, world_size: int) -> float:
+    """This rank's half of the batch, negatives gathered from the other rank: accumulated over 2
+    micro-batches vs one forward of the half; the largest relative gradient difference."""
+    big, accumulated = _module(seed=0), _module(seed=0)
+    for module in (big, accumulated):
+        module.configure_loss(rank, world_size)
+    images, tokens = _global_batch(big)
+    half = slice(rank * 4, (rank + 1) * 4)
+    big.contrastive_loss(images[half], tokens[half]).backward()
+    accumulated.accumulated_backward(images[half], tokens[half], accum_freq=2)
+    ref, ours = _grads(big), _grads(accumulated)
+    return max(
+        float((ours[n] - ref[n]).abs().max() / ref[n].abs().max().clamp_min(1e-12)) for n in ref
+    )
+
+
+@pytest.mark.distributed
+def test_two_process_accumulated_gradients_equal_the_big_batch() -> None:
+    assert all(diff < 1e-5 for diff in run_in_gloo_group(_ddp_accumulated_grads))
+
+
+def test_training_with_accumulation_equals_training_the_big_batch(tmp_path) -> None:
+    """Three optimizer steps (AdamW, cosine schedule, logit-scale clamp) through the Trainer:
+    accum_freq=4 (manual optimization) ends where accum_freq=1 (automatic) ends. In float64:
+    AdamW divides by the gradients' own scale, which turns float32 summation noise on
+    near-zero gradients (attention key biases) into visible weight differences."""
+    images, tokens = _global_batch(_module())
+    data = torch.utils.data.TensorDataset(images.double().repeat(3, 1, 1, 1), tokens.repeat(3, 1))
+    weights = []
+    for accum_freq in (1, 4):
+        module = _module(seed=0, accum_freq=accum_freq, warmup_steps=1)
+        loader = torch.utils.data.DataLoader(data, batch_size=8)
+        trainer = _trainer(tmp_path, max_epochs=1, limit_val_batches=0, precision="64-true")
+        trainer.fit(module, loader)
+        assert trainer.global_step == 3
+        weights.append(module.model.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, atol=1e-10, rtol=1e-8, msg=name)
+
+
+def test_accumulation_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="accum_freq"):
+        _module(accum_freq=0)
+    module = _module()
+    images, tokens = _global_batch(module)
+    with pytest.raises(ValueError, match=r"divisible by accum_freq=3, but got 8"):
+        module.accumulated_backward(images, tokens, accum_freq=3)

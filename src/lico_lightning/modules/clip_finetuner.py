@@ -97,6 +97,17 @@ def warmup_cosine_lambda(warmup_steps: int, total_steps: int, schedule: str = "c
     return factor
 
 
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
 def unpadded_order(per_rank: int, world_size: int, length: int) -> Tensor:
     """Rows of rank-major gathered eval outputs ``(W·n, ...)`` in dataset order, without the
     samples a ``DistributedSampler(shuffle=False)`` pads in: it gives rank ``r`` the padded
@@ -180,6 +191,16 @@ class CLIPFineTuner(pl.LightningModule):
         check_finite_loss: stop training with an error naming the batch's sample indices when a
             training loss is NaN or infinite, before the optimizer step spreads it into the
             weights (one host synchronisation per step; ``False`` skips the check).
+        accum_freq: contrastive gradient accumulation: each training batch is split into
+            ``accum_freq`` micro-batches; the features of all are computed without gradients,
+            then each micro-batch is recomputed with gradients against the features of all
+            (open_clip's ``--accum-freq``), so a batch of ``B`` costs the activation memory of
+            ``B / accum_freq`` and keeps all ``B − 1`` negatives. The gradient equals that of
+            the whole batch (:meth:`accumulated_backward`). Lightning's
+            ``accumulate_grad_batches`` instead sums the gradients of batches that never see
+            each other's negatives. ``accum_freq > 1`` runs the optimizer step itself (manual
+            optimization), so the Trainer's ``gradient_clip_val`` and
+            ``accumulate_grad_batches`` are not available with it.
 
     Example:
         >>> from lico_lightning.text import tiny_openclip_config
@@ -217,6 +238,7 @@ class CLIPFineTuner(pl.LightningModule):
         class_names: list[str] | None = None,
         cache_dir: str | None = None,
         check_finite_loss: bool = True,
+        accum_freq: int = 1,
     ) -> None:
         super().__init__()
         # a single value is one cut-off / one template (never the characters of a string)
@@ -266,6 +288,9 @@ class CLIPFineTuner(pl.LightningModule):
         if grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.loss_fn = CLIP_LOSSES.create(loss, 0, 1)  # rank/world size set in setup()
+        check_int("accum_freq", accum_freq, 1)
+        # open_clip's loop at accum_freq=1 (bitwise); micro-batch backward passes otherwise
+        self.automatic_optimization = accum_freq == 1
         self._eval: dict[str, list[Tensor]] = {}
         self._zeroshot: Tensor | None = None
         self._tokenizer: Any = None
@@ -357,26 +382,121 @@ class CLIPFineTuner(pl.LightningModule):
             return self.loss_fn(**out)
         return self.loss_fn(*out)
 
+    def _model_outputs(self, images: Tensor, tokens: Tensor) -> dict[str, Tensor]:
+        out = self.model(images, tokens)
+        if isinstance(out, dict):
+            return out
+        return dict(zip(("image_features", "text_features", "logit_scale", "logit_bias"), out))
+
+    def accumulated_backward(
+        self, images: Tensor, tokens: Tensor, accum_freq: int | None = None, where: str = ""
+    ) -> Tensor:
+        r"""Backward of the whole batch's contrastive loss through ``accum_freq`` micro-batches.
+
+        The features :math:`u_i, v_i` of every micro-batch are computed without gradients;
+        then each micro-batch :math:`j` is recomputed with gradients (same RNG state, so
+        dropout draws the same masks) and the loss of the *whole* batch, with the others'
+        features held fixed, is back-propagated. Since :math:`L` depends on the parameters
+        through every micro-batch's features and the logit scale :math:`s`,
+
+        .. math::
+            \nabla_\theta L = \sum_j \Big(\frac{\partial (u, v)_j}{\partial \theta}\Big)^{\top}
+            \frac{\partial L}{\partial (u, v)_j} + \frac{\partial L}{\partial s}\,
+            \nabla_\theta s,
+
+        the summed gradients equal the whole batch's; the logit scale (and bias) take their
+        direct gradient once (open_clip's loop adds it ``accum_freq`` times). Under DDP the
+        loss gathers every process's features as in one big batch. BatchNorm towers see
+        micro-batch statistics (not exact for them, as in open_clip).
+
+        Args:
+            images: ``(B, 3, H, W)`` with ``B`` divisible by ``accum_freq``.
+            tokens: ``(B, S)``.
+            accum_freq: micro-batches (default: the ``accum_freq`` hyperparameter).
+            where: what the batch is, for the non-finite-loss error.
+
+        Returns:
+            the whole batch's loss (detached), as :meth:`contrastive_loss` returns it.
+
+        Example:
+            >>> from lico_lightning.text import tiny_openclip_config
+            >>> module = CLIPFineTuner(model_cfg=tiny_openclip_config(context_length=16))
+            >>> images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            >>> tokens = module.tokenize(["a cat", "a dog", "a red circle", "two birds"])
+            >>> loss = module.accumulated_backward(images, tokens, accum_freq=2)
+            >>> bool(torch.isclose(loss, module.contrastive_loss(images, tokens).detach()))
+            True
+        """
+        k = self._hp.accum_freq if accum_freq is None else check_int("accum_freq", accum_freq, 1)
+        self._check_batch(images, tokens)
+        if images.shape[0] % k:
+            raise ValueError(
+                f"Expected a batch size divisible by accum_freq={k}, but got {images.shape[0]}."
+            )
+        chunks = list(zip(images.chunk(k), tokens.chunk(k)))
+        devices = [images.device] if images.device.type == "cuda" else []
+        states, cached = [], []
+        with torch.no_grad():
+            for im, tok in chunks:
+                states.append(_rng_state(images.device))
+                cached.append(self._model_outputs(im, tok))
+        loss = images.new_zeros(())
+        for j, (im, tok) in enumerate(chunks):
+            with torch.random.fork_rng(devices=devices):
+                _set_rng_state(states[j], images.device)
+                fresh = self._model_outputs(im, tok)
+            inputs = {
+                key: torch.cat([fresh[key] if i == j else cached[i][key] for i in range(k)])
+                for key in ("image_features", "text_features")
+            }
+            for key in ("logit_scale", "logit_bias"):  # their direct gradient once, not k times
+                value = fresh.get(key)
+                if value is not None:
+                    inputs[key] = value if j == k - 1 else value.detach()
+            loss = self.loss_fn(**inputs)
+            if j == 0:
+                self._check_finite(loss, where)
+            if self._trainer is not None:
+                self.manual_backward(loss)
+            else:
+                loss.backward()
+        return loss.detach()
+
+    def _check_finite(self, loss: Tensor, where: str) -> None:
+        if self._hp.check_finite_loss and not bool(torch.isfinite(loss)):
+            step = self.global_step if self._trainer is not None else 0
+            raise FloatingPointError(
+                f"Expected a finite training loss, but got {float(loss)} at step {step} "
+                f"({where}); the optimizer step was not taken. Look for NaN/Inf pixels or a "
+                "diverging learning rate (check_finite_loss=False turns this check off)."
+            )
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         images, tokens = batch[0], batch[1]
-        loss = self.contrastive_loss(images, tokens)
-        if self._hp.check_finite_loss and not bool(torch.isfinite(loss)):
-            index = batch[2].tolist() if len(batch) > 2 else f"batch {batch_idx}"
-            raise FloatingPointError(
-                f"Expected a finite training loss, but got {float(loss)} at step "
-                f"{self.global_step} (samples {index}); the optimizer step was not taken. Look "
-                "for NaN/Inf pixels or a diverging learning rate (check_finite_loss=False "
-                "turns this check off)."
-            )
+        where = f"samples {batch[2].tolist()}" if len(batch) > 2 else f"batch {batch_idx}"
+        if self.automatic_optimization:
+            loss = self.contrastive_loss(images, tokens)
+            self._check_finite(loss, where)
+        else:  # contrastive accumulation: the backward passes happen in here
+            optimizer = cast(Any, self.optimizers())
+            scheduler = cast(Any, self.lr_schedulers())
+            loss = self.accumulated_backward(images, tokens, where=where)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            self._clamp_logit_scale()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp().float())
         return loss
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
-        out = super().optimizer_step(*args, **kwargs)
+    def _clamp_logit_scale(self) -> None:
         with torch.no_grad():
             self.model.logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().optimizer_step(*args, **kwargs)
+        self._clamp_logit_scale()
         return out
 
     def configure_optimizers(self) -> Any:
