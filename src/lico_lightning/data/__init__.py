@@ -24,6 +24,15 @@ from lico_lightning.data._captions import (
     PhraseBox,
     open_clip_preprocessing,
 )
+from lico_lightning.data._concept_cache import (
+    CaptionEmbeddings,
+    ConceptImageDataset,
+    ConceptPairDataset,
+    EpochKeySampler,
+    encode_caption_dataset,
+    random_crop_flip,
+)
+from lico_lightning.data._concept_distillation import ConceptDistillationDataModule
 from lico_lightning.data._class_names import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
@@ -54,20 +63,25 @@ from lico_lightning.data._splits import (
 from lico_lightning.data._torchvision import CIFAR10DataModule, CIFAR100DataModule, SVHNDataModule
 
 __all__ = [
-    "CIFAR10_CLASSES",
     "CIFAR100_CLASSES",
+    "CIFAR10_CLASSES",
     "DIGIT_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "CIFAR10DataModule",
     "COCOCaptionDataModule",
     "CUB200DataModule",
     "CaptionDataModule",
     "CaptionDataset",
+    "CaptionEmbeddings",
     "CaptionFileDataModule",
     "CaptionRecord",
+    "ConceptDistillationDataModule",
+    "ConceptImageDataset",
+    "ConceptPairDataset",
     "DigitsDataModule",
+    "EpochKeySampler",
     "FGVCAircraftDataModule",
     "Flickr30kEntitiesDataModule",
     "Flowers102DataModule",
@@ -85,9 +99,11 @@ __all__ = [
     "check_class_names",
     "class_balanced_indices",
     "clean_class_name",
+    "encode_caption_dataset",
     "limited_label_indices",
     "load_class_names_file",
     "open_clip_preprocessing",
+    "random_crop_flip",
     "read_caption_file",
     "read_coco_captions",
     "read_flickr30k_entities",
