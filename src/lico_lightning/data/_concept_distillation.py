@@ -168,8 +168,8 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         LightningModule's ``teacher()``."""
         source = self._teacher
         if source is None:
-            trainer = self._trainer if hasattr(self, "_trainer") else None
-            source = getattr(getattr(trainer, "lightning_module", None), "teacher", None)
+            module = getattr(self.trainer, "lightning_module", None)
+            source = getattr(module, "teacher", None)
             if source is None:
                 raise ValueError(
                     "Expected a `teacher` (a DualEncoder or a callable returning one), or a "
