@@ -311,7 +311,7 @@ class Row:
 
 
 TABLE = [
-    Row("lico_digits", "lico-lightning", check_lico),
+    Row("lico_digits", "lico-lightning", check_lico, evaluate="test"),
     Row("lico_cifar10_wrn", "lico-lightning", check_lico),
     Row("lico_cifar100_wrn", "lico-lightning", check_lico),
     Row("lico_svhn_wrn", "lico-lightning", check_lico),
@@ -379,7 +379,9 @@ def test_recipe_trains_a_few_steps(
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     recwarn.clear()
-    evaluation = build([row.evaluate, *args, f"--ckpt_path={ckpt}"])
+    evaluation = build(
+        [row.evaluate, *args, f"--ckpt_path={ckpt}", "--trainer.limit_test_batches=1"]
+    )
     assert Path(evaluation.trainer.logger.log_dir) == run / row.evaluate
     assert (run / row.evaluate / "metrics.csv").exists()
     assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
