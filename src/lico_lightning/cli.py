@@ -53,8 +53,8 @@ from lico_lightning.modules import CLIPFineTuner, LICOClassifier, SurrogateDisti
 
 __all__ = [
     "CLIPCLI",
-    "ExplainRCLI",
     "LICOCLI",
+    "ExplainRCLI",
     "LicoCLI",
     "build_cli",
     "build_clip_cli",

@@ -24,6 +24,14 @@ from lico_lightning.data._captions import (
     PhraseBox,
     open_clip_preprocessing,
 )
+from lico_lightning.data._class_names import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    DIGIT_CLASSES,
+    check_class_names,
+    clean_class_name,
+    load_class_names_file,
+)
 from lico_lightning.data._concept_cache import (
     CaptionEmbeddings,
     ConceptImageDataset,
@@ -33,14 +41,6 @@ from lico_lightning.data._concept_cache import (
     random_crop_flip,
 )
 from lico_lightning.data._concept_distillation import ConceptDistillationDataModule
-from lico_lightning.data._class_names import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    DIGIT_CLASSES,
-    check_class_names,
-    clean_class_name,
-    load_class_names_file,
-)
 from lico_lightning.data._datasets import IndexedDataset, TensorImageDataset
 from lico_lightning.data._digits import DigitsDataModule
 from lico_lightning.data._image_folder import (
@@ -63,13 +63,13 @@ from lico_lightning.data._splits import (
 from lico_lightning.data._torchvision import CIFAR10DataModule, CIFAR100DataModule, SVHNDataModule
 
 __all__ = [
-    "CIFAR100_CLASSES",
     "CIFAR10_CLASSES",
+    "CIFAR100_CLASSES",
     "DIGIT_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "CIFAR100DataModule",
     "CIFAR10DataModule",
+    "CIFAR100DataModule",
     "COCOCaptionDataModule",
     "CUB200DataModule",
     "CaptionDataModule",
