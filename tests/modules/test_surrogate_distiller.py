@@ -168,6 +168,7 @@ def test_online_mode_equals_cached_embeddings_and_never_trains_clip() -> None:
     online = SurrogateDistiller(num_concepts=C, embed_dim=K, num_samples=5, teacher=encoder)
     online.load_state_dict(cached_model.state_dict())
     assert online.teacher() is encoder
+    assert online.hparams.clip_model is None  # the checkpoint names no other CLIP
     first = emb.caption_offsets[:-1]
     tokens = data.tokenize([c[0] for c in data.caps])
     out_cached, *_ = cached_model._step(

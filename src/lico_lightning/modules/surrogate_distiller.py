@@ -134,7 +134,8 @@ class SurrogateDistiller(pl.LightningModule):
             ``CLIPFineTuner`` checkpoint, :func:`load_open_clip_weights`), e.g. the tiny CLIP
             of ``recipes/clip_shapes.yaml``.
         teacher: a built frozen :class:`~lico_lightning.explain.DualEncoder` instead of the
-            ``clip_*`` options (not a hyperparameter: pass it again after loading).
+            ``clip_*`` options, which are then saved as ``None`` (not a hyperparameter: pass
+            it again after loading a checkpoint).
 
     Example:
         >>> model = SurrogateDistiller(num_concepts=3, embed_dim=4, num_samples=8,
@@ -184,6 +185,8 @@ class SurrogateDistiller(pl.LightningModule):
         self._teacher: Any = None  # plain attribute: never in state_dict or the optimizer
         if teacher is not None:
             self._teacher = _frozen(teacher)
+            for name in ("clip_model", "clip_pretrained", "clip_model_cfg", "clip_checkpoint"):
+                self.hparams[name] = None  # unused: a checkpoint must not name another CLIP
         self.zero_shot_weights: Tensor | None = None  # (K, L), rebuilt from CLIP: not saved
         self.zero_shot: dict[str, Any] | None = None  # name -> MulticlassAccuracy (registered)
         self.surrogate: ConceptSurrogate | None = None
