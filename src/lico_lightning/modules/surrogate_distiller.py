@@ -248,7 +248,16 @@ class SurrogateDistiller(pl.LightningModule):
     def teacher(self) -> Any:
         """The frozen teacher :class:`~lico_lightning.explain.DualEncoder` (the ``teacher``
         given, or built from the ``clip_*`` hyperparameters on first call): eval mode,
-        ``requires_grad`` off, never saved."""
+        ``requires_grad`` off, never saved.
+
+        Example:
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> model = SurrogateDistiller(teacher=tiny_dual_encoder())
+            >>> model.teacher().module.training, model.hparams.clip_model
+            (False, None)
+            >>> [k for k in model.state_dict() if "visual" in k]  # no CLIP weight is saved
+            []
+        """
         if self._teacher is None:
             hp = self.hparams
             if hp.get("clip_model") is None and hp.get("clip_model_cfg") is None:
