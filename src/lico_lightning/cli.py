@@ -23,7 +23,7 @@ augmentation) form the ``--distillation.*`` group
 (:class:`~lico_lightning.data.ConceptDistillationDataModule` around the caption data module).
 ``lico-lightning`` links the data module's ``class_names`` and ``image_size`` into the model.
 
-Every script (:class:`LicoCLI`) has the same hardening:
+Every script (:class:`BaseCLI`) has the same hardening:
 
 * a configuration error (a misspelt option, a wrong value, an unknown backbone, data that is
   not where the recipe says) ends the script with one line, ``<script>: error: ...``, and exit
@@ -54,8 +54,8 @@ from lico_lightning.modules import CLIPFineTuner, LICOClassifier, SurrogateDisti
 __all__ = [
     "CLIPCLI",
     "LICOCLI",
+    "BaseCLI",
     "ExplainRCLI",
-    "LicoCLI",
     "build_cli",
     "build_clip_cli",
     "build_explainr_cli",
@@ -68,7 +68,7 @@ __all__ = [
 _TRACEBACK = "LICO_LIGHTNING_TRACEBACK"
 
 
-class LicoCLI(LightningCLI):
+class BaseCLI(LightningCLI):
     """LightningCLI with the hardening every console script of this package shares.
 
     Parser errors raise instead of printing the usage (``exit_on_error=False``), so that
@@ -125,7 +125,7 @@ class LicoCLI(LightningCLI):
         self._keep_checkpoint_dir()
 
 
-class LICOCLI(LicoCLI):
+class LICOCLI(BaseCLI):
     """``lico-lightning``: the data module's class names and image size linked into the model."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -133,7 +133,7 @@ class LICOCLI(LicoCLI):
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
 
 
-class CLIPCLI(LicoCLI):
+class CLIPCLI(BaseCLI):
     """``lico-clip``: the model's open_clip name / config linked into the caption data module."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -141,7 +141,7 @@ class CLIPCLI(LicoCLI):
         parser.link_arguments("model.model_cfg", "data.init_args.model_cfg")
 
 
-class ExplainRCLI(LicoCLI):
+class ExplainRCLI(BaseCLI):
     """``lico-explainr``: the teacher's open_clip name / config (``model.clip_*``) linked into
     the caption data module, which a :class:`~lico_lightning.data.ConceptDistillationDataModule`
     built from the ``--distillation.*`` options wraps. The distiller reads its sizes
@@ -165,7 +165,7 @@ class ExplainRCLI(LicoCLI):
 
 
 def _build(
-    cli_class: type[LicoCLI],
+    cli_class: type[BaseCLI],
     model_class: type,
     datamodule_class: type,
     args: ArgsType,
