@@ -2,7 +2,7 @@
 
 Side by side in one run, same batch, same surrogate and loss (issue 10): the cached step is
 surrogate forward + Algorithm 1 loss + AdamW step on embeddings looked up by index (what
-:class:`~lico_lightning.concepts.ConceptPairDataset` serves); the online step additionally runs
+:class:`~lico_lightning.data.ConceptPairDataset` serves); the online step additionally runs
 the frozen CLIP image and text towers on the batch (under ``no_grad``), which is what an
 implementation without a cache pays every step. Prints the time of each and the ratio, for a
 tiny CLIP and for open_clip ViT-B-32 (random weights, no download).

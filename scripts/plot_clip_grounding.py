@@ -46,7 +46,7 @@ def recipe_points(
     import torch
 
     from lico_lightning.callbacks import GroundingMonitor
-    from lico_lightning.clip_cli import build_clip_cli
+    from lico_lightning.cli import build_clip_cli
 
     sys.argv = ["lico-clip"]
     points = []

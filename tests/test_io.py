@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from lico_lightning._io import atomic_write, load_torch, save_torch, write_text
-from lico_lightning.concepts import CaptionEmbeddings, ConceptVocabulary
+from lico_lightning.concepts import ConceptVocabulary
+from lico_lightning.data import CaptionEmbeddings
 from lico_lightning.modules import CLIPFineTuner
 from lico_lightning.plugins import AtomicCheckpointIO
 from lico_lightning.text import tiny_openclip_config

@@ -1,48 +1,84 @@
-"""The ``lico-lightning`` console script: LightningCLI over LICOClassifier and our data modules.
+"""The console scripts: one hardened LightningCLI base and the three stories built on it.
+
+* ``lico-lightning``: :class:`~lico_lightning.modules.LICOClassifier` on an image data module;
+* ``lico-clip``: :class:`~lico_lightning.modules.CLIPFineTuner` on a caption data module;
+* ``lico-explainr``: :class:`~lico_lightning.modules.SurrogateDistiller` (EXPLAIN-R) on a
+  caption data module.
 
 Usage::
 
-    lico-lightning fit --config recipes/lico_digits.yaml
     lico-lightning fit --config recipes/lico_digits.yaml --trainer.max_epochs 2
     lico-lightning test --config recipes/lico_digits.yaml --ckpt_path path/to.ckpt
-    lico-lightning fit --help
+    lico-clip fit --config recipes/clip_coco_vit_b32.yaml --data.init_args.root /data/coco
+    lico-explainr fit --config recipes/explainr_coco_vit_b32.yaml --data.init_args.root /data/coco
+    lico-clip fit --help
 
-Optimizers can be swapped with ``--optimizer``/``--lr_scheduler`` (LightningCLI); by default
-the model's SGD + cos(7πk/16K) per-step schedule is used. The data module's ``class_names``
-and ``image_size`` are linked into the model, so class names come from the dataset (override
-them with ``--data.init_args.class_names``).
+The two caption stories take their data the same way (``--data.class_path`` /
+``--data.init_args.*`` of a :class:`~lico_lightning.data.CaptionDataModule`); the model's
+open_clip name / config is linked into it, so images are preprocessed and captions tokenised
+for the CLIP being trained (``lico-clip``: ``model.model_name``, ``model.model_cfg``) or
+explained (``lico-explainr``: ``model.clip_model``, ``model.clip_model_cfg``, the teacher).
+``lico-explainr``'s concept-data options (vocabulary, tagger, cache, distillation batch size,
+augmentation) form the ``--distillation.*`` group
+(:class:`~lico_lightning.data.ConceptDistillationDataModule` around the caption data module).
+``lico-lightning`` links the data module's ``class_names`` and ``image_size`` into the model.
 
-Errors in the configuration (an unknown backbone, a misspelt option, data that is not where
-the recipe says) end the console script with one line, ``lico-lightning: error: ...``, and
-exit status 2; set ``LICO_LIGHTNING_TRACEBACK=1`` to see the full traceback.
+Every script (:class:`BaseCLI`) has the same hardening:
 
-``--trainer.fast_dev_run`` writes no checkpoint (Lightning's ``ModelCheckpoint(save_last=True)``
-would otherwise write ``./checkpoints/last.ckpt`` into the current directory), and
-``lico-lightning test --ckpt_path <run>/checkpoints/x.ckpt`` logs into ``<run>/test`` (CSV and
-TensorBoard loggers) instead of opening a new version folder.
+* a configuration error (a misspelt option, a wrong value, an unknown backbone, data that is
+  not where the recipe says) ends the script with one line, ``<script>: error: ...``, and exit
+  status 2; set ``LICO_LIGHTNING_TRACEBACK=1`` to see the full traceback;
+* ``--trainer.fast_dev_run`` writes no checkpoint (``ModelCheckpoint(save_last=True)`` would
+  otherwise write ``./checkpoints/last.ckpt`` into the current directory);
+* ``test`` / ``validate`` / ``predict --ckpt_path <run>/checkpoints/x.ckpt`` log into
+  ``<run>/<subcommand>`` (CSV and TensorBoard loggers) instead of opening a new version folder,
+  and the checkpoint callback keeps the checkpoint's folder (no "dirpath has changed" warning).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-from lico_lightning.modules import LICOClassifier
+from lico_lightning.data import CaptionDataModule, ConceptDistillationDataModule
+from lico_lightning.modules import CLIPFineTuner, LICOClassifier, SurrogateDistiller
 
-__all__ = ["LICOCLI", "build_cli", "main"]
+__all__ = [
+    "CLIPCLI",
+    "LICOCLI",
+    "BaseCLI",
+    "ExplainRCLI",
+    "build_cli",
+    "build_clip_cli",
+    "build_explainr_cli",
+    "clip_main",
+    "explainr_main",
+    "main",
+    "run_script",
+]
+
+_TRACEBACK = "LICO_LIGHTNING_TRACEBACK"
 
 
-class LICOCLI(LightningCLI):
-    """LightningCLI with the data module's class names and image size linked into the model."""
+class BaseCLI(LightningCLI):
+    """LightningCLI with the hardening every console script of this package shares.
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
+    Parser errors raise instead of printing the usage (``exit_on_error=False``), so that
+    :func:`run_script` prints them as one line; ``fast_dev_run`` saves no checkpoint; evaluation
+    from ``<run>/checkpoints/*.ckpt`` logs into ``<run>/<subcommand>``.
+    """
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
 
     def before_instantiate_classes(self) -> None:
         """For ``test`` / ``validate`` / ``predict`` from ``<run>/checkpoints/*.ckpt``: log into
@@ -89,8 +125,66 @@ class LICOCLI(LightningCLI):
         self._keep_checkpoint_dir()
 
 
+class LICOCLI(BaseCLI):
+    """``lico-lightning``: the data module's class names and image size linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
+
+
+class CLIPCLI(BaseCLI):
+    """``lico-clip``: the model's open_clip name / config linked into the caption data module."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("model.model_name", "data.init_args.model_name")
+        parser.link_arguments("model.model_cfg", "data.init_args.model_cfg")
+
+
+class ExplainRCLI(BaseCLI):
+    """``lico-explainr``: the teacher's open_clip name / config (``model.clip_*``) linked into
+    the caption data module, which a :class:`~lico_lightning.data.ConceptDistillationDataModule`
+    built from the ``--distillation.*`` options wraps. The distiller reads its sizes
+    (concepts, embedding width, training samples) and concept labels from it in ``setup``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(
+            ConceptDistillationDataModule,
+            "distillation",
+            skip={"captions", "teacher"},
+            instantiate=False,
+        )
+        parser.link_arguments("model.clip_model", "data.init_args.model_name")
+        parser.link_arguments("model.clip_model_cfg", "data.init_args.model_cfg")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        options = self._get(self.config, "distillation")
+        # the teacher comes from the distiller (SurrogateDistiller.teacher) in setup
+        self.datamodule = ConceptDistillationDataModule(self.datamodule, **dict(options))
+
+
+def _build(
+    cli_class: type[BaseCLI],
+    model_class: type,
+    datamodule_class: type,
+    args: ArgsType,
+    run: bool,
+) -> Any:
+    return cli_class(
+        model_class,
+        datamodule_class,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
 def build_cli(args: ArgsType = None, run: bool = True) -> LICOCLI:
-    """Build (and by default run) the CLI; ``args`` as a list of strings or a dict.
+    """Build (and by default run) the ``lico-lightning`` CLI; ``args`` as a list of strings or
+    a dict.
 
     Example (from the repository root; trains the digits recipe for one short epoch)::
 
@@ -98,15 +192,19 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LICOCLI:
                          "--trainer.max_epochs", "1"])
         cli.trainer.callback_metrics["val/acc"]
     """
-    return LICOCLI(
-        LICOClassifier,
-        LightningDataModule,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+    return _build(LICOCLI, LICOClassifier, LightningDataModule, args, run)
+
+
+def build_clip_cli(args: ArgsType = None, run: bool = True) -> CLIPCLI:
+    """Build (and by default run) the ``lico-clip`` CLI; ``args`` as a list of strings or a
+    dict."""
+    return _build(CLIPCLI, CLIPFineTuner, CaptionDataModule, args, run)
+
+
+def build_explainr_cli(args: ArgsType = None, run: bool = True) -> ExplainRCLI:
+    """Build (and by default run) the ``lico-explainr`` CLI; ``args`` as a list of strings or
+    a dict."""
+    return _build(ExplainRCLI, SurrogateDistiller, CaptionDataModule, args, run)
 
 
 def _package_error(err: BaseException) -> BaseException | None:
@@ -127,22 +225,65 @@ def _package_error(err: BaseException) -> BaseException | None:
     return found
 
 
-def main(args: ArgsType = None) -> None:
-    """Entry point of the ``lico-lightning`` console script.
+def _parser_message(err: argparse.ArgumentError) -> str:
+    """jsonargparse's message without the lines that list Union subtypes or dump the value
+    it could not validate."""
+    drop = ("Given value", "Expected a <class 'NoneType'>", "Does not validate", "Subtypes:")
+    lines = [line.strip(" -") for line in str(err).splitlines()]
+    keep = [
+        line
+        for line in lines
+        if line and line != "Errors:" and not line.startswith(drop) and "Namespace(" not in line
+    ]
+    return " ".join(keep)
 
-    A configuration error raised by the package's own checks (anywhere in the exception chain,
-    e.g. wrapped by jsonargparse's "Does not validate against any of the Union subtypes") is
-    printed as one line on stderr with exit status 2; ``LICO_LIGHTNING_TRACEBACK=1`` re-raises.
+
+def _help_hint(script: str, args: ArgsType) -> str:
+    argv = sys.argv[1:] if args is None else args
+    words = [a for a in argv if isinstance(a, str)] if isinstance(argv, list) else []
+    command = next((a for a in words if a in ("fit", "validate", "test", "predict")), None)
+    return f"{script} {command} --help" if command else f"{script} --help"
+
+
+def run_script(script: str, build: Callable[[ArgsType], Any], args: ArgsType = None) -> None:
+    """Run a console script: ``build(args)``, with a configuration error printed as one line.
+
+    A parser error (unknown option, a value of the wrong type) or an error raised by the
+    package's own checks (anywhere in the exception chain, e.g. wrapped by jsonargparse's
+    "Does not validate against any of the Union subtypes") is printed as ``<script>: error:
+    ...`` on stderr and ends the script with exit status 2; ``LICO_LIGHTNING_TRACEBACK=1``
+    re-raises it instead.
     """
     try:
-        build_cli(args)
+        build(args)
     except Exception as err:
-        cause = _package_error(err)
-        if cause is None or os.environ.get("LICO_LIGHTNING_TRACEBACK"):
+        if os.environ.get(_TRACEBACK):
             raise
-        message = " ".join(str(cause).split())
-        print(f"lico-lightning: error: {message}", file=sys.stderr)
+        cause = _package_error(err)
+        if cause is not None:
+            message = str(cause)
+        elif isinstance(err, argparse.ArgumentError):
+            message = f"{_parser_message(err)} (see {_help_hint(script, args)})"
+        else:
+            raise
+        message = " ".join(message.split())
+        print(f"{script}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of the ``lico-lightning`` console script (:func:`run_script`)."""
+    run_script("lico-lightning", build_cli, args)
+
+
+def clip_main(args: ArgsType = None) -> None:
+    """Entry point of the ``lico-clip`` console script (:func:`run_script`)."""
+    run_script("lico-clip", build_clip_cli, args)
+
+
+def explainr_main(args: ArgsType = None) -> None:
+    """Entry point of the ``lico-explainr`` console script (:func:`run_script`)."""
+    run_script("lico-explainr", build_explainr_cli, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -400,7 +400,7 @@ def test_model_attr_reaches_a_wrapped_dual_encoder():
 def test_shapes_recipe_logs_grounding(tmp_path, monkeypatch):
     import sys
 
-    from lico_lightning.clip_cli import build_clip_cli
+    from lico_lightning.cli import build_clip_cli
 
     monkeypatch.setattr(sys, "argv", ["lico-clip"])
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "clip_shapes.yaml"

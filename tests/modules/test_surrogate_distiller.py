@@ -11,16 +11,18 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from lico_lightning.concepts import (
+from lico_lightning.data import (
     CaptionEmbeddings,
     ConceptPairDataset,
     EpochKeySampler,
     encode_caption_dataset,
 )
 from lico_lightning.explain import OpenCLIPDualEncoder
-from lico_lightning.modules import SurrogateDistiller
+from lico_lightning.modules import CLIPFineTuner, SurrogateDistiller, load_open_clip_weights
+from lico_lightning.text import tiny_openclip_config
 
 N, C, K = 24, 10, 8
+TINY = tiny_openclip_config(context_length=16)
 
 
 def cached(seed: int = 0) -> tuple[CaptionEmbeddings, torch.Tensor]:
@@ -163,9 +165,10 @@ def test_online_mode_equals_cached_embeddings_and_never_trains_clip() -> None:
     concepts = torch.rand(5, C)
     index = torch.arange(5)
     cached_model = SurrogateDistiller(num_concepts=C, embed_dim=K, num_samples=5)
-    online = SurrogateDistiller(num_concepts=C, embed_dim=K, num_samples=5)
+    online = SurrogateDistiller(num_concepts=C, embed_dim=K, num_samples=5, teacher=encoder)
     online.load_state_dict(cached_model.state_dict())
-    online.set_dual_encoder(encoder)
+    assert online.teacher() is encoder
+    assert online.hparams.clip_model is None  # the checkpoint names no other CLIP
     first = emb.caption_offsets[:-1]
     tokens = data.tokenize([c[0] for c in data.caps])
     out_cached, *_ = cached_model._step(
@@ -186,7 +189,7 @@ def test_online_mode_equals_cached_embeddings_and_never_trains_clip() -> None:
 
 
 def test_bad_batches() -> None:
-    model = SurrogateDistiller(num_concepts=C, embed_dim=K, num_samples=4)
+    model = SurrogateDistiller(num_concepts=C, embed_dim=K, num_samples=4, clip_model=None)
     x = torch.randn(4, K)
     with pytest.raises(ValueError, match="'index' entry"):
         model._step({"image_embeds": x, "text_embeds": x, "concepts": torch.rand(4, C)})
@@ -199,7 +202,7 @@ def test_bad_batches() -> None:
                 "index": torch.arange(4),
             }
         )
-    with pytest.raises(ValueError, match="set_dual_encoder"):
+    with pytest.raises(ValueError, match="Expected a teacher: `clip_model` or `clip_model_cfg`"):
         model._step({"images": torch.randn(4, 3, 16, 16), "tokens": torch.zeros(4, 16, dtype=torch.long),
                      "concepts": torch.rand(4, C), "index": torch.arange(4)})  # fmt: skip
     with pytest.raises(ValueError, match=r"in \[0, 4\)"):
@@ -296,3 +299,48 @@ def test_nonnegative_distiller_keeps_weights_nonnegative_after_every_step(tmp_pa
         # all non-zero terms are listed: their weights and the bias share add up to 1
         assert len(exp.labels) == int((row != 0).sum())
         assert abs(sum(exp.weights) + exp.bias_weight - 1.0) < 1e-5 and exp.bias_weight == float(b)
+
+
+# ------------------------------------------------------------------ the teacher
+def test_the_teacher_is_built_from_hyperparameters_and_never_saved(tmp_path) -> None:
+    torch.manual_seed(1)
+    tuner = CLIPFineTuner(model_cfg=TINY)
+    tuner.export_open_clip(tmp_path / "export.pt")
+    model = SurrogateDistiller(
+        num_concepts=C, embed_dim=TINY["embed_dim"], num_samples=4,
+        clip_model_cfg=TINY, clip_pretrained=None, clip_checkpoint=str(tmp_path / "export.pt"),
+    )  # fmt: skip
+    teacher = model.teacher()
+    assert model.teacher() is teacher  # built once
+    for key, value in tuner.model.state_dict().items():
+        assert torch.equal(teacher.module.state_dict()[key], value), key
+    assert not teacher.module.training
+    assert not any(p.requires_grad for p in teacher.module.parameters())
+    assert set(model.state_dict()) == set(
+        SurrogateDistiller(num_concepts=C, embed_dim=TINY["embed_dim"], num_samples=4).state_dict()
+    )  # nothing of CLIP in the checkpoint: the hyperparameters rebuild it
+    assert "teacher" not in model.hparams
+    with pytest.raises(TypeError, match="`teacher` to be a DualEncoder"):
+        SurrogateDistiller(teacher=tuner.model)
+    with pytest.raises(TypeError, match="`clip_model_cfg` to be a dict"):
+        SurrogateDistiller(clip_model_cfg="ViT-B-32")
+
+
+def test_loads_a_clip_finetuner_checkpoint_and_an_exported_state_dict(tmp_path) -> None:
+    torch.manual_seed(1)
+    tuner = CLIPFineTuner(model_cfg=TINY)
+    # what Lightning writes: the module's state_dict under "state_dict"
+    torch.save({"state_dict": tuner.state_dict(), "epoch": 3}, tmp_path / "tuner.ckpt")
+    tuner.export_open_clip(tmp_path / "export.pt")
+    for path in (tmp_path / "tuner.ckpt", tmp_path / "export.pt"):
+        torch.manual_seed(2)
+        clip = open_clip.CLIP(**TINY)
+        load_open_clip_weights(clip, path)
+        for key, value in tuner.model.state_dict().items():
+            assert torch.equal(clip.state_dict()[key], value), key
+
+
+def test_a_checkpoint_without_a_clip_model_is_rejected(tmp_path) -> None:
+    torch.save({"state_dict": {"surrogate.net.weight": torch.zeros(1)}}, tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match=r"under 'model\.'"):
+        load_open_clip_weights(open_clip.CLIP(**TINY), tmp_path / "x.ckpt")

@@ -32,6 +32,15 @@ from lico_lightning.data._class_names import (
     clean_class_name,
     load_class_names_file,
 )
+from lico_lightning.data._concept_cache import (
+    CaptionEmbeddings,
+    ConceptImageDataset,
+    ConceptPairDataset,
+    EpochKeySampler,
+    encode_caption_dataset,
+    random_crop_flip,
+)
+from lico_lightning.data._concept_distillation import ConceptDistillationDataModule
 from lico_lightning.data._datasets import IndexedDataset, TensorImageDataset
 from lico_lightning.data._digits import DigitsDataModule
 from lico_lightning.data._image_folder import (
@@ -65,9 +74,14 @@ __all__ = [
     "CUB200DataModule",
     "CaptionDataModule",
     "CaptionDataset",
+    "CaptionEmbeddings",
     "CaptionFileDataModule",
     "CaptionRecord",
+    "ConceptDistillationDataModule",
+    "ConceptImageDataset",
+    "ConceptPairDataset",
     "DigitsDataModule",
+    "EpochKeySampler",
     "FGVCAircraftDataModule",
     "Flickr30kEntitiesDataModule",
     "Flowers102DataModule",
@@ -85,9 +99,11 @@ __all__ = [
     "check_class_names",
     "class_balanced_indices",
     "clean_class_name",
+    "encode_caption_dataset",
     "limited_label_indices",
     "load_class_names_file",
     "open_clip_preprocessing",
+    "random_crop_flip",
     "read_caption_file",
     "read_coco_captions",
     "read_flickr30k_entities",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -10,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lico_lightning import _open_clip as open_clip_helpers
+from lico_lightning._open_clip import load_weights as load_open_clip_weights
 from lico_lightning._validation import check_finite, check_int, check_real, check_tensor
 from lico_lightning.concepts import ConceptExplanation, ConceptSurrogate
 from lico_lightning.losses import SurrogateDistillationLoss
@@ -19,6 +22,40 @@ __all__ = ["SurrogateDistiller"]
 
 _K = (1, 5, 10)
 _DIRECTIONS = ("i2t", "t2i")
+
+
+def _open_clip_teacher(
+    model_name: str | None,
+    pretrained: str | None = None,
+    model_cfg: dict[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+) -> Any:
+    """A frozen open_clip :class:`~lico_lightning.explain.DualEncoder` (CPU, eval mode), built
+    from ``model_cfg`` or ``model_name`` + ``pretrained``, then the weights of ``checkpoint``
+    (:func:`load_open_clip_weights`) when given."""
+    from lico_lightning.explain import OpenCLIPDualEncoder
+
+    if model_cfg is None and model_name is None:
+        raise ValueError("Expected `model_name` or `model_cfg`, but got neither.")
+    name = model_name or ""
+    model = open_clip_helpers.build_model(
+        name, None if model_cfg is not None else pretrained, model_cfg
+    )
+    if checkpoint is not None:
+        load_open_clip_weights(model, checkpoint)
+    context_length = int(getattr(model, "context_length", 77))
+    tokenizer = open_clip_helpers.tokenizer_for(name, model_cfg, context_length)
+    return OpenCLIPDualEncoder(model.eval().requires_grad_(False), tokenizer=tokenizer)
+
+
+def _frozen(teacher: Any) -> Any:
+    if not all(hasattr(teacher, a) for a in ("encode_image", "encode_text", "module")):
+        raise TypeError(
+            "Expected `teacher` to be a DualEncoder (encode_image / encode_text / module), but "
+            f"got {type(teacher).__name__}."
+        )
+    teacher.module.eval().requires_grad_(False)
+    return teacher
 
 
 class SurrogateDistiller(pl.LightningModule):
@@ -37,12 +74,17 @@ class SurrogateDistiller(pl.LightningModule):
 
     Batches are dicts with ``"concepts"`` ``(B, C)``, ``"index"`` ``(B,)`` (dataset positions)
     and either the cached CLIP embeddings ``"image_embeds"`` / ``"text_embeds"`` ``(B, K)``
-    (:class:`~lico_lightning.concepts.ConceptPairDataset`, the default: CLIP never runs during
+    (:class:`~lico_lightning.data.ConceptPairDataset`, the default: CLIP never runs during
     training) or ``"images"`` ``(B, C, H, W)`` / ``"tokens"`` ``(B, S)`` (online mode, e.g. with
-    image augmentation), which need a frozen :class:`~lico_lightning.explain.DualEncoder` set
-    with :meth:`set_dual_encoder` (kept out of the checkpoint: it is rebuilt, not saved). With
-    an online :class:`~lico_lightning.concepts.ConceptDistillationDataModule` (``online`` or
-    ``augment``) ``setup`` takes the data module's frozen CLIP itself.
+    image augmentation), which the frozen teacher encodes at every step.
+
+    **The teacher** (the CLIP being explained) is identified by this module's hyperparameters
+    ``clip_model`` / ``clip_pretrained`` / ``clip_model_cfg`` / ``clip_checkpoint`` and built,
+    frozen, on first use (:meth:`teacher`); a built
+    :class:`~lico_lightning.explain.DualEncoder` can be passed as ``teacher`` instead. It is a
+    plain attribute: never in the optimizer or the checkpoint (a checkpoint's hyperparameters
+    rebuild it). A :class:`~lico_lightning.data.ConceptDistillationDataModule` without a
+    teacher of its own caches the embeddings of this one, so the teacher is named once.
 
     Logged: ``train/loss``, ``train/kl`` (the naive in-batch KL, always), ``train/top1_agreement``;
     in validation ``val/kl``, ``val/top1_agreement`` and the R@K of retrieval faithfulness
@@ -68,6 +110,17 @@ class SurrogateDistiller(pl.LightningModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         block_size: pairs per block of the retrieval metrics (paper: 1000).
+        clip_model: open_clip model name of the teacher (``open_clip.create_model``, e.g.
+            ``"ViT-B-32"``, the paper's); ignored with ``clip_model_cfg``, ``None`` with ``teacher``.
+        clip_pretrained: open_clip pretrained tag (``"openai"``) or ``None`` (ignored with
+            ``clip_model_cfg``).
+        clip_model_cfg: an open_clip config dict instead of ``clip_model`` (tiny models).
+        clip_checkpoint: teacher weights loaded after building (an open_clip state dict or a
+            ``CLIPFineTuner`` checkpoint, :func:`load_open_clip_weights`), e.g. the tiny CLIP
+            of ``recipes/clip_shapes.yaml``.
+        teacher: a built frozen :class:`~lico_lightning.explain.DualEncoder` instead of the
+            ``clip_*`` options, which are then saved as ``None`` (not a hyperparameter: pass
+            it again after loading a checkpoint).
 
     Example:
         >>> model = SurrogateDistiller(num_concepts=3, embed_dim=4, num_samples=8,
@@ -97,13 +150,28 @@ class SurrogateDistiller(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-6,
         block_size: int = 1000,
+        clip_model: str | None = "ViT-B-32",
+        clip_pretrained: str | None = "openai",
+        clip_model_cfg: dict[str, Any] | None = None,
+        clip_checkpoint: str | None = None,
+        teacher: Any = None,
     ) -> None:
         super().__init__()
         check_real("lr", lr, low=0.0)
         check_real("weight_decay", weight_decay, low=0.0, strict=False)
         check_int("block_size", block_size, 1)
-        self.save_hyperparameters()
-        self.dual_encoder: Any = None  # plain attribute: never in state_dict or the optimizer
+        if clip_model is not None and not isinstance(clip_model, str):
+            raise TypeError(f"Expected `clip_model` to be a str, but got {clip_model!r}.")
+        if clip_model_cfg is not None and not isinstance(clip_model_cfg, dict):
+            raise TypeError(
+                f"Expected `clip_model_cfg` to be a dict, but got {type(clip_model_cfg).__name__}."
+            )
+        self.save_hyperparameters(ignore=["teacher"])
+        self._teacher: Any = None  # plain attribute: never in state_dict or the optimizer
+        if teacher is not None:
+            self._teacher = _frozen(teacher)
+            for name in ("clip_model", "clip_pretrained", "clip_model_cfg", "clip_checkpoint"):
+                self.hparams[name] = None  # unused: a checkpoint must not name another CLIP
         self.zero_shot_weights: Tensor | None = None  # (K, L), rebuilt from CLIP: not saved
         self.zero_shot: dict[str, Any] | None = None  # name -> MulticlassAccuracy (registered)
         self.surrogate: ConceptSurrogate | None = None
@@ -137,9 +205,6 @@ class SurrogateDistiller(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.dual_encoder is None and getattr(dm, "online", False) is True:
-            # online data module (augmented images): its frozen CLIP encodes every batch
-            self.set_dual_encoder(dm.dual_encoder())  # type: ignore[union-attr]
         if self.surrogate is not None:
             return
         sizes = {}
@@ -165,16 +230,36 @@ class SurrogateDistiller(pl.LightningModule):
         self._build()
         self.to(self.device)
 
-    def set_dual_encoder(self, dual_encoder: Any) -> None:
-        """Use a frozen CLIP for online batches (``"images"`` / ``"tokens"``); it is put in
-        eval mode with ``requires_grad`` off and is never saved."""
-        if not all(hasattr(dual_encoder, a) for a in ("encode_image", "encode_text", "module")):
-            raise TypeError(
-                "Expected a DualEncoder (encode_image / encode_text / module), but got "
-                f"{type(dual_encoder).__name__}."
+    def teacher(self) -> Any:
+        """The frozen teacher :class:`~lico_lightning.explain.DualEncoder` (the ``teacher``
+        given, or built from the ``clip_*`` hyperparameters on first call): eval mode,
+        ``requires_grad`` off, never saved.
+
+        Example:
+            >>> from lico_lightning.testing import tiny_dual_encoder
+            >>> model = SurrogateDistiller(teacher=tiny_dual_encoder())
+            >>> model.teacher().module.training, model.hparams.clip_model
+            (False, None)
+            >>> [k for k in model.state_dict() if "visual" in k]  # no CLIP weight is saved
+            []
+        """
+        if self._teacher is None:
+            hp = self.hparams
+            if hp.get("clip_model") is None and hp.get("clip_model_cfg") is None:
+                raise ValueError(
+                    "Expected a teacher: `clip_model` or `clip_model_cfg` (or a built `teacher`), "
+                    "but got none; it encodes online batches (images / tokens) and the data "
+                    "module's embedding cache."
+                )
+            self._teacher = _frozen(
+                _open_clip_teacher(
+                    hp.get("clip_model"),
+                    hp.get("clip_pretrained"),
+                    hp.get("clip_model_cfg"),
+                    hp.get("clip_checkpoint"),
+                )
             )
-        dual_encoder.module.eval().requires_grad_(False)
-        self.dual_encoder = dual_encoder
+        return self._teacher
 
     def set_zero_shot_classifier(self, class_embeds: Tensor) -> None:
         """Zero-shot classification of surrogate vs CLIP in validation: ``class_embeds``
@@ -201,8 +286,8 @@ class SurrogateDistiller(pl.LightningModule):
         self.zero_shot = {"surrogate": self.zero_shot_surrogate, "clip": self.zero_shot_clip}
 
     def on_fit_start(self) -> None:
-        if self.dual_encoder is not None:
-            self.dual_encoder.module.to(self.device).eval()
+        if self._teacher is not None:  # e.g. moved by the data module while caching
+            self._teacher.module.to(self.device).eval()
 
     # ------------------------------------------------------------------ batches
     def _embeddings(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -224,14 +309,10 @@ class SurrogateDistiller(pl.LightningModule):
         if "image_embeds" in batch and "text_embeds" in batch:
             image, text = batch["image_embeds"], batch["text_embeds"]
         elif "images" in batch and "tokens" in batch:
-            if self.dual_encoder is None:
-                raise ValueError(
-                    "Expected a dual encoder for batches of images and tokens (online mode), but "
-                    "none is set: call set_dual_encoder(...) or feed cached embeddings."
-                )
+            teacher = self.teacher()
             with torch.no_grad():
-                image = self.dual_encoder.encode_image(batch["images"])
-                text = self.dual_encoder.encode_text(batch["tokens"])
+                image = teacher.encode_image(batch["images"])
+                text = teacher.encode_text(batch["tokens"])
         else:
             raise ValueError(
                 "Expected 'image_embeds' and 'text_embeds' (cached) or 'images' and 'tokens' "

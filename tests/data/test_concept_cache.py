@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lico_lightning.concepts import CaptionEmbeddings, ConceptPairDataset
+from lico_lightning.data import CaptionEmbeddings, ConceptPairDataset
 from lico_lightning.functional import wilson_interval
 
 # image i has counts[i] captions; its score for concept c is hits[i, c] / counts[i]

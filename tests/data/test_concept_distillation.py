@@ -1,4 +1,5 @@
-"""Online mode end to end: the frozen tiny CLIP encodes the training images every step."""
+"""ConceptDistillationDataModule: cached and online mode end to end (the frozen tiny CLIP, the
+distiller's teacher, encodes the training images every step), draw settings, resume."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from tests.modules.test_surrogate_distiller import TinyCaptions
 
-from lico_lightning.concepts import (
+from lico_lightning.data import (
     ConceptDistillationDataModule,
     ConceptImageDataset,
     random_crop_flip,
@@ -62,10 +63,15 @@ def clip_path(tmp_path_factory):
     return path
 
 
-def data(clip_path, **kwargs) -> ConceptDistillationDataModule:
+def teacher(clip_path) -> dict:
+    """The teacher's identity: hyperparameters of the distiller."""
+    return {"clip_model_cfg": CFG, "clip_pretrained": None, "clip_checkpoint": str(clip_path)}
+
+
+def data(**kwargs) -> ConceptDistillationDataModule:
+    """The data module; its teacher is the trainer's distiller's (or the one in ``kwargs``)."""
     return ConceptDistillationDataModule(
-        Captions(), clip_model_cfg=CFG, clip_pretrained=None, clip_checkpoint=str(clip_path),
-        tagger="words", lexicon=None, min_count=2, max_df=1.0, batch_size=4,
+        Captions(), tagger="words", lexicon=None, min_count=2, max_df=1.0, batch_size=4,
         encode_batch_size=5, device="cpu", seed=2, **kwargs,
     )  # fmt: skip
 
@@ -81,8 +87,9 @@ class Record(pl.Callback):
         self.losses.append(float(outputs["loss"].detach()))
 
 
-def fit(tmp_path, dm, epochs: int = 2):
-    model, record = SurrogateDistiller(block_size=6, lr=0.01), Record()
+def fit(tmp_path, dm, clip_path, epochs: int = 2):
+    model = SurrogateDistiller(block_size=6, lr=0.01, **teacher(clip_path))
+    record = Record()
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
@@ -95,9 +102,9 @@ def fit(tmp_path, dm, epochs: int = 2):
 def test_online_and_cached_modes_give_the_same_losses_without_augmentation(
     tmp_path, clip_path
 ) -> None:
-    cached_dm, online_dm = data(clip_path), data(clip_path, online=True)
-    cached, rec_cached, _ = fit(tmp_path / "a", cached_dm)
-    online, rec_online, trainer = fit(tmp_path / "b", online_dm)
+    cached_dm, online_dm = data(), data(online=True)
+    cached, rec_cached, _ = fit(tmp_path / "a", cached_dm, clip_path)
+    online, rec_online, trainer = fit(tmp_path / "b", online_dm, clip_path)
     assert len(rec_online.losses) == 6 and online_dm.train_data is None  # no train cache
     assert "images" in next(iter(online_dm.train_dataloader()))
     torch.testing.assert_close(
@@ -106,8 +113,12 @@ def test_online_and_cached_modes_give_the_same_losses_without_augmentation(
     for key, value in cached.surrogate.state_dict().items():
         torch.testing.assert_close(online.surrogate.state_dict()[key], value, rtol=1e-4, atol=1e-6)
     # CLIP: frozen, in eval mode, never in the optimizer, never in the checkpoint
-    clip = online.dual_encoder.module
-    assert clip is online_dm.dual_encoder().module
+    # one teacher: the data module cached the distiller's own, built from its hyperparameters
+    assert online_dm.teacher() is online.teacher()
+    clip = online.teacher().module
+    reference = tiny_clip(seed=3, layers=1, context_length=CTX)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(clip.state_dict()[key], value), key
     assert not clip.training and not any(p.requires_grad for p in clip.parameters())
     trained = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert trained == {id(p) for p in online.surrogate.parameters()}
@@ -115,10 +126,15 @@ def test_online_and_cached_modes_give_the_same_losses_without_augmentation(
     ckpt = torch.load(tmp_path / "online.ckpt", weights_only=False)
     assert all(k.startswith(("surrogate.", "loss_fn.")) for k in ckpt["state_dict"])
     assert "ConceptDistillationDataModule" in ckpt  # the draw settings, checked on resume
+    assert ckpt["hyper_parameters"]["clip_checkpoint"] == str(clip_path)
+    loaded = SurrogateDistiller.load_from_checkpoint(tmp_path / "online.ckpt")
+    assert loaded.teacher() is not online.teacher()  # rebuilt from the hyperparameters
+    for key, value in clip.state_dict().items():
+        assert torch.equal(loaded.teacher().module.state_dict()[key], value), key
 
 
 def test_augmentation_changes_the_training_views_only(tmp_path, clip_path) -> None:
-    dm = data(clip_path, augment=True)
+    dm = data(augment=True, teacher=SurrogateDistiller(**teacher(clip_path)).teacher)
     assert dm.online
     dm.setup("fit")
     train = dm.train_data_online
@@ -127,11 +143,11 @@ def test_augmentation_changes_the_training_views_only(tmp_path, clip_path) -> No
     assert torch.equal(train[3]["images"], first)  # a pure function of (seed, epoch, index)
     plain = ConceptImageDataset(train.dataset, torch.zeros(12, 2), train=False, augment=True)
     assert torch.equal(plain[3 + 12]["images"], train.dataset.load_image(3))  # eval: no aug
-    _, rec_aug, _ = fit(tmp_path / "c", dm, epochs=1)
-    _, rec_plain, _ = fit(tmp_path / "d", data(clip_path, online=True), epochs=1)
+    _, rec_aug, _ = fit(tmp_path / "c", dm, clip_path, epochs=1)
+    _, rec_plain, _ = fit(tmp_path / "d", data(online=True), clip_path, epochs=1)
     assert rec_aug.losses != rec_plain.losses
     with pytest.raises(ValueError, match="online=True"):
-        data(clip_path, augment=True, online=False)
+        data(augment=True, online=False)
 
 
 def test_random_crop_flip_is_a_crop_and_a_flip() -> None:
@@ -146,33 +162,33 @@ def test_random_crop_flip_is_a_crop_and_a_flip() -> None:
         random_crop_flip(x, torch.Generator(), min_scale=0.0)
 
 
-def test_draw_settings_are_checked_on_resume_and_bad_options_fail_early(clip_path) -> None:
-    state = data(clip_path, score_jitter=0.5).state_dict()
+def test_draw_settings_are_checked_on_resume_and_bad_options_fail_early() -> None:
+    state = data(score_jitter=0.5).state_dict()
     assert state["draws"]["score_jitter"] == 0.5 and state["draws"]["seed"] == 2
-    data(clip_path, score_jitter=0.5).load_state_dict(state)  # same settings: silent
+    data(score_jitter=0.5).load_state_dict(state)  # same settings: silent
     with pytest.warns(UserWarning, match="will not see the same data"):
-        data(clip_path, score_jitter=None).load_state_dict(state)
+        data(score_jitter=None).load_state_dict(state)
     with pytest.raises(ValueError, match=r"`score_jitter` <= 1.0"):
-        data(clip_path, score_jitter=1.5)
+        data(score_jitter=1.5)
     with pytest.raises(ValueError, match=r"`score_jitter` in \[0, 1\)"):
-        data(clip_path, score_jitter=1.0)
+        data(score_jitter=1.0)
     with pytest.raises(TypeError, match="`augment` to be a bool"):
-        data(clip_path, augment="yes")
+        data(augment="yes")
     with pytest.raises(ValueError, match="min_scale"):
-        data(clip_path, min_scale=0.0)
+        data(min_scale=0.0)
 
 
 def test_online_augmented_run_resumes_bitwise(tmp_path, clip_path) -> None:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     def run(root, epochs, callbacks, ckpt_path=None):
-        model = SurrogateDistiller(block_size=6, lr=0.01)
+        model = SurrogateDistiller(block_size=6, lr=0.01, **teacher(clip_path))
         pl.Trainer(
             max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
             enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
             num_sanity_val_steps=0, callbacks=callbacks,
             enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        ).fit(model, datamodule=data(clip_path, augment=True), ckpt_path=ckpt_path)  # fmt: skip
+        ).fit(model, datamodule=data(augment=True), ckpt_path=ckpt_path)  # fmt: skip
         return model
 
     pl.seed_everything(0)

@@ -1,4 +1,5 @@
-"""The EXPLAIN-R data module: caption data + frozen CLIP → cached embeddings + concept scores."""
+"""The EXPLAIN-R data module: caption data + frozen teacher CLIP → cached embeddings + concept
+scores."""
 
 from __future__ import annotations
 
@@ -11,16 +12,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_int, check_real
-from lico_lightning.concepts.cache import (
+from lico_lightning.concepts import ConceptVocabulary, tag_captions
+from lico_lightning.data._concept_cache import (
     CaptionEmbeddings,
     ConceptImageDataset,
     ConceptPairDataset,
     EpochKeySampler,
     encode_caption_dataset,
 )
-from lico_lightning.concepts.vocabulary import ConceptVocabulary, tag_captions
 
 __all__ = ["ConceptDistillationDataModule"]
 
@@ -29,7 +29,7 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
     """Everything :class:`~lico_lightning.modules.SurrogateDistiller` trains on, built once.
 
     In ``setup``: the caption data module's train / validation splits are embedded by the
-    frozen CLIP (every image and every caption, :func:`encode_caption_dataset`), the concept
+    frozen teacher CLIP (every image and every caption, :func:`encode_caption_dataset`), the concept
     vocabulary is built from the *training* captions (appendix B.1) or loaded from JSON, and
     each image gets its concept scores. With ``cache_dir`` the embeddings and the vocabulary
     are written there and reused by later runs (delete the folder after changing the model or
@@ -42,9 +42,8 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
 
     **Online mode** (``online=True``, implied by ``augment=True``): training batches hold
     images and tokens (:class:`ConceptImageDataset`) instead of cached embeddings, and
-    :class:`~lico_lightning.modules.SurrogateDistiller` encodes them with this module's frozen
-    CLIP (:meth:`dual_encoder`, handed over in the distiller's ``setup``; never in its optimizer
-    or checkpoint) at every step, so that with ``augment`` every epoch sees a new random crop
+    :class:`~lico_lightning.modules.SurrogateDistiller` encodes them with its frozen teacher at
+    every step, so that with ``augment`` every epoch sees a new random crop
     and flip of every image (paper, appendix B.3). Validation stays cached and unaugmented.
 
     Every draw (caption, jitter, augmentation) is a pure function of ``(seed, epoch, index)``,
@@ -55,18 +54,20 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
     *evaluation* view (``captions.transform(False)`` when it has one), not its random training
     crop: a cache of one random crop per image would be neither the image nor an augmentation.
 
+    **The teacher** is named once, on the distiller (its ``clip_*`` hyperparameters): without a
+    ``teacher`` of its own this module encodes with the attached trainer's LightningModule's
+    ``teacher()`` (:meth:`teacher`), so cache and distiller always see the same CLIP.
+
     Exposes ``num_concepts``, ``embed_dim``, ``num_train_samples``, ``concept_labels`` and
     ``vocabulary`` after ``setup`` (the distiller reads its sizes from them).
 
     Args:
         captions: a caption data module (e.g. :class:`~lico_lightning.data.ShapesCaptionDataModule`,
             :class:`~lico_lightning.data.COCOCaptionDataModule`) set up for the same CLIP.
-        clip_model: open_clip model name (``open_clip.create_model``).
-        clip_pretrained: open_clip pretrained tag (``"openai"``) or ``None`` (ignored with
-            ``clip_model_cfg``).
-        clip_model_cfg: an open_clip config dict instead of ``clip_model`` (tiny models).
-        clip_checkpoint: weights to load after building (an open_clip state dict or a
-            ``CLIPFineTuner`` checkpoint), e.g. the tiny CLIP of ``recipes/clip_shapes.yaml``.
+        teacher: the frozen CLIP whose embeddings are cached: a
+            :class:`~lico_lightning.explain.DualEncoder` or a callable returning one (called
+            only when a cache is missing); ``None``: the trainer's LightningModule's
+            ``teacher()`` (:class:`~lico_lightning.modules.SurrogateDistiller`).
         vocabulary: a vocabulary JSON (:meth:`ConceptVocabulary.save`); ``None`` builds one.
         min_count: B.1 filter, images mentioning a concept at least.
         max_df: B.1 filter, share of images mentioning a concept at most.
@@ -76,7 +77,7 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         seed: seed of the training order and of the caption draw.
         encode_batch_size: images / captions per CLIP forward while caching.
         cache_dir: folder for cached embeddings and vocabulary (``None``: memory only).
-        device: where CLIP runs while caching (``"cpu"``, ``"cuda"``; ``None``: CUDA if available).
+        device: where the teacher runs while caching (``"cpu"``, ``"cuda"``; ``None``: CUDA if available).
         score_jitter: largest confidence level of the Wilson interval the training scores are
             jittered in (reference code: 0.8), or ``None`` for exact scores.
         augment: random crop and horizontal flip of the training images (online mode).
@@ -88,10 +89,7 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
     def __init__(
         self,
         captions: pl.LightningDataModule,
-        clip_model: str = "ViT-B-32",
-        clip_pretrained: str | None = "openai",
-        clip_model_cfg: dict[str, Any] | None = None,
-        clip_checkpoint: str | None = None,
+        teacher: Any = None,
         vocabulary: str | None = None,
         min_count: int = 3,
         max_df: float = 0.1,
@@ -115,8 +113,7 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
                     f"{type(captions).__name__}."
                 )
         self.captions = captions
-        self.clip_model, self.clip_pretrained = clip_model, clip_pretrained
-        self.clip_model_cfg, self.clip_checkpoint = clip_model_cfg, clip_checkpoint
+        self._teacher = teacher
         self.vocabulary_path = vocabulary
         self.min_count, self.max_df = min_count, max_df
         self.tagger, self.lexicon = tagger, lexicon
@@ -145,7 +142,6 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         self.train_data: ConceptPairDataset | None = None
         self.val_data: ConceptPairDataset | None = None
         self.train_data_online: ConceptImageDataset | None = None
-        self._dual_encoder: Any = None
 
     # ------------------------------------------------------------------ sizes for the model
     @property
@@ -166,22 +162,27 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         return None if data is None else len(data)
 
     # ------------------------------------------------------------------ building
-    def dual_encoder(self) -> Any:
-        """The frozen CLIP (built on first use)."""
-        if self._dual_encoder is None:
-            from lico_lightning.explain import OpenCLIPDualEncoder
-
-            model = open_clip_helpers.build_model(
-                self.clip_model,
-                None if self.clip_model_cfg is not None else self.clip_pretrained,
-                self.clip_model_cfg,
+    def teacher(self) -> Any:
+        """The frozen teacher :class:`~lico_lightning.explain.DualEncoder` that fills the
+        embedding cache: ``teacher`` (called if callable), else the attached trainer's
+        LightningModule's ``teacher()``."""
+        source = self._teacher
+        if source is None:
+            module = getattr(self.trainer, "lightning_module", None)
+            source = getattr(module, "teacher", None)
+            if source is None:
+                raise ValueError(
+                    "Expected a `teacher` (a DualEncoder or a callable returning one), or a "
+                    "trainer whose LightningModule has `teacher()` (SurrogateDistiller), but got "
+                    "neither."
+                )
+        encoder = source if hasattr(source, "encode_image") else source()
+        if not all(hasattr(encoder, a) for a in ("encode_image", "encode_text", "module")):
+            raise TypeError(
+                "Expected the teacher to be a DualEncoder (encode_image / encode_text / module), "
+                f"but got {type(encoder).__name__}."
             )
-            if self.clip_checkpoint is not None:
-                open_clip_helpers.load_weights(model, self.clip_checkpoint)
-            device = self.device_name or ("cuda" if torch.cuda.is_available() else "cpu")
-            model = model.to(device).eval().requires_grad_(False)
-            self._dual_encoder = OpenCLIPDualEncoder(model, tokenizer=self.captions.tokenizer)  # type: ignore[attr-defined]
-        return self._dual_encoder
+        return encoder
 
     def _embeddings(self, split: str, dataset: Any) -> CaptionEmbeddings:
         path = None if self.cache_dir is None else self.cache_dir / f"{split}_embeddings.pt"
@@ -193,7 +194,10 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
                     f"{path} holds {emb.num_images}; delete the cache folder."
                 )
             return emb
-        emb = encode_caption_dataset(self.dual_encoder(), dataset, self.encode_batch_size)
+        teacher = self.teacher()
+        device = self.device_name or ("cuda" if torch.cuda.is_available() else "cpu")
+        teacher.module.to(device).eval().requires_grad_(False)
+        emb = encode_caption_dataset(teacher, dataset, self.encode_batch_size)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             emb.save(path)
