@@ -16,13 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lico_lightning.callbacks import SaliencyMonitor
-from lico_lightning.explain import (
-    EXPLAINERS,
-    Explainer,
-    SaliencyMetricOptions,
-    evaluate_saliency,
-    register_explainer,
-)
+from lico_lightning.evaluation import evaluate_saliency
+from lico_lightning.explain import EXPLAINERS, Explainer, register_explainer
+from lico_lightning.metrics import SaliencyMetricOptions
 from lico_lightning.testing import tiny_cnn
 
 METRICS = ["insertion", "deletion", "overall", "average_drop"]

@@ -16,13 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lico_lightning.callbacks import SaliencyMonitor
-from lico_lightning.explain import (
-    EXPLAINERS,
-    Explainer,
-    SaliencyMetricOptions,
-    evaluate_saliency,
-    register_explainer,
-)
+from lico_lightning.evaluation import evaluate_saliency
+from lico_lightning.explain import EXPLAINERS, Explainer, register_explainer
+from lico_lightning.metrics import SaliencyMetricOptions
 
 
 class TinyClassifier(pl.LightningModule):
@@ -409,7 +405,8 @@ def test_monitor_under_two_process_ddp_matches_single_process(tmp_path):
 
 # ------------------------------------------------------------------ test stage = Table 1 protocol
 def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path):
-    from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
+    from lico_lightning.evaluation import evaluate_saliency
+    from lico_lightning.metrics import SaliencyMetricOptions
 
     monitor = _monitor(
         methods=["gradcam", "rise"], metrics=["insertion", "deletion", "overall", "pointing_game"]

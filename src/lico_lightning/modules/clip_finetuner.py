@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
-from lico_lightning.functional.surrogate import first_occurrences
+from lico_lightning.functional import first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 
 __all__ = ["CLIP_LOSSES", "CLIPFineTuner", "clip_param_groups", "warmup_cosine_lambda"]

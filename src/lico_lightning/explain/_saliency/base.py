@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lico_lightning._registry import Registry
 from lico_lightning._safety import detach_input, explanation_mode, preserve_model_state
 from lico_lightning._validation import check_finite, check_target, check_tensor
-from lico_lightning.explain.hooks import find_default_layer, resolve_layer
+from lico_lightning.explain._saliency.hooks import find_default_layer, resolve_layer
 from lico_lightning.functional import normalize_saliency
 
 __all__ = [
@@ -177,7 +177,7 @@ def _infer_feature_layer(model: nn.Module, example: Tensor) -> str:
 # --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
-EXPLAINERS: Registry[type[Explainer]] = Registry("explainer")
+EXPLAINERS: Registry[type[Explainer]] = Registry("explainer", base=Explainer)
 
 
 def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[E]], type[E]]:
@@ -198,17 +198,7 @@ def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[
         >>> EXPLAINERS.unregister("my_method")
     """
 
-    def decorator(cls: type[E]) -> type[E]:
-        if not (isinstance(cls, type) and issubclass(cls, Explainer)):
-            raise TypeError(f"Expected an Explainer subclass, but got {cls!r}.")
-        # the same class defined again (its module executed a second time, e.g. by pytest's
-        # importlib doctest collection) keeps the first registration, as for pair explainers
-        same = name in EXPLAINERS and EXPLAINERS.get(name).__qualname__ == cls.__qualname__
-        if not same or overwrite:
-            EXPLAINERS.register(name, cls, overwrite=overwrite)
-        return cls
-
-    return decorator
+    return EXPLAINERS.register(name, overwrite=overwrite)
 
 
 def list_explainers() -> list[str]:
@@ -270,7 +260,7 @@ def check_explainer_options(
             lists the names / options that exist).
 
     Example:
-        >>> from lico_lightning.explain.base import check_explainer_options
+        >>> from lico_lightning.explain._saliency.base import check_explainer_options
         >>> check_explainer_options(["gradcam", "rise"], {"rise": {"num_masks": 8}})
         >>> check_explainer_options(["rise"], {"rise": {"num_maskz": 5}})  # doctest: +ELLIPSIS
         Traceback (most recent call last):

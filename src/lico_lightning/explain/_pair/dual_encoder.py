@@ -16,7 +16,7 @@ talk to the model only through :class:`DualEncoder`. It exposes
   ends, also on error.
 
 :class:`~lico_lightning.explain.OpenCLIPDualEncoder` (in
-:mod:`lico_lightning.explain.open_clip_encoder`) implements it for open_clip models. Other dual encoders plug in by
+`open_clip_encoder`) implements it for open_clip models. Other dual encoders plug in by
 subclassing :class:`DualEncoder`; the minimal set to implement is ``module``, ``image_spec``,
 ``text_spec``, ``encode_image``, ``encode_text``, ``logit_scale`` and ``tokenize``. Layer-level
 explainers (integrated Jacobians, M2IB, ITSM on hidden layers) also need ``image_layers`` /
@@ -517,13 +517,3 @@ class DualEncoder(ABC):
                 f"{tuple(images.shape)}."
             )
         return images
-
-
-def __getattr__(name: str) -> Any:
-    """Keep ``lico_lightning.explain.dual_encoder.OpenCLIPDualEncoder`` importable (the adapter
-    lives in :mod:`lico_lightning.explain.open_clip_encoder`, which imports this module)."""
-    if name == "OpenCLIPDualEncoder":
-        from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
-
-        return OpenCLIPDualEncoder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
