@@ -8,7 +8,8 @@ answered the same way: ``Expected a <kind> name, but got 'x'. Available: a, b, c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 __all__ = ["Registry"]
@@ -129,6 +130,23 @@ class Registry(Generic[T]):
             self.get(name)
         return list(dict.fromkeys(names))
 
+    def check_options(self, name: str, options: Mapping[str, Any]) -> None:
+        """Raise unless every key of ``options`` is a keyword option of the class registered as
+        ``name`` (its ``__init__`` parameters after the first argument, e.g. the model,
+        following ``**kwargs`` up to the base class that takes them).
+
+        Raises:
+            ValueError: unknown ``name``, or an option it does not take (the message lists the
+                options it has).
+        """
+        accepted = constructor_options(self.get(name))
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"Expected options of the {name!r} {self.kind} among {accepted}, but got "
+                f"{', '.join(repr(k) for k in unknown)}."
+            )
+
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the entry registered under ``name`` with ``args`` / ``kwargs``."""
         factory: Any = self.get(name)
@@ -151,3 +169,18 @@ def _same_definition(old: object, new: object) -> bool:
     """Whether ``new`` is ``old`` or the same class / function defined again (same qualified
     name: a module run twice may be imported under another module name)."""
     return old is new or getattr(old, "__qualname__", None) == getattr(new, "__qualname__", "")
+
+
+def constructor_options(cls: Any) -> list[str]:
+    """Keyword options of ``cls``: its ``__init__`` parameters after ``self`` and the first
+    argument, with those of each base class its ``**kwargs`` are passed on to."""
+    names: list[str] = []
+    for klass in getattr(cls, "__mro__", ()):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = list(inspect.signature(init).parameters.values())[2:]  # self, the model
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return sorted(set(names))

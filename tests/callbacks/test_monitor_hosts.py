@@ -44,8 +44,7 @@ def _monitor(**kw) -> SaliencyMonitor:
         num_probes=6,
         layer="3",
         explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
-        blur_kernel_size=3,
-        blur_sigma=1.0,
+        options=SaliencyMetricOptions(step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0),
         log_images=False,
     )
     base.update(kw)

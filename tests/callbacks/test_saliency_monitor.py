@@ -104,9 +104,7 @@ def _monitor(**kw) -> SaliencyMonitor:
         metrics=["insertion", "deletion", "overall", "average_drop"],
         num_probes=6,
         explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
-        step_fraction=0.1,
-        blur_kernel_size=3,
-        blur_sigma=1.0,
+        options=SaliencyMetricOptions(step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0),
         log_images=False,
     )
     base.update(kw)
@@ -273,7 +271,9 @@ def test_given_probe_set_with_boxes_and_png_overlays(tmp_path):
         probe_targets=targets,
         probe_boxes=boxes,
         target="label",
-        tolerance=1.0,
+        options=SaliencyMetricOptions(
+            step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0, tolerance=1.0
+        ),
         log_images=True,
         mean=(0.5, 0.5, 0.5),
         std=(0.2, 0.2, 0.2),
@@ -498,7 +498,7 @@ def test_overlay_shows_the_prediction_without_a_forward_of_its_own(tmp_path, mon
         probe_targets=labels,
         target=target,
         num_images=4,
-        step_fraction=0.25,
+        options=SaliencyMetricOptions(step_fraction=0.25),
     )
     original = monitor._render
 

@@ -30,7 +30,6 @@ Explainers are registered by name: :func:`list_pair_explainers`,
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
@@ -331,18 +330,6 @@ def create_pair_explainer(name: str, dual_encoder: object, **kwargs: Any) -> Pai
         ...
         ValueError: Expected options of the 'm2ib' pair explainer among ['beta', 'init_alpha', 'layer', 'lr', 'max_pairs', 'num_copies', 'seed', 'sigma2', 'steps', 'tower'], but got 'stepz'.
     """
+    PAIR_EXPLAINERS.check_options(name, kwargs)
     cls = PAIR_EXPLAINERS.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    options = sorted(
-        k
-        for k, p in params.items()
-        if k not in ("self", "encoder") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    )
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in kwargs if k not in options]
-    if unknown and not takes_any:
-        raise ValueError(
-            f"Expected options of the {name!r} pair explainer among {options}, but got "
-            f"{', '.join(repr(k) for k in unknown)}."
-        )
     return cls(as_dual_encoder(dual_encoder), **kwargs)

@@ -146,7 +146,7 @@ class FactorizedInteractionExplainer(PairExplainer):
             matrix = token_interactions(fa.factors, fb.factors, scale, all_pairs=all_pairs)
 
             def sim(x: Tensor, y: Tensor) -> Tensor:
-                return enc.similarity(x, y, pairwise=all_pairs).detach()
+                return enc.similarity(x, y, all_pairs=all_pairs).detach()
 
             score = sim(fa.embeddings, fb.embeddings)
             refs = None

@@ -207,7 +207,7 @@ class FIxLIPGame:
         e_i = self.image_embeddings(masks_image)
         e_t = self.text_embeddings(masks_text)
         with torch.no_grad():
-            return self.encoder.similarity(e_i, e_t, pairwise=True)
+            return self.encoder.similarity(e_i, e_t, all_pairs=True)
 
     def __call__(self, masks: Tensor) -> Tensor:
         """:math:`\\nu(M)` for joint coalitions ``masks`` ``(m, n_I + n_T)`` → ``(m,)``."""

@@ -14,7 +14,6 @@ validation); randomness comes from the explainer's own seeded ``torch.Generator`
 from __future__ import annotations
 
 import copy
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -206,20 +205,6 @@ def list_explainers() -> list[str]:
     return EXPLAINERS.names()
 
 
-def _explainer_options(cls: type[Explainer]) -> list[str]:
-    """Keyword options of an explainer class (its ``__init__`` parameters after ``model``)."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        params = list(inspect.signature(init).parameters.values())[2:]  # self, model
-        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return sorted(set(names))
-
-
 def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
     """Build a registered explainer by name.
 
@@ -268,13 +253,7 @@ def check_explainer_options(
         ValueError: Expected options of the 'rise' explainer among [..., 'num_masks', ...], but got 'num_maskz'.
     """
     for name in methods:
-        options = _explainer_options(EXPLAINERS.get(name))
-        unknown = sorted(set((explainer_kwargs or {}).get(name, {})) - set(options))
-        if unknown:
-            raise ValueError(
-                f"Expected options of the {name!r} explainer among {options}, but got "
-                f"{', '.join(repr(k) for k in unknown)}."
-            )
+        EXPLAINERS.check_options(name, (explainer_kwargs or {}).get(name, {}))
 
 
 def build_explainers(
