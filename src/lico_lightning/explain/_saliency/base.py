@@ -197,7 +197,11 @@ def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[
         >>> EXPLAINERS.unregister("my_method")
     """
 
-    return EXPLAINERS.register(name, overwrite=overwrite)
+    def decorator(cls: type[E]) -> type[E]:
+        EXPLAINERS.register(name, cls, overwrite=overwrite)
+        return cls
+
+    return decorator
 
 
 def list_explainers() -> list[str]:
