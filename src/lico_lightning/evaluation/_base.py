@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,9 +12,28 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from typing_extensions import Self
 
+from lico_lightning._registry import Registry
 from lico_lightning.metrics import metric_needs
 
 __all__: list[str] = []
+
+
+def check_names(
+    method_registry: Registry[Any],
+    metric_registry: Registry[Any],
+    methods: str | Sequence[str],
+    metrics: str | Sequence[str],
+) -> tuple[list[str], list[str]]:
+    """Checked, de-duplicated method and metric names of an evaluation (at least one of each);
+    unknown names raise ``ValueError`` listing the available ones."""
+    method_names = method_registry.check_names(methods)
+    metric_names = metric_registry.check_names(metrics)
+    if not method_names or not metric_names:
+        raise ValueError(
+            f"Expected at least one method and one metric, but got {method_names} and "
+            f"{metric_names}."
+        )
+    return method_names, metric_names
 
 
 class Inputs:

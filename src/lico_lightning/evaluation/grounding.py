@@ -24,7 +24,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from lico_lightning._validation import check_choice, check_int, check_int_pair, check_tensor
-from lico_lightning.evaluation._base import Inputs, _MethodEvaluation
+from lico_lightning.evaluation._base import Inputs, _MethodEvaluation, check_names
 from lico_lightning.evaluation.perturbation import conditional_perturbation_curves
 from lico_lightning.explain import PAIR_EXPLAINERS, DualEncoder, PairExplainer, check_token_spans
 from lico_lightning.metrics import GROUNDING_INPUTS, GROUNDING_METRICS
@@ -93,14 +93,7 @@ def check_grounding_names(
         ...
         ValueError: Expected a pair explainer name, but got 'gradcam'. Available: fixlip, integrated_jacobians, interaction_cam, itsm, m2ib.
     """
-    method_names = PAIR_EXPLAINERS.check_names(methods)
-    metric_names = GROUNDING_METRICS.check_names(metrics)
-    if not method_names or not metric_names:
-        raise ValueError(
-            f"Expected at least one method and one metric, but got {method_names} and "
-            f"{metric_names}."
-        )
-    return method_names, metric_names
+    return check_names(PAIR_EXPLAINERS, GROUNDING_METRICS, methods, metrics)
 
 
 class GroundingEvaluation(_MethodEvaluation):

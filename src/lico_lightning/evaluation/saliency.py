@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from lico_lightning._safety import module_device, preserve_model_state
 from lico_lightning._validation import check_choice, check_logits, check_positive
-from lico_lightning.evaluation._base import Inputs, _MethodEvaluation
+from lico_lightning.evaluation._base import Inputs, _MethodEvaluation, check_names
 from lico_lightning.explain import EXPLAINERS, Explainer, build_explainers
 from lico_lightning.functional import target_probability
 from lico_lightning.metrics import SALIENCY_INPUTS, SALIENCY_METRICS, SaliencyMetricOptions
@@ -44,14 +44,7 @@ def check_saliency_names(
         >>> check_saliency_names(["gradcam", "gradcam"], "insertion")
         (['gradcam'], ['insertion'])
     """
-    method_names = EXPLAINERS.check_names(methods)
-    metric_names = SALIENCY_METRICS.check_names(metrics)
-    if not method_names or not metric_names:
-        raise ValueError(
-            f"Expected at least one method and one metric, but got {method_names} and "
-            f"{metric_names}."
-        )
-    return method_names, metric_names
+    return check_names(EXPLAINERS, SALIENCY_METRICS, methods, metrics)
 
 
 def metrics_needing(metrics: Sequence[str], name: str) -> list[str]:
