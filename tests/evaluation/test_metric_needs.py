@@ -11,10 +11,12 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lico_lightning import viz
 from lico_lightning.callbacks import GroundingMonitor, SaliencyMonitor
 from lico_lightning.callbacks.grounding_monitor import GroundingProbes
 from lico_lightning.evaluation import GroundingEvaluation, SaliencyEvaluation, phrase_maps
 from lico_lightning.explain import GradCAM, create_pair_explainer
+from lico_lightning.functional import pointing_game
 from lico_lightning.metrics import GROUNDING_METRICS, SALIENCY_METRICS, SaliencyMetric
 from lico_lightning.testing import tiny_clip, tiny_dual_encoder
 
@@ -154,7 +156,9 @@ def _probes() -> GroundingProbes:
     )
 
 
-def test_toy_grounding_metric_runs_in_the_evaluation_and_the_monitor(toy_metrics) -> None:
+def test_toy_grounding_metric_runs_in_the_evaluation_and_the_monitor(
+    toy_metrics, tmp_path, monkeypatch
+) -> None:
     enc = tiny_dual_encoder()
     probes = _probes()
     tokens = enc.tokenize(probes.captions)
@@ -175,15 +179,31 @@ def test_toy_grounding_metric_runs_in_the_evaluation_and_the_monitor(toy_metrics
     with pytest.raises(ValueError, match="Expected the inputs of metric 'wrong_needs'"):
         GroundingEvaluation(["interaction_cam"], ["wrong_needs"])
 
+    shown: list[dict] = []
+    real = viz.render_overlays
+
+    def spy(*args, **kwargs):
+        shown.append(kwargs["scores"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(viz, "render_overlays", spy)
     monitor = GroundingMonitor(
         methods=["interaction_cam"],
-        metrics=["peak_share"],
+        metrics=["peak_share", "pga"],
         every_n_train_steps=1,
         probes=probes,
-        log_images=False,
     )
-    monitor.setup(tiny_clip())
+    monitor.setup(tiny_clip(), log_dir=tmp_path)
     logged = monitor.step(1)
     assert logged == pytest.approx(
-        {"grounding/interaction_cam/peak_share": float(want.mean())}, abs=1e-6
+        {
+            "grounding/interaction_cam/peak_share": float(want.mean()),
+            "grounding/interaction_cam/pga": float(results["interaction_cam/pga"]),
+        },
+        abs=1e-6,
     )
+    # the overlay labels are the evaluation's per-probe scores, the toy's included
+    (scores,) = shown
+    torch.testing.assert_close(scores["interaction_cam"]["PEAK_SHARE"], want)
+    hits = pointing_game(maps, probes.boxes, tolerance=0.0, image_size=(32, 32), reduction="none")
+    torch.testing.assert_close(scores["interaction_cam"]["PGA"], hits)
