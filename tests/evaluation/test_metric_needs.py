@@ -51,10 +51,6 @@ class SaliencyPeakShare(SaliencyMetric, _ToyMean):
     needs = ("saliency",)
     outputs = ("peak_share",)
 
-    @classmethod
-    def from_options(cls, options, zero_division=0.0):
-        return cls()
-
     def update(self, saliency: Tensor) -> None:
         self._add(peak_share(saliency))
 

@@ -493,11 +493,15 @@ class GroundingMonitor(ExplanationMonitor):
         scores: dict[str, dict[str, Tensor]] = {}
         for method, patch_maps in explained.maps.items():
             patch_maps = patch_maps[:n].float()
-            scores[method] = {  # the evaluation's per-probe scores, e.g. "PGA", "PGE"
-                name.upper(): values[:n]
-                for name, values in explained.scores.get(method, {}).items()
-                if values.shape[0] >= n
-            }
+            # the evaluation's per-probe scores ("PGA", "PGE", ...): those no shown probe has
+            # are left out, and so is a repeat (per probe, mPGE is PGE)
+            scores[method] = {}
+            for name, values in explained.scores.get(method, {}).items():
+                values = values[:n]
+                if values.shape[0] < n or bool(values.isnan().all()):
+                    continue
+                if not any(torch.equal(values, v) for v in scores[method].values()):
+                    scores[method][name.upper()] = values
             pixels = upsample_saliency(patch_maps, size).clamp(min=0)
             peak = pixels.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
             shown[method] = pixels / peak

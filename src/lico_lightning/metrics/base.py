@@ -121,8 +121,9 @@ class SaliencyMetric(Metric):
     def from_options(
         cls, options: SaliencyMetricOptions, zero_division: float = 0.0
     ) -> SaliencyMetric:
-        """Build the metric with the protocol knobs of ``options``."""
-        raise NotImplementedError
+        """Build the metric with the protocol knobs of ``options`` (default: ``cls()``, for a
+        metric without knobs); ``zero_division`` is its value when no sample was valid."""
+        return cls()
 
 
 #: Classifier-saliency metrics by name (``list_saliency_metrics()``); each entry is a
