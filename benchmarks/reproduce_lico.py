@@ -3,7 +3,7 @@
 Each *arm* is the recipe plus a few CLI overrides; each (arm, seed) run trains with
 ``lico-lightning fit`` (in process) and is then evaluated with the LICO Table-1 protocol on the
 whole test split: accuracy, and for every saliency method the insertion / deletion / overall
-(insertion − deletion) AUCs with the paper's 3.6 % steps (:func:`lico_lightning.explain.evaluate_saliency`).
+(insertion − deletion) AUCs with the paper's 3.6 % steps (:func:`lico_lightning.evaluation.evaluate_saliency`).
 
 The study is resumable: every finished run leaves ``{out}/{arm}/seed{seed}/result.json`` and is
 skipped next time; a run that stopped mid-training continues from its ``last.ckpt``.
@@ -202,7 +202,8 @@ def _provenance() -> dict[str, Any]:
 def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int) -> dict[str, Any]:
     """Train one (arm, seed) run (or continue it) and evaluate it; returns the result row."""
     from lico_lightning.cli import build_cli
-    from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
+    from lico_lightning.evaluation import evaluate_saliency
+    from lico_lightning.metrics import SaliencyMetricOptions
     from lico_lightning.modules import LICOClassifier
 
     result_file = _result_file(args, arm, seed)

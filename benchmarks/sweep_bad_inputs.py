@@ -22,8 +22,15 @@ import torch
 from torch import nn
 
 from lico_lightning.data import DigitsDataModule
-from lico_lightning.explain import RISE, GradCAM, GradCAMPlusPlus, ScoreCAM, create_explainer
-from lico_lightning.explain.base import build_explainers, check_explainer_options
+from lico_lightning.explain import (
+    RISE,
+    GradCAM,
+    GradCAMPlusPlus,
+    ScoreCAM,
+    build_explainers,
+    check_explainer_options,
+    create_explainer,
+)
 from lico_lightning.functional.cam import (
     draw_rise_parameters,
     grad_cam_weights,

@@ -111,7 +111,7 @@ def explanation_mode(*, grad: bool = False) -> Iterator[None]:
     """Leave ``torch.inference_mode`` (Lightning validation) and run without grad by default.
 
     Inside, gradient explainers switch grad on at their hooked layer
-    (:class:`~lico_lightning.explain.hooks.LayerCapture`); explainers that differentiate
+    (:class:`~lico_lightning.explain.LayerCapture`); explainers that differentiate
     their own leaves throughout (M2IB's gates) pass ``grad=True``. The previous grad /
     inference mode is restored on exit.
     """

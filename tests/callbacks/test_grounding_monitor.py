@@ -15,15 +15,15 @@ from tests._ddp import run_in_gloo_group
 
 from lico_lightning.callbacks import GroundingMonitor, GroundingProbes
 from lico_lightning.data import ShapesCaptionDataModule
+from lico_lightning.evaluation import conditional_perturbation_curves
 from lico_lightning.explain import (
+    PAIR_EXPLAINERS,
     OpenCLIPDualEncoder,
     PairExplainer,
-    conditional_perturbation_curves,
     create_pair_explainer,
     list_pair_explainers,
     register_pair_explainer,
 )
-from lico_lightning.explain.pair import _PAIR_EXPLAINERS
 from lico_lightning.functional import curve_auc, energy_pointing_game, pointing_game
 from lico_lightning.modules import CLIPFineTuner
 from lico_lightning.testing import tiny_clip
@@ -122,7 +122,7 @@ class BrokenPairExplainer(PairExplainer):
 def broken():
     register_pair_explainer("broken_pairs")(BrokenPairExplainer)
     yield "broken_pairs"
-    _PAIR_EXPLAINERS.unregister("broken_pairs")
+    PAIR_EXPLAINERS.unregister("broken_pairs")
 
 
 def test_failing_explainer_is_a_warning_and_the_run_is_unchanged(tmp_path, reference, broken):
@@ -298,7 +298,7 @@ def test_two_processes_log_the_single_process_values():
     try:
         single = _ddp_worker(0, 1)
     finally:
-        _PAIR_EXPLAINERS.unregister("broken_rank1")
+        PAIR_EXPLAINERS.unregister("broken_rank1")
     assert any(k.startswith("grounding/broken_rank1/") for k in single)  # works alone
     for result in ranks:
         assert not any(k.startswith("grounding/broken_rank1/") for k in result)  # failed on 1

@@ -16,13 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lico_lightning.callbacks import SaliencyMonitor
-from lico_lightning.explain import (
-    EXPLAINERS,
-    Explainer,
-    SaliencyMetricOptions,
-    evaluate_saliency,
-    register_explainer,
-)
+from lico_lightning.evaluation import evaluate_saliency
+from lico_lightning.explain import EXPLAINERS, Explainer, register_explainer
+from lico_lightning.metrics import SaliencyMetricOptions
 from lico_lightning.testing import tiny_cnn
 
 METRICS = ["insertion", "deletion", "overall", "average_drop"]
@@ -48,8 +44,7 @@ def _monitor(**kw) -> SaliencyMonitor:
         num_probes=6,
         layer="3",
         explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
-        blur_kernel_size=3,
-        blur_sigma=1.0,
+        options=SaliencyMetricOptions(step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0),
         log_images=False,
     )
     base.update(kw)

@@ -16,13 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lico_lightning.callbacks import SaliencyMonitor
-from lico_lightning.explain import (
-    EXPLAINERS,
-    Explainer,
-    SaliencyMetricOptions,
-    evaluate_saliency,
-    register_explainer,
-)
+from lico_lightning.evaluation import evaluate_saliency
+from lico_lightning.explain import EXPLAINERS, Explainer, register_explainer
+from lico_lightning.metrics import SaliencyMetricOptions
 
 
 class TinyClassifier(pl.LightningModule):
@@ -108,9 +104,7 @@ def _monitor(**kw) -> SaliencyMonitor:
         metrics=["insertion", "deletion", "overall", "average_drop"],
         num_probes=6,
         explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
-        step_fraction=0.1,
-        blur_kernel_size=3,
-        blur_sigma=1.0,
+        options=SaliencyMetricOptions(step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0),
         log_images=False,
     )
     base.update(kw)
@@ -277,7 +271,9 @@ def test_given_probe_set_with_boxes_and_png_overlays(tmp_path):
         probe_targets=targets,
         probe_boxes=boxes,
         target="label",
-        tolerance=1.0,
+        options=SaliencyMetricOptions(
+            step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0, tolerance=1.0
+        ),
         log_images=True,
         mean=(0.5, 0.5, 0.5),
         std=(0.2, 0.2, 0.2),
@@ -409,7 +405,8 @@ def test_monitor_under_two_process_ddp_matches_single_process(tmp_path):
 
 # ------------------------------------------------------------------ test stage = Table 1 protocol
 def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path):
-    from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
+    from lico_lightning.evaluation import evaluate_saliency
+    from lico_lightning.metrics import SaliencyMetricOptions
 
     monitor = _monitor(
         methods=["gradcam", "rise"], metrics=["insertion", "deletion", "overall", "pointing_game"]
@@ -501,7 +498,7 @@ def test_overlay_shows_the_prediction_without_a_forward_of_its_own(tmp_path, mon
         probe_targets=labels,
         target=target,
         num_images=4,
-        step_fraction=0.25,
+        options=SaliencyMetricOptions(step_fraction=0.25),
     )
     original = monitor._render
 

@@ -10,7 +10,7 @@ import pytest
 
 from lico_lightning.callbacks import SaliencyMonitor
 from lico_lightning.cli import build_cli
-from lico_lightning.explain import evaluate_saliency
+from lico_lightning.evaluation import evaluate_saliency
 from lico_lightning.modules import LICOClassifier
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "lico_digits.yaml"

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from lico_lightning.data import DigitsDataModule
-from lico_lightning.explain import SaliencyMetricOptions, evaluate_saliency
+from lico_lightning.evaluation import evaluate_saliency
+from lico_lightning.metrics import SaliencyMetricOptions
 
 
 def digits_reference(

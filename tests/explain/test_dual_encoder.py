@@ -67,7 +67,7 @@ def test_similarity_equals_logits_with_bias() -> None:
     with torch.no_grad():
         logits, _ = model.get_logits(images, tokens)
         ei, et = enc.encode_image(images), enc.encode_text(tokens)
-        torch.testing.assert_close(enc.similarity(ei, et, pairwise=True), logits)
+        torch.testing.assert_close(enc.similarity(ei, et, all_pairs=True), logits)
         torch.testing.assert_close(enc.similarity(ei, et), logits.diagonal())
 
 

@@ -11,7 +11,7 @@ from lico_lightning.functional import (
     pointing_game_recognition,
     spearman_correlation,
 )
-from lico_lightning.functional._rank import _average_ranks
+from lico_lightning.functional.rank import _average_ranks
 
 
 def naive_aid(ins: list[float], dele: list[float], normalize: bool) -> float:

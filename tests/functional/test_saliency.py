@@ -390,7 +390,7 @@ def test_joint_curves_equal_separate_curves_with_fewer_forwards(deletion_substra
 
 def test_perturbation_aucs_dispatch_equals_the_curves():
     """The one dispatcher behind insertion_auc / deletion_auc / insertion_deletion_auc."""
-    from lico_lightning.functional._perturbation import _perturbation_aucs
+    from lico_lightning.functional.perturbation import _perturbation_aucs
 
     net = _tiny_model()
     g = torch.Generator().manual_seed(7)

@@ -408,8 +408,8 @@ def _ddp_rank(rank: int, world: int) -> tuple[list[float], Any]:
         _update(metric, case, _rows(data, list(range(rank, N, world))))  # 4 and 3 samples
         out.append(_value(metric, case))
     # the same spawn checks SaliencyEvaluation's failure-count guarantee (one method failing on
-    # one rank): see tests/explain/test_evaluation_api.py
-    from tests.explain.test_evaluation_api import _ddp_rank as evaluation_rank
+    # one rank): see tests/evaluation/test_saliency_api.py
+    from tests.evaluation.test_saliency_api import _ddp_rank as evaluation_rank
 
     return out, evaluation_rank(rank, world)
 
@@ -417,7 +417,7 @@ def _ddp_rank(rank: int, world: int) -> tuple[list[float], Any]:
 @pytest.mark.distributed
 def test_every_class_and_the_evaluation_under_two_process_ddp_equal_one_process() -> None:
     (r0, e0), (r1, e1) = run_in_gloo_group(_ddp_rank)
-    from tests.explain.test_evaluation_api import check_ddp_results
+    from tests.evaluation.test_saliency_api import check_ddp_results
 
     check_ddp_results(e0, e1)
     for i, case in enumerate(CASES):

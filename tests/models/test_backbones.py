@@ -305,9 +305,9 @@ def test_register_backbone(monkeypatch) -> None:
     from lico_lightning.models import _registry
 
     copy = Registry("backbone")
-    for name in _registry._REGISTRY:
-        copy.register(name, _registry._REGISTRY.get(name))
-    monkeypatch.setattr(_registry, "_REGISTRY", copy)
+    for name in _registry.BACKBONES:
+        copy.register(name, _registry.BACKBONES.get(name))
+    monkeypatch.setattr(_registry, "BACKBONES", copy)
     register_backbone("wrn10_1", lambda num_classes, **kw: WideResNet(num_classes, 10, 1, **kw))
     assert "wrn10_1" in list_backbones()
     net = create_backbone("wrn10_1", num_classes=3, bn_momentum=0.01)

@@ -24,18 +24,15 @@ from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_finite, check_int, check_tensor
 from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, ProbeSet, Stage
-from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.explain.grounding_evaluation import (
-    GroundingEvaluation,
-    check_grounding_names,
-)
-from lico_lightning.explain.pair import (
+from lico_lightning.evaluation import GroundingEvaluation, check_grounding_names
+from lico_lightning.explain import (
+    DualEncoder,
     PairExplainer,
     as_dual_encoder,
     check_token_spans,
     create_pair_explainer,
 )
-from lico_lightning.functional import energy_pointing_game, pointing_game, upsample_saliency
+from lico_lightning.functional import upsample_saliency
 
 __all__ = ["DEFAULT_EXPLAINER_KWARGS", "GroundingMonitor", "GroundingProbes"]
 
@@ -196,9 +193,11 @@ def _check_boxes(name: str, boxes: object, n: int, height: int, width: int) -> T
 
 @dataclasses.dataclass
 class _Explained:
-    """What an overlay shows of one run: the phrase maps of the methods that succeeded."""
+    """What an overlay shows of one run: the phrase maps of the methods that succeeded and
+    their per-probe scores (the evaluation's ``last_scores``, e.g. PGA / PGE)."""
 
     maps: dict[str, Tensor]
+    scores: dict[str, dict[str, Tensor]] = dataclasses.field(default_factory=dict)
 
 
 class GroundingMonitor(ExplanationMonitor):
@@ -234,12 +233,13 @@ class GroundingMonitor(ExplanationMonitor):
     **Logged values.** ``{prefix}/{method}/{metric}`` — e.g. ``grounding/interaction_cam/pga``,
     monitorable by ``ModelCheckpoint`` / ``EarlyStopping`` — and one overlay figure per run
     (:func:`lico_lightning.viz.render_overlays`): per probe, the image with its caption and
-    phrase, per method the phrase map with the phrase's box and its PGA / PGE.
+    phrase, per method the phrase map with the phrase's box and its per-probe scores (those the
+    evaluation keeps, e.g. PGA / PGE; a metric that skipped the probe shows NaN).
 
     Args:
         methods: pair explainer names (:func:`~lico_lightning.explain.list_pair_explainers`);
             default: the cheap ones, InteractionCAM and integrated Jacobians with 4 steps.
-        metrics: metric names (:func:`~lico_lightning.explain.list_grounding_metrics`).
+        metrics: metric names (:func:`~lico_lightning.metrics.list_grounding_metrics`).
         every_n_epochs: run every k epochs (default 1 when neither schedule is given).
         every_n_train_steps: run every k optimizer steps instead.
         num_probes: size of the drawn probe set.
@@ -455,6 +455,7 @@ class GroundingMonitor(ExplanationMonitor):
         explainers = self._get_explainers(encoder)
         device = probes.images.device
         maps: dict[str, list[Tensor]] = {}
+        scores: dict[str, dict[str, list[Tensor]]] = {}
         with preserve_model_state(model):  # explain the model as it evaluates (eval mode)
             for start in range(0, len(probes), self.batch_size):
                 part = probes.select(slice(start, start + self.batch_size))
@@ -473,7 +474,12 @@ class GroundingMonitor(ExplanationMonitor):
                 )
                 for method, value in out.items():
                     maps.setdefault(method, []).append(value)
-        return _Explained({m: torch.cat(v) for m, v in maps.items()})
+                    for name, per_probe in evaluation.last_scores.get(method, {}).items():
+                        scores.setdefault(method, {}).setdefault(name, []).append(per_probe)
+        return _Explained(
+            {m: torch.cat(v) for m, v in maps.items()},
+            {m: {k: torch.cat(v) for k, v in named.items()} for m, named in scores.items()},
+        )
 
     @override
     def _render(self, probes: ProbeSet, explained: Any, host: MonitorHost, step: int) -> Tensor:
@@ -488,13 +494,15 @@ class GroundingMonitor(ExplanationMonitor):
         scores: dict[str, dict[str, Tensor]] = {}
         for method, patch_maps in explained.maps.items():
             patch_maps = patch_maps[:n].float()
-            hits = pointing_game(
-                patch_maps, probes.boxes, tolerance=0.0, image_size=size, reduction="none"
-            )
-            energy = energy_pointing_game(
-                patch_maps, probes.boxes, image_size=size, reduction="none"
-            )
-            scores[method] = {"PGA": hits, "PGE": energy}
+            # the evaluation's per-probe scores ("PGA", "PGE", ...): those no shown probe has
+            # are left out, and so is a repeat (per probe, mPGE is PGE)
+            scores[method] = {}
+            for name, values in explained.scores.get(method, {}).items():
+                values = values[:n]
+                if values.shape[0] < n or bool(values.isnan().all()):
+                    continue
+                if not any(torch.equal(values, v) for v in scores[method].values()):
+                    scores[method][name.upper()] = values
             pixels = upsample_saliency(patch_maps, size).clamp(min=0)
             peak = pixels.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
             shown[method] = pixels / peak

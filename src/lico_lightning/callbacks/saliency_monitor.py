@@ -19,15 +19,14 @@ from typing_extensions import override
 
 from lico_lightning._validation import check_choice
 from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, ProbeSet, Stage
-from lico_lightning.explain.base import Explainer, build_explainers, check_explainer_options
-from lico_lightning.explain.evaluation import (
-    BOX_METRICS,
+from lico_lightning.evaluation import (
     SaliencyEvaluation,
-    SaliencyMetricOptions,
-    check_method_names,
-    check_metric_names,
+    check_saliency_names,
+    metrics_needing,
     parse_batch,
 )
+from lico_lightning.explain import Explainer, build_explainers, check_explainer_options
+from lico_lightning.metrics import SaliencyMetricOptions
 
 __all__ = ["SaliencyMonitor", "SaliencyProbes"]
 
@@ -65,7 +64,7 @@ class SaliencyProbes(ProbeSet):
 
 
 def _collate(items: list[Any]) -> Any:
-    """Dataset items → one batch that :func:`~lico_lightning.explain.evaluation.parse_batch`
+    """Dataset items → one batch that :func:`~lico_lightning.evaluation.parse_batch`
     reads (same-shape tensors of < 2 dims and the first field stacked, the rest kept as
     per-item lists: boxes ``(K_i, 4)`` stay a list, as in a batch)."""
 
@@ -123,7 +122,7 @@ class SaliencyMonitor(ExplanationMonitor):
 
     Args:
         methods: explainer names (``lico_lightning.explain.list_explainers()``).
-        metrics: metric names (``lico_lightning.explain.list_saliency_metrics()``);
+        metrics: metric names (``lico_lightning.metrics.list_saliency_metrics()``);
             ``pointing_game`` / ``energy_pointing_game`` need probe boxes.
         every_n_epochs: run every k epochs (default 1 when neither schedule is given).
         every_n_train_steps: run every k optimizer steps instead.
@@ -139,15 +138,13 @@ class SaliencyMonitor(ExplanationMonitor):
         explainer_kwargs: per-method keyword arguments, e.g. ``{"rise": {"num_masks": 500}}``.
         model_attr: explain ``pl_module.<model_attr>`` (dotted) instead of the module; it
             must return logits.
-        step_fraction: insertion/deletion step on the probe set during ``fit``. The default 0.1
-            (11 steps on any image size) keeps the monitor cheap; the values track the paper's
-            3.6 % protocol closely but are not identical.
-        test_step_fraction: the step of the ``trainer.test`` evaluation (LICO: 0.036).
-        deletion_substrate: ``"blur"`` or ``"zero"``.
-        blur_kernel_size: Gaussian kernel of the blurred image (RISE: 11 at 224 px).
-        blur_sigma: its sigma (RISE: 5).
-        chunk_size: perturbed images per forward pass.
-        tolerance: pointing-game tolerance in pixels.
+        options: the metrics' protocol knobs during ``fit``
+            (:class:`~lico_lightning.metrics.SaliencyMetricOptions`: step, substrates, blur,
+            chunk size, pointing tolerance). ``None``: the defaults with ``step_fraction=0.1``
+            (11 steps on any image size), which keeps the monitor cheap; the values track the
+            paper's 3.6 % protocol closely but are not identical.
+        test_step_fraction: the step of the ``trainer.test`` evaluation (LICO: 0.036); the
+            other knobs are those of ``options``.
         log_images: log overlay figures.
         num_images: at most this many probe images in a figure.
         mean: per-channel normalisation mean for display (``None`` → the datamodule's
@@ -191,13 +188,8 @@ class SaliencyMonitor(ExplanationMonitor):
         layer: str | None = None,
         explainer_kwargs: dict[str, dict[str, Any]] | None = None,
         model_attr: str | None = None,
-        step_fraction: float = 0.1,
+        options: SaliencyMetricOptions | None = None,
         test_step_fraction: float = 0.036,
-        deletion_substrate: Literal["blur", "zero"] = "blur",
-        blur_kernel_size: int = 11,
-        blur_sigma: float = 5.0,
-        chunk_size: int = 64,
-        tolerance: float = 15.0,
         log_images: bool = True,
         num_images: int = 8,
         mean: Sequence[float] | None = None,
@@ -206,11 +198,10 @@ class SaliencyMonitor(ExplanationMonitor):
         prefix: str = "saliency",
         evaluate_test: bool = True,
     ) -> None:
-        self.methods = check_method_names(methods)
-        self.metrics = check_metric_names(metrics)
-        if not self.methods or not self.metrics:
-            raise ValueError(
-                f"Expected at least one method and one metric, but got {self.methods} and {self.metrics}."
+        self.methods, self.metrics = check_saliency_names(methods, metrics)
+        if options is not None and not isinstance(options, SaliencyMetricOptions):
+            raise TypeError(
+                f"Expected `options` to be a SaliencyMetricOptions, but got {type(options).__name__}."
             )
         check_choice("target", target, ["predicted", "label"])
         if (probe_images is None) != (probe_targets is None):
@@ -256,14 +247,7 @@ class SaliencyMonitor(ExplanationMonitor):
             prefix=prefix,
             evaluate_test=evaluate_test,
         )
-        self.options = SaliencyMetricOptions(
-            step_fraction=step_fraction,
-            deletion_substrate=deletion_substrate,
-            blur_kernel_size=blur_kernel_size,
-            blur_sigma=blur_sigma,
-            chunk_size=chunk_size,
-            tolerance=tolerance,
-        )
+        self.options = options if options is not None else SaliencyMetricOptions(step_fraction=0.1)
         self.test_options = dataclasses.replace(self.options, step_fraction=test_step_fraction)
         self.target = target
         self.layer = layer
@@ -311,7 +295,7 @@ class SaliencyMonitor(ExplanationMonitor):
     ) -> _Explained:
         assert isinstance(probes, SaliencyProbes)
         if probes.boxes is None and not self._warned_boxes:
-            skipped = sorted(set(self.metrics) & BOX_METRICS)
+            skipped = sorted(metrics_needing(self.metrics, "boxes"))
             if skipped:
                 self._warned_boxes = True
                 self._warn(

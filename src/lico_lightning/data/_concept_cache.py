@@ -25,7 +25,7 @@ from lico_lightning._io import load_torch, save_torch
 from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_int, check_real, check_tensor
 from lico_lightning.data._sampler import ResumableRandomSampler
-from lico_lightning.functional.surrogate import wilson_interval
+from lico_lightning.functional import wilson_interval
 
 __all__ = [
     "CaptionEmbeddings",

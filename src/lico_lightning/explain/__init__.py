@@ -1,49 +1,49 @@
-"""Explainers: saliency for classifiers and interaction attributions for dual encoders."""
+"""Explainers, in one flat namespace (as ``captum.attr``).
+
+Two families, each implemented in its own private room:
+
+* classifier saliency (``_saliency``): :class:`Explainer` and its registry
+  (:data:`EXPLAINERS`), Grad-CAM, Grad-CAM++, Score-CAM, RISE, layer hooks and the
+  parameter-randomisation sanity check;
+* dual-encoder pairs (``_pair``): :class:`PairExplainer` / :class:`PairAttribution` and their
+  registry (:data:`PAIR_EXPLAINERS`), the :class:`DualEncoder` protocol with its open_clip
+  adapter, integrated Jacobians / InteractionCAM, ITSM, M2IB and FIxLIP.
+
+Import everything from here; the evaluation protocols that score explainers are in
+:mod:`lico_lightning.evaluation`.
+"""
 
 from lico_lightning._safety import preserve_model_state
-from lico_lightning.explain.base import (
-    EXPLAINERS,
-    Explainer,
-    build_explainers,
-    create_explainer,
-    list_explainers,
-    register_explainer,
-)
-from lico_lightning.explain.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
-from lico_lightning.explain.dual_encoder import DualEncoder, ImageSpec, TextSpec
-from lico_lightning.explain.evaluation import (
-    SALIENCY_METRICS,
-    SaliencyEvaluation,
-    SaliencyMetricOptions,
-    evaluate_saliency,
-    list_saliency_metrics,
-    parse_batch,
-)
-from lico_lightning.explain.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
-from lico_lightning.explain.grounding_evaluation import (
-    GROUNDING_METRICS,
-    GroundingEvaluation,
-    list_grounding_metrics,
-    phrase_maps,
-)
-from lico_lightning.explain.hooks import LayerCapture, ViTReshape, resolve_layer
-from lico_lightning.explain.integrated_jacobians import IntegratedJacobians, InteractionCAM
-from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
-from lico_lightning.explain.itsm import ITSM
-from lico_lightning.explain.m2ib import M2IB, M2IBAttribution, M2IBSettings
-from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
-from lico_lightning.explain.pair import (
+from lico_lightning.explain._pair.base import (
+    PAIR_EXPLAINERS,
     PAIR_VIEWS,
     PairAttribution,
     PairExplainer,
-    as_dual_encoder,
+    check_token_spans,
     create_pair_explainer,
     list_pair_explainers,
     register_pair_explainer,
 )
-from lico_lightning.explain.perturbation import conditional_perturbation_curves
-from lico_lightning.explain.rise import RISE
-from lico_lightning.explain.sanity import (
+from lico_lightning.explain._pair.dual_encoder import DualEncoder, ImageSpec, TextSpec
+from lico_lightning.explain._pair.fixlip import FIxLIP, FIxLIPAttribution, FIxLIPGame
+from lico_lightning.explain._pair.integrated_jacobians import IntegratedJacobians, InteractionCAM
+from lico_lightning.explain._pair.interaction import InteractionAttribution, TokenLayout
+from lico_lightning.explain._pair.itsm import ITSM
+from lico_lightning.explain._pair.m2ib import M2IB, M2IBAttribution, M2IBSettings
+from lico_lightning.explain._pair.open_clip_encoder import OpenCLIPDualEncoder, as_dual_encoder
+from lico_lightning.explain._saliency.base import (
+    EXPLAINERS,
+    Explainer,
+    build_explainers,
+    check_explainer_options,
+    create_explainer,
+    list_explainers,
+    register_explainer,
+)
+from lico_lightning.explain._saliency.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+from lico_lightning.explain._saliency.hooks import LayerCapture, ViTReshape, resolve_layer
+from lico_lightning.explain._saliency.rise import RISE
+from lico_lightning.explain._saliency.sanity import (
     ParameterRandomizationResult,
     parameter_randomization,
     randomizable_layers,
@@ -51,12 +51,11 @@ from lico_lightning.explain.sanity import (
 
 __all__ = [
     "EXPLAINERS",
-    "GROUNDING_METRICS",
     "ITSM",
     "M2IB",
+    "PAIR_EXPLAINERS",
     "PAIR_VIEWS",
     "RISE",
-    "SALIENCY_METRICS",
     "DualEncoder",
     "Explainer",
     "FIxLIP",
@@ -64,7 +63,6 @@ __all__ = [
     "FIxLIPGame",
     "GradCAM",
     "GradCAMPlusPlus",
-    "GroundingEvaluation",
     "ImageSpec",
     "IntegratedJacobians",
     "InteractionAttribution",
@@ -76,25 +74,19 @@ __all__ = [
     "PairAttribution",
     "PairExplainer",
     "ParameterRandomizationResult",
-    "SaliencyEvaluation",
-    "SaliencyMetricOptions",
     "ScoreCAM",
     "TextSpec",
     "TokenLayout",
     "ViTReshape",
     "as_dual_encoder",
     "build_explainers",
-    "conditional_perturbation_curves",
+    "check_explainer_options",
+    "check_token_spans",
     "create_explainer",
     "create_pair_explainer",
-    "evaluate_saliency",
     "list_explainers",
-    "list_grounding_metrics",
     "list_pair_explainers",
-    "list_saliency_metrics",
     "parameter_randomization",
-    "parse_batch",
-    "phrase_maps",
     "preserve_model_state",
     "randomizable_layers",
     "register_explainer",

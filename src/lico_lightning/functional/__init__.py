@@ -1,40 +1,13 @@
 """Pure torch math: no state, no Lightning import.
 
-Metric formulas live in one private file per job — ``_perturbation`` (insertion / deletion
-curves and their areas), ``_confidence`` (drop / increase in confidence), ``_pointing``
-(pointing games), ``_rank`` (Spearman's correlation) — and ``interaction_metrics`` (FIxLIP's
-AID and PGR); import them from here. Each has one torchmetrics class in
-:mod:`lico_lightning.metrics`.
+Metric formulas live in one file per job — ``perturbation`` (insertion / deletion curves and
+their areas), ``confidence`` (drop / increase in confidence), ``pointing`` (pointing games),
+``rank`` (Spearman's correlation), ``interaction_metrics`` (FIxLIP's AID and PGR),
+``faithfulness`` and ``retrieval`` — and each has its torchmetrics classes in the file of the
+same name in :mod:`lico_lightning.metrics` (``functional/pointing.py`` ``pointing_game`` ↔
+``metrics/pointing.py`` ``PointingGame``). Import them from here.
 """
 
-from lico_lightning.functional._confidence import (
-    average_drop,
-    increase_in_confidence,
-    normalize_saliency,
-    pair_confidence_drop,
-    pair_confidence_increase,
-    target_probability,
-)
-from lico_lightning.functional._perturbation import (
-    DEFAULT_BLUR_KERNEL_SIZE,
-    DEFAULT_BLUR_SIGMA,
-    DEFAULT_STEP_FRACTION,
-    blur_images,
-    curve_auc,
-    deletion_auc,
-    insertion_auc,
-    insertion_deletion_auc,
-    insertion_deletion_curves,
-    perturbation_curve,
-    perturbation_keep_masks,
-)
-from lico_lightning.functional._pointing import (
-    DEFAULT_TOLERANCE,
-    box_to_mask,
-    energy_pointing_game,
-    pointing_game,
-)
-from lico_lightning.functional._rank import spearman_correlation
 from lico_lightning.functional.banzhaf import (
     BanzhafInteractions,
     all_coalitions,
@@ -61,10 +34,19 @@ from lico_lightning.functional.cam import (
     upsample_saliency,
     weighted_activation_map,
 )
+from lico_lightning.functional.confidence import (
+    average_drop,
+    increase_in_confidence,
+    normalize_saliency,
+    pair_confidence_drop,
+    pair_confidence_increase,
+    target_probability,
+)
 from lico_lightning.functional.faithfulness import (
     blockwise_retrieval_faithfulness,
     retrieval_faithfulness,
 )
+from lico_lightning.functional.indexing import first_occurrences
 from lico_lightning.functional.interaction import integration_points, token_interactions
 from lico_lightning.functional.interaction_metrics import (
     area_between_insertion_deletion,
@@ -76,20 +58,39 @@ from lico_lightning.functional.lico import (
     sinkhorn_ot_loss,
 )
 from lico_lightning.functional.m2ib import bottleneck_capacity, gaussian_bottleneck, m2ib_objective
+from lico_lightning.functional.perturbation import (
+    DEFAULT_BLUR_KERNEL_SIZE,
+    DEFAULT_BLUR_SIGMA,
+    DEFAULT_STEP_FRACTION,
+    blur_images,
+    curve_auc,
+    deletion_auc,
+    insertion_auc,
+    insertion_deletion_auc,
+    insertion_deletion_curves,
+    perturbation_curve,
+    perturbation_keep_masks,
+)
+from lico_lightning.functional.pointing import (
+    DEFAULT_TOLERANCE,
+    box_to_mask,
+    energy_pointing_game,
+    pointing_game,
+)
+from lico_lightning.functional.rank import spearman_correlation
 from lico_lightning.functional.retrieval import retrieval_ranks, retrieval_recall_at_k
 from lico_lightning.functional.splice import (
     splice_decompose,
     splice_penalty_for_sparsity,
     splice_reconstruct,
 )
+from lico_lightning.functional.statistics import wilson_interval
 from lico_lightning.functional.surrogate import (
     concept_contributions,
-    first_occurrences,
     in_batch_similarity_kl,
     log_mean_exp,
     moving_average_kl_objective,
     update_log_moving_average,
-    wilson_interval,
 )
 
 __all__ = [

@@ -39,12 +39,10 @@ from lico_lightning._validation import check_tensor
 
 __all__ = [
     "concept_contributions",
-    "first_occurrences",
     "in_batch_similarity_kl",
     "log_mean_exp",
     "moving_average_kl_objective",
     "update_log_moving_average",
-    "wilson_interval",
 ]
 
 
@@ -232,66 +230,3 @@ def concept_contributions(
     per_concept = concepts * (f @ weight) / norm_sq
     bias_share = (f @ bias / norm_sq[:, 0]) if bias is not None else f.new_zeros(f.shape[0])
     return per_concept, bias_share
-
-
-def wilson_interval(successes: Tensor, trials: Tensor, confidence: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Wilson score interval of a binomial share :math:`\hat p = k/n` (no continuity correction).
-
-    EXPLAIN-R's concept score of an image is the share :math:`k/n` of its :math:`n` captions
-    that mention the concept; this is the interval the training-time jitter draws in
-    (:class:`~lico_lightning.concepts.ConceptPairDataset`). With
-    :math:`z = \Phi^{-1}\big(\tfrac{1 + \text{confidence}}{2}\big)`:
-
-    .. math::
-
-        \frac{k + z^2/2}{n + z^2} \;\pm\; \frac{z}{n + z^2}\sqrt{\frac{k (n - k)}{n} + \frac{z^2}{4}}.
-
-    It lies in [0, 1], contains :math:`k/n`, ends at 0 (1) for :math:`k = 0` (:math:`k = n`),
-    shrinks to :math:`k/n` at confidence 0 and grows with the confidence (nested intervals).
-
-    Args:
-        successes: k, any shape (integer-valued floats or ints, :math:`0 \le k \le n`).
-        trials: n, broadcastable with ``successes`` (:math:`n \ge 1`).
-        confidence: levels in [0, 1), broadcastable.
-
-    Returns:
-        ``(low, high)``, float64 of the broadcast shape.
-
-    Example:
-        >>> low, high = wilson_interval(torch.tensor(1), torch.tensor(5), torch.tensor(0.95))
-        >>> round(float(low), 4), round(float(high), 4)  # scipy: binomtest(1, 5).proportion_ci
-        (0.0362, 0.6245)
-    """
-    k = torch.as_tensor(successes, dtype=torch.float64)
-    n = torch.as_tensor(trials, dtype=torch.float64)
-    conf = torch.as_tensor(confidence, dtype=torch.float64)
-    if bool((n < 1).any()) or bool((k < 0).any()) or bool((k > n).any()):
-        raise ValueError(
-            "Expected 0 <= successes <= trials and trials >= 1, but got successes "
-            f"{k.flatten()[:4].tolist()}... and trials {n.flatten()[:4].tolist()}..."
-        )
-    if bool((conf < 0).any()) or bool((conf >= 1).any()) or not bool(torch.isfinite(conf).all()):
-        raise ValueError(
-            f"Expected confidence levels in [0, 1), but got {conf.flatten()[:4].tolist()}..."
-        )
-    z = torch.special.ndtri((1 + conf) / 2)
-    z2 = z * z
-    center = (k + z2 / 2) / (n + z2)
-    half = z / (n + z2) * torch.sqrt(k * (n - k) / n + z2 / 4)
-    return (center - half).clamp(0.0, 1.0), (center + half).clamp(0.0, 1.0)
-
-
-def first_occurrences(indices: Tensor) -> tuple[Tensor, Tensor]:
-    """Sorted unique values of ``indices`` ``(B,)`` and the position of each one's first
-    occurrence (both ``(U,)``): which batch row speaks for a repeated sample index.
-
-    Example:
-        >>> first_occurrences(torch.tensor([5, 2, 5, 7, 2]))
-        (tensor([2, 5, 7]), tensor([1, 0, 3]))
-    """
-    unique, inverse = torch.unique(indices, return_inverse=True)
-    positions = torch.arange(indices.shape[0], device=indices.device)
-    first = torch.full_like(unique, indices.shape[0]).scatter_reduce(
-        0, inverse, positions, reduce="amin"
-    )
-    return unique, first

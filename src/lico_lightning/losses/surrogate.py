@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_choice, check_int, check_real, check_tensor
+from lico_lightning.functional.indexing import first_occurrences
 from lico_lightning.functional.surrogate import (
-    first_occurrences,
     in_batch_similarity_kl,
     log_mean_exp,
     moving_average_kl_objective,

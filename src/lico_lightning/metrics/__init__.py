@@ -1,35 +1,50 @@
 """``torchmetrics.Metric`` classes: the DDP-correct accumulators of the package, one per
-:mod:`lico_lightning.functional` metric formula."""
+:mod:`lico_lightning.functional` metric formula, in the file of the same name
+(``functional/pointing.py`` ``pointing_game`` ↔ ``metrics/pointing.py`` ``PointingGame``).
 
-from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
-from lico_lightning.metrics.grounding import (
-    ConditionalDeletionAUC,
-    ConditionalInsertionAUC,
+:data:`SALIENCY_METRICS` and :data:`GROUNDING_METRICS` name the metrics the evaluations and
+monitors run; each metric declares the inputs it ``needs`` (see :mod:`lico_lightning.metrics.base`).
+"""
+
+from lico_lightning.metrics.base import (
+    GROUNDING_INPUTS,
+    GROUNDING_METRICS,
+    SALIENCY_INPUTS,
+    SALIENCY_METRICS,
+    SaliencyMetric,
+    SaliencyMetricOptions,
+    create_grounding_metric,
+    create_saliency_metric,
+    list_grounding_metrics,
+    list_saliency_metrics,
+    metric_needs,
+)
+from lico_lightning.metrics.confidence import (
+    AverageDrop,
+    IncreaseInConfidence,
     PairConfidenceDrop,
     PairConfidenceIncrease,
 )
-from lico_lightning.metrics.interaction import (
+from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
+from lico_lightning.metrics.interaction_metrics import (
     AreaBetweenInsertionDeletion,
     PointingGameRecognition,
-    SpearmanCorrelation,
 )
-from lico_lightning.metrics.retrieval import RetrievalRecallAtK
-from lico_lightning.metrics.saliency import (
-    SALIENCY_METRICS,
-    AverageDrop,
+from lico_lightning.metrics.perturbation import (
+    ConditionalDeletionAUC,
+    ConditionalInsertionAUC,
     DeletionAUC,
-    EnergyPointingGame,
-    IncreaseInConfidence,
     InsertionAUC,
     InsertionDeletionAUC,
-    PointingGame,
-    SaliencyMetric,
-    SaliencyMetricOptions,
-    create_saliency_metric,
-    list_saliency_metrics,
 )
+from lico_lightning.metrics.pointing import EnergyPointingGame, PointingGame
+from lico_lightning.metrics.rank import SpearmanCorrelation
+from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 
 __all__ = [
+    "GROUNDING_INPUTS",
+    "GROUNDING_METRICS",
+    "SALIENCY_INPUTS",
     "SALIENCY_METRICS",
     "AreaBetweenInsertionDeletion",
     "AverageDrop",
@@ -49,6 +64,9 @@ __all__ = [
     "SaliencyMetric",
     "SaliencyMetricOptions",
     "SpearmanCorrelation",
+    "create_grounding_metric",
     "create_saliency_metric",
+    "list_grounding_metrics",
     "list_saliency_metrics",
+    "metric_needs",
 ]

@@ -14,7 +14,7 @@ from torchmetrics.utilities import rank_zero_warn
 def _mean_of_sum(total: Tensor, count: Tensor, name: str, zero_division: float | None) -> Tensor:
     """``total / count``; with no sample: raise (``zero_division=None``), or warn and return
     ``zero_division`` (NaN is returned without a warning: the caller, e.g.
-    :class:`~lico_lightning.explain.SaliencyEvaluation`, reports which metrics had no sample)."""
+    :class:`~lico_lightning.evaluation.SaliencyEvaluation`, reports which metrics had no sample)."""
     if int(count) == 0:
         if zero_division is None:
             raise ValueError(

@@ -13,7 +13,7 @@ from lico_lightning.models._torchvision_resnet import ResNetBackbone, resolve_to
 from lico_lightning.models._vit import ViTBackbone
 from lico_lightning.models._wide_resnet import WideResNet
 
-__all__ = ["create_backbone", "list_backbones", "register_backbone"]
+__all__ = ["BACKBONES", "create_backbone", "list_backbones", "register_backbone"]
 
 BackboneFactory = Callable[..., Backbone]
 
@@ -53,20 +53,21 @@ def _with(cls: Callable[..., Backbone], **defaults: Any) -> BackboneFactory:
     return factory
 
 
-_REGISTRY: Registry[BackboneFactory] = Registry("backbone")
-_REGISTRY.register("resnet18", _with(ResNetBackbone, arch="resnet18"))
-_REGISTRY.register("resnet50", _with(ResNetBackbone, arch="resnet50"))
-_REGISTRY.register("wrn28_2", _with(WideResNet, depth=28, widen_factor=2))
-_REGISTRY.register("wrn28_8", _with(WideResNet, depth=28, widen_factor=8))
-_REGISTRY.register("wrn28_10", _with(WideResNet, depth=28, widen_factor=10))
-_REGISTRY.register("preact_resnet18", _with(PreActResNet, blocks=(2, 2, 2, 2)))
-_REGISTRY.register("vit_b_16", _vit_b_16)
-_REGISTRY.register("vit_tiny", _with(ViTBackbone, **_VIT_TINY))
+#: Backbone factories by name (:func:`register_backbone` adds one).
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+BACKBONES.register("resnet18", _with(ResNetBackbone, arch="resnet18"))
+BACKBONES.register("resnet50", _with(ResNetBackbone, arch="resnet50"))
+BACKBONES.register("wrn28_2", _with(WideResNet, depth=28, widen_factor=2))
+BACKBONES.register("wrn28_8", _with(WideResNet, depth=28, widen_factor=8))
+BACKBONES.register("wrn28_10", _with(WideResNet, depth=28, widen_factor=10))
+BACKBONES.register("preact_resnet18", _with(PreActResNet, blocks=(2, 2, 2, 2)))
+BACKBONES.register("vit_b_16", _vit_b_16)
+BACKBONES.register("vit_tiny", _with(ViTBackbone, **_VIT_TINY))
 
 
 def register_backbone(name: str, factory: BackboneFactory, *, overwrite: bool = False) -> None:
     """Add ``factory(num_classes, **kwargs) -> Backbone`` to the registry under ``name``."""
-    _REGISTRY.register(name, factory, overwrite=overwrite)
+    BACKBONES.register(name, factory, overwrite=overwrite)
 
 
 def list_backbones() -> list[str]:
@@ -76,7 +77,7 @@ def list_backbones() -> list[str]:
         >>> "wrn28_2" in list_backbones()
         True
     """
-    return _REGISTRY.names()
+    return BACKBONES.names()
 
 
 def create_backbone(name: str, num_classes: int, **kwargs: Any) -> Backbone:
@@ -103,6 +104,6 @@ def create_backbone(name: str, num_classes: int, **kwargs: Any) -> Backbone:
     """
     if not isinstance(name, str):
         raise TypeError(f"Expected `name` to be a str, but got {type(name).__name__}.")
-    factory = _REGISTRY.get(name)
+    factory = BACKBONES.get(name)
     check_positive("num_classes", num_classes)
     return factory(num_classes=num_classes, **kwargs)

@@ -16,7 +16,7 @@ from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._io import save_torch, write_text
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
-from lico_lightning.functional.surrogate import first_occurrences
+from lico_lightning.functional import first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
 
 __all__ = [

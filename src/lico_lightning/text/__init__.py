@@ -10,11 +10,12 @@
 from lico_lightning.text._base import TextEncoder, TokenizedText
 from lico_lightning.text._hf import HFTextEncoder, minilm_path
 from lico_lightning.text._openclip import OpenCLIPTextEncoder, tiny_openclip_config
-from lico_lightning.text._registry import create_text_encoder, list_text_encoders
+from lico_lightning.text._registry import TEXT_ENCODERS, create_text_encoder, list_text_encoders
 from lico_lightning.text.mapping_net import MappingNet
 from lico_lightning.text.prompt_learner import PromptLearner
 
 __all__ = [
+    "TEXT_ENCODERS",
     "HFTextEncoder",
     "MappingNet",
     "OpenCLIPTextEncoder",

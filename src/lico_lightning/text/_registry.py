@@ -10,7 +10,7 @@ from lico_lightning.text._base import TextEncoder
 from lico_lightning.text._hf import HFTextEncoder
 from lico_lightning.text._openclip import OpenCLIPTextEncoder
 
-__all__ = ["create_text_encoder", "list_text_encoders"]
+__all__ = ["TEXT_ENCODERS", "create_text_encoder", "list_text_encoders"]
 
 
 def _minilm(**kwargs: Any) -> TextEncoder:
@@ -22,10 +22,11 @@ def _minilm(**kwargs: Any) -> TextEncoder:
     return HFTextEncoder(**kwargs)
 
 
-_TEXT_ENCODERS: Registry[Callable[..., TextEncoder]] = Registry("text encoder")
-_TEXT_ENCODERS.register("openclip", OpenCLIPTextEncoder)
-_TEXT_ENCODERS.register("hf", HFTextEncoder)
-_TEXT_ENCODERS.register("minilm", _minilm)
+#: Text encoders by name (extend with ``TEXT_ENCODERS.register(name, factory)``).
+TEXT_ENCODERS: Registry[Callable[..., TextEncoder]] = Registry("text encoder")
+TEXT_ENCODERS.register("openclip", OpenCLIPTextEncoder)
+TEXT_ENCODERS.register("hf", HFTextEncoder)
+TEXT_ENCODERS.register("minilm", _minilm)
 
 
 def list_text_encoders() -> list[str]:
@@ -39,7 +40,7 @@ def list_text_encoders() -> list[str]:
         >>> list_text_encoders()
         ['hf', 'minilm', 'openclip']
     """
-    return _TEXT_ENCODERS.names()
+    return TEXT_ENCODERS.names()
 
 
 def create_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
@@ -54,4 +55,4 @@ def create_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
         >>> type(enc).__name__, enc.output_dim
         ('OpenCLIPTextEncoder', 32)
     """
-    return _TEXT_ENCODERS.create(name, **kwargs)
+    return TEXT_ENCODERS.create(name, **kwargs)

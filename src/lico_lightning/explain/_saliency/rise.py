@@ -12,7 +12,7 @@ from lico_lightning._validation import (
     check_probability,
     check_target_range,
 )
-from lico_lightning.explain.base import Explainer, register_explainer
+from lico_lightning.explain._saliency.base import Explainer, register_explainer
 from lico_lightning.functional import target_probability
 from lico_lightning.functional.cam import draw_rise_parameters, rise_masks
 

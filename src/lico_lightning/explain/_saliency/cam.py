@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lico_lightning._validation import check_logits, check_positive, check_target_range
-from lico_lightning.explain.base import Explainer, register_explainer
-from lico_lightning.explain.hooks import LayerCapture
+from lico_lightning.explain._saliency.base import Explainer, register_explainer
+from lico_lightning.explain._saliency.hooks import LayerCapture
 from lico_lightning.functional import normalize_saliency, target_probability
 from lico_lightning.functional.cam import (
     grad_cam_plus_plus_weights,

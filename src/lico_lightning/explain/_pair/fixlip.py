@@ -42,15 +42,15 @@ from lico_lightning._validation import (
     check_probability,
     check_tensor,
 )
-from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.explain.pair import (
+from lico_lightning.explain._pair.base import (
     PairAttribution,
     PairExplainer,
-    as_dual_encoder,
     box_cells,
     check_token_spans,
     register_pair_explainer,
 )
+from lico_lightning.explain._pair.dual_encoder import DualEncoder
+from lico_lightning.explain._pair.open_clip_encoder import as_dual_encoder
 from lico_lightning.functional.banzhaf import (
     BanzhafInteractions,
     approximate_game_values,
@@ -207,7 +207,7 @@ class FIxLIPGame:
         e_i = self.image_embeddings(masks_image)
         e_t = self.text_embeddings(masks_text)
         with torch.no_grad():
-            return self.encoder.similarity(e_i, e_t, pairwise=True)
+            return self.encoder.similarity(e_i, e_t, all_pairs=True)
 
     def __call__(self, masks: Tensor) -> Tensor:
         """:math:`\\nu(M)` for joint coalitions ``masks`` ``(m, n_I + n_T)`` → ``(m,)``."""

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lico_lightning.explain import Explainer, GradCAM, SaliencyEvaluation
+from lico_lightning.evaluation import SaliencyEvaluation
+from lico_lightning.explain import Explainer, GradCAM
 from lico_lightning.functional import deletion_auc, insertion_auc, pointing_game
 
 

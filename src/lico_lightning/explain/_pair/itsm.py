@@ -16,9 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_bool, check_choice
-from lico_lightning.explain._pairwise import FactorizedInteractionExplainer, Modality, SideFactors
-from lico_lightning.explain.dual_encoder import DualEncoder, Where
-from lico_lightning.explain.pair import register_pair_explainer
+from lico_lightning.explain._pair.base import register_pair_explainer
+from lico_lightning.explain._pair.dual_encoder import DualEncoder, Where
+from lico_lightning.explain._pair.factorized import (
+    FactorizedInteractionExplainer,
+    Modality,
+    SideFactors,
+)
 
 __all__ = ["ITSM"]
 

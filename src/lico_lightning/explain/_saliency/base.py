@@ -14,7 +14,6 @@ validation); randomness comes from the explainer's own seeded ``torch.Generator`
 from __future__ import annotations
 
 import copy
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 from lico_lightning._registry import Registry
 from lico_lightning._safety import detach_input, explanation_mode, preserve_model_state
 from lico_lightning._validation import check_finite, check_target, check_tensor
-from lico_lightning.explain.hooks import find_default_layer, resolve_layer
+from lico_lightning.explain._saliency.hooks import find_default_layer, resolve_layer
 from lico_lightning.functional import normalize_saliency
 
 __all__ = [
@@ -177,7 +176,7 @@ def _infer_feature_layer(model: nn.Module, example: Tensor) -> str:
 # --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
-EXPLAINERS: Registry[type[Explainer]] = Registry("explainer")
+EXPLAINERS: Registry[type[Explainer]] = Registry("explainer", base=Explainer)
 
 
 def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[E]], type[E]]:
@@ -199,13 +198,7 @@ def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[
     """
 
     def decorator(cls: type[E]) -> type[E]:
-        if not (isinstance(cls, type) and issubclass(cls, Explainer)):
-            raise TypeError(f"Expected an Explainer subclass, but got {cls!r}.")
-        # the same class defined again (its module executed a second time, e.g. by pytest's
-        # importlib doctest collection) keeps the first registration, as for pair explainers
-        same = name in EXPLAINERS and EXPLAINERS.get(name).__qualname__ == cls.__qualname__
-        if not same or overwrite:
-            EXPLAINERS.register(name, cls, overwrite=overwrite)
+        EXPLAINERS.register(name, cls, overwrite=overwrite)
         return cls
 
     return decorator
@@ -214,20 +207,6 @@ def register_explainer(name: str, *, overwrite: bool = False) -> Callable[[type[
 def list_explainers() -> list[str]:
     """Names accepted by :func:`create_explainer` (and the ``SaliencyMonitor``'s ``methods``)."""
     return EXPLAINERS.names()
-
-
-def _explainer_options(cls: type[Explainer]) -> list[str]:
-    """Keyword options of an explainer class (its ``__init__`` parameters after ``model``)."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        params = list(inspect.signature(init).parameters.values())[2:]  # self, model
-        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return sorted(set(names))
 
 
 def create_explainer(name: str, model: nn.Module, **kwargs: Any) -> Explainer:
@@ -270,7 +249,7 @@ def check_explainer_options(
             lists the names / options that exist).
 
     Example:
-        >>> from lico_lightning.explain.base import check_explainer_options
+        >>> from lico_lightning.explain._saliency.base import check_explainer_options
         >>> check_explainer_options(["gradcam", "rise"], {"rise": {"num_masks": 8}})
         >>> check_explainer_options(["rise"], {"rise": {"num_maskz": 5}})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -278,13 +257,7 @@ def check_explainer_options(
         ValueError: Expected options of the 'rise' explainer among [..., 'num_masks', ...], but got 'num_maskz'.
     """
     for name in methods:
-        options = _explainer_options(EXPLAINERS.get(name))
-        unknown = sorted(set((explainer_kwargs or {}).get(name, {})) - set(options))
-        if unknown:
-            raise ValueError(
-                f"Expected options of the {name!r} explainer among {options}, but got "
-                f"{', '.join(repr(k) for k in unknown)}."
-            )
+        EXPLAINERS.check_options(name, (explainer_kwargs or {}).get(name, {}))
 
 
 def build_explainers(

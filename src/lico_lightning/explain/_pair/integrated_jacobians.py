@@ -41,9 +41,13 @@ from torch.func import jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lico_lightning._validation import check_choice, check_int
-from lico_lightning.explain._pairwise import FactorizedInteractionExplainer, Modality, SideFactors
-from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.explain.pair import register_pair_explainer
+from lico_lightning.explain._pair.base import register_pair_explainer
+from lico_lightning.explain._pair.dual_encoder import DualEncoder
+from lico_lightning.explain._pair.factorized import (
+    FactorizedInteractionExplainer,
+    Modality,
+    SideFactors,
+)
 from lico_lightning.functional.interaction import integration_points
 
 __all__ = ["IntegratedJacobians", "InteractionCAM"]

@@ -5,7 +5,7 @@ the interaction matrix of a pair is ``scale · U_a U_bᵀ`` (``functional.token_
 This module parses the inputs (caption–image, caption–caption, image–image; matched pairs or
 all pairs), runs the per-side factor computation inside the safety context (eval mode restored,
 hooks removed, no parameter gradients, works under ``torch.inference_mode``), and assembles an
-:class:`~lico_lightning.explain.interaction.InteractionAttribution`.
+:class:`~lico_lightning.explain.InteractionAttribution`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from lico_lightning._safety import explanation_mode
 from lico_lightning._validation import check_bool, check_int
-from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.explain.interaction import InteractionAttribution, TokenLayout
-from lico_lightning.explain.pair import PairExplainer
+from lico_lightning.explain._pair.base import PairExplainer
+from lico_lightning.explain._pair.dual_encoder import DualEncoder
+from lico_lightning.explain._pair.interaction import InteractionAttribution, TokenLayout
 from lico_lightning.functional.interaction import token_interactions
 
 Modality = Literal["image", "text"]
@@ -97,7 +97,7 @@ class FactorizedInteractionExplainer(PairExplainer):
                 matched pairs ``(a_i, b_i)``.
 
         Returns:
-            :class:`~lico_lightning.explain.interaction.InteractionAttribution`.
+            :class:`~lico_lightning.explain.InteractionAttribution`.
         """
         given = {
             "images": images is not None,
@@ -146,7 +146,7 @@ class FactorizedInteractionExplainer(PairExplainer):
             matrix = token_interactions(fa.factors, fb.factors, scale, all_pairs=all_pairs)
 
             def sim(x: Tensor, y: Tensor) -> Tensor:
-                return enc.similarity(x, y, pairwise=all_pairs).detach()
+                return enc.similarity(x, y, all_pairs=all_pairs).detach()
 
             score = sim(fa.embeddings, fb.embeddings)
             refs = None

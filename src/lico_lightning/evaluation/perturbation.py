@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from lico_lightning._safety import explanation_mode
 from lico_lightning._validation import check_choice, check_finite, check_int, check_tensor
-from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.explain.pair import as_dual_encoder
+from lico_lightning.explain import DualEncoder, as_dual_encoder
 from lico_lightning.functional import perturbation_keep_masks
 
 __all__ = ["conditional_perturbation_curves"]

@@ -11,109 +11,29 @@ insertion (CID / CII: the score while patches are removed / inserted in attribut
 
 :class:`GroundingEvaluation` accumulates these through :mod:`lico_lightning.metrics` classes
 (one ``MetricCollection`` per method, states reduced across processes, a failure count per
-method), with the machinery of :class:`~lico_lightning.explain.SaliencyEvaluation`.
+method), with the machinery of :class:`~lico_lightning.evaluation.SaliencyEvaluation`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import MetricCollection
 
-from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_int_pair, check_tensor
-from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.explain.evaluation import _MethodEvaluation
-from lico_lightning.explain.pair import PairExplainer, check_token_spans, list_pair_explainers
-from lico_lightning.explain.perturbation import conditional_perturbation_curves
-from lico_lightning.metrics import (
-    ConditionalDeletionAUC,
-    ConditionalInsertionAUC,
-    EnergyPointingGame,
-    PointingGame,
-)
+from lico_lightning.evaluation._base import Inputs, _MethodEvaluation, check_names
+from lico_lightning.evaluation.perturbation import conditional_perturbation_curves
+from lico_lightning.explain import PAIR_EXPLAINERS, DualEncoder, PairExplainer, check_token_spans
+from lico_lightning.metrics import GROUNDING_INPUTS, GROUNDING_METRICS
 
 __all__ = [
-    "GROUNDING_METRICS",
     "GroundingEvaluation",
-    "check_grounding_metric_names",
     "check_grounding_names",
-    "check_pair_method_names",
-    "list_grounding_metrics",
     "phrase_maps",
 ]
-
-
-def _pga(image_size: tuple[int, int] | None) -> Metric:
-    return PointingGame(tolerance=0.0, image_size=image_size, zero_division=float("nan"))
-
-
-def _pge(image_size: tuple[int, int] | None) -> Metric:
-    return EnergyPointingGame(image_size=image_size, zero_division=float("nan"))
-
-
-def _mpge(image_size: tuple[int, int] | None) -> Metric:
-    return EnergyPointingGame(image_size=image_size, reduction="median", zero_division=float("nan"))
-
-
-#: Grounding metrics by name: ``name -> factory(image_size) -> Metric``. The ``*_distractor``
-#: variants score the same map against the probe's distractor box (probes without one are
-#: skipped); ``cid`` / ``cii`` score the whole caption's image map by conditional deletion /
-#: insertion of image patches.
-GROUNDING_METRICS: Registry[Any] = Registry("grounding metric")
-for _name, _factory in (("pga", _pga), ("pge", _pge), ("mpge", _mpge)):
-    GROUNDING_METRICS.register(_name, _factory)
-    GROUNDING_METRICS.register(f"{_name}_distractor", _factory)
-GROUNDING_METRICS.register("cid", lambda image_size: ConditionalDeletionAUC())
-GROUNDING_METRICS.register("cii", lambda image_size: ConditionalInsertionAUC())
-
-#: Metrics that need the probe's own box / its distractor box.
-BOX_METRICS = frozenset({"pga", "pge", "mpge"})
-DISTRACTOR_METRICS = frozenset({"pga_distractor", "pge_distractor", "mpge_distractor"})
-_PERTURBATION: dict[str, Literal["deletion", "insertion"]] = {"cid": "deletion", "cii": "insertion"}
-
-
-def list_grounding_metrics() -> list[str]:
-    """Names of the grounding metrics, sorted.
-
-    Example:
-        >>> list_grounding_metrics()
-        ['cid', 'cii', 'mpge', 'mpge_distractor', 'pga', 'pga_distractor', 'pge', 'pge_distractor']
-    """
-    return GROUNDING_METRICS.names()
-
-
-def check_grounding_metric_names(metrics: Sequence[str]) -> list[str]:
-    """Raise ``ValueError`` listing the available names for an unknown metric."""
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    for name in metrics:
-        GROUNDING_METRICS.get(name)
-    return list(dict.fromkeys(metrics))
-
-
-def check_pair_method_names(methods: Sequence[str]) -> list[str]:
-    """Raise ``ValueError`` listing the registered pair explainers for an unknown name.
-
-    Example:
-        >>> check_pair_method_names(["itsm", "gradcam"])
-        Traceback (most recent call last):
-        ...
-        ValueError: Expected a pair explainer name, but got 'gradcam'. Available: fixlip, integrated_jacobians, interaction_cam, itsm, m2ib.
-    """
-    if isinstance(methods, str):
-        methods = [methods]
-    available = list_pair_explainers()
-    for name in methods:
-        if name not in available:
-            raise ValueError(
-                f"Expected a pair explainer name, but got {name!r}. Available: "
-                f"{', '.join(available)}."
-            )
-    return list(dict.fromkeys(methods))
 
 
 def phrase_maps(
@@ -165,15 +85,15 @@ def check_grounding_names(
     methods: Sequence[str], metrics: Sequence[str]
 ) -> tuple[list[str], list[str]]:
     """Checked, de-duplicated method and metric names (at least one of each); unknown names
-    raise ``ValueError`` listing the available ones."""
-    method_names = check_pair_method_names(methods)
-    metric_names = check_grounding_metric_names(metrics)
-    if not method_names or not metric_names:
-        raise ValueError(
-            f"Expected at least one method and one metric, but got {method_names} and "
-            f"{metric_names}."
-        )
-    return method_names, metric_names
+    raise ``ValueError`` listing the available ones.
+
+    Example:
+        >>> check_grounding_names(["itsm", "gradcam"], ["pga"])
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected a pair explainer name, but got 'gradcam'. Available: fixlip, integrated_jacobians, interaction_cam, itsm, m2ib.
+    """
+    return check_names(PAIR_EXPLAINERS, GROUNDING_METRICS, methods, metrics)
 
 
 class GroundingEvaluation(_MethodEvaluation):
@@ -186,7 +106,7 @@ class GroundingEvaluation(_MethodEvaluation):
     :class:`~lico_lightning.metrics.ConditionalDeletionAUC` / ``ConditionalInsertionAUC``), so
     values under DDP equal those over the union of every rank's probes. A method that raises is
     counted as failed (summed across processes) and left out of :meth:`compute` with one
-    warning, as in :class:`~lico_lightning.explain.SaliencyEvaluation`. Distractor metrics skip
+    warning, as in :class:`~lico_lightning.evaluation.SaliencyEvaluation`. Distractor metrics skip
     probes without a distractor box (a metric no probe had is left out).
 
     .. math::
@@ -229,6 +149,7 @@ class GroundingEvaluation(_MethodEvaluation):
         self.methods, self.metrics = check_grounding_names(methods, metrics)
         self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
         self.perturbation_steps = check_int("perturbation_steps", perturbation_steps, 1)
+        self.inputs = GROUNDING_INPUTS
         self.collections = {
             m: MetricCollection(
                 {k: GROUNDING_METRICS.get(k)(self.image_size) for k in self.metrics},
@@ -236,6 +157,9 @@ class GroundingEvaluation(_MethodEvaluation):
             )
             for m in self.methods
         }
+        # {method: {metric: (B,)}} per-probe values of the latest update (the metrics that keep
+        # them, e.g. PGA / PGE; NaN for probes a metric skipped), for overlay labels
+        self.last_scores: dict[str, dict[str, Tensor]] = {}
         self._init_failures()
 
     def update(
@@ -277,8 +201,8 @@ class GroundingEvaluation(_MethodEvaluation):
         if self.image_size is None:  # the pointing games' boxes refer to these images
             self.image_size = size
             for collection in self.collections.values():
-                for name, metric in collection.items():
-                    if name in BOX_METRICS or name in DISTRACTOR_METRICS:
+                for metric in collection.values():
+                    if hasattr(metric, "image_size"):
                         metric.image_size = size
         elif size != self.image_size:
             raise ValueError(f"Expected images of size {self.image_size}, but got {size}.")
@@ -290,32 +214,75 @@ class GroundingEvaluation(_MethodEvaluation):
             has_distractor = torch.zeros(b, dtype=torch.bool, device=images.device)
         rows = has_distractor.nonzero().flatten()
         maps: dict[str, Tensor] = {}
+        self.last_scores = {}
         for method in self.methods:
             try:
                 phrase_map, attribution = phrase_maps(
                     explainers[method], images, tokens, spans, phrase_tokens
                 )
-                for name, metric in self.collections[method].items():
-                    if name in BOX_METRICS:
-                        metric.update(phrase_map, boxes)
-                    elif name in DISTRACTOR_METRICS:
-                        # rows is empty without distractor boxes
-                        if rows.numel() > 0 and distractor_boxes is not None:
-                            metric.update(phrase_map[rows], distractor_boxes[rows])
-                    else:
-                        curves = conditional_perturbation_curves(
-                            encoder,
-                            images,
-                            tokens,
-                            attribution.image_map(),
-                            "image",
-                            _PERTURBATION[name],
-                            num_steps=self.perturbation_steps,
-                        )
-                        metric.update(curves)
+                inputs = self._inputs(
+                    encoder, images, tokens, phrase_map, attribution, boxes, distractor_boxes, rows
+                )
+                values = self._update_metrics(method, inputs)
+                self.last_scores[method] = {
+                    name: _per_probe(value, rows, b, name in self._row_subset)
+                    for name, per_sample in values.items()
+                    if len(per_sample) == 1
+                    for value in per_sample.values()
+                }
                 maps[method] = phrase_map
             except Exception as err:  # fault isolation: count it, go on with the next method
                 if self.on_error == "raise":
                     raise
                 self._fail(method, err)
         return maps
+
+    @property
+    def _row_subset(self) -> set[str]:
+        """Metrics scored on the probes with a distractor box only."""
+        return {k for k, needs in self._needs.items() if set(needs) & _DISTRACTOR_INPUTS}
+
+    def _inputs(
+        self,
+        encoder: DualEncoder,
+        images: Tensor,
+        tokens: Tensor,
+        phrase_map: Tensor,
+        attribution: Any,
+        boxes: Tensor,
+        distractor_boxes: Tensor | None,
+        rows: Tensor,
+    ) -> Inputs:
+        """The inputs of :data:`~lico_lightning.metrics.GROUNDING_INPUTS` for one method; the
+        curves run the encoder, so they are computed only when a metric needs them."""
+        values: dict[str, Any] = {"saliency": phrase_map, "boxes": boxes}
+        if rows.numel() > 0 and distractor_boxes is not None:
+            values["distractor_saliency"] = phrase_map[rows]
+            values["distractor_boxes"] = distractor_boxes[rows]
+
+        def curves(mode: Literal["deletion", "insertion"]) -> Callable[[], Tensor]:
+            return lambda: conditional_perturbation_curves(
+                encoder,
+                images,
+                tokens,
+                attribution.image_map(),
+                "image",
+                mode,
+                num_steps=self.perturbation_steps,
+            )
+
+        lazy = {"deletion_curves": curves("deletion"), "insertion_curves": curves("insertion")}
+        return Inputs(values, lazy)
+
+
+#: Inputs that hold only the probes with a distractor box.
+_DISTRACTOR_INPUTS = frozenset({"distractor_saliency", "distractor_boxes"})
+
+
+def _per_probe(value: Tensor, rows: Tensor, batch: int, row_subset: bool) -> Tensor:
+    """Per-sample ``value`` laid out over the ``batch`` probes (NaN where it was not scored)."""
+    if not row_subset:
+        return value
+    full = value.new_full((batch, *value.shape[1:]), float("nan"))
+    full[rows] = value
+    return full

@@ -30,7 +30,6 @@ Explainers are registered by name: :func:`list_pair_explainers`,
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
@@ -39,17 +38,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_finite, check_int_pair, check_tensor
-from lico_lightning.explain.dual_encoder import DualEncoder
+from lico_lightning.explain._pair.dual_encoder import DualEncoder
+from lico_lightning.explain._pair.open_clip_encoder import as_dual_encoder
 from lico_lightning.functional import box_to_mask, upsample_saliency
 
 __all__ = [
+    "PAIR_EXPLAINERS",
     "PAIR_VIEWS",
     "PairAttribution",
     "PairExplainer",
-    "as_dual_encoder",
     "create_pair_explainer",
     "list_pair_explainers",
     "register_pair_explainer",
@@ -60,36 +59,6 @@ PAIR_VIEWS = ("span_map", "image_map", "box_scores", "token_scores")
 
 Span = tuple[int, int] | Tensor
 P = TypeVar("P", bound="type[PairExplainer]")
-
-_PAIR_EXPLAINERS: Registry[type[PairExplainer]] = Registry("pair explainer")
-
-
-def as_dual_encoder(model: object) -> DualEncoder:
-    """``model`` itself if it is a :class:`DualEncoder`; an open_clip ``CLIP`` /
-    ``CustomTextCLIP`` wrapped in :class:`~lico_lightning.explain.OpenCLIPDualEncoder`.
-
-    Raises:
-        TypeError: anything else.
-
-    Example:
-        >>> from lico_lightning.testing import tiny_clip
-        >>> type(as_dual_encoder(tiny_clip())).__name__
-        'OpenCLIPDualEncoder'
-        >>> as_dual_encoder(nn.Linear(2, 2))
-        Traceback (most recent call last):
-        ...
-        TypeError: Expected a DualEncoder (e.g. OpenCLIPDualEncoder(model)) or an open_clip CLIP / CustomTextCLIP model, but got Linear.
-    """
-    if isinstance(model, DualEncoder):
-        return model
-    if open_clip_helpers.is_clip_model(model):
-        from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
-
-        return OpenCLIPDualEncoder(model)
-    raise TypeError(
-        "Expected a DualEncoder (e.g. OpenCLIPDualEncoder(model)) or an open_clip CLIP / "
-        f"CustomTextCLIP model, but got {type(model).__name__}."
-    )
 
 
 # ----------------------------------------------------------------------------- result type
@@ -300,30 +269,30 @@ class PairExplainer(ABC):
         return f"{type(self).__name__}({type(self.encoder).__name__})"
 
 
-def register_pair_explainer(name: str) -> Callable[[P], P]:
+#: Dual-encoder explainers by name (:func:`list_pair_explainers`, :func:`create_pair_explainer`).
+PAIR_EXPLAINERS: Registry[type[PairExplainer]] = Registry("pair explainer", base=PairExplainer)
+
+
+def register_pair_explainer(name: str, *, overwrite: bool = False) -> Callable[[P], P]:
     """Class decorator: register a :class:`PairExplainer` subclass under ``name``.
 
+    Raises:
+        TypeError: the decorated object is not a :class:`PairExplainer` subclass.
+        ValueError: ``name`` is registered already and ``overwrite`` is False.
+
     Example:
-        >>> from lico_lightning.explain import pair
-        >>> @pair.register_pair_explainer("my_pairs")
-        ... class Mine(pair.PairExplainer):
+        >>> from lico_lightning.explain import PAIR_EXPLAINERS, PairExplainer, list_pair_explainers
+        >>> @register_pair_explainer("my_pairs")
+        ... class Mine(PairExplainer):
         ...     def attribute(self, images, texts):
         ...         raise NotImplementedError
-        >>> "my_pairs" in pair.list_pair_explainers()
+        >>> "my_pairs" in list_pair_explainers()
         True
-        >>> pair._PAIR_EXPLAINERS.unregister("my_pairs")
+        >>> PAIR_EXPLAINERS.unregister("my_pairs")
     """
 
     def decorator(cls: P) -> P:
-        if not (isinstance(cls, type) and issubclass(cls, PairExplainer)):
-            raise TypeError(f"Expected a PairExplainer subclass, but got {cls!r}.")
-        # the same class defined again (its module executed a second time, e.g. by pytest's
-        # importlib doctest collection) keeps the first registration; another class under a
-        # taken name raises
-        if name not in _PAIR_EXPLAINERS or (
-            _PAIR_EXPLAINERS.get(name).__qualname__ != cls.__qualname__
-        ):
-            _PAIR_EXPLAINERS.register(name, cls)
+        PAIR_EXPLAINERS.register(name, cls, overwrite=overwrite)
         cls.name = name
         return cls
 
@@ -338,7 +307,7 @@ def list_pair_explainers() -> list[str]:
         >>> list_pair_explainers()
         ['fixlip', 'integrated_jacobians', 'interaction_cam', 'itsm', 'm2ib']
     """
-    return _PAIR_EXPLAINERS.names()
+    return PAIR_EXPLAINERS.names()
 
 
 def create_pair_explainer(name: str, dual_encoder: object, **kwargs: Any) -> PairExplainer:
@@ -361,18 +330,6 @@ def create_pair_explainer(name: str, dual_encoder: object, **kwargs: Any) -> Pai
         ...
         ValueError: Expected options of the 'm2ib' pair explainer among ['beta', 'init_alpha', 'layer', 'lr', 'max_pairs', 'num_copies', 'seed', 'sigma2', 'steps', 'tower'], but got 'stepz'.
     """
-    cls = _PAIR_EXPLAINERS.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    options = sorted(
-        k
-        for k, p in params.items()
-        if k not in ("self", "encoder") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    )
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in kwargs if k not in options]
-    if unknown and not takes_any:
-        raise ValueError(
-            f"Expected options of the {name!r} pair explainer among {options}, but got "
-            f"{', '.join(repr(k) for k in unknown)}."
-        )
+    PAIR_EXPLAINERS.check_options(name, kwargs)
+    cls = PAIR_EXPLAINERS.get(name)
     return cls(as_dual_encoder(dual_encoder), **kwargs)

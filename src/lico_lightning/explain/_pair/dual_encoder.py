@@ -16,7 +16,7 @@ talk to the model only through :class:`DualEncoder`. It exposes
   ends, also on error.
 
 :class:`~lico_lightning.explain.OpenCLIPDualEncoder` (in
-:mod:`lico_lightning.explain.open_clip_encoder`) implements it for open_clip models. Other dual encoders plug in by
+`open_clip_encoder`) implements it for open_clip models. Other dual encoders plug in by
 subclassing :class:`DualEncoder`; the minimal set to implement is ``module``, ``image_spec``,
 ``text_spec``, ``encode_image``, ``encode_text``, ``logit_scale`` and ``tokenize``. Layer-level
 explainers (integrated Jacobians, M2IB, ITSM on hidden layers) also need ``image_layers`` /
@@ -190,14 +190,14 @@ class DualEncoder(ABC):
 
     # ------------------------------------------------------------ provided members
     def similarity(
-        self, image_embeddings: Tensor, text_embeddings: Tensor, *, pairwise: bool = False
+        self, image_embeddings: Tensor, text_embeddings: Tensor, *, all_pairs: bool = False
     ) -> Tensor:
         """Score of embedding pairs: ``scale · cos(e_a, e_b) + bias`` (or dot product).
 
         Args:
             image_embeddings: ``(B, K)`` (any tower; text–text pairs work the same way).
-            text_embeddings: ``(B, K)``, or ``(B', K)`` when ``pairwise``.
-            pairwise: False: row-wise scores ``(B,)``; True: all pairs ``(B, B')``.
+            text_embeddings: ``(B, K)``, or ``(B', K)`` when ``all_pairs``.
+            all_pairs: False: row-wise scores ``(B,)``; True: all pairs ``(B, B')``.
 
         .. math::
             s(a, b) = \\tau \\, \\frac{g(a)^\\top h(b)}{\\lVert g(a)\\rVert \\lVert h(b)\\rVert} + \\beta
@@ -209,15 +209,15 @@ class DualEncoder(ABC):
                 "Expected embeddings of equal width, but got "
                 f"{tuple(image_embeddings.shape)} and {tuple(text_embeddings.shape)}."
             )
-        if not pairwise and image_embeddings.shape[0] != text_embeddings.shape[0]:
+        if not all_pairs and image_embeddings.shape[0] != text_embeddings.shape[0]:
             raise ValueError(
                 "Expected the same batch size for row-wise similarity, but got "
-                f"{image_embeddings.shape[0]} and {text_embeddings.shape[0]} (use pairwise=True)."
+                f"{image_embeddings.shape[0]} and {text_embeddings.shape[0]} (use all_pairs=True)."
             )
         a, b = image_embeddings, text_embeddings
         if self.normalize_embeddings:
             a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-        s = a @ b.T if pairwise else (a * b).sum(-1)
+        s = a @ b.T if all_pairs else (a * b).sum(-1)
         s = self.logit_scale.to(s.dtype) * s
         bias = self.logit_bias
         return s if bias is None else s + bias.to(s.dtype)
@@ -517,13 +517,3 @@ class DualEncoder(ABC):
                 f"{tuple(images.shape)}."
             )
         return images
-
-
-def __getattr__(name: str) -> Any:
-    """Keep ``lico_lightning.explain.dual_encoder.OpenCLIPDualEncoder`` importable (the adapter
-    lives in :mod:`lico_lightning.explain.open_clip_encoder`, which imports this module)."""
-    if name == "OpenCLIPDualEncoder":
-        from lico_lightning.explain.open_clip_encoder import OpenCLIPDualEncoder
-
-        return OpenCLIPDualEncoder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lico_lightning._validation import check_choice
-from lico_lightning.explain.pair import (
+from lico_lightning.explain._pair.base import (
     PairAttribution,
     box_cells,
     check_token_spans,

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_choice
-from lico_lightning.explain.base import Explainer
-from lico_lightning.explain.hooks import resolve_layer
+from lico_lightning.explain._saliency.base import Explainer
+from lico_lightning.explain._saliency.hooks import resolve_layer
 from lico_lightning.functional import spearman_correlation
 
 __all__ = ["ParameterRandomizationResult", "parameter_randomization", "randomizable_layers"]

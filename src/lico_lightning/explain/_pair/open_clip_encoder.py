@@ -11,9 +11,15 @@ from torch import Tensor, nn
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_tensor
-from lico_lightning.explain.dual_encoder import _TOWERS, DualEncoder, ImageSpec, TextSpec, Tower
+from lico_lightning.explain._pair.dual_encoder import (
+    _TOWERS,
+    DualEncoder,
+    ImageSpec,
+    TextSpec,
+    Tower,
+)
 
-__all__ = ["OpenCLIPDualEncoder"]
+__all__ = ["OpenCLIPDualEncoder", "as_dual_encoder"]
 
 
 class OpenCLIPDualEncoder(DualEncoder):
@@ -440,3 +446,29 @@ def _num_heads(transformer: nn.Module) -> int:
             f"Expected an int `num_heads` on the attention, but got {type(heads).__name__}."
         )
     return heads
+
+
+def as_dual_encoder(model: object) -> DualEncoder:
+    """``model`` itself if it is a :class:`DualEncoder`; an open_clip ``CLIP`` /
+    ``CustomTextCLIP`` wrapped in :class:`~lico_lightning.explain.OpenCLIPDualEncoder`.
+
+    Raises:
+        TypeError: anything else.
+
+    Example:
+        >>> from lico_lightning.testing import tiny_clip
+        >>> type(as_dual_encoder(tiny_clip())).__name__
+        'OpenCLIPDualEncoder'
+        >>> as_dual_encoder(nn.Linear(2, 2))
+        Traceback (most recent call last):
+        ...
+        TypeError: Expected a DualEncoder (e.g. OpenCLIPDualEncoder(model)) or an open_clip CLIP / CustomTextCLIP model, but got Linear.
+    """
+    if isinstance(model, DualEncoder):
+        return model
+    if open_clip_helpers.is_clip_model(model):
+        return OpenCLIPDualEncoder(model)
+    raise TypeError(
+        "Expected a DualEncoder (e.g. OpenCLIPDualEncoder(model)) or an open_clip CLIP / "
+        f"CustomTextCLIP model, but got {type(model).__name__}."
+    )

@@ -9,62 +9,52 @@ pointing game, energy pointing game) through :class:`SaliencyEvaluation`, which 
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from tqdm.auto import tqdm
-from typing_extensions import Self
 
 from lico_lightning._safety import module_device, preserve_model_state
 from lico_lightning._validation import check_choice, check_logits, check_positive
-from lico_lightning.explain.base import Explainer, build_explainers, list_explainers
-from lico_lightning.functional import (
-    target_probability,
-)
-from lico_lightning.metrics.saliency import (
-    SALIENCY_METRICS,
-    SaliencyMetricOptions,
-    list_saliency_metrics,
-)
+from lico_lightning.evaluation._base import Inputs, _MethodEvaluation, check_names
+from lico_lightning.explain import EXPLAINERS, Explainer, build_explainers
+from lico_lightning.functional import target_probability
+from lico_lightning.metrics import SALIENCY_INPUTS, SALIENCY_METRICS, SaliencyMetricOptions
 
 __all__ = [
-    "SALIENCY_METRICS",
     "SaliencyEvaluation",
-    "SaliencyMetricOptions",
+    "check_saliency_names",
     "evaluate_saliency",
-    "list_saliency_metrics",
+    "metrics_needing",
     "parse_batch",
 ]
 
-#: Metrics that need bounding boxes (read from the classes' ``needs_boxes``).
-BOX_METRICS = frozenset(n for n in SALIENCY_METRICS.names() if SALIENCY_METRICS.get(n).needs_boxes)
+
+def check_saliency_names(
+    methods: Sequence[str], metrics: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Checked, de-duplicated explainer and saliency-metric names (at least one of each);
+    unknown names raise ``ValueError`` listing the available ones.
+
+    Example:
+        >>> check_saliency_names(["gradcam", "gradcam"], "insertion")
+        (['gradcam'], ['insertion'])
+    """
+    return check_names(EXPLAINERS, SALIENCY_METRICS, methods, metrics)
 
 
-def check_metric_names(metrics: Sequence[str]) -> list[str]:
-    """Raise ``ValueError`` listing the available names for an unknown metric."""
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    for name in metrics:
-        SALIENCY_METRICS.get(name)
-    return list(dict.fromkeys(metrics))
+def metrics_needing(metrics: Sequence[str], name: str) -> list[str]:
+    """The saliency metrics among ``metrics`` that declare the input ``name`` (e.g. ``"boxes"``).
 
-
-def check_method_names(methods: Sequence[str]) -> list[str]:
-    """Raise ``ValueError`` listing the available explainers for an unknown name."""
-    if isinstance(methods, str):
-        methods = [methods]
-    for name in methods:
-        if name not in list_explainers():
-            raise ValueError(
-                f"Expected an explainer name, but got {name!r}. Available: {', '.join(list_explainers())}."
-            )
-    return list(dict.fromkeys(methods))
+    Example:
+        >>> metrics_needing(["insertion", "pointing_game"], "boxes")
+        ['pointing_game']
+    """
+    return [m for m in metrics if name in SALIENCY_METRICS.get(m).needs]
 
 
 def parse_batch(batch: Any) -> tuple[Tensor, Tensor, list[Tensor] | None]:
@@ -112,80 +102,6 @@ def explained_target(
     return explained, target_probability(logits, explained)
 
 
-class _MethodEvaluation:
-    """The machinery every evaluation of several explainers shares: one ``MetricCollection`` per
-    method (``collections``), a per-method failure count summed across processes, the first
-    error text of each method, and a ``compute`` that every rank can call in the same order.
-
-    Subclasses set ``methods``, ``metrics`` (the result keys of each collection),
-    ``collections`` and call ``_init_failures()``; their ``update`` explains and calls
-    :meth:`_fail` for a method that raised.
-    """
-
-    methods: list[str]
-    metrics: list[str]
-    collections: dict[str, MetricCollection]
-
-    def _init_failures(self) -> None:
-        self._failures = _FailureCount(len(self.methods))
-        self._errors: dict[str, str] = {}
-
-    def to(self, device: torch.device | str) -> Self:
-        """Move every metric state to ``device``; returns ``self``."""
-        for collection in self.collections.values():
-            collection.to(device)
-        self._failures.to(device)
-        return self
-
-    def _fail(self, method: str, err: BaseException) -> None:
-        self._failures.failed[self.methods.index(method)] += 1
-        self._errors.setdefault(method, f"{type(err).__name__}: {err}")
-
-    def fail_all(self, err: BaseException) -> None:
-        """Count every method as failed: the batch failed before any method ran."""
-        for method in self.methods:
-            self._fail(method, err)
-
-    def compute(self) -> dict[str, float]:
-        """``{"{method}/{metric}": value}`` over everything accumulated on every process.
-
-        Under DDP every rank must call it: the failure counts are reduced first, so every rank
-        leaves out the same methods and reaches the same collectives in the same order. Methods
-        that failed on any rank are left out with one rank-zero warning naming each with its
-        error; metrics without a valid sample (e.g. no image had a box) are left out.
-        """
-        failed = _compute_quietly(self._failures).reshape(-1)
-        failed_methods = [m for i, m in enumerate(self.methods) if int(failed[i]) > 0]
-        if failed_methods:
-            errors = _gather_errors(self._errors)
-            if _is_rank_zero():
-                reasons = "; ".join(
-                    f"{m!r} failed {int(failed[self.methods.index(m)])} time(s) "
-                    f"({errors.get(m, 'an error on another rank')})"
-                    for m in failed_methods
-                )
-                warnings.warn(
-                    f"{type(self).__name__}: {reasons}; left out of the results.", stacklevel=2
-                )
-        results: dict[str, float] = {}
-        for method in self.methods:
-            if method in failed_methods:
-                continue
-            values = _compute_quietly(self.collections[method])
-            for metric in self.metrics:
-                value = float(values[metric])
-                if value == value:  # NaN: no valid sample
-                    results[f"{method}/{metric}"] = value
-        return results
-
-    def reset(self) -> None:
-        """Forget every state (metric sums, failure counts, error texts)."""
-        for collection in self.collections.values():
-            collection.reset()
-        self._failures.reset()
-        self._errors = {}
-
-
 class SaliencyEvaluation(_MethodEvaluation):
     r"""Explain batches with several methods and accumulate classifier-saliency metrics.
 
@@ -228,20 +144,16 @@ class SaliencyEvaluation(_MethodEvaluation):
         on_error: Literal["skip", "raise"] = "skip",
     ) -> None:
         self.on_error = check_choice("on_error", on_error, ["skip", "raise"])
-        self.methods = check_method_names(methods)
-        self.metrics = check_metric_names(metrics)
-        if not self.methods or not self.metrics:
-            raise ValueError(
-                f"Expected at least one method and one metric, but got {self.methods} and "
-                f"{self.metrics}."
-            )
+        self.methods, self.metrics = check_saliency_names(methods, metrics)
+        self.inputs = SALIENCY_INPUTS
         if options is not None and not isinstance(options, SaliencyMetricOptions):
             raise TypeError(
                 f"Expected `options` to be a SaliencyMetricOptions, but got {type(options).__name__}."
             )
         self.options = options or SaliencyMetricOptions()
         self.collections = {m: self._collection() for m in self.methods}
-        # {method: {"insertion"/"deletion": (B,)}} of the latest update, for overlay labels
+        # {method: {output: (B,)}} per-image values of the latest update (the metrics that
+        # keep them: insertion / deletion AUCs, pointing games), for overlay labels
         self.last_scores: dict[str, dict[str, Tensor]] = {}
         # the explained classes (B,) of the latest update and, when the model ran to choose
         # them (target="predicted"), their clean softmax probability (B,); else None
@@ -297,26 +209,23 @@ class SaliencyEvaluation(_MethodEvaluation):
             )
         explained, clean_probability = explained_target(model, images, labels, target)
         self.last_target, self.last_target_probability = explained, clean_probability
-        inputs: dict[str, Any] = {
+        batch: dict[str, Any] = {
             "model": model,
             "images": images,
             "target": explained,
-            "boxes": None if boxes is None else list(boxes),
             "clean_probability": clean_probability,
         }
+        if boxes is not None:  # absent: the metrics that need boxes skip this batch
+            batch["boxes"] = list(boxes)
         maps: dict[str, Tensor] = {}
         self.last_scores = {}
         for method in self.methods:
             try:
                 saliency = explainers[method].attribute(images, explained)
+                values = self._update_metrics(method, Inputs({**batch, "saliency": saliency}))
                 scores: dict[str, Tensor] = {}
-                for metric in self.collections[method].values():
-                    if getattr(metric, "needs_boxes", False) and boxes is None:
-                        continue  # skipped, not failed
-                    params = inspect.signature(metric.update).parameters
-                    kwargs = {k: v for k, v in inputs.items() if k in params}
-                    metric.update(saliency=saliency, **kwargs)
-                    scores.update(getattr(metric, "last_values", {}))
+                for per_sample in values.values():
+                    scores.update(per_sample)
                 maps[method] = saliency
                 self.last_scores[method] = scores
             except Exception as err:  # fault isolation: count it, go on with the next method
@@ -324,49 +233,6 @@ class SaliencyEvaluation(_MethodEvaluation):
                     raise
                 self._fail(method, err)
         return maps
-
-
-class _FailureCount(Metric):
-    """Per-method failure counts, summed across processes."""
-
-    full_state_update = False
-    failed: Tensor
-
-    def __init__(self, num_methods: int) -> None:
-        super().__init__()
-        self.add_state("failed", torch.zeros(num_methods, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self) -> None:  # counts are added in place by SaliencyEvaluation
-        pass
-
-    def compute(self) -> Tensor:
-        return self.failed.clone()
-
-
-def _compute_quietly(metric: Metric | MetricCollection) -> Any:
-    """``metric.compute()`` without torchmetrics' "compute before update" warning: a rank that
-    saw no image (or no failure) still takes part in the state reduction."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*before the ``update`` method.*")
-        return metric.compute()
-
-
-def _is_rank_zero() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _gather_errors(errors: dict[str, str]) -> dict[str, str]:
-    """Every rank's first error text per method (a collective under DDP: every rank calls it
-    when any method failed anywhere, which every rank knows from the reduced counts)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return dict(errors)
-    gathered: list[dict[str, str] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, errors)
-    merged: dict[str, str] = {}
-    for rank_errors in gathered:
-        for method, text in (rank_errors or {}).items():
-            merged.setdefault(method, text)
-    return merged
 
 
 def evaluate_saliency(
@@ -399,7 +265,7 @@ def evaluate_saliency(
         dataloader: batches ``(image, target[, index | boxes])`` or mappings (see
             :func:`parse_batch`).
         methods: explainer names (:func:`~lico_lightning.explain.list_explainers`).
-        metrics: metric names (:func:`list_saliency_metrics`).
+        metrics: metric names (:func:`~lico_lightning.metrics.list_saliency_metrics`).
         layer: target layer for CAM methods (``None`` → model default / last feature map).
         explainer_kwargs: per-method keyword arguments, e.g. ``{"rise": {"num_masks": 2000}}``.
         target: ``"predicted"`` (protocol) or ``"label"``.
@@ -421,8 +287,7 @@ def evaluate_saliency(
         >>> sorted(res)
         ['gradcam/deletion', 'gradcam/insertion', 'gradcam/overall']
     """
-    method_names = check_method_names(methods)
-    metric_names = check_metric_names(metrics)
+    method_names, metric_names = check_saliency_names(methods, metrics)
     check_choice("target", target, ["predicted", "label"])
     if max_batches is not None:
         check_positive("max_batches", max_batches)
@@ -431,7 +296,7 @@ def evaluate_saliency(
     if device is None:
         device = module_device(model, torch.device("cpu"))
     evaluation.to(device)
-    needs_boxes = [n for n in metric_names if SALIENCY_METRICS.get(n).needs_boxes]
+    needs_boxes = metrics_needing(metric_names, "boxes")
     for index, batch in enumerate(tqdm(dataloader, desc="saliency", disable=not progress)):
         if max_batches is not None and index >= max_batches:
             break

@@ -6,14 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from lico_lightning.evaluation import evaluate_saliency, parse_batch
 from lico_lightning.explain import (
     EXPLAINERS,
     Explainer,
     GradCAM,
     build_explainers,
-    evaluate_saliency,
-    list_saliency_metrics,
-    parse_batch,
     register_explainer,
 )
 from lico_lightning.functional import (
@@ -23,6 +21,7 @@ from lico_lightning.functional import (
     insertion_auc,
     pointing_game,
 )
+from lico_lightning.metrics import list_saliency_metrics
 from lico_lightning.testing import tiny_cnn
 
 

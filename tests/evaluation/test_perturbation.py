@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lico_lightning.explain import (
-    IntegratedJacobians,
-    OpenCLIPDualEncoder,
-    conditional_perturbation_curves,
-)
+from lico_lightning.evaluation import conditional_perturbation_curves
+from lico_lightning.explain import IntegratedJacobians, OpenCLIPDualEncoder
 from lico_lightning.testing import tiny_clip
 
 CAPTIONS = ["a dog on the grass", "a red car"]

@@ -6,7 +6,7 @@ dual-encoder grounding (second-order attributions paper §4.1, after Sammani et 
   decreasing-saliency order and score the classifier; :func:`insertion_auc`,
   :func:`deletion_auc` and :func:`insertion_deletion_auc` integrate the curves.
 * Grounding: :func:`perturbation_keep_masks` says which patches or tokens are present at each
-  step (the dual encoder scores them, ``lico_lightning.explain.conditional_perturbation_curves``)
+  step (the dual encoder scores them, ``lico_lightning.evaluation.conditional_perturbation_curves``)
   and :func:`curve_auc` integrates any curve.
 
 Classifier functions take any callable ``model(images) -> logits`` and run it under
@@ -36,7 +36,7 @@ from lico_lightning._validation import (
     check_target_range,
     check_tensor,
 )
-from lico_lightning.functional._confidence import check_images_saliency, target_probability
+from lico_lightning.functional.confidence import check_images_saliency, target_probability
 
 __all__ = [
     "DEFAULT_BLUR_KERNEL_SIZE",
@@ -395,7 +395,7 @@ def _perturbation_aucs(
     Both modes together share one pass (the unperturbed image and a common substrate
     evaluated once, as in :func:`insertion_deletion_curves`). The one entry point behind :func:`insertion_auc`, :func:`deletion_auc`, the
     ``InsertionAUC`` / ``DeletionAUC`` / ``InsertionDeletionAUC`` metrics (and so of
-    :class:`~lico_lightning.explain.SaliencyEvaluation`).
+    :class:`~lico_lightning.evaluation.SaliencyEvaluation`).
 
     Example:
         >>> model = lambda x: torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)

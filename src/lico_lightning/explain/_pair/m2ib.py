@@ -42,8 +42,12 @@ from lico_lightning._validation import (
     check_real,
     check_tensor,
 )
-from lico_lightning.explain.dual_encoder import DualEncoder
-from lico_lightning.explain.pair import PairAttribution, PairExplainer, register_pair_explainer
+from lico_lightning.explain._pair.base import (
+    PairAttribution,
+    PairExplainer,
+    register_pair_explainer,
+)
+from lico_lightning.explain._pair.dual_encoder import DualEncoder
 from lico_lightning.functional.m2ib import (
     bottleneck_capacity,
     gaussian_bottleneck,

@@ -1,0 +1,1 @@
+"""Dual-encoder pair explainers (private room; import from :mod:`lico_lightning.explain`)."""

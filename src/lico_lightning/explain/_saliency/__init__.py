@@ -1,0 +1,1 @@
+"""Classifier saliency explainers (private room; import from :mod:`lico_lightning.explain`)."""
