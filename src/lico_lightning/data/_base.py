@@ -44,7 +44,7 @@ def with_defaults(**defaults: Any) -> Callable[[_C], _C]:
     """
 
     def decorate(cls: _C) -> _C:
-        parent_init = super(cls, cls).__init__  # type: ignore[misc]
+        parent_init = cls.__mro__[1].__init__  # type: ignore[misc]  # a class, not an instance
         signature = inspect.signature(parent_init, eval_str=True)  # real types for jsonargparse
         unknown = sorted(set(defaults) - set(signature.parameters))
         if unknown:
