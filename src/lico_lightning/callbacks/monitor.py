@@ -105,7 +105,8 @@ class ExplanationMonitor(Callback, ABC):
     :meth:`_probes_from_batch` (one batch → probe set), :meth:`_evaluation` (a fresh
     :class:`Evaluation` for a stage), :meth:`_explain` (explain one shard into the
     evaluation; return what the overlay needs) and :meth:`_render` (that → an ``(3, H, W)``
-    image), and call :meth:`_check_model` in the hosts' setup when a model is known.
+    image); override :meth:`_check_model` to refuse, before training, a model the monitor
+    cannot explain (it runs in Lightning's ``setup`` and in :meth:`attach`).
 
     Args:
         every_n_epochs: run every k epochs (default 1 when neither schedule is given).
@@ -168,7 +169,7 @@ class ExplanationMonitor(Callback, ABC):
         self.num_runs = 0
         self.last_results: dict[str, float] = {}
         self.test_results: dict[str, float] = {}
-        # plain-loop / Fabric host, set by `setup`
+        # plain-loop / Fabric host, set by `attach`
         self._loop: tuple[_LoopHost, nn.Module, Any] | None = None
         self._test: Evaluation | None = None
         self._test_bar: Any = None
@@ -199,7 +200,7 @@ class ExplanationMonitor(Callback, ABC):
         """``(3, H, W)`` overlay image of the first ``num_images`` probes."""
 
     def _check_model(self, model: nn.Module) -> None:
-        """Fail early (at setup) on a model the monitor cannot explain."""
+        """Fail early (Lightning's `setup`, or `attach`) on a model the monitor cannot explain."""
 
     def _warn(self, message: str) -> None:
         rank_zero_warn(f"{type(self).__name__}: {message}")
