@@ -170,7 +170,9 @@ def test_model_checkpoint_can_monitor_a_grounding_value(tmp_path):
 def _probes(n: int = 5) -> GroundingProbes:
     dm = _data()
     dm.setup("validate")
-    return GroundingProbes.from_items(dm.val_dataset.draw_probes(n, torch.Generator().manual_seed(1)))
+    return GroundingProbes.from_items(
+        dm.val_dataset.draw_probes(n, torch.Generator().manual_seed(1))
+    )
 
 
 def test_logged_values_equal_a_direct_computation():
