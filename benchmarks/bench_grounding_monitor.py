@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def monitor_run(methods, **kw) -> float:
         kw.setdefault("num_probes", probes_n)
         monitor = GroundingMonitor(methods=methods, every_n_train_steps=1, log_images=False, **kw)
-        monitor.setup(model, data.val_dataset)
+        monitor.attach(model, data.val_dataset)
         monitor.step(1)  # draws the probes, builds the explainers
         clock = {"step": 1}
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             mean=data.mean,
             std=data.std,
         )
-        monitor.setup(model, data.val_dataset, log_dir=out)  # (+) 3/4: probes drawn from it
+        monitor.attach(model, data.val_dataset, log_dir=out)  # (+) 3/4: probes drawn from it
 
     history: list[tuple[int, dict[str, float]]] = []
     # shuffled from the global torch RNG, as most loops do: the monitor must not disturb it

@@ -1,10 +1,11 @@
 """Saliency monitoring in a Lightning Fabric training script (one or several processes).
 
 The same torchvision ResNet-18 as ``plain_loop_saliency.py`` trains on scikit-learn's digits
-under Fabric. The ``SaliencyMonitor`` is a Fabric callback: ``Fabric(callbacks=[monitor])``,
-``monitor.setup(model, probes, fabric=fabric)`` and one ``fabric.call`` per optimizer step
-(lines marked ``# (+)``). With ``--devices 2`` every process explains its share of the probe set
-and the logged values equal the single-process ones on the same weights.
+under Fabric. The ``SaliencyMonitor`` attaches to the model with ``monitor.attach(model, probes,
+fabric=fabric)`` (ranks and loggers from Fabric) and runs on its schedule through one
+``monitor.step(step)`` per optimizer step (lines marked ``# (+)``). With ``--devices 2`` every
+process explains its share of the probe set and the logged values equal the single-process ones
+on the same weights.
 
 BatchNorm keeps per-process running statistics under DDP (each process would explain a
 slightly different model); this script uses GroupNorm so every process holds the same one
@@ -76,7 +77,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accelerator="cpu",
         devices=args.devices,
         strategy="ddp" if args.devices > 1 else "auto",
-        callbacks=[monitor],  # (+) 3/4
         loggers=CSVLogger(out, name="fabric"),
     )
     fabric.launch()
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loader = fabric.setup_dataloaders(
         DataLoader(data.train_dataset, batch_size=args.batch_size, shuffle=True)
     )
-    monitor.setup(model, data.val_dataset, fabric=fabric)  # ranks and loggers from fabric
+    monitor.attach(model, data.val_dataset, fabric=fabric)  # (+) 3/4: ranks, loggers from fabric
 
     history: list[tuple[int, dict[str, float]]] = []
     step, epoch = 0, 0
@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fabric.backward(loss)
             optimizer.step()
             step += 1
-            fabric.call("on_train_batch_end", global_step=step)  # (+) 4/4
-            if monitor.last_step == step:
-                history.append((step, monitor.last_results))
+            logged = monitor.step(step)  # (+) 4/4: {} unless the schedule fires
+            if logged:
+                history.append((step, logged))
             if step >= args.steps:
                 break
         epoch += 1

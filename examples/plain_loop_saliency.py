@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(out / "tensorboard")
-        monitor.setup(model, data.val_dataset, log_dir=out, logger=writer)  # (+) 3/4
+        monitor.attach(model, data.val_dataset, log_dir=out, logger=writer)  # (+) 3/4
 
     history: list[tuple[int, dict[str, float]]] = []
     # shuffled from the global torch RNG, as most loops do: the monitor must not disturb it

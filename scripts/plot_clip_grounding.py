@@ -69,7 +69,7 @@ def recipe_points(
                 cli.model.load_state_dict(weights)
             values = dict(cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0])
             monitor.last_epoch = -1  # run now, on the probes drawn the first time
-            monitor.setup(cli.model, cli.datamodule.val_dataset)
+            monitor.attach(cli.model, cli.datamodule.val_dataset)
             values.update(monitor.step(0, epoch=(monitor.every_n_epochs or 1) - 1))
             points.append(values)
     return points

@@ -170,7 +170,9 @@ def test_model_checkpoint_can_monitor_a_grounding_value(tmp_path):
 def _probes(n: int = 5) -> GroundingProbes:
     dm = _data()
     dm.setup("validate")
-    return GroundingProbes.from_items(dm.val_dataset.probes(n, seed=1))
+    return GroundingProbes.from_items(
+        dm.val_dataset.draw_probes(n, torch.Generator().manual_seed(1))
+    )
 
 
 def test_logged_values_equal_a_direct_computation():
@@ -189,7 +191,7 @@ def test_logged_values_equal_a_direct_computation():
         batch_size=2,  # batching must not change the values
         log_images=False,
     )
-    monitor.setup(model)
+    monitor.attach(model)
     logged = monitor.step(1)
 
     # the reference: explainers and metric *functions*, no metric classes, one batch
@@ -256,7 +258,7 @@ def test_distractor_metrics_skip_probes_without_one():
         log_images=False,
         every_n_train_steps=1,
     )
-    monitor.setup(model)
+    monitor.attach(model)
     logged = monitor.step(1)
     enc = OpenCLIPDualEncoder(model)
     maps = (
@@ -286,7 +288,7 @@ def _ddp_worker(rank: int, world_size: int) -> dict[str, float]:
         perturbation_steps=3,
         log_images=False,
     )
-    monitor.setup(tiny_clip(seed=4, context_length=16))
+    monitor.attach(tiny_clip(seed=4, context_length=16))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return monitor.step(1)
@@ -316,7 +318,7 @@ def test_overlay_png_with_captions_and_boxes(tmp_path):
         every_n_train_steps=1,
         num_images=3,
     )
-    monitor.setup(tiny_clip(seed=1, context_length=16), log_dir=tmp_path)
+    monitor.attach(tiny_clip(seed=1, context_length=16), log_dir=tmp_path)
     monitor.step(1)
     (png,) = (tmp_path / "grounding").glob("*.png")
     from PIL import Image
@@ -357,11 +359,11 @@ def test_bad_input_fails_before_any_work(tmp_path):
     )
     monitor = GroundingMonitor(methods=["itsm"], probes=bad_span, log_images=False)
     with pytest.raises(ValueError, match="token span inside the caption of pair 1"):
-        monitor.setup(tiny_clip(context_length=16))
+        monitor.attach(tiny_clip(context_length=16))
     # not a dual encoder
     monitor = GroundingMonitor(methods=["itsm"], probes=probes, log_images=False)
     with pytest.raises(TypeError, match="Expected an open_clip CLIP"):
-        monitor.setup(torch.nn.Linear(2, 2))
+        monitor.attach(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="`explainer_kwargs` keys"):
         GroundingMonitor(methods=["itsm"], explainer_kwargs={"m2ib": {"steps": 1}})
     with pytest.raises(ValueError, match="options of the 'itsm' pair explainer"):
@@ -370,7 +372,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
             probes=probes,
             explainer_kwargs={"itsm": {"stepz": 1}},
             log_images=False,
-        ).setup(tiny_clip(context_length=16))
+        ).attach(tiny_clip(context_length=16))
 
 
 def test_model_attr_reaches_a_wrapped_dual_encoder():
@@ -389,7 +391,7 @@ def test_model_attr_reaches_a_wrapped_dual_encoder():
         log_images=False,
         every_n_train_steps=1,
     )
-    monitor.setup(holder)
+    monitor.attach(holder)
     before = copy.deepcopy(holder.state_dict())
     assert set(monitor.step(1)) == {"grounding/itsm/pga"}
     for k, v in holder.state_dict().items():

@@ -1,5 +1,6 @@
-"""The monitor outside a Trainer: plain loop (``setup`` / ``step``), Fabric callbacks, and the
-same guarantees there (modes, requires_grad, .grad, RNG, fault isolation, state, logging)."""
+"""The monitor's hosts: plain loop and Fabric (``attach`` / ``step``), the Trainer's hooks with
+Lightning's signatures, one probe set per seed in every host, and the same guarantees outside
+a Trainer (modes, requires_grad, .grad, RNG, fault isolation, state, logging)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from tests._ddp import run_in_gloo_group
@@ -16,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lico_lightning.callbacks import SaliencyMonitor
+from lico_lightning.data import draw_probes
 from lico_lightning.evaluation import evaluate_saliency
 from lico_lightning.explain import EXPLAINERS, Explainer, register_explainer
 from lico_lightning.metrics import SaliencyMetricOptions
@@ -106,7 +109,7 @@ def test_plain_loop_leaves_the_model_and_rng_untouched(rng_eater):
     states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()  # noqa: NPY002
 
     monitor = _monitor(methods=["gradcam", rng_eater])
-    monitor.setup(model, _data())
+    monitor.attach(model, _data())
     with pytest.warns(UserWarning, match="'rng_eater' failed"):
         logged = monitor.step(2)
 
@@ -128,7 +131,7 @@ def test_plain_loop_leaves_the_model_and_rng_untouched(rng_eater):
 def test_plain_loop_schedule_values_and_state(tmp_path):
     dataset, model = _data(), _net()
     monitor = _monitor()
-    monitor.setup(model, DataLoader(dataset, batch_size=4))  # draws from the loader's dataset
+    monitor.attach(model, DataLoader(dataset, batch_size=4))  # draws from the loader's dataset
     assert monitor.step(1) == {}
     logged = monitor.step(2)
     assert monitor.step(2) == {}  # once per step
@@ -140,7 +143,7 @@ def test_plain_loop_schedule_values_and_state(tmp_path):
 
     resumed = _monitor(seed=99)  # the state wins over the arguments
     resumed.load_state_dict(monitor.state_dict())
-    resumed.setup(model, dataset)
+    resumed.attach(model, dataset)
     assert resumed.step(2) == {} and resumed.step(3) == {}
     again = resumed.step(4)
     assert resumed.probe_indices == monitor.probe_indices and resumed.num_runs == 2
@@ -149,7 +152,7 @@ def test_plain_loop_schedule_values_and_state(tmp_path):
 
 def test_plain_loop_epoch_schedule():
     monitor = _monitor(every_n_train_steps=None, every_n_epochs=2, methods=["gradcam"])
-    monitor.setup(_net(), _data())
+    monitor.attach(_net(), _data())
     assert monitor.step(5) == {}  # mid-epoch
     assert monitor.step(5, epoch=0) == {}  # epoch 0 is not due
     assert set(monitor.step(10, epoch=1)) == {f"saliency/gradcam/{m}" for m in METRICS}
@@ -187,7 +190,7 @@ def test_plain_loop_given_batch_probes_with_boxes_and_loggers(tmp_path):
             num_images=2,
             target="label",
         )
-        monitor.setup(_net(), (images, labels, boxes), logger=logger, log_dir=tmp_path)
+        monitor.attach(_net(), (images, labels, boxes), logger=logger, log_dir=tmp_path)
         logged = monitor.step(2)
         assert set(logged) == {"saliency/gradcam/insertion", "saliency/gradcam/pointing_game"}
         if isinstance(logger, Recorder):
@@ -203,7 +206,7 @@ def test_plain_loop_given_batch_probes_with_boxes_and_loggers(tmp_path):
 def test_plain_loop_writes_png_only_under_log_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monitor = _monitor(methods=["gradcam"], log_images=True, num_images=2)
-    monitor.setup(_net(), _data(), log_dir=tmp_path / "run")
+    monitor.attach(_net(), _data(), log_dir=tmp_path / "run")
     monitor.step(2)
     assert [p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*.png")] == [
         ("run", "saliency")
@@ -212,17 +215,17 @@ def test_plain_loop_writes_png_only_under_log_dir(tmp_path, monkeypatch):
 
 def test_plain_loop_bad_setup():
     monitor = _monitor()
-    with pytest.raises(RuntimeError, match="setup"):
+    with pytest.raises(RuntimeError, match="attach"):
         monitor.step(2)
     with pytest.raises(TypeError, match=r"nn\.Module"):
-        monitor.setup("model", _data())
+        monitor.attach("model", _data())
     with pytest.raises(ValueError, match="probes"):
-        monitor.setup(_net())
+        monitor.attach(_net())
     with pytest.raises(ValueError, match="log_dir"):
-        _monitor(log_images=True).setup(_net(), _data())
+        _monitor(log_images=True).attach(_net(), _data())
     with pytest.raises(ValueError, match="model_attr"):
-        _monitor(model_attr="backbone").setup(_net(), _data())
-    monitor.setup(_net(), _data())
+        _monitor(model_attr="backbone").attach(_net(), _data())
+    monitor.attach(_net(), _data())
     with pytest.raises(TypeError, match="global_step"):
         monitor.step(2.0)
     with pytest.raises(TypeError, match="ProbeSet"):
@@ -232,7 +235,7 @@ def test_plain_loop_bad_setup():
 # ------------------------------------------------------------------ plain loop, 2 processes
 def _loop_worker(rank: int, world_size: int) -> dict[str, float]:
     monitor = _monitor(num_probes=7)  # shards of 4 and 3
-    monitor.setup(_net(), _data())
+    monitor.attach(_net(), _data())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return monitor.step(2)
@@ -241,7 +244,7 @@ def _loop_worker(rank: int, world_size: int) -> dict[str, float]:
 @pytest.mark.distributed
 def test_plain_loop_under_torch_distributed_matches_single_process():
     single = _monitor(num_probes=7)
-    single.setup(_net(), _data())
+    single.attach(_net(), _data())
     expected = single.step(2)
     ranks = run_in_gloo_group(_loop_worker)
     for values in ranks:  # every rank returns the reduced values
@@ -251,24 +254,19 @@ def test_plain_loop_under_torch_distributed_matches_single_process():
 
 
 # ------------------------------------------------------------------ Fabric
-def test_fabric_callback_hooks(tmp_path):
+def test_fabric_attach_and_step(tmp_path):
     from lightning_fabric import Fabric
     from lightning_fabric.loggers import CSVLogger
 
     monitor = _monitor(methods=["gradcam"], log_images=True, num_images=2)
     other = _monitor(methods=["gradcam"], every_n_train_steps=None, every_n_epochs=1)
-    fabric = Fabric(
-        accelerator="cpu",
-        devices=1,
-        callbacks=[monitor, other],
-        loggers=CSVLogger(tmp_path, name="fabric"),
-    )
+    fabric = Fabric(accelerator="cpu", devices=1, loggers=CSVLogger(tmp_path, name="fabric"))
     model = _net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model, optimizer = fabric.setup(model, optimizer)
     dataset = _data()
     for m in (monitor, other):
-        m.setup(model, dataset, fabric=fabric)  # looks through Fabric's wrapper
+        m.attach(model, dataset, fabric=fabric)  # looks through Fabric's wrapper
     loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=5))
     step = 0
     for epoch in range(2):
@@ -278,8 +276,10 @@ def test_fabric_callback_hooks(tmp_path):
             fabric.backward(loss)
             optimizer.step()
             step += 1
-            fabric.call("on_train_batch_end", global_step=step, loss=loss)
-        fabric.call("on_train_epoch_end", epoch=epoch, global_step=step)
+            for m in (monitor, other):
+                m.step(step)
+        for m in (monitor, other):
+            m.step(step, epoch)
     fabric.logger.finalize("success")
     assert monitor.num_runs == 4 and monitor.last_step == 8
     assert other.num_runs == 2 and other.last_epoch == 1
@@ -305,7 +305,7 @@ def test_overlay_labels_are_the_probes_own_values(tmp_path, monkeypatch):
     monkeypatch.setattr(viz, "render_overlays", spy)
     dataset, model = _data(), _net()
     monitor = _monitor(methods=["gradcam"], log_images=True, num_images=6)  # every probe shown
-    monitor.setup(model, dataset, log_dir=tmp_path)
+    monitor.attach(model, dataset, log_dir=tmp_path)
     logged = monitor.step(2)
     for short, metric in (("ins", "insertion"), ("del", "deletion")):
         per_image = seen["scores"]["gradcam"][short]
@@ -322,3 +322,144 @@ def test_overlay_labels_are_the_probes_own_values(tmp_path, monkeypatch):
     assert torch.equal(seen["predictions"].cpu(), probs.argmax(1))
     assert torch.allclose(seen["probabilities"].cpu(), probs.amax(1))
     assert len(list((tmp_path / "saliency").glob("*.png"))) == 1
+
+
+# ------------------------------------------------------------------ Lightning's hook signatures
+def test_lightning_hooks_keep_lightnings_signatures():
+    import inspect
+
+    from pytorch_lightning.callbacks import Callback
+
+    from lico_lightning.callbacks import ExplanationMonitor
+
+    hooks = [
+        name
+        for name in vars(ExplanationMonitor)
+        if name in ("setup", "teardown") or name.startswith("on_")
+    ]
+    assert {"setup", "on_train_batch_end", "on_train_epoch_end"} <= set(hooks)
+    for name in hooks:
+        ours = inspect.signature(getattr(ExplanationMonitor, name))
+        lightning = inspect.signature(getattr(Callback, name))
+        assert list(ours.parameters) == list(lightning.parameters), name
+
+
+# ------------------------------------------------------------------ one probe draw, every host
+class _Classifier(pl.LightningModule):
+    def __init__(self, dataset: TensorDataset) -> None:
+        super().__init__()
+        self.net, self.dataset = _net(), dataset
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def train_dataloader(self):
+        return DataLoader(self.dataset, batch_size=5)
+
+    def val_dataloader(self):
+        return DataLoader(self.dataset, batch_size=5)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _saliency_case():
+    """(monitor factory, LightningModule, datamodule or None, dataset, explained model,
+    expected probe set from the dataset's own draw, probe-set comparison)."""
+    from lico_lightning.callbacks import SaliencyProbes
+
+    dataset = _data()
+    module = _Classifier(dataset)
+
+    def make(**kw):
+        return _monitor(methods=["gradcam"], model_attr="net", **kw)
+
+    def expected(seed, n):
+        items = draw_probes(dataset, n, torch.Generator().manual_seed(seed))
+        return SaliencyProbes(
+            torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        )
+
+    def same(a, b):
+        return torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+    return make, module, None, dataset, module, expected, same
+
+
+def _grounding_case():
+    from lico_lightning.callbacks import GroundingMonitor, GroundingProbes
+    from lico_lightning.data import ShapesCaptionDataModule
+    from lico_lightning.modules import CLIPFineTuner
+    from lico_lightning.text import tiny_openclip_config
+
+    cfg = tiny_openclip_config(context_length=16)
+    cfg["vision_cfg"].update(patch_size=8, layers=2)
+    data = ShapesCaptionDataModule(model_cfg=cfg, num_train=8, num_val=12, batch_size=8, seed=0)
+    data.setup("fit")
+    module = CLIPFineTuner(model_cfg=cfg, lr=1e-3, warmup_steps=1, lr_schedule="constant")
+
+    def make(**kw):
+        return GroundingMonitor(methods=["itsm"], metrics=["pga"], log_images=False, **kw)
+
+    def expected(seed, n):
+        generator = torch.Generator().manual_seed(seed)
+        return GroundingProbes.from_items(data.val_dataset.draw_probes(n, generator))
+
+    def same(a, b):
+        return (
+            torch.equal(a.images, b.images)
+            and (a.captions, a.phrases) == (b.captions, b.phrases)
+            and torch.equal(a.boxes, b.boxes)
+        )
+
+    return make, module, data, data.val_dataset, module, expected, same
+
+
+@pytest.mark.parametrize("case", [_saliency_case, _grounding_case], ids=["saliency", "grounding"])
+def test_same_seed_same_probe_set_in_every_host(case, tmp_path):
+    from lightning_fabric import Fabric
+
+    make, module, datamodule, dataset, model, expected, same = case()
+    seed, n = 5, 4
+    reference = expected(seed, n)
+    assert len(reference) == n
+    assert not same(reference, expected(seed + 1, n))  # the seed matters: the test can fail
+
+    trainer_monitor = make(seed=seed, num_probes=n, every_n_epochs=1, every_n_train_steps=None)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[trainer_monitor],
+        default_root_dir=tmp_path,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=datamodule)
+    assert trainer_monitor.num_runs == 1
+
+    loop_monitor = make(seed=seed, num_probes=n, every_n_train_steps=1)
+    loop_monitor.attach(model, dataset)
+    fabric = Fabric(accelerator="cpu", devices=1)
+    fabric_monitor = make(seed=seed, num_probes=n, every_n_train_steps=1)
+    fabric_monitor.attach(fabric.setup_module(model), DataLoader(dataset), fabric=fabric)
+    for monitor in (loop_monitor, fabric_monitor):
+        assert monitor.step(1)
+        assert monitor.step(1, epoch=0) == {}  # drawn once: the loop and Fabric see one run
+
+    for host, monitor in (("trainer", trainer_monitor), ("loop", loop_monitor)):
+        assert same(monitor.probe_set, reference), host
+        assert monitor.probe_indices == fabric_monitor.probe_indices, host
+    assert same(fabric_monitor.probe_set, reference)

@@ -507,7 +507,7 @@ def test_overlay_shows_the_prediction_without_a_forward_of_its_own(tmp_path, mon
         return original(*args, **kwargs)
 
     monkeypatch.setattr(monitor, "_render", render_counted)
-    monitor.setup(model, log_dir=tmp_path)
+    monitor.attach(model, log_dir=tmp_path)
     assert monitor.step(1)
     assert torch.equal(shown["predictions"], predicted)
     assert torch.allclose(shown["probabilities"], confidence, atol=1e-6)

@@ -82,8 +82,21 @@ def test_shapes_boxes_are_exact_and_relations_true() -> None:
 
 
 def test_shapes_probes_one_per_image() -> None:
-    probes = _shapes(num_train=1).val_dataset.probes(8, seed=3)
+    dataset = _shapes(num_train=1).val_dataset
+    probes = dataset.draw_probes(8, torch.Generator().manual_seed(3))
     assert len(probes) == 8 and len({p.index for p in probes}) == 8
+    # reference: the candidates in torch.randperm order, the first usable phrase of each image
+    candidates = dataset.probe_candidates()
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(3))
+    expected: dict[int, tuple[int, int]] = {}
+    for pair, phrase in (candidates[int(k)] for k in order):
+        expected.setdefault(dataset.pairs[pair][0], (pair, phrase))
+    keys = list(expected.values())[:8]  # every shapes box survives the preprocessing
+    assert dataset.draw_probe_indices(8, torch.Generator().manual_seed(3)) == keys
+    assert [(p.caption, p.phrase) for p in probes] == [
+        (dataset.probe(*k).caption, dataset.probe(*k).phrase) for k in keys
+    ]
+    assert torch.equal(probes[0].image, dataset.probe(*keys[0]).image)
     assert probes[0].image.shape == (3, 64, 64)
     fresh = ShapesCaptionDataModule(model_cfg=BIG, num_train=1, num_val=20, num_test=2)
     again = fresh.probes(8, seed=3)  # sets up the split on demand, same draw

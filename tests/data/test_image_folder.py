@@ -130,6 +130,33 @@ def test_imagenet_wnids_with_mapping_files(tmp_path) -> None:
     assert dm.class_names == ["tench", "goldfish", "great white shark"]
 
 
+@pytest.mark.filterwarnings("ignore:Expected 1000 class folders for ImageNet")
+@pytest.mark.filterwarnings("ignore:ImageNet class names are folder ids")
+def test_imagenet_is_the_image_folder_module_with_three_other_defaults(tmp_path) -> None:
+    import inspect
+
+    from lico_lightning.data import ImageFolderDataModule
+
+    ours = inspect.signature(ImageNetDataModule).parameters
+    base = inspect.signature(ImageFolderDataModule, eval_str=True).parameters
+    assert list(ours) == list(base)  # every option, in order: what LightningCLI reads
+    changed = {k: (base[k].default, p.default) for k, p in ours.items() if p != base[k]}
+    assert changed == {"clean_names": (True, False), "batch_size": (64, 128), "num_workers": (4, 8)}
+    root = _tree(tmp_path / "imnet", WNIDS, {"train": 1, "val": 1})
+    dm = ImageNetDataModule(str(root), image_size=8, resize_size=9)
+    assert (dm.batch_size, dm.num_workers, dm.class_names) == (128, 8, WNIDS)  # not cleaned
+    assert dict(dm.hparams) == {
+        **{k: p.default for k, p in ours.items() if k != "class_names"},
+        "data_dir": str(root),
+        "image_size": 8,
+        "resize_size": 9,
+    }
+    positional = ImageNetDataModule(str(root), "train", "val", None, None, 8, 9, False)
+    assert positional.augment is False and positional.hparams["batch_size"] == 128
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ImageNetDataModule(str(root), batch_sizes=3)
+
+
 @pytest.mark.parametrize(
     ("filename", "content"),
     [

@@ -135,3 +135,35 @@ def test_state_dict_records_the_label_budget(cifar_root) -> None:
     assert saved == {"split": {"seed": 1, "num_labels": 250}}
     with pytest.warns(UserWarning, match="num_labels"):
         CIFAR10DataModule(cifar_root, num_labels=4000, seed=1).load_state_dict(saved)
+
+
+#: the documented options and defaults of every limited-label data module
+LIMITED_LABEL_DEFAULTS = {
+    "data_dir": "data",
+    "num_labels": None,
+    "augment": True,
+    "download": False,
+    "batch_size": 64,
+    "num_workers": 4,
+    "seed": 0,
+    "return_index": False,
+    "class_names": None,
+    "train_samples_per_epoch": None,
+    "pin_memory": False,
+}
+
+
+def test_one_constructor_with_the_documented_options_and_defaults() -> None:
+    import inspect
+
+    for cls in (CIFAR10DataModule, CIFAR100DataModule):
+        params = inspect.signature(cls).parameters
+        assert {k: p.default for k, p in params.items()} == LIMITED_LABEL_DEFAULTS, cls
+    # SVHN adds train_splits (after num_labels) and takes the others as keywords
+    svhn = SVHNDataModule(download=True, batch_size=7)
+    expected = {**LIMITED_LABEL_DEFAULTS, "download": True, "batch_size": 7, "train_splits": None}
+    del expected["class_names"]  # the model's hparam, not the data module's
+    assert dict(svhn.hparams) == expected
+    assert svhn.batch_size == 7 and svhn.train_splits == ["train"]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        SVHNDataModule(download=True, batch_sizes=7)

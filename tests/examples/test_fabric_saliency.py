@@ -1,4 +1,4 @@
-"""The Fabric example: the monitor as a Fabric callback; a 2-process (gloo) run logs the values
+"""The Fabric example: the monitor attached with `fabric=`; a 2-process (gloo) run logs the values
 a single process computes on the same weights and probes."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _single_process_values(example, checkpoint: Path) -> tuple[dict, dict, dict]
     data.setup("fit")
     monitor = SaliencyMonitor(every_n_train_steps=2, num_probes=7, log_images=False)
     monitor.load_state_dict({**state["monitor"], "last_step": -1})
-    monitor.setup(model, data.val_dataset)
+    monitor.attach(model, data.val_dataset)
     return state, reference, monitor.step(state["step"])
 
 

@@ -12,7 +12,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_int
-from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, ProbeSet, Stage
+from lico_lightning.callbacks.hosts import MonitorHost
+from lico_lightning.callbacks.monitor import ExplanationMonitor, Stage
+from lico_lightning.callbacks.probes import ProbeSet
 
 __all__ = ["ConceptMonitor", "ConceptProbes"]
 

@@ -16,14 +16,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._safety import preserve_model_state
 from lico_lightning._validation import check_finite, check_int, check_tensor
-from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, ProbeSet, Stage
+from lico_lightning.callbacks.hosts import MonitorHost
+from lico_lightning.callbacks.monitor import ExplanationMonitor, Stage
+from lico_lightning.callbacks.probes import ProbeSet
 from lico_lightning.evaluation import GroundingEvaluation, check_grounding_names
 from lico_lightning.explain import (
     DualEncoder,
@@ -213,13 +214,14 @@ class GroundingMonitor(ExplanationMonitor):
     :class:`~lico_lightning.explain.DualEncoder`: the module itself, else ``module.model``
     (e.g. :class:`~lico_lightning.modules.CLIPFineTuner`), else the attribute named by
     ``model_attr`` (dotted, e.g. ``"net.clip"``) — so any LightningModule that holds one works.
-    Anything else raises ``TypeError`` at setup.
+    Anything else raises ``TypeError`` at setup (or :meth:`attach`).
 
     **Probes.** Given (``probes``: :class:`GroundingProbes` or a list of
     :class:`~lico_lightning.data.GroundingProbe`), or ``num_probes`` drawn once (seeded) from
     the validation data (a :class:`~lico_lightning.data.CaptionDataset`: one phrase with its box
-    per image, see :meth:`~lico_lightning.data.CaptionDataset.probe_candidates`; the drawn
-    ``(pair, phrase)`` indices are in :meth:`state_dict`).
+    per image: the set of :meth:`~lico_lightning.data.CaptionDataset.draw_probes` with
+    ``torch.Generator().manual_seed(seed)``; the drawn ``(pair, phrase)`` keys are in
+    :meth:`state_dict`).
 
     **Maps and metrics.** Each method explains the probe's (image, caption) pair; the phrase's
     token span of the caption is projected onto the image (a method without a span view, M2IB,
@@ -266,7 +268,7 @@ class GroundingMonitor(ExplanationMonitor):
         ...     torch.tensor([[0.0, 0.0, 16.0, 16.0], [16.0, 8.0, 32.0, 24.0]]))
         >>> monitor = GroundingMonitor(methods=["interaction_cam"], metrics=["pga", "pge"],
         ...     every_n_train_steps=2, probes=probes, log_images=False)
-        >>> monitor.setup(tiny_clip())
+        >>> monitor.attach(tiny_clip())
         >>> monitor.step(1), sorted(monitor.step(2))
         ({}, ['grounding/interaction_cam/pga', 'grounding/interaction_cam/pge'])
     """
@@ -370,41 +372,6 @@ class GroundingMonitor(ExplanationMonitor):
             self._given = self._resolved(self._given, encoder)  # spans checked before training
 
     # ---------------------------------------------------------------- probes
-    @override
-    def _draw(self, dataset: Any) -> ProbeSet:
-        if not callable(getattr(dataset, "probe_candidates", None)):
-            return super()._draw(dataset)  # a dataset of GroundingProbe items
-        candidates = dataset.probe_candidates()
-        if self.probe_indices is None:
-            if not candidates:
-                raise ValueError(
-                    "Expected phrases with boxes in the dataset for probes, but got none."
-                )
-            generator = torch.Generator().manual_seed(self.seed)
-            order = torch.randperm(len(candidates), generator=generator).tolist()
-            chosen: list[list[int]] = []
-            seen: set[int] = set()
-            for k in order:
-                pair, phrase = candidates[k]
-                image = int(dataset.pairs[pair][0]) if hasattr(dataset, "pairs") else pair
-                if image in seen:
-                    continue
-                try:
-                    dataset.probe(pair, phrase)
-                except ValueError:  # e.g. the box is cropped away by the preprocessing
-                    continue
-                seen.add(image)
-                chosen.append([pair, phrase])
-                if len(chosen) == self.num_probes:
-                    break
-            self.probe_indices = chosen  # type: ignore[assignment]
-            rank_zero_info(
-                f"{type(self).__name__}: probe set = {len(chosen)} phrases (seed {self.seed})."
-            )
-        indices: list[Any] = list(self.probe_indices or [])
-        items = [dataset.probe(int(p), int(k)) for p, k in indices]
-        return GroundingProbes.from_items(items)
-
     @override
     def _probes_from_items(self, items: list[Any]) -> GroundingProbes:
         return GroundingProbes.from_items(items)

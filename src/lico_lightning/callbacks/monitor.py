@@ -1,30 +1,30 @@
-"""``ExplanationMonitor``: the one base of every monitor, and the programs it can run in.
+"""``ExplanationMonitor``: the one base of every monitor — schedule, probes, runs, logging.
 
 A monitor explains a fixed probe set on a schedule while a model trains, turns the explanations
 into metrics and overlay images, and logs both — without changing the run. Everything but the
 explaining itself lives here, once: the schedule, drawing and sharding the probe set, fault
-isolation, the no-perturbation guarantees, ``state_dict``, metric and image logging.
+isolation, the no-perturbation guarantees, ``state_dict``, metric and image logging. The probe
+types are in :mod:`lico_lightning.callbacks.probes`, the hosts (the program a monitor runs in)
+in :mod:`lico_lightning.callbacks.hosts`.
 
-Specialisations (:class:`~lico_lightning.callbacks.SaliencyMonitor` for classifiers, a
-grounding monitor for dual encoders) implement five small methods (see "Specialising" in
-:class:`ExplanationMonitor`). The host — the program the monitor runs in — is an adapter
-behind one interface (:class:`MonitorHost`):
+Specialisations (:class:`~lico_lightning.callbacks.SaliencyMonitor` for classifiers,
+:class:`~lico_lightning.callbacks.GroundingMonitor` for dual encoders,
+:class:`~lico_lightning.callbacks.ConceptMonitor` for EXPLAIN-R) implement five small methods
+(see "Specialising" in :class:`ExplanationMonitor`). Two entry points, one code path:
 
-* a Lightning ``Trainer``: ``Trainer(callbacks=[monitor])``;
-* Lightning Fabric: ``Fabric(callbacks=[monitor])``, ``monitor.setup(model, probes,
-  fabric=fabric)``, ``fabric.call("on_train_batch_end", global_step=step)`` and
-  ``fabric.call("on_train_epoch_end", epoch=epoch, global_step=step)``;
-* a plain PyTorch loop: ``monitor.setup(model, probes, log_dir=...)``, then
-  ``monitor.step(global_step, epoch)``.
+* a Lightning ``Trainer``: ``Trainer(callbacks=[monitor])`` — Lightning's hooks, with
+  Lightning's signatures;
+* a plain PyTorch loop or a Fabric script: :meth:`ExplanationMonitor.attach` ``(model, probes,
+  log_dir=..., logger=..., fabric=...)`` once, then :meth:`ExplanationMonitor.step`
+  ``(global_step, epoch)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -34,68 +34,17 @@ from pytorch_lightning.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from typing_extensions import Self, override
+from typing_extensions import override
 
 from lico_lightning._safety import module_device, preserve_model_state
 from lico_lightning._validation import check_int
+from lico_lightning.callbacks.hosts import MonitorHost, _LoopHost, _TrainerHost, _unwrap
+from lico_lightning.callbacks.probes import ProbeSet
+from lico_lightning.data import draw_probe_indices, probe_items
 
-__all__ = ["Evaluation", "ExplanationMonitor", "MonitorHost", "ProbeSet"]
+__all__ = ["Evaluation", "ExplanationMonitor", "Stage"]
 
 Stage = Literal["fit", "test"]
-_P = TypeVar("_P", bound="ProbeSet")
-
-
-# ------------------------------------------------------------------------------------------
-# probes and evaluations
-# ------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class ProbeSet:
-    """Base of a monitor's probe set: every field holds ``N`` rows (a tensor whose first dim is
-    ``N``, a list of ``N`` items, or ``None`` for an absent optional field).
-
-    A specialisation declares its fields (e.g. images, labels, boxes) as a dataclass deriving
-    from this; selection, sharding across ranks and moving to a device then work for free.
-
-    Example:
-        >>> @dataclasses.dataclass
-        ... class Pairs(ProbeSet):
-        ...     images: Tensor
-        ...     names: list[str]
-        >>> p = Pairs(torch.zeros(5, 3), list("abcde"))
-        >>> len(p), p.shard(1, 2).names
-        (5, ['b', 'd'])
-    """
-
-    def __len__(self) -> int:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is not None:
-                return len(value)
-        return 0
-
-    def select(self, index: slice) -> Self:
-        """The rows ``index`` of every field."""
-        values = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            values[field.name] = None if value is None else value[index]
-        return dataclasses.replace(self, **values)
-
-    def shard(self, rank: int, world_size: int) -> Self:
-        """Rows ``rank::world_size`` — the share of one process."""
-        return self.select(slice(rank, None, world_size))
-
-    def to(self, device: torch.device | str) -> Self:
-        """Tensor fields (and tensors in list fields) moved to ``device``."""
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, Tensor):
-                value = value.to(device)
-            elif isinstance(value, list):
-                value = [v.to(device) if isinstance(v, Tensor) else v for v in value]
-            values[field.name] = value
-        return dataclasses.replace(self, **values)
 
 
 class Evaluation(Protocol):
@@ -110,148 +59,6 @@ class Evaluation(Protocol):
     def reset(self) -> None: ...
 
 
-# ------------------------------------------------------------------------------------------
-# hosts
-# ------------------------------------------------------------------------------------------
-class MonitorHost(ABC):
-    """The program a monitor runs in: ranks, device, step, loggers and the run's directory."""
-
-    global_rank: int = 0
-    world_size: int = 1
-    log_dir: Path | None = None
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.global_rank == 0
-
-    @property
-    def loggers(self) -> list[Any]:
-        return []
-
-    @abstractmethod
-    def log_metrics(self, results: dict[str, float], step: int, on_step: bool) -> None:
-        """Log already reduced values (called on every rank)."""
-
-    def log_image(self, tag: str, image: Tensor, step: int, epoch: int | None) -> None:
-        """An ``(3, H, W)`` image to every logger that takes images (TensorBoard's
-        ``add_image``, ``log_image``), else as a PNG under the run's directory (rank 0 only)."""
-        written = False
-        for logger in self.loggers:
-            writer = logger if hasattr(logger, "add_image") else getattr(logger, "experiment", None)
-            if writer is not None and callable(getattr(writer, "add_image", None)):
-                writer.add_image(tag, image, global_step=step)
-                written = True
-            elif callable(getattr(logger, "log_image", None)):
-                logger.log_image(key=tag, images=[image], step=step)
-                written = True
-        if written:
-            return
-        if self.log_dir is None:
-            raise RuntimeError(
-                "Expected a logger that takes images or a run directory for the overlay PNGs, "
-                "but got neither: pass `log_dir=` (or a logger) to `setup`."
-            )
-        from lico_lightning.viz import save_png
-
-        name = f"overlays_epoch{epoch if epoch is not None else 0:03d}_step{step:06d}.png"
-        save_png(image, Path(self.log_dir) / tag.split("/")[0] / name)
-
-
-class _TrainerHost(MonitorHost):
-    """A Lightning ``Trainer`` (values through ``pl_module.log`` so checkpointing sees them)."""
-
-    def __init__(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.trainer, self.pl_module = trainer, pl_module
-        self.global_rank, self.world_size = trainer.global_rank, trainer.world_size
-        root = next((lg.log_dir for lg in trainer.loggers if getattr(lg, "log_dir", None)), None)
-        self.log_dir = Path(root or trainer.default_root_dir)
-
-    @property
-    @override
-    def loggers(self) -> list[Any]:
-        return list(self.trainer.loggers)
-
-    @override
-    def log_metrics(self, results: dict[str, float], step: int, on_step: bool) -> None:
-        test = self.trainer.state.fn == "test"
-        for key, value in results.items():
-            self.pl_module.log(
-                key,
-                value,
-                on_step=on_step,
-                on_epoch=not on_step,
-                prog_bar=False,
-                # step-level logs reach the loggers only every `log_every_n_steps`: they are
-                # written directly below, `pl_module.log` keeps them in callback_metrics;
-                # test results always go through it (`trainer.test` returns and prints them)
-                logger=not on_step and (bool(self.trainer.loggers) or test),
-                sync_dist=False,  # already reduced: identical on every rank
-                rank_zero_only=False,
-                add_dataloader_idx=False,
-                batch_size=1,
-            )
-        if on_step and results and self.is_global_zero:
-            for logger in self.trainer.loggers:
-                logger.log_metrics(results, step=step)
-
-
-class _LoopHost(MonitorHost):
-    """A plain loop or a Fabric script: ranks from Fabric or ``torch.distributed``; loggers are
-    Fabric's, a TensorBoard ``SummaryWriter`` or any object with ``log_metrics``/``log_image``."""
-
-    def __init__(self, log_dir: str | Path | None, logger: Any, fabric: Any) -> None:
-        self._loggers = list(fabric.loggers) if fabric is not None else []
-        if logger is not None:
-            self._loggers.append(logger)
-        if fabric is not None:
-            self.global_rank, self.world_size = fabric.global_rank, fabric.world_size
-        elif torch.distributed.is_available() and torch.distributed.is_initialized():
-            self.global_rank = torch.distributed.get_rank()
-            self.world_size = torch.distributed.get_world_size()
-        if log_dir is None:
-            log_dir = next(
-                (
-                    getattr(lg, "log_dir", None) or getattr(lg, "logdir", None)
-                    for lg in self._loggers
-                    if getattr(lg, "log_dir", None) or getattr(lg, "logdir", None)
-                ),
-                None,
-            )
-        self.log_dir = Path(log_dir) if log_dir is not None else None
-
-    @property
-    @override
-    def loggers(self) -> list[Any]:
-        return self._loggers
-
-    @override
-    def log_metrics(self, results: dict[str, float], step: int, on_step: bool) -> None:
-        if not self.is_global_zero or not results:
-            return
-        for logger in self._loggers:
-            if callable(getattr(logger, "log_metrics", None)):
-                logger.log_metrics(results, step=step)
-            elif callable(getattr(logger, "add_scalar", None)):
-                for key, value in results.items():
-                    logger.add_scalar(key, value, global_step=step)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP / Fabric wrappers (explaining through DDP's forward would
-    arm its gradient reducer)."""
-    while isinstance(model, nn.parallel.DistributedDataParallel) or (
-        type(model).__name__ == "_FabricModule"
-    ):
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            break
-        model = inner
-    return model
-
-
-# ------------------------------------------------------------------------------------------
-# the base
-# ------------------------------------------------------------------------------------------
 class ExplanationMonitor(Callback, ABC):
     r"""Explain a fixed probe set on a schedule during training, log metrics and overlays.
 
@@ -264,19 +71,20 @@ class ExplanationMonitor(Callback, ABC):
       ``pl_module.log`` (so checkpointing can monitor them) and, for the step schedule,
       straight to the loggers at ``step=global_step``. During ``trainer.test`` every test
       batch is explained (``evaluate_test``) and ``test/{prefix}/...`` logged.
-    * Plain loop: :meth:`setup` ``(model, probes, log_dir=..., logger=...)`` once, then
+    * Plain loop: :meth:`attach` ``(model, probes, log_dir=..., logger=...)`` once, then
       :meth:`step` ``(global_step, epoch)`` — after every optimizer step for
       ``every_n_train_steps``, at the end of every epoch for ``every_n_epochs``. It returns
       the logged values when the schedule fired, else an empty dict.
-    * Fabric: ``Fabric(callbacks=[monitor])``, :meth:`setup` ``(model, probes,
-      fabric=fabric)``, then ``fabric.call("on_train_batch_end", global_step=step)`` after
-      each optimizer step and ``fabric.call("on_train_epoch_end", epoch=epoch,
-      global_step=step)`` after each epoch (or :meth:`step`). Ranks and loggers come from
-      ``fabric``.
+    * Fabric: the same two calls, with :meth:`attach` ``(model, probes, fabric=fabric)``:
+      ranks and loggers come from ``fabric``. (Do not pass the monitor to
+      ``Fabric(callbacks=...)``: its hooks are Lightning's.)
 
     **Probe set.** Given, or ``num_probes`` items drawn once from a dataset (the validation
     set under a Trainer, else the training set; the given dataset or dataloader's dataset in
-    a loop) with a ``torch.Generator`` seeded by ``seed``. The drawn indices are in
+    a loop) by :func:`lico_lightning.data.draw_probe_indices` with a ``torch.Generator``
+    seeded by ``seed`` — the one draw of every monitor and host, so a seed means one probe
+    set (for a :class:`~lico_lightning.data.CaptionDataset`, the set of its
+    :meth:`~lico_lightning.data.CaptionDataset.draw_probes`). The drawn indices are in
     :meth:`state_dict`, so a resumed run explains the same items.
 
     **Distributed.** Every rank holds the same probe set and explains its shard
@@ -297,7 +105,8 @@ class ExplanationMonitor(Callback, ABC):
     :meth:`_probes_from_batch` (one batch → probe set), :meth:`_evaluation` (a fresh
     :class:`Evaluation` for a stage), :meth:`_explain` (explain one shard into the
     evaluation; return what the overlay needs) and :meth:`_render` (that → an ``(3, H, W)``
-    image), and call :meth:`_check_model` in the hosts' setup when a model is known.
+    image); override :meth:`_check_model` to refuse, before training, a model the monitor
+    cannot explain (it runs in Lightning's ``setup`` and in :meth:`attach`).
 
     Args:
         every_n_epochs: run every k epochs (default 1 when neither schedule is given).
@@ -354,13 +163,13 @@ class ExplanationMonitor(Callback, ABC):
         self.evaluate_test = evaluate_test
         self._given = probes
         self._probe: ProbeSet | None = None
-        self.probe_indices: list[int] | None = None
+        self.probe_indices: list[Any] | None = None
         self.last_epoch = -1
         self.last_step = -1
         self.num_runs = 0
         self.last_results: dict[str, float] = {}
         self.test_results: dict[str, float] = {}
-        # plain-loop / Fabric host, set by `setup`
+        # plain-loop / Fabric host, set by `attach`
         self._loop: tuple[_LoopHost, nn.Module, Any] | None = None
         self._test: Evaluation | None = None
         self._test_bar: Any = None
@@ -391,7 +200,7 @@ class ExplanationMonitor(Callback, ABC):
         """``(3, H, W)`` overlay image of the first ``num_images`` probes."""
 
     def _check_model(self, model: nn.Module) -> None:
-        """Fail early (at setup) on a model the monitor cannot explain."""
+        """Fail early (Lightning's `setup`, or `attach`) on a model the monitor cannot explain."""
 
     def _warn(self, message: str) -> None:
         rank_zero_warn(f"{type(self).__name__}: {message}")
@@ -431,6 +240,11 @@ class ExplanationMonitor(Callback, ABC):
         self.num_runs = state_dict.get("num_runs", 0)
         self._probe = None
 
+    @property
+    def probe_set(self) -> ProbeSet | None:
+        """The probe set every run explains (all ranks' rows), ``None`` before the first run."""
+        return self._probe
+
     # ---------------------------------------------------------------- schedule
     def _due(self, global_step: int | None, epoch: int | None) -> bool:
         n_steps, n_epochs = self.every_n_train_steps, self.every_n_epochs
@@ -466,23 +280,18 @@ class ExplanationMonitor(Callback, ABC):
         return obj
 
     def _draw(self, dataset: Any) -> ProbeSet:
-        try:
-            size = len(dataset)
-        except TypeError:
-            raise RuntimeError(
-                f"{type(self).__name__} needs a map-style dataset (with __len__) to draw probes "
-                "from; pass the probes explicitly instead."
-            ) from None
-        if self.probe_indices is None or any(i >= size for i in self.probe_indices):
+        """The probe set of ``dataset``: the one seeded draw (:func:`~lico_lightning.data.
+        draw_probe_indices`), once; drawn positions beyond the dataset (a resumed run on a
+        smaller split) are drawn again."""
+        indices = self.probe_indices
+        stale = [i for i in indices or () if isinstance(i, int) and i >= len(dataset)]
+        if indices is None or stale:
             generator = torch.Generator().manual_seed(self.seed)
-            self.probe_indices = torch.randperm(size, generator=generator)[
-                : self.num_probes
-            ].tolist()
+            indices = self.probe_indices = draw_probe_indices(dataset, self.num_probes, generator)
             rank_zero_info(
-                f"{type(self).__name__}: probe set = {len(self.probe_indices)} items "
-                f"(seed {self.seed})."
+                f"{type(self).__name__}: probe set = {len(indices)} items (seed {self.seed})."
             )
-        return self._probes_from_items([dataset[i] for i in self.probe_indices])
+        return self._probes_from_items(probe_items(dataset, indices))
 
     def _trainer_dataset(self, trainer: pl.Trainer) -> Any:
         for loaders in (trainer.val_dataloaders, trainer.train_dataloader):
@@ -563,41 +372,7 @@ class ExplanationMonitor(Callback, ABC):
         return results
 
     # ---------------------------------------------------------------- plain loop / Fabric
-    @override
-    def setup(
-        self,
-        model: nn.Module | pl.Trainer,
-        probes: Any = None,
-        stage: str | None = None,
-        *,
-        log_dir: str | Path | None = None,
-        logger: Any = None,
-        fabric: Any = None,
-    ) -> None:
-        """Plain loop / Fabric: ``setup(model, probes, log_dir=..., logger=..., fabric=...)``
-        once before training. (Lightning calls it as ``setup(trainer, pl_module, stage)``.)
-
-        Args:
-            model: the model to explain (DDP / Fabric wrappers are looked through; with
-                ``model_attr``, that submodule of it).
-            probes: a dataset or dataloader to draw ``num_probes`` items from, a collated batch
-                (e.g. ``(images, labels)``), a :class:`ProbeSet`, or ``None`` when probes were
-                given to the constructor.
-            stage: Lightning's stage (leave it out).
-            log_dir: the run's directory; overlay PNGs go to ``{log_dir}/{prefix}/`` when no
-                logger takes images (default: the logger's ``log_dir``).
-            logger: a TensorBoard ``SummaryWriter``, a Lightning/Fabric logger or any object
-                with ``log_metrics(metrics, step)`` and optionally ``log_image(key, images,
-                step)``.
-            fabric: a launched ``lightning_fabric.Fabric``: ranks and loggers come from it.
-        """
-        if isinstance(model, pl.Trainer):
-            if stage == "fit":  # fail early on a wrong `model_attr`
-                self._check_model(self._model(probes))
-            return
-        self._setup_loop(model, probes, log_dir=log_dir, logger=logger, fabric=fabric)
-
-    def _setup_loop(
+    def attach(
         self,
         model: nn.Module,
         probes: Any = None,
@@ -606,6 +381,22 @@ class ExplanationMonitor(Callback, ABC):
         logger: Any = None,
         fabric: Any = None,
     ) -> None:
+        """Plain loop / Fabric: attach the monitor to ``model`` once before training; then call
+        :meth:`step`. (Under a Lightning ``Trainer`` pass the monitor to ``callbacks=`` instead.)
+
+        Args:
+            model: the model to explain (DDP / Fabric wrappers are looked through; with
+                ``model_attr``, that submodule of it).
+            probes: a dataset or dataloader to draw ``num_probes`` items from, a collated batch
+                (e.g. ``(images, labels)``), a :class:`~lico_lightning.callbacks.ProbeSet`, or
+                ``None`` when probes were given to the constructor.
+            log_dir: the run's directory; overlay PNGs go to ``{log_dir}/{prefix}/`` when no
+                logger takes images (default: the logger's ``log_dir``).
+            logger: a TensorBoard ``SummaryWriter``, a Lightning/Fabric logger or any object
+                with ``log_metrics(metrics, step)`` and optionally ``log_image(key, images,
+                step)``.
+            fabric: a launched ``lightning_fabric.Fabric``: ranks and loggers come from it.
+        """
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}.")
         if probes is None and self._given is None:
@@ -629,7 +420,10 @@ class ExplanationMonitor(Callback, ABC):
         self._probe = None
 
     def step(self, global_step: int, epoch: int | None = None) -> dict[str, float]:
-        """Plain loop / Fabric: run when the schedule says so (after :meth:`setup`).
+        """Plain loop / Fabric: run when the schedule says so (after :meth:`attach`).
+
+        Call it after every optimizer step (``step(global_step)``) for ``every_n_train_steps``
+        and at the end of every epoch (``step(global_step, epoch)``) for ``every_n_epochs``.
 
         Args:
             global_step: optimizer steps taken so far (the step schedule's clock and the
@@ -642,8 +436,8 @@ class ExplanationMonitor(Callback, ABC):
         """
         if self._loop is None:
             raise RuntimeError(
-                f"Expected {type(self).__name__}.setup(model, probes, ...) before step(), "
-                "but setup was not called."
+                f"Expected {type(self).__name__}.attach(model, probes, ...) before step(), "
+                "but attach was not called."
             )
         check_int("global_step", global_step, 0)
         if epoch is not None:
@@ -655,27 +449,23 @@ class ExplanationMonitor(Callback, ABC):
 
     # ---------------------------------------------------------------- Lightning Trainer
     @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # fail early on a wrong `model_attr` or a model it cannot explain
+            self._check_model(self._model(pl_module))
+
+    @override
     def on_train_batch_end(
         self,
-        trainer: pl.Trainer | None = None,
-        pl_module: pl.LightningModule | None = None,
-        outputs: Any = None,
-        batch: Any = None,
-        batch_idx: int = 0,
-        *,
-        global_step: int | None = None,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
-        """Lightning hook; under Fabric ``fabric.call("on_train_batch_end", global_step=s)``."""
-        if trainer is None or pl_module is None:
-            if global_step is None:
-                raise ValueError("Expected `global_step=` in fabric.call('on_train_batch_end').")
-            self.step(global_step)
-            return
         step = trainer.global_step
         if self.every_n_train_steps is not None and self._due(step, None):
-            self._run(
-                _TrainerHost(trainer, pl_module), self._model(pl_module), trainer, step, None, True
-            )
+            host = _TrainerHost(trainer, pl_module)
+            self._run(host, self._model(pl_module), trainer, step, None, on_step=True)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -684,23 +474,7 @@ class ExplanationMonitor(Callback, ABC):
         self._on_epoch(trainer, pl_module)
 
     @override
-    def on_train_epoch_end(
-        self,
-        trainer: pl.Trainer | None = None,
-        pl_module: pl.LightningModule | None = None,
-        *,
-        epoch: int | None = None,
-        global_step: int | None = None,
-    ) -> None:
-        """Lightning hook; under Fabric ``fabric.call("on_train_epoch_end", epoch=e,
-        global_step=s)``."""
-        if trainer is None or pl_module is None:
-            if epoch is None or global_step is None:
-                raise ValueError(
-                    "Expected `epoch=` and `global_step=` in fabric.call('on_train_epoch_end')."
-                )
-            self.step(global_step, epoch)
-            return
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._on_epoch(trainer, pl_module)
 
     def _on_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lico_lightning._validation import check_choice
-from lico_lightning.callbacks.monitor import ExplanationMonitor, MonitorHost, ProbeSet, Stage
+from lico_lightning.callbacks.hosts import MonitorHost
+from lico_lightning.callbacks.monitor import ExplanationMonitor, Stage
+from lico_lightning.callbacks.probes import ProbeSet
 from lico_lightning.evaluation import (
     SaliencyEvaluation,
     check_saliency_names,
@@ -168,7 +170,7 @@ class SaliencyMonitor(ExplanationMonitor):
         >>> probes = (torch.randn(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0]))
         >>> monitor = SaliencyMonitor(methods=["gradcam"], every_n_train_steps=2,
         ...     layer="0", log_images=False)
-        >>> monitor.setup(net, probes)
+        >>> monitor.attach(net, probes)
         >>> monitor.step(1), sorted(monitor.step(2))
         ({}, ['saliency/gradcam/deletion', 'saliency/gradcam/insertion', 'saliency/gradcam/overall'])
     """

@@ -53,6 +53,7 @@ from lico_lightning.data._image_folder import (
     ImageNetDataModule,
     StanfordCarsDataModule,
 )
+from lico_lightning.data._probes import draw_probe_indices, draw_probes, probe_items
 from lico_lightning.data._sampler import ResumableRandomSampler
 from lico_lightning.data._shapes import ShapesCaptionDataModule
 from lico_lightning.data._splits import (
@@ -99,10 +100,13 @@ __all__ = [
     "check_class_names",
     "class_balanced_indices",
     "clean_class_name",
+    "draw_probe_indices",
+    "draw_probes",
     "encode_caption_dataset",
     "limited_label_indices",
     "load_class_names_file",
     "open_clip_preprocessing",
+    "probe_items",
     "random_crop_flip",
     "read_caption_file",
     "read_coco_captions",

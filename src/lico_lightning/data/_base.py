@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
@@ -14,6 +17,60 @@ from lico_lightning.data._datasets import IndexedDataset
 from lico_lightning.data._sampler import ResumableRandomSampler
 
 __all__ = ["ImageDataModule"]
+
+_C = TypeVar("_C", bound=type)
+
+
+def with_defaults(**defaults: Any) -> Callable[[_C], _C]:
+    """Class decorator: the parent's constructor, unchanged but for the defaults given.
+
+    A data module that differs from its parent only in defaults (``ImageNetDataModule``: batch
+    128, no name clean-up) declares just those. The constructor's signature — what
+    ``LightningCLI`` / jsonargparse and ``help()`` read — is the parent's with the new defaults,
+    so every option shows in ``--help`` and loads from YAML; arguments are bound against it and
+    passed to the parent, whose ``save_hyperparameters`` records them.
+
+    Example:
+        >>> class Base:
+        ...     def __init__(self, a: int, b: int = 1, c: str = "x") -> None:
+        ...         self.a, self.b, self.c = a, b, c
+        >>> @with_defaults(b=2)
+        ... class Child(Base):
+        ...     pass
+        >>> inspect.signature(Child)
+        <Signature (a: int, b: int = 2, c: str = 'x') -> None>
+        >>> vars(Child(0)), vars(Child(0, 5, c="y"))
+        ({'a': 0, 'b': 2, 'c': 'x'}, {'a': 0, 'b': 5, 'c': 'y'})
+    """
+
+    def decorate(cls: _C) -> _C:
+        parent_init = cls.__mro__[1].__init__  # type: ignore[misc]  # a class, not an instance
+        signature = inspect.signature(parent_init, eval_str=True)  # real types for jsonargparse
+        unknown = sorted(set(defaults) - set(signature.parameters))
+        if unknown:
+            raise TypeError(
+                f"Expected defaults for arguments of {cls.__mro__[1].__name__}, but got {unknown}."
+            )
+        signature = signature.replace(
+            parameters=[
+                p.replace(default=defaults[p.name]) if p.name in defaults else p
+                for p in signature.parameters.values()
+            ]
+        )
+
+        @functools.wraps(parent_init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            parent_init(*bound.args, **bound.kwargs)
+
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        del __init__.__wrapped__  # inspect must read the new signature, not the parent's
+        cls.__init__ = __init__  # type: ignore[misc]
+        return cls
+
+    return decorate
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -31,7 +88,8 @@ class ImageDataModule(pl.LightningDataModule):
     process, with workers from per-worker seeds PyTorch derives from it.
 
     ``state_dict`` records what defines the training split (seed, label budget or shots, ...);
-    ``load_state_dict`` warns when a resumed run is configured differently.
+    ``load_state_dict`` warns when a resumed run is configured differently. The subclass's
+    constructor arguments are its ``hparams`` (saved here, once for every subclass).
     """
 
     class_names: list[str]
@@ -50,6 +108,14 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        caller = inspect.currentframe()
+        caller = caller.f_back if caller is not None else None
+        if caller is not None and caller.f_code.co_name == "__init__":
+            # the subclass's constructor arguments (Lightning reads them from its frames), not
+            # these forwarded ones; class_names is left out: the resolved names are the model's
+            # hparam (linked by the CLI), and Lightning refuses differing values for one key in
+            # model and data hparams.
+            self.save_hyperparameters(ignore=["class_names"], frame=caller)
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
         check_int("seed", seed, 0)

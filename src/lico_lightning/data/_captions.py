@@ -14,7 +14,6 @@ Batch convention (every caption data module):
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_int
+from lico_lightning.data._probes import random_order
 from lico_lightning.data._sampler import ResumableRandomSampler
 
 __all__ = [
@@ -307,6 +307,11 @@ class CaptionDataset(Dataset):
 
     def probe(self, pair: int, phrase: int = 0) -> GroundingProbe:
         """The grounding probe of phrase ``phrase`` of caption pair ``pair``."""
+        fields = self._probe_fields(pair, phrase)
+        return GroundingProbe(image=self.load_image(fields["index"]), **fields)
+
+    def _probe_fields(self, pair: int, phrase: int) -> dict[str, Any]:
+        """Every field of :meth:`probe` but the image (raises where the probe is unusable)."""
         index, j = self.pairs[pair]
         record = self.records[index]
         if j >= len(record.phrases) or phrase >= len(record.phrases[j]):
@@ -332,16 +337,15 @@ class CaptionDataset(Dataset):
                 f"Expected the phrase {item.phrase!r} within the context length "
                 f"{self.context_length}, but its tokens end at {token_span[1]}."
             )
-        return GroundingProbe(
-            image=self.load_image(index),
-            caption=caption,
-            phrase=item.phrase,
-            char_span=item.char_span,
-            token_span=token_span,
-            box=torch.tensor(box),
-            distractor_box=distractor,
-            index=index,
-        )
+        return {
+            "caption": caption,
+            "phrase": item.phrase,
+            "char_span": item.char_span,
+            "token_span": token_span,
+            "box": torch.tensor(box),
+            "distractor_box": distractor,
+            "index": index,
+        }
 
     def probe_candidates(self) -> list[tuple[int, int]]:
         """``(pair, phrase)`` of every phrase with a box, in dataset order."""
@@ -352,28 +356,49 @@ class CaptionDataset(Dataset):
                 out += [(pair, k) for k in range(len(phrases[j]))]
         return out
 
-    def probes(self, num: int, seed: int = 0) -> list[GroundingProbe]:
-        """``num`` probes drawn without replacement (seeded; at most one per image), skipping
-        phrases whose box the preprocessing crops away."""
+    def draw_probe_indices(self, num: int, generator: torch.Generator) -> list[tuple[int, int]]:
+        """``(pair, phrase)`` keys of ``num`` probes (:meth:`probe` loads one): the
+        :meth:`probe_candidates` in the order of ``torch.randperm(..., generator=generator)``,
+        at most one per image, skipping phrases whose box the preprocessing crops away.
+
+        The draw every grounding monitor and :meth:`CaptionDataModule.probes` use
+        (:func:`~lico_lightning.data.draw_probe_indices`): one seed, one probe set.
+
+        Args:
+            num: probes to draw (fewer when the split has fewer usable images).
+            generator: a seeded ``torch.Generator``.
+        """
         check_int("num", num, 1)
         candidates = self.probe_candidates()
         if not candidates:
             raise ValueError("Expected phrases with boxes in this split for probes, but got none.")
-        random.Random(seed).shuffle(candidates)
-        out: list[GroundingProbe] = []
+        chosen: list[tuple[int, int]] = []
         seen: set[int] = set()
-        for pair, k in candidates:
+        for k in random_order(len(candidates), generator):
+            pair, phrase = candidates[k]
             index = self.pairs[pair][0]
             if index in seen:
                 continue
             try:
-                out.append(self.probe(pair, k))
-            except ValueError:
+                self._probe_fields(pair, phrase)
+            except ValueError:  # e.g. the box is cropped away by the preprocessing
                 continue
             seen.add(index)
-            if len(out) == num:
+            chosen.append((pair, phrase))
+            if len(chosen) == num:
                 break
-        return out
+        return chosen
+
+    def draw_probes(self, num: int, generator: torch.Generator) -> list[GroundingProbe]:
+        """The :class:`GroundingProbe` items of :meth:`draw_probe_indices`.
+
+        Args:
+            num: probes to draw.
+            generator: a seeded ``torch.Generator``.
+        """
+        return [
+            self.probe(pair, phrase) for pair, phrase in self.draw_probe_indices(num, generator)
+        ]
 
 
 # ----------------------------------------------------------------------------- data module
@@ -456,14 +481,15 @@ class CaptionDataModule(pl.LightningDataModule):
 
     def probes(self, num: int, seed: int = 0, split: str = "val") -> list[GroundingProbe]:
         """``num`` grounding probes drawn once (seeded, one per image) from a split's phrases
-        with boxes — what a grounding monitor explains at every check."""
+        with boxes — the set a grounding monitor with ``seed=seed`` explains
+        (:meth:`CaptionDataset.draw_probes` with ``torch.Generator().manual_seed(seed)``)."""
         check_choice("split", split, ("train", "val", "test"))
         stage = {"train": "fit", "val": "validate", "test": "test"}[split]
         dataset = getattr(self, f"{split}_dataset")
         if dataset is None:
             self.setup(stage)
             dataset = getattr(self, f"{split}_dataset")
-        return dataset.probes(num, seed=seed)
+        return dataset.draw_probes(num, torch.Generator().manual_seed(seed))
 
     def _loader(self, dataset: Dataset | None, stage: str, sampler: Any = None) -> DataLoader:
         if dataset is None:

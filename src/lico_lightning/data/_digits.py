@@ -93,9 +93,6 @@ class DigitsDataModule(ImageDataModule):
             return_index=return_index,
             train_samples_per_epoch=train_samples_per_epoch,
         )
-        # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
-        # and Lightning refuses differing values for one key in model and data hparams.
-        self.save_hyperparameters(ignore=["class_names"])
         check_int("image_size", image_size, 1)
         check_int("channels", channels, 1)
         if not 0.0 < val_fraction < 1.0:

@@ -13,7 +13,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
 from lico_lightning._validation import check_int
-from lico_lightning.data._base import ImageDataModule
+from lico_lightning.data._base import ImageDataModule, with_defaults
 from lico_lightning.data._class_names import (
     check_class_names,
     clean_class_name,
@@ -129,9 +129,6 @@ class ImageFolderDataModule(ImageDataModule):
             train_samples_per_epoch=train_samples_per_epoch,
             pin_memory=pin_memory,
         )
-        # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
-        # and Lightning refuses differing values for one key in model and data hparams.
-        self.save_hyperparameters(ignore=["class_names"])
         check_int("image_size", image_size, 1)
         check_int("resize_size", resize_size, 1)
         if shots is not None:
@@ -233,6 +230,7 @@ class ImageFolderDataModule(ImageDataModule):
             self.test_dataset = self._with_index(self._folder("test", train=False))
 
 
+@with_defaults(clean_names=False, batch_size=128, num_workers=8)
 class ImageNetDataModule(ImageFolderDataModule):
     """ImageNet-1k from ``data_dir/train`` and ``data_dir/val`` (one folder per wnid).
 
@@ -240,8 +238,8 @@ class ImageNetDataModule(ImageFolderDataModule):
     ``imagenet_class_index.json`` or Kaggle's ``LOC_synset_mapping.txt``) for readable names,
     which LICO's prompts need. Validation images must be sorted into class folders (e.g. with
     the ``valprep.sh`` script used by the PyTorch ImageNet example). Same arguments as
-    :class:`ImageFolderDataModule`, with ``clean_names=False`` and a batch size of 128 (paper
-    §4.2) by default.
+    :class:`ImageFolderDataModule`, with ``clean_names=False``, a batch size of 128 (paper
+    §4.2) and 8 workers by default.
 
     Args:
         data_dir: ImageNet root.
@@ -271,50 +269,6 @@ class ImageNetDataModule(ImageFolderDataModule):
         "Download ILSVRC2012 from https://image-net.org/download.php (login required), extract "
         "train/ into one folder per wnid and sort val/ into the same folders."
     )
-
-    def __init__(
-        self,
-        data_dir: str,
-        train_dir: str = "train",
-        val_dir: str = "val",
-        test_dir: str | None = None,
-        shots: int | None = None,
-        image_size: int = 224,
-        resize_size: int = 256,
-        augment: bool = True,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-        class_names: list[str] | None = None,
-        class_names_file: str | None = None,
-        clean_names: bool = False,
-        batch_size: int = 128,
-        num_workers: int = 8,
-        seed: int = 0,
-        return_index: bool = False,
-        train_samples_per_epoch: int | None = None,
-        pin_memory: bool = False,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            train_dir=train_dir,
-            val_dir=val_dir,
-            test_dir=test_dir,
-            shots=shots,
-            image_size=image_size,
-            resize_size=resize_size,
-            augment=augment,
-            mean=mean,
-            std=std,
-            class_names=class_names,
-            class_names_file=class_names_file,
-            clean_names=clean_names,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            return_index=return_index,
-            train_samples_per_epoch=train_samples_per_epoch,
-            pin_memory=pin_memory,
-        )
 
 
 _FINE_GRAINED_DOC = """{name} as an ImageFolder tree, with k-shot sampling (paper §4.1, CGC protocol).

@@ -29,7 +29,21 @@ class _LimitedLabelDataModule(ImageDataModule):
     """Shared logic: torchvision dataset, optional class-balanced labelled subset, test = val.
 
     Validation and test both use the official test split (the protocol of FixMatch /
-    FlexMatch, which the paper follows).
+    FlexMatch, which the paper follows). The constructor is the public one of every subclass.
+
+    Args:
+        data_dir: torchvision root of the dataset.
+        num_labels: Labelled training images (a multiple of the class count), or ``None`` for
+            all.
+        augment: Crop (+ flip where the dataset allows it) augmentation of training images.
+        download: Let torchvision download the data in ``prepare_data``.
+        batch_size: Batch size of every loader.
+        num_workers: DataLoader workers.
+        seed: Seed of the labelled subset and of the training order.
+        return_index: Yield ``(image, target, index)``.
+        class_names: Names overriding the built-in ones (one per class).
+        train_samples_per_epoch: Training samples per epoch (default: the training set size).
+        pin_memory: DataLoader ``pin_memory``.
     """
 
     dataset_name: ClassVar[str]
@@ -42,18 +56,17 @@ class _LimitedLabelDataModule(ImageDataModule):
 
     def __init__(
         self,
-        *,
-        data_dir: str,
-        num_labels: int | None,
-        augment: bool,
-        download: bool,
-        batch_size: int,
-        num_workers: int,
-        seed: int,
-        return_index: bool,
-        class_names: list[str] | None,
-        train_samples_per_epoch: int | None,
-        pin_memory: bool,
+        data_dir: str = "data",
+        num_labels: int | None = None,
+        augment: bool = True,
+        download: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        seed: int = 0,
+        return_index: bool = False,
+        class_names: list[str] | None = None,
+        train_samples_per_epoch: int | None = None,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -196,37 +209,6 @@ class CIFAR10DataModule(_LimitedLabelDataModule):
     source_url = "https://www.cs.toronto.edu/~kriz/cifar.html"
     _folder = "cifar-10-batches-py"
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        num_labels: int | None = None,
-        augment: bool = True,
-        download: bool = False,
-        batch_size: int = 64,
-        num_workers: int = 4,
-        seed: int = 0,
-        return_index: bool = False,
-        class_names: list[str] | None = None,
-        train_samples_per_epoch: int | None = None,
-        pin_memory: bool = False,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            num_labels=num_labels,
-            augment=augment,
-            download=download,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            return_index=return_index,
-            class_names=class_names,
-            train_samples_per_epoch=train_samples_per_epoch,
-            pin_memory=pin_memory,
-        )
-        # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
-        # and Lightning refuses differing values for one key in model and data hparams.
-        self.save_hyperparameters(ignore=["class_names"])
-
     def _required_paths(self, train: bool) -> list[Path]:
         return [Path(self.data_dir) / self._folder]
 
@@ -240,20 +222,13 @@ class CIFAR100DataModule(CIFAR10DataModule):
 
     ``num_labels`` = 400 / 2500 / 10000 are the paper's settings (4 / 25 / 100 per class).
     Same augmentation and protocol as :class:`CIFAR10DataModule`; class names are torchvision's
-    (underscores as in ``"aquarium_fish"``; override ``class_names`` for prompts).
+    (underscores as in ``"aquarium_fish"``; override ``class_names`` for prompts). The other
+    arguments are :class:`CIFAR10DataModule`'s.
 
     Args:
         data_dir: torchvision root (holding ``cifar-100-python``).
         num_labels: Labelled training images (multiple of 100), or ``None`` for all.
-        augment: Crop + flip augmentation of training images.
-        download: Let torchvision download the data in ``prepare_data``.
-        batch_size: Batch size of every loader.
-        num_workers: DataLoader workers.
-        seed: Seed of the labelled subset and of the training order.
-        return_index: Yield ``(image, target, index)``.
         class_names: 100 names overriding torchvision's.
-        train_samples_per_epoch: Training samples per epoch (default: the training set size).
-        pin_memory: DataLoader ``pin_memory``.
     """
 
     dataset_name = "CIFAR-100"
@@ -311,16 +286,10 @@ class SVHNDataModule(_LimitedLabelDataModule):
         data_dir: str = "data",
         num_labels: int | None = None,
         train_splits: list[str] | None = None,
-        augment: bool = True,
-        download: bool = False,
-        batch_size: int = 64,
-        num_workers: int = 4,
-        seed: int = 0,
-        return_index: bool = False,
-        class_names: list[str] | None = None,
-        train_samples_per_epoch: int | None = None,
-        pin_memory: bool = False,
+        **kwargs: Any,
     ) -> None:
+        """``train_splits`` and the options of every limited-label data module (``augment``,
+        ``download``, ``batch_size``, ...: see the class docstring)."""
         splits = ["train"] if train_splits is None else list(train_splits)
         if not splits or len(set(splits)) != len(splits):
             raise ValueError(
@@ -329,22 +298,7 @@ class SVHNDataModule(_LimitedLabelDataModule):
         for s in splits:
             check_choice("train_splits", s, ["train", "extra"])
         self.train_splits = splits
-        super().__init__(
-            data_dir=data_dir,
-            num_labels=num_labels,
-            augment=augment,
-            download=download,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            return_index=return_index,
-            class_names=class_names,
-            train_samples_per_epoch=train_samples_per_epoch,
-            pin_memory=pin_memory,
-        )
-        # class_names is left out: the resolved names are the model's hparam (linked by the CLI),
-        # and Lightning refuses differing values for one key in model and data hparams.
-        self.save_hyperparameters(ignore=["class_names"])
+        super().__init__(data_dir=data_dir, num_labels=num_labels, **kwargs)
 
     def _split_config(self) -> dict[str, Any]:
         return {**super()._split_config(), "train_splits": self.train_splits}
