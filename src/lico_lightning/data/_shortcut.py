@@ -148,9 +148,9 @@ class ShortcutDataset(Dataset):
         >>> ds = ShortcutDataset("train", 10, num_classes=3, cue_correlation=0.9, num_distractors=2)
         >>> image, label, gt = ds[0]
         >>> image.shape, int(label), ds.object_names
-        (torch.Size([3, 32, 32]), 1, ('target', 'cue', 'distractor_0', 'distractor_1'))
+        (torch.Size([3, 32, 32]), 0, ('target', 'cue', 'distractor_0', 'distractor_1'))
         >>> gt["target_box"].tolist(), gt["cue_box"].tolist(), bool(gt["cue_agrees"])
-        ([9.0, 13.0, 19.0, 23.0], [1.0, 28.0, 9.0, 31.0], True)
+        ([17.0, 9.0, 29.0, 20.0], [1.0, 28.0, 9.0, 31.0], True)
         >>> no_cue = ds.render(0, remove=("cue",))
         >>> changed = (no_cue != image).any(0)
         >>> bool(changed[~gt["cue_mask"]].any())  # only the cue's pixels changed

@@ -2,6 +2,12 @@
 :mod:`lico_lightning.functional` metric formula."""
 
 from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
+from lico_lightning.metrics.ground_truth import (
+    GroupAccuracy,
+    InterventionCorrectness,
+    InterventionEffect,
+    RelevanceRankAccuracy,
+)
 from lico_lightning.metrics.grounding import (
     ConditionalDeletionAUC,
     ConditionalInsertionAUC,
@@ -37,13 +43,17 @@ __all__ = [
     "ConditionalInsertionAUC",
     "DeletionAUC",
     "EnergyPointingGame",
+    "GroupAccuracy",
     "IncreaseInConfidence",
     "InsertionAUC",
     "InsertionDeletionAUC",
+    "InterventionCorrectness",
+    "InterventionEffect",
     "PairConfidenceDrop",
     "PairConfidenceIncrease",
     "PointingGame",
     "PointingGameRecognition",
+    "RelevanceRankAccuracy",
     "RetrievalFaithfulness",
     "RetrievalRecallAtK",
     "SaliencyMetric",
