@@ -67,17 +67,18 @@ def test_rank_accuracy_boxes_equal_their_masks_and_empty_regions_are_skipped() -
 
 
 # ------------------------------------------------------------------ intervention correctness
-def test_intervention_correctness_equals_scipy_on_naive_masses() -> None:
+@pytest.mark.parametrize("mass", ["mean", "sum"])
+def test_intervention_correctness_equals_scipy_on_naive_masses(mass) -> None:
     g = torch.Generator().manual_seed(3)
     sal = torch.randn(5, 6, 6, generator=g)
     regions = torch.rand(5, 4, 6, 6, generator=g) > 0.7
     effects = torch.randn(5, 4, generator=g)
-    got = F.intervention_correctness(sal, regions, effects, reduction="none")
+    got = F.intervention_correctness(sal, regions, effects, mass=mass, reduction="none")
     for b in range(5):
-        masses = [
-            sum(float(sal[b, i, j]) for i in range(6) for j in range(6) if regions[b, o, i, j])
-            for o in range(4)
-        ]
+        masses = []
+        for o in range(4):
+            cells = [float(sal[b, i, j]) for i in range(6) for j in range(6) if regions[b, o, i, j]]
+            masses.append(sum(cells) / (len(cells) if mass == "mean" else 1))
         want = stats.spearmanr(effects[b].tolist(), masses).statistic
         assert float(got[b]) == pytest.approx(want, abs=1e-6)
 
@@ -113,6 +114,8 @@ def test_intervention_correctness_boxes_equal_masks_and_bad_shapes_fail() -> Non
         F.intervention_correctness(sal, masks[:, :2], effects)
     with pytest.raises(ValueError, match="finite"):
         F.intervention_correctness(sal, masks, effects * float("nan"))
+    with pytest.raises(ValueError, match="mass"):
+        F.intervention_correctness(sal, masks, effects, mass="max")
 
 
 # ------------------------------------------------------------------ intervention effect

@@ -209,7 +209,7 @@ def _naive_rank_accuracy(sal, mask) -> float:
 def _naive_correctness(d) -> list[float]:
     out = []
     for b in range(N):
-        masses = [float(d["saliency"][b][d["regions"][b, o]].sum()) for o in range(3)]
+        masses = [float(d["saliency"][b][d["regions"][b, o]].mean()) for o in range(3)]
         effects = d["effects"][b].tolist()
         if len(set(masses)) > 1 and len(set(effects)) > 1:
             out.append(stats.spearmanr(effects, masses).statistic)

@@ -24,13 +24,13 @@ target / cue reliance         ``InterventionEffect``: logits, logits without the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lico_lightning._validation import check_int, check_int_pair
+from lico_lightning._validation import check_choice, check_int, check_int_pair
 from lico_lightning.functional.ground_truth import (
     group_counts,
     intervention_correctness,
@@ -97,11 +97,13 @@ class InterventionCorrectness(_MeanOfValues):
 
     .. math::
         \bar\rho = \frac{1}{B'} \sum_b \operatorname{Spearman}\big((e_{b,o})_o,
-        (\textstyle\sum_{p \in \text{region}_{b,o}} s_{b,p})_o\big)
+        (\tfrac{1}{|R_{b,o}|}\textstyle\sum_{p \in R_{b,o}} s_{b,p})_o\big)
 
-    See :func:`~lico_lightning.functional.intervention_correctness`.
+    See :func:`~lico_lightning.functional.intervention_correctness` (why the mean attribution
+    per cell, not FunnyBirds' sum, by default).
 
     Args:
+        mass: ``"mean"`` attribution per cell of each object, or ``"sum"`` (FunnyBirds).
         image_size: ``(H, W)`` the boxes refer to (default: the maps' own size).
         zero_division: value returned (with a warning) when no image had a defined
             correlation; ``None``: raise instead.
@@ -122,18 +124,20 @@ class InterventionCorrectness(_MeanOfValues):
 
     def __init__(
         self,
+        mass: Literal["mean", "sum"] = "mean",
         image_size: tuple[int, int] | None = None,
         zero_division: float | None = float("nan"),
         **kwargs: Any,
     ) -> None:
         super().__init__(zero_division=zero_division, **kwargs)
+        self.mass = check_choice("mass", mass, ("mean", "sum"))
         self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
 
     def update(self, saliency: Tensor, regions: Tensor, effects: Tensor) -> None:
         """Accumulate ``(B, h, w)`` maps, ``(B, O, h, w)`` masks or ``(B, O, 4)`` boxes of the
         objects, and ``(B, O)`` true effects of removing each."""
         values = intervention_correctness(
-            saliency, regions, effects, image_size=self.image_size, reduction="none"
+            saliency, regions, effects, mass=self.mass, image_size=self.image_size, reduction="none"
         )
         self._add(values[~values.isnan()])
 
