@@ -55,7 +55,7 @@ def test_cue_colour_labels_and_groups_agree() -> None:
     ds = ShortcutDataset("shifted", 60, num_classes=4)
     labels = []
     for i in range(len(ds)):
-        image, label, gt = ds[i]
+        _, label, gt = ds[i]
         raw = _raw(ds, i)
         cue_pixels = raw[:, gt["cue_mask"]]
         colour = torch.tensor(CUE_COLOURS[int(gt["cue_label"])])[:, None]
@@ -162,7 +162,9 @@ def test_bad_arguments_fail_before_any_work(kwargs, error, match) -> None:
 
 def test_bad_counterfactual_requests_fail_clearly() -> None:
     ds = ShortcutDataset("train", 5, num_distractors=2)
-    with pytest.raises(ValueError, match=r"among \('target', 'cue', 'distractor_0', 'distractor_1'\)"):
+    with pytest.raises(
+        ValueError, match=r"among \('target', 'cue', 'distractor_0', 'distractor_1'\)"
+    ):
         ds.render(0, remove=("distractor_2",))
     with pytest.raises(ValueError, match="'shadow'"):
         ds.render(0, remove="shadow")

@@ -24,7 +24,9 @@ def test_rank_accuracy_equals_the_top_k_loop_without_ties() -> None:
     sal = torch.randn(6, 5, 7, generator=g)  # continuous: no ties
     mask = torch.rand(6, 5, 7, generator=g) > 0.6
     got = F.relevance_rank_accuracy(sal, mask, reduction="none")
-    want = [_naive_top_k_hits(s.flatten().tolist(), m.flatten().tolist()) for s, m in zip(sal, mask)]
+    want = [
+        _naive_top_k_hits(s.flatten().tolist(), m.flatten().tolist()) for s, m in zip(sal, mask)
+    ]
     torch.testing.assert_close(got, torch.tensor(want))
     assert float(F.relevance_rank_accuracy(sal, mask)) == pytest.approx(sum(want) / 6, abs=1e-6)
 
@@ -127,7 +129,9 @@ def test_intervention_effect_equals_a_naive_loop() -> None:
     got = F.intervention_effect(logits, cf, target, reduction="none")
     want = [[float(logits[b, target[b]] - cf[b, o, target[b]]) for o in range(5)] for b in range(4)]
     torch.testing.assert_close(got, torch.tensor(want))
-    torch.testing.assert_close(F.intervention_effect(logits, cf, target), torch.tensor(want).mean(0))
+    torch.testing.assert_close(
+        F.intervention_effect(logits, cf, target), torch.tensor(want).mean(0)
+    )
     one = F.intervention_effect(logits, cf[:, 1], target, reduction="none")
     torch.testing.assert_close(one, got[:, 1])
     with pytest.raises(ValueError, match="counterfactual_logits"):

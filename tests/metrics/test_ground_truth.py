@@ -230,7 +230,7 @@ def test_group_accuracy_reports_every_group_and_handles_no_sample() -> None:
     metric.reset()
     with pytest.warns(UserWarning, match="before the ``update``"):
         assert metric.compute()["worst"].isnan()
-    with pytest.raises(ValueError, match="at least one update"):
+    with pytest.raises(ValueError, match="at least one update"), pytest.warns(UserWarning):
         M.GroupAccuracy(num_groups=2, zero_division=None).compute()
     with pytest.raises(ValueError, match="num_groups"):
         M.GroupAccuracy(num_groups=0)

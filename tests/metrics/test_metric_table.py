@@ -202,7 +202,8 @@ def _naive_rank_accuracy(sal, mask) -> float:
     t = sorted(values, reverse=True)[k - 1]
     above = [p for p, v in enumerate(values) if v > t]
     tied = [p for p, v in enumerate(values) if v == t]
-    hits = sum(inside[p] for p in above) + (k - len(above)) * sum(inside[p] for p in tied) / len(tied)
+    shared = (k - len(above)) * sum(inside[p] for p in tied) / len(tied)
+    hits = sum(inside[p] for p in above) + shared
     return hits / k
 
 

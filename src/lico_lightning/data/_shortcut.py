@@ -65,7 +65,9 @@ def _cue_box(rng: random.Random, n: int) -> tuple[int, int, int, int]:
 
 def _clear_of(shape: _Shape, others: Sequence[_Shape], box: tuple[int, int, int, int]) -> bool:
     """``shape``'s bounding circle keeps 2 px from every other shape's and from the cue box."""
-    if any((shape.cx - s.cx) ** 2 + (shape.cy - s.cy) ** 2 < (shape.r + s.r + 2) ** 2 for s in others):
+    if any(
+        (shape.cx - s.cx) ** 2 + (shape.cy - s.cy) ** 2 < (shape.r + s.r + 2) ** 2 for s in others
+    ):
         return False
     x1, y1, x2, y2 = box
     dx = max(x1 - shape.cx, 0.0, shape.cx - x2)
@@ -268,7 +270,9 @@ class ShortcutDataset(Dataset):
                 image = torch.where(mask, torch.tensor(colour).view(3, 1, 1), image)
         return (image - self._mean) / self._std if normalize else image
 
-    def render(self, index: int, remove: Sequence[str] | str = (), normalize: bool = True) -> Tensor:
+    def render(
+        self, index: int, remove: Sequence[str] | str = (), normalize: bool = True
+    ) -> Tensor:
         """Scene ``index`` re-rendered without the objects in ``remove`` (names from
         :attr:`object_names`): the same background noise shows where they were, as if they had
         never been placed — an intervention, not a mask.

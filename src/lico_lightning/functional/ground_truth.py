@@ -307,7 +307,9 @@ def group_counts(
         check_tensor("preds", preds, floating=True)
         preds = preds.argmax(1)
     elif preds.dtype != torch.long:
-        raise TypeError(f"Expected `preds` of dtype torch.long (or (B, C) scores), but got {preds.dtype}.")
+        raise TypeError(
+            f"Expected `preds` of dtype torch.long (or (B, C) scores), but got {preds.dtype}."
+        )
     target = _check_classes(target, b, None)
     group = check_tensor("group", group, ndim=1)
     if group.dtype != torch.long or group.shape[0] != b:
@@ -365,7 +367,10 @@ def _check_classes(target: Tensor, b: int, c: int | None) -> Tensor:
 
 
 def _region_mask(
-    name: str, region: Tensor, shape: tuple[int, ...] | torch.Size, image_size: tuple[int, int] | None
+    name: str,
+    region: Tensor,
+    shape: tuple[int, ...] | torch.Size,
+    image_size: tuple[int, int] | None,
 ) -> Tensor:
     """``(N, h, w)`` bool cells of each of the ``N`` regions (masks, or boxes → cell centres)."""
     n, h, w = shape

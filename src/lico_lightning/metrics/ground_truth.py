@@ -238,4 +238,3 @@ class GroupAccuracy(Metric):
             "mean": reduce_group_accuracy(self.correct, self.count, "mean"),
             "per_group": per_group,
         }
-
