@@ -9,9 +9,11 @@ the medians and their ratio are printed. A second line does the same for the cou
 ground-truth monitor renders per probe (the scene without each object).
 
     python benchmarks/bench_shortcut_render.py [--threads 1] [--rounds 7] [--batch 64]
+        [--device cuda]
 
-Reading: rendering a batch at a small fraction of a step means ``num_workers=0`` does not slow
-training down, and a ground-truth probe set is cheap to re-render.
+Rendering always runs on the CPU (in the DataLoader's process or workers); ``--device`` moves
+the training step. Reading: a ratio well under 1 means ``num_workers=0`` does not slow
+training down; above 1 (a fast GPU step), give the loader that many workers or more.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -42,15 +45,18 @@ def main() -> None:
     dataset = dm.train_dataset
     assert dataset is not None
     torch.manual_seed(0)
-    net = create_backbone("wrn28_2", num_classes=dm.num_classes).train()
+    device = torch.device(args.device)
+    net = create_backbone("wrn28_2", num_classes=dm.num_classes).train().to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-    y = torch.arange(args.batch) % dm.num_classes
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    y = torch.arange(args.batch, device=device) % dm.num_classes
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     start = [0]
 
@@ -78,7 +84,10 @@ def main() -> None:
         cfs.append(timed(counterfactuals))
     s, r, c = (statistics.median(v) for v in (steps, renders, cfs))
     o = len(dataset.object_names)
-    print(f"B={args.batch}, {args.image_size}px, {args.threads} thread(s), median of {args.rounds}")
+    print(
+        f"B={args.batch}, {args.image_size}px, {args.threads} thread(s), step on {device}, "
+        f"median of {args.rounds}"
+    )
     print(f"  WRN-28-2 CE training step: {s * 1e3:8.1f} ms")
     print(
         f"  render a batch of items:   {r * 1e3:8.1f} ms  ({r / args.batch * 1e3:.2f} ms/image)"
