@@ -141,6 +141,27 @@ def test_data_module_attributes_and_normalisation() -> None:
     assert dm.state_dict()["split"]["cue_correlation"] == 0.9
 
 
+def test_a_classifier_trains_on_the_batches(tmp_path) -> None:
+    """Models read ``batch[0]``, ``batch[1]``: the ground-truth dict rides along untouched."""
+    import pytorch_lightning as pl
+
+    from lico_lightning.modules import LICOClassifier
+
+    dm = ShortcutDataModule(num_train=8, num_val=4, num_test=4, batch_size=4)
+    model = LICOClassifier(dm.class_names, backbone="wrn28_2", alpha=0.0, beta=0.0)
+    trainer = pl.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, dm)
+    trainer.test(model, dm, verbose=False)
+    assert trainer.state.finished
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

@@ -118,6 +118,13 @@ def test_intervention_correctness_boxes_equal_masks_and_bad_shapes_fail() -> Non
         F.intervention_correctness(sal, masks, effects * float("nan"))
     with pytest.raises(ValueError, match="mass"):
         F.intervention_correctness(sal, masks, effects, mass="max")
+    # probes without the ground truth a measure needs: the message says what to pass
+    with pytest.raises(TypeError, match=r"object_masks"):
+        F.intervention_correctness(sal, None, effects)
+    with pytest.raises(TypeError, match=r"intervention_effect"):
+        F.intervention_correctness(sal, masks, None)
+    with pytest.raises(TypeError, match=r"target_mask"):
+        F.relevance_rank_accuracy(sal, None)
 
 
 # ------------------------------------------------------------------ intervention effect

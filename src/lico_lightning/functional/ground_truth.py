@@ -98,7 +98,9 @@ def relevance_rank_accuracy(
     check_choice("reduction", reduction, ("mean", "none"))
     check_tensor("saliency", saliency, ndim=3, floating=True)
     check_finite("saliency", saliency)
-    mask = _region_mask("region", region, saliency.shape, image_size).to(saliency.device)
+    mask = _region_mask(
+        "region", region, saliency.shape, image_size, "the target's ground_truth['target_mask']"
+    ).to(saliency.device)
     b = saliency.shape[0]
     s = saliency.flatten(1).to(torch.promote_types(saliency.dtype, torch.float32))
     m = mask.flatten(1)
@@ -167,6 +169,12 @@ def intervention_correctness(
     check_tensor("saliency", saliency, ndim=3, floating=True)
     check_finite("saliency", saliency)
     b, h, w = saliency.shape
+    if not isinstance(effects, Tensor):
+        raise TypeError(
+            "Expected `effects` to be a torch.Tensor (B, O) of logit drops — "
+            "intervention_effect(logits, logits of dataset.counterfactuals, classes) — but got "
+            f"{type(effects).__name__}."
+        )
     check_tensor("effects", effects, ndim=2, floating=True)
     check_finite("effects", effects)
     if effects.shape[0] != b or effects.shape[1] < 2:
@@ -175,6 +183,8 @@ def intervention_correctness(
             f"{tuple(effects.shape)}."
         )
     o = effects.shape[1]
+    hint = "every object's ground_truth['object_masks'] or ['object_boxes']"
+    _check_is_tensor("regions", regions, hint)
     check_tensor("regions", regions, ndim=(3, 4))
     if regions.shape[:2] != (b, o):
         raise ValueError(
@@ -182,7 +192,7 @@ def intervention_correctness(
             f"per effect), but got {tuple(regions.shape)}."
         )
     flat = regions.flatten(0, 1)
-    masks = _region_mask("regions", flat, (b * o, h, w), image_size).view(b, o, h, w)
+    masks = _region_mask("regions", flat, (b * o, h, w), image_size, hint).view(b, o, h, w)
     dtype = torch.promote_types(saliency.dtype, torch.float32)
     cells = masks.to(saliency.device, dtype)
     masses = (saliency.to(dtype)[:, None] * cells).sum((-2, -1))
@@ -366,16 +376,24 @@ def _check_classes(target: Tensor, b: int, c: int | None) -> Tensor:
     return target
 
 
+def _check_is_tensor(name: str, region: object, hint: str) -> None:
+    if not isinstance(region, Tensor):
+        raise TypeError(
+            f"Expected `{name}` to be a torch.Tensor of masks or boxes ({hint} of a "
+            f"ShortcutDataModule item), but got {type(region).__name__}."
+        )
+
+
 def _region_mask(
     name: str,
     region: Tensor,
     shape: tuple[int, ...] | torch.Size,
     image_size: tuple[int, int] | None,
+    hint: str,
 ) -> Tensor:
     """``(N, h, w)`` bool cells of each of the ``N`` regions (masks, or boxes → cell centres)."""
     n, h, w = shape
-    if not isinstance(region, Tensor):
-        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(region).__name__}.")
+    _check_is_tensor(name, region, hint)
     if region.ndim == 3:
         if region.dtype != torch.bool or tuple(region.shape) != (n, h, w):
             raise ValueError(
