@@ -108,6 +108,9 @@ def test_counterfactuals_change_only_the_removed_object() -> None:
         for j, name in enumerate(ds.object_names):
             assert torch.equal(cf[j], ds.render(i, remove=(name,)))
     assert torch.equal(ds.render(0, remove="cue"), ds.render(0, remove=("cue",)))
+    some = ds.counterfactuals(3, objects=("cue", "target"))  # in the order asked for
+    assert torch.equal(some, ds.counterfactuals(3)[[1, 0]])
+    assert torch.equal(ds.counterfactuals(3, objects="cue")[0], ds.render(3, remove="cue"))
 
 
 def test_items_collate_with_the_default_collate() -> None:
@@ -191,6 +194,10 @@ def test_bad_counterfactual_requests_fail_clearly() -> None:
         ds.render(0, remove="shadow")
     with pytest.raises(IndexError, match=r"Expected `index` in \[0, 5\)"):
         ds.counterfactuals(5)
+    with pytest.raises(ValueError, match="distractor_9"):
+        ds.counterfactuals(0, objects=("cue", "distractor_9"))
+    with pytest.raises(ValueError, match="at least one object"):
+        ds.counterfactuals(0, objects=())
     with pytest.raises(ValueError, match="split"):
         ShortcutDataset("holdout", 5)
     with pytest.raises(ValueError, match="split"):

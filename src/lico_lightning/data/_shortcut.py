@@ -286,14 +286,29 @@ class ShortcutDataset(Dataset):
         keep = [name not in gone for name in self.object_names]
         return self._draw(scene, self._object_masks(scene), keep, normalize)
 
-    def counterfactuals(self, index: int, normalize: bool = True) -> Tensor:
-        """``(O, 3, H, W)``: scene ``index`` without each object in turn (``object_names``
-        order: without the target, without the cue, without each distractor)."""
+    def counterfactuals(
+        self, index: int, objects: Sequence[str] | None = None, normalize: bool = True
+    ) -> Tensor:
+        """Scene ``index`` without each of ``objects`` in turn (default: every object, in
+        :attr:`object_names` order: without the target, without the cue, without each
+        distractor). ``objects=("target", "cue")`` gives what target and cue reliance need:
+        with the scene itself, 3 forwards per probe.
+
+        Returns:
+            ``(len(objects), 3, H, W)``, normalised unless ``normalize=False``.
+        """
+        names = self.object_names
+        if objects is None:
+            chosen = names
+        else:
+            chosen = (objects,) if isinstance(objects, str) else tuple(objects)
+            self._check_remove(chosen)
+        if not chosen:
+            raise ValueError(f"Expected at least one object among {names}, but got none.")
         scene = self._scene(index)
         masks = self._object_masks(scene)
-        o = masks.shape[0]
         return torch.stack(
-            [self._draw(scene, masks, [j != i for j in range(o)], normalize) for i in range(o)]
+            [self._draw(scene, masks, [n != c for n in names], normalize) for c in chosen]
         )
 
     def ground_truth(self, index: int) -> dict[str, Tensor]:
