@@ -175,6 +175,57 @@ def _naive_pgr(e, obj) -> float:
     return correct / total
 
 
+def _ground_truth_data() -> dict[str, Any]:
+    """Maps with ties, target masks (image 4 empty), 3 object regions, effects (row 2 equal:
+    undefined correlation), logits with counterfactuals, groups (group 3 of 4 empty)."""
+    g = torch.Generator().manual_seed(5)
+    mask = torch.rand(N, 6, 6, generator=g) > 0.6
+    mask[4] = False
+    effects = torch.randn(N, 3, generator=g, dtype=torch.float64)
+    effects[2] = 1.0
+    return {
+        "saliency": torch.rand(N, 6, 6, generator=g).round(decimals=1),
+        "mask": mask,
+        "regions": torch.rand(N, 3, 6, 6, generator=g) > 0.6,
+        "effects": effects,
+        "logits": torch.randn(N, 3, generator=g),
+        "cf_logits": torch.randn(N, 3, generator=g),
+        "target": torch.randint(0, 3, (N,), generator=g),
+        "group": torch.tensor([0, 1, 2, 0, 1, 2, 0]),
+    }
+
+
+def _naive_rank_accuracy(sal, mask) -> float:
+    """Top-K cells (K = mask size); the cells tied with the K-th value share its free slots."""
+    values, inside = sal.flatten().tolist(), mask.flatten().tolist()
+    k = sum(inside)
+    t = sorted(values, reverse=True)[k - 1]
+    above = [p for p, v in enumerate(values) if v > t]
+    tied = [p for p, v in enumerate(values) if v == t]
+    shared = (k - len(above)) * sum(inside[p] for p in tied) / len(tied)
+    hits = sum(inside[p] for p in above) + shared
+    return hits / k
+
+
+def _naive_correctness(d) -> list[float]:
+    out = []
+    for b in range(N):
+        masses = [float(d["saliency"][b][d["regions"][b, o]].mean()) for o in range(3)]
+        effects = d["effects"][b].tolist()
+        if len(set(masses)) > 1 and len(set(effects)) > 1:
+            out.append(stats.spearmanr(effects, masses).statistic)
+    return out
+
+
+def _naive_worst_group(d) -> float:
+    pred = d["logits"].argmax(1).tolist()
+    acc = {}
+    for k in set(d["group"].tolist()):
+        rows = [i for i in range(N) if int(d["group"][i]) == k]
+        acc[k] = sum(pred[i] == int(d["target"][i]) for i in rows) / len(rows)
+    return min(acc.values())
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -358,6 +409,20 @@ CASES = [
          lambda: M.RetrievalFaithfulness(k=(1, 2), block_size=3, reference="pairing"),
          _retrieval_data, ("surrogate", "image", "text", "index"), lambda d: _faithfulness(d, "pairing")[:, 3],
          lambda d: _naive_faithfulness(d, "pairing", "t2i", 2), key=(1, 1)),
+    Case("RelevanceRankAccuracy", M.RelevanceRankAccuracy, _ground_truth_data, ("saliency", "mask"),
+         lambda d: F.relevance_rank_accuracy(d["saliency"], d["mask"], reduction="none"),
+         lambda d: _mean([_naive_rank_accuracy(d["saliency"][i], d["mask"][i]) for i in range(N) if d["mask"][i].any()])),
+    Case("InterventionCorrectness", M.InterventionCorrectness, _ground_truth_data,
+         ("saliency", "regions", "effects"),
+         lambda d: F.intervention_correctness(d["saliency"], d["regions"], d["effects"], reduction="none"),
+         lambda d: _mean(_naive_correctness(d))),
+    Case("InterventionEffect", M.InterventionEffect, _ground_truth_data, ("logits", "cf_logits", "target"),
+         lambda d: F.intervention_effect(d["logits"], d["cf_logits"], d["target"], reduction="none"),
+         lambda d: _mean([float(d["logits"][i, d["target"][i]] - d["cf_logits"][i, d["target"][i]]) for i in range(N)])),
+    Case("GroupAccuracy/worst", lambda: M.GroupAccuracy(num_groups=4), _ground_truth_data,
+         ("logits", "target", "group"),
+         lambda d: F.group_accuracy(d["logits"], d["target"], d["group"], 4).reshape(1),
+         _naive_worst_group, key="worst"),
 ]  # fmt: skip
 
 

@@ -56,6 +56,12 @@ from lico_lightning.data._image_folder import (
 from lico_lightning.data._probes import draw_probe_indices, draw_probes, probe_items
 from lico_lightning.data._sampler import ResumableRandomSampler
 from lico_lightning.data._shapes import ShapesCaptionDataModule
+from lico_lightning.data._shortcut import (
+    CUE_COLOURS,
+    SHORTCUT_SPLITS,
+    ShortcutDataModule,
+    ShortcutDataset,
+)
 from lico_lightning.data._splits import (
     class_balanced_indices,
     limited_label_indices,
@@ -66,9 +72,11 @@ from lico_lightning.data._torchvision import CIFAR10DataModule, CIFAR100DataModu
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR100_CLASSES",
+    "CUE_COLOURS",
     "DIGIT_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SHORTCUT_SPLITS",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "COCOCaptionDataModule",
@@ -95,6 +103,8 @@ __all__ = [
     "ResumableRandomSampler",
     "SVHNDataModule",
     "ShapesCaptionDataModule",
+    "ShortcutDataModule",
+    "ShortcutDataset",
     "StanfordCarsDataModule",
     "TensorImageDataset",
     "check_class_names",

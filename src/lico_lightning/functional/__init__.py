@@ -46,6 +46,14 @@ from lico_lightning.functional.faithfulness import (
     blockwise_retrieval_faithfulness,
     retrieval_faithfulness,
 )
+from lico_lightning.functional.ground_truth import (
+    group_accuracy,
+    group_counts,
+    intervention_correctness,
+    intervention_effect,
+    reduce_group_accuracy,
+    relevance_rank_accuracy,
+)
 from lico_lightning.functional.indexing import first_occurrences
 from lico_lightning.functional.interaction import integration_points, token_interactions
 from lico_lightning.functional.interaction_metrics import (
@@ -122,6 +130,8 @@ __all__ = [
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",
     "greedy_subsets",
+    "group_accuracy",
+    "group_counts",
     "in_batch_similarity_kl",
     "increase_in_confidence",
     "insertion_auc",
@@ -129,6 +139,8 @@ __all__ = [
     "insertion_deletion_curves",
     "integration_points",
     "interaction_pairs",
+    "intervention_correctness",
+    "intervention_effect",
     "kron_normal_equations",
     "log_mean_exp",
     "m2ib_objective",
@@ -143,6 +155,8 @@ __all__ = [
     "perturbation_keep_masks",
     "pointing_game",
     "pointing_game_recognition",
+    "reduce_group_accuracy",
+    "relevance_rank_accuracy",
     "retrieval_faithfulness",
     "retrieval_ranks",
     "retrieval_recall_at_k",

@@ -26,6 +26,12 @@ from lico_lightning.metrics.confidence import (
     PairConfidenceIncrease,
 )
 from lico_lightning.metrics.faithfulness import RetrievalFaithfulness
+from lico_lightning.metrics.ground_truth import (
+    GroupAccuracy,
+    InterventionCorrectness,
+    InterventionEffect,
+    RelevanceRankAccuracy,
+)
 from lico_lightning.metrics.interaction_metrics import (
     AreaBetweenInsertionDeletion,
     PointingGameRecognition,
@@ -52,13 +58,17 @@ __all__ = [
     "ConditionalInsertionAUC",
     "DeletionAUC",
     "EnergyPointingGame",
+    "GroupAccuracy",
     "IncreaseInConfidence",
     "InsertionAUC",
     "InsertionDeletionAUC",
+    "InterventionCorrectness",
+    "InterventionEffect",
     "PairConfidenceDrop",
     "PairConfidenceIncrease",
     "PointingGame",
     "PointingGameRecognition",
+    "RelevanceRankAccuracy",
     "RetrievalFaithfulness",
     "RetrievalRecallAtK",
     "SaliencyMetric",
