@@ -20,6 +20,7 @@ Model-running functions take any callable ``model(images) -> logits`` and run it
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,6 +52,7 @@ __all__ = [
     "confidence_normalized_curve",
     "noisy_linear_imputation",
     "road_auc",
+    "road_curve_fractions",
     "road_curves",
     "road_removal_masks",
     "symmetric_relevance_gain",
@@ -353,13 +355,30 @@ def _check_fractions(fractions: Sequence[float] | Tensor) -> list[float]:
         not values
         or any(isinstance(f, bool) or not isinstance(f, (int, float)) for f in values)
         or any(not 0.0 < f < 1.0 for f in values)
-        or any(b <= a for a, b in zip(values, values[1:]))
+        or any(b <= a for a, b in itertools.pairwise(values))
     ):
         raise ValueError(
             "Expected `fractions` to be a non-empty increasing sequence of removal fractions in "
             f"(0, 1) (percentages / 100), but got {values!r}."
         )
     return [float(f) for f in values]
+
+
+def road_curve_fractions(fractions: Sequence[float] | Tensor = DEFAULT_ROAD_FRACTIONS) -> Tensor:
+    """The x-axis of a ROAD curve: ``0``, the removal ``fractions``, ``1``.
+
+    Args:
+        fractions: ``(P,)`` increasing removal fractions in (0, 1) (percentages / 100); anything
+            else raises ``ValueError``.
+
+    Returns:
+        ``(P+2,)`` float32.
+
+    Example:
+        >>> road_curve_fractions([0.25, 0.5])
+        tensor([0.0000, 0.2500, 0.5000, 1.0000])
+    """
+    return torch.tensor([0.0, *_check_fractions(fractions), 1.0], dtype=torch.float32)
 
 
 def _removed_counts(fractions: list[float], hw: int) -> list[int]:
@@ -538,8 +557,7 @@ def road_curves(
     for o, order in enumerate(order_list):
         middle = scores[:, 1 + o * n_fr : 1 + (o + 1) * n_fr]
         curves[order] = torch.cat([scores[:, :1], middle, scores[:, -1:]], dim=1)
-    frac = torch.tensor([0.0, *values, 1.0], dtype=torch.float32, device=device)
-    return frac, curves
+    return road_curve_fractions(values).to(device), curves
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +597,7 @@ def confidence_normalized_curve(scores: Tensor, clean: Tensor, baseline: Tensor)
     """
     check_tensor("scores", scores, floating=True)
     if scores.ndim < 1:
-        raise ValueError(f"Expected `scores` of shape (..., n), but got a 0-dim tensor.")
+        raise ValueError("Expected `scores` of shape (..., n), but got a 0-dim tensor.")
     for name, value in (("clean", clean), ("baseline", baseline)):
         check_tensor(name, value, floating=True, nonempty=False)
         if value.shape != scores.shape[:-1]:

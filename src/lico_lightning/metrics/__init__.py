@@ -14,6 +14,7 @@ from lico_lightning.metrics.interaction import (
     SpearmanCorrelation,
 )
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
+from lico_lightning.metrics.road import ROADAUC, SymmetricRelevanceGain
 from lico_lightning.metrics.saliency import (
     SALIENCY_METRICS,
     AverageDrop,
@@ -30,6 +31,7 @@ from lico_lightning.metrics.saliency import (
 )
 
 __all__ = [
+    "ROADAUC",
     "SALIENCY_METRICS",
     "AreaBetweenInsertionDeletion",
     "AverageDrop",
@@ -49,6 +51,7 @@ __all__ = [
     "SaliencyMetric",
     "SaliencyMetricOptions",
     "SpearmanCorrelation",
+    "SymmetricRelevanceGain",
     "create_saliency_metric",
     "list_saliency_metrics",
 ]
