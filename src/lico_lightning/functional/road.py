@@ -76,7 +76,7 @@ ROAD_NEIGHBOUR_WEIGHTS: tuple[tuple[float, float, float], ...] = (
 )
 _COARSEST_PIXELS = 64  # a level with at most this many pixels is solved densely
 _SMOOTHING_SWEEPS = 1  # Jacobi sweeps before and after each coarse correction
-_JACOBI_WEIGHT = 0.8
+_JACOBI_WEIGHT = 0.9
 
 
 class ImputationConvergenceWarning(UserWarning):
@@ -89,37 +89,42 @@ class ImputationConvergenceWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------
 
 
-def _neighbour_sum(u: Tensor) -> Tensor:
-    r""":math:`\sum_j w_{ij} u_j` over the in-image neighbours (zero outside), for ``(..., H, W)``.
-
-    The weights are separable up to the centre, :math:`K = \tfrac1{12} (1, 2, 1)^\top (1, 2, 1)
-    - \tfrac13 \delta`, so two 3-tap passes replace a 3x3 convolution (5x faster on CPU).
-    """
-    rows = u.clone()
+def _stencil_sum(u: Tensor) -> Tensor:
+    r"""The separable 3x3 sum :math:`(1, 2, 1)^\top (1, 2, 1) * u` with zeros outside the image,
+    for ``(..., H, W)``: the neighbour weights are :math:`K = \tfrac1{12}\,(\text{this}) -
+    \tfrac13 \delta`, so two 3-tap passes replace a 3x3 convolution (several times faster on
+    CPU)."""
+    rows = u * 2.0
     rows[..., 1:] += u[..., :-1]
     rows[..., :-1] += u[..., 1:]
-    rows += u
-    both = rows.clone()
-    both[..., 1:, :] += rows[..., :-1, :]
-    both[..., :-1, :] += rows[..., 1:, :]
-    both += rows
-    return both.mul_(1 / 12).sub_(u, alpha=1 / 3)
+    out = rows * 2.0
+    out[..., 1:, :] += rows[..., :-1, :]
+    out[..., :-1, :] += rows[..., 1:, :]
+    return out
+
+
+def _neighbour_sum(u: Tensor) -> Tensor:
+    r""":math:`\sum_j w_{ij} u_j` over the in-image neighbours of every pixel (``K * u``)."""
+    return _stencil_sum(u).mul_(1 / 12).sub_(u, alpha=1 / 3)
 
 
 class _Level:
     r"""One grid of the multigrid hierarchy: the unknown mask ``m`` ``(N, 1, H, W)`` (1 =
     removed pixel), the in-image neighbour weight sum ``d`` ``(1, 1, H, W)`` (the diagonal of
     the system) and the operator :math:`A u = m \odot (d \odot u - K * u)` on vectors that
-    vanish outside ``m``."""
+    vanish outside ``m``, computed as :math:`m (d + \tfrac13) u - \tfrac{m}{12} S(u)` with
+    :math:`S` of :func:`_stencil_sum`."""
 
     def __init__(self, unknown: Tensor) -> None:
         self.m = unknown
         ones = torch.ones((1, 1, *unknown.shape[-2:]), dtype=unknown.dtype, device=unknown.device)
-        self.d = _neighbour_sum(ones)
-        self.inv_d = self.m / self.d
+        d = _neighbour_sum(ones)
+        self.diagonal = unknown * (d + 1 / 3)
+        self.m_12 = unknown / 12
+        self.smoother = _JACOBI_WEIGHT * unknown / d  # damped Jacobi: omega m / d
 
     def apply(self, u: Tensor) -> Tensor:
-        return (self.d * u).sub_(_neighbour_sum(u)).mul_(self.m)
+        return torch.addcmul(self.diagonal * u, self.m_12, _stencil_sum(u), value=-1.0)
 
 
 def _coarsen(unknown: Tensor) -> Tensor:
@@ -133,14 +138,15 @@ def _coarsen(unknown: Tensor) -> Tensor:
 def _restrict(r: Tensor) -> Tensor:
     """Sum of each cell's (up to 4) children: the transpose of :func:`_prolong`."""
     h, w = r.shape[-2:]
-    padded = F.pad(r, (0, w % 2, 0, h % 2))
-    n, c, hp, wp = padded.shape
-    return padded.view(n, c, hp // 2, 2, wp // 2, 2).sum((3, 5))
+    if h % 2 or w % 2:
+        r = F.pad(r, (0, w % 2, 0, h % 2))
+    return F.avg_pool2d(r, 2).mul_(4.0)
 
 
 def _prolong(e: Tensor, size: tuple[int, int]) -> Tensor:
     """Piecewise-constant interpolation of a coarse correction onto the fine grid."""
-    fine = e.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+    n, c, h, w = e.shape
+    fine = e[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
     return fine[..., : size[0], : size[1]]
 
 
@@ -182,13 +188,13 @@ class _Hierarchy:
         if index == len(self.levels) - 1:
             return self._solve_coarsest(r)
         level = self.levels[index]
-        x = _JACOBI_WEIGHT * level.inv_d * r
+        x = level.smoother * r
         for _ in range(_SMOOTHING_SWEEPS - 1):
-            x = x + _JACOBI_WEIGHT * level.inv_d * (r - level.apply(x))
+            x.addcmul_(level.smoother, r - level.apply(x))
         coarse = self.precondition(_restrict(r - level.apply(x)), index + 1)
-        x = x + _prolong(coarse, r.shape[-2:])
+        x += _prolong(coarse, (r.shape[-2], r.shape[-1]))
         for _ in range(_SMOOTHING_SWEEPS):
-            x = x + _JACOBI_WEIGHT * level.inv_d * (r - level.apply(x))
+            x.addcmul_(level.smoother, r - level.apply(x))
         return x
 
 
@@ -200,15 +206,17 @@ def _solve(images: Tensor, unknown: Tensor, tol: float, max_iter: int) -> Tensor
     fine = hierarchy.levels[0]
     b = fine.m * _neighbour_sum((1.0 - fine.m) * images)
 
-    def dot(a: Tensor, c: Tensor) -> Tensor:
-        return (a * c).sum((-2, -1), keepdim=True)
+    n, c, h, w = images.shape
+
+    def dot(a: Tensor, e: Tensor) -> Tensor:  # (N, C, 1, 1) inner products over pixels
+        return (a * e).view(n * c, h * w).sum(-1).view(n, c, 1, 1)
 
     x = torch.zeros_like(images)
     r = b.clone()
     b_norm = dot(b, b).sqrt()
     threshold = tol * b_norm
     z = hierarchy.precondition(r)
-    p = z
+    p = z.clone()
     rz = dot(r, z)
     converged = False
     for _ in range(max_iter):
@@ -218,12 +226,12 @@ def _solve(images: Tensor, unknown: Tensor, tol: float, max_iter: int) -> Tensor
         ap = fine.apply(p)
         pap = dot(p, ap)
         alpha = torch.where(pap > 0, rz / pap.clamp_min(torch.finfo(pap.dtype).tiny), 0.0)
-        x = x + alpha * p
-        r = r - alpha * ap
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1.0)
         z = hierarchy.precondition(r)
         rz_new = dot(r, z)
         beta = torch.where(rz > 0, rz_new / rz.clamp_min(torch.finfo(rz.dtype).tiny), 0.0)
-        p = z + beta * p
+        p = z.addcmul_(beta, p)
         rz = rz_new
     if not converged and not bool((dot(r, r).sqrt() <= threshold).all()):
         worst = float((dot(r, r).sqrt() / b_norm.clamp_min(1e-30)).max())
@@ -553,7 +561,7 @@ def road_curves(
                 check_target_range(target, logits.shape[1])
             scores[lo : lo + flat.numel()] = _score(logits, target[bi], score)
     scores = scores.view(b, n_jobs)
-    curves = {}
+    curves: dict[str, Tensor] = {}
     for o, order in enumerate(order_list):
         middle = scores[:, 1 + o * n_fr : 1 + (o + 1) * n_fr]
         curves[order] = torch.cat([scores[:, :1], middle, scores[:, -1:]], dim=1)
