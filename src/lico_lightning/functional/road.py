@@ -99,7 +99,8 @@ DEFAULT_ROAD_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
 #: Standard deviation of the noise added to imputed pixels (ROAD: 0.01).
 DEFAULT_ROAD_NOISE = 0.01
 #: Neighbour weights of the imputation: 1/6 for the 4 direct neighbours, 1/12 for the diagonals
-#: (row offset -1, 0, +1 by column offset -1, 0, +1; the centre is the pixel itself).
+#: (row offset -1, 0, +1 by column offset -1, 0, +1; the centre is the pixel itself). The solver
+#: applies them as a separable stencil (``_stencil_sum``); the tests check it against this table.
 ROAD_NEIGHBOUR_WEIGHTS: tuple[tuple[float, float, float], ...] = (
     (1 / 12, 1 / 6, 1 / 12),
     (1 / 6, 0.0, 1 / 6),
@@ -537,7 +538,8 @@ def road_curves(
         noise: standard deviation of the imputation noise (ROAD: 0.01).
         generator: ``torch.Generator`` of the noise (``None``: the global one).
         score: ``"probability"`` (softmax of the target) or ``"correct"`` (0/1 accuracy).
-        chunk_size: imputed images per solve and forward pass.
+        chunk_size: imputed images per solve and forward pass (the solve holds about 12
+            image-sized buffers per image of a chunk).
         tol: relative residual of the imputation solve (see :func:`noisy_linear_imputation`).
         max_iter: conjugate-gradient iterations at most.
 
