@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -230,6 +231,56 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _naive_road(model, image, sal, t, fractions) -> tuple[float, float]:
+    """ROAD by hand: MoRF / LeRF orders by sorting (first index first on ties), each imputation
+    a dense solve written pixel by pixel (no noise), the mean-colour image at fraction 1, the
+    trapezoid over the fractions; returns (MoRF, LeRF) areas."""
+    from tests.functional.test_road import _dense_imputation
+
+    c, h, w = image.shape
+    flat = sal.flatten().tolist()
+    orders = {
+        "morf": sorted(range(h * w), key=lambda p: (-flat[p], p)),
+        "lerf": sorted(range(h * w), key=lambda p: (flat[p], p)),
+    }
+
+    def prob(x) -> float:
+        with torch.no_grad():
+            return float(model(torch.as_tensor(x, dtype=torch.float32)[None]).softmax(-1)[0, t])
+
+    clean = prob(image)
+    base = prob(image.mean((1, 2), keepdim=True).expand(c, h, w))
+    xs = [0.0, *fractions, 1.0]
+    areas = []
+    for order in orders.values():
+        ys = [clean]
+        for f in fractions:
+            removed = np.zeros(h * w, dtype=bool)
+            removed[order[: int(f * h * w + 1e-6)]] = True
+            ys.append(prob(_dense_imputation(image.double().numpy(), removed.reshape(h, w))))
+        ys.append(base)
+        areas.append(sum((ys[i] + ys[i + 1]) / 2 * (xs[i + 1] - xs[i]) for i in range(len(xs) - 1)))
+    return areas[0], areas[1]
+
+
+ROAD_FRACTIONS = (0.25, 0.5, 0.75)
+ROAD_KW = {"noise": 0.0, "tol": 1e-6}
+
+
+def _road(d):
+    return F.road_auc(NET, d["images"], d["saliency"], d["target"], ROAD_FRACTIONS,
+                      reduction="none", **ROAD_KW)  # fmt: skip
+
+
+def _naive_srg(d):
+    return _mean([
+        (lambda a: a[1] - a[0])(
+            _naive_road(NET, d["images"][i], d["saliency"][i], int(d["target"][i]), ROAD_FRACTIONS)
+        )
+        for i in range(N)
+    ])  # fmt: skip
+
+
 # ------------------------------------------------------------------ the table
 @dataclass
 class Case:
@@ -423,6 +474,12 @@ CASES = [
          ("logits", "target", "group"),
          lambda d: F.group_accuracy(d["logits"], d["target"], d["group"], 4).reshape(1),
          _naive_worst_group, key="worst"),
+    Case("ROADAUC/morf", lambda: M.ROADAUC(fractions=ROAD_FRACTIONS, **ROAD_KW), _classifier_data, MODEL,
+         lambda d: _road(d)[0],
+         lambda d: _mean([_naive_road(NET, d["images"][i], d["saliency"][i], int(d["target"][i]),
+                                      ROAD_FRACTIONS)[0] for i in range(N)]), key="morf"),
+    Case("SymmetricRelevanceGain", lambda: M.SymmetricRelevanceGain(fractions=ROAD_FRACTIONS, **ROAD_KW),
+         _classifier_data, MODEL, lambda d: _road(d)[1] - _road(d)[0], _naive_srg),
 ]  # fmt: skip
 
 

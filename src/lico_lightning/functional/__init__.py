@@ -87,6 +87,19 @@ from lico_lightning.functional.pointing import (
 )
 from lico_lightning.functional.rank import spearman_correlation
 from lico_lightning.functional.retrieval import retrieval_ranks, retrieval_recall_at_k
+from lico_lightning.functional.road import (
+    DEFAULT_ROAD_FRACTIONS,
+    DEFAULT_ROAD_NOISE,
+    ROAD_NEIGHBOUR_WEIGHTS,
+    ImputationConvergenceWarning,
+    confidence_normalized_curve,
+    noisy_linear_imputation,
+    road_auc,
+    road_curve_fractions,
+    road_curves,
+    road_removal_masks,
+    symmetric_relevance_gain,
+)
 from lico_lightning.functional.splice import (
     splice_decompose,
     splice_penalty_for_sparsity,
@@ -104,9 +117,13 @@ from lico_lightning.functional.surrogate import (
 __all__ = [
     "DEFAULT_BLUR_KERNEL_SIZE",
     "DEFAULT_BLUR_SIGMA",
+    "DEFAULT_ROAD_FRACTIONS",
+    "DEFAULT_ROAD_NOISE",
     "DEFAULT_STEP_FRACTION",
     "DEFAULT_TOLERANCE",
+    "ROAD_NEIGHBOUR_WEIGHTS",
     "BanzhafInteractions",
+    "ImputationConvergenceWarning",
     "SinkhornConvergenceWarning",
     "all_coalitions",
     "approximate_game_values",
@@ -119,6 +136,7 @@ __all__ = [
     "bottleneck_capacity",
     "box_to_mask",
     "concept_contributions",
+    "confidence_normalized_curve",
     "cross_modal_banzhaf_interactions",
     "curve_auc",
     "deletion_auc",
@@ -147,6 +165,7 @@ __all__ = [
     "manifold_matching_loss",
     "model_agnostic_banzhaf_interactions",
     "moving_average_kl_objective",
+    "noisy_linear_imputation",
     "normal_equations",
     "normalize_saliency",
     "pair_confidence_drop",
@@ -161,6 +180,10 @@ __all__ = [
     "retrieval_ranks",
     "retrieval_recall_at_k",
     "rise_masks",
+    "road_auc",
+    "road_curve_fractions",
+    "road_curves",
+    "road_removal_masks",
     "sample_coalitions",
     "select_clique",
     "sinkhorn_ot_loss",
@@ -170,6 +193,7 @@ __all__ = [
     "splice_penalty_for_sparsity",
     "splice_reconstruct",
     "split_budget",
+    "symmetric_relevance_gain",
     "target_probability",
     "token_interactions",
     "update_log_moving_average",

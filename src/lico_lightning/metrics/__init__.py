@@ -46,10 +46,12 @@ from lico_lightning.metrics.perturbation import (
 from lico_lightning.metrics.pointing import EnergyPointingGame, PointingGame
 from lico_lightning.metrics.rank import SpearmanCorrelation
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
+from lico_lightning.metrics.road import ROADAUC, SymmetricRelevanceGain
 
 __all__ = [
     "GROUNDING_INPUTS",
     "GROUNDING_METRICS",
+    "ROADAUC",
     "SALIENCY_INPUTS",
     "SALIENCY_METRICS",
     "AreaBetweenInsertionDeletion",
@@ -74,6 +76,7 @@ __all__ = [
     "SaliencyMetric",
     "SaliencyMetricOptions",
     "SpearmanCorrelation",
+    "SymmetricRelevanceGain",
     "create_grounding_metric",
     "create_saliency_metric",
     "list_grounding_metrics",
