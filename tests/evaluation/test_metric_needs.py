@@ -137,7 +137,7 @@ def test_toy_saliency_metric_runs_in_the_evaluation_and_the_monitor(toy_metrics)
         layer="0",
         log_images=False,
     )
-    monitor.setup(net, (images, labels))
+    monitor.attach(net, (images, labels))
     logged = monitor.step(1)
     assert logged == pytest.approx({"saliency/gradcam/peak_share": want}, abs=1e-6)
 
@@ -189,7 +189,7 @@ def test_toy_grounding_metric_runs_in_the_evaluation_and_the_monitor(
         every_n_train_steps=1,
         probes=probes,
     )
-    monitor.setup(tiny_clip(), log_dir=tmp_path)
+    monitor.attach(tiny_clip(), log_dir=tmp_path)
     logged = monitor.step(1)
     assert logged == pytest.approx(
         {
