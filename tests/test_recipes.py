@@ -591,3 +591,16 @@ def test_fast_dev_run_writes_nothing_into_the_working_directory(
     args = [a for a in _quick(script, recipe, tmp_path) if "save_dir" not in a]
     build(["fit", *args, "--trainer.fast_dev_run=true"])
     assert list(cwd.rglob("*")) == []
+
+
+@pytest.mark.parametrize(
+    "script, recipe",
+    [("lico-lightning", "lico_digits"), ("lico-clip", CLIP), ("lico-explainr", EXPLAINR)],
+)
+def test_every_script_writes_checkpoints_whole_or_not_at_all(script, recipe) -> None:
+    """Every recipe run through a console script checkpoints through AtomicCheckpointIO (a
+    full disk leaves no truncated last.ckpt, tests/test_io.py)."""
+    from lico_lightning.plugins import AtomicCheckpointIO
+
+    cli = SCRIPTS[script][0]([f"--config={RECIPES / recipe}.yaml"], run=False)
+    assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO

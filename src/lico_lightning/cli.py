@@ -44,12 +44,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning import LightningDataModule
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lico_lightning.data import CaptionDataModule, ConceptDistillationDataModule
 from lico_lightning.modules import CLIPFineTuner, LICOClassifier, SurrogateDistiller
+from lico_lightning.plugins import AtomicCheckpointIO
 
 __all__ = [
     "CLIPCLI",
@@ -100,6 +102,15 @@ class BaseCLI(LightningCLI):
         expected = Path(args["save_dir"]).resolve() / str(args.get("name") or "")
         if run.parent == expected:
             args["version"] = f"{run.name}/{self.subcommand}"
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, writing checkpoints through :class:`~lico_lightning.plugins.AtomicCheckpointIO`
+        (whole or not at all; load errors name the file) unless the configuration chose another
+        checkpoint writer."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def before_fit(self) -> None:
         """``fast_dev_run`` saves no checkpoint, ``save_last`` included (nothing in the cwd)."""
