@@ -31,6 +31,7 @@ __all__ = [
     "explanation_mode",
     "module_device",
     "preserve_model_state",
+    "parked_grads",
     "restored_requires_grad",
     "restored_training_modes",
 ]
@@ -86,9 +87,35 @@ def restored_requires_grad(module: nn.Module, *, freeze: bool = False) -> Iterat
 
 
 @contextmanager
+def parked_grads(module: nn.Module) -> Iterator[None]:
+    """Set every parameter's ``.grad`` aside inside and put the same tensors back on exit,
+    also on error: whatever runs inside (an explainer that back-propagates into the weights)
+    writes into fresh gradients that are dropped, never into the training loop's.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> net(torch.ones(1, 2)).sum().backward()
+        >>> before = net.weight.grad.clone()
+        >>> with parked_grads(net):
+        ...     net(torch.ones(1, 2)).sum().backward()  # would double the gradient
+        >>> torch.equal(net.weight.grad, before)
+        True
+    """
+    saved = [(p, p.grad) for p in module.parameters()]
+    for p, _ in saved:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for p, grad in saved:
+            p.grad = grad
+
+
+@contextmanager
 def preserve_model_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
-    """Switch ``model`` to eval mode; restore every module's ``training`` flag and every
-    parameter's ``requires_grad`` on exit, also on error.
+    """Switch ``model`` to eval mode; restore every module's ``training`` flag, every
+    parameter's ``requires_grad`` and its ``.grad`` (:func:`parked_grads`) on exit, also on
+    error.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
@@ -101,6 +128,7 @@ def preserve_model_state(model: nn.Module, *, eval_mode: bool = True) -> Iterato
         (True, False)
     """
     with ExitStack() as stack:
+        stack.enter_context(parked_grads(model))
         stack.enter_context(restored_requires_grad(model))
         stack.enter_context(restored_training_modes(model, eval_mode=eval_mode))
         yield

@@ -92,6 +92,50 @@ def rng_eater():
     EXPLAINERS.unregister("rng_eater")
 
 
+class GradWriter(Explainer):
+    """Back-propagates into the weights (as a careless input-gradient explainer would)."""
+
+    uses_layer = False
+
+    def _attribute(self, images, target):
+        with torch.enable_grad():
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+            self.model(images).sum().backward()
+        return images.abs().sum(1)
+
+
+@pytest.fixture
+def grad_writer():
+    register_explainer("grad_writer")(GradWriter)
+    yield "grad_writer"
+    EXPLAINERS.unregister("grad_writer")
+
+
+def test_plain_loop_backward_step_zero_grad_then_monitor_is_not_perturbed(grad_writer):
+    """Issue 18 #15: the loop zeroes its gradients (to None) before monitor.step; an explainer
+    that writes parameter .grad used to leave them for the next backward to add onto."""
+    weights = []
+    for with_monitor in (False, True):
+        torch.manual_seed(0)
+        model = _net().train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        monitor = _monitor(methods=[grad_writer], every_n_train_steps=1) if with_monitor else None
+        if monitor is not None:
+            monitor.attach(model, _data())
+        x, y = _data()[:8]
+        for step in range(1, 4):
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if monitor is not None:
+                monitor.step(step)
+                assert all(p.grad is None for p in model.parameters())
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    for key, value in weights[0].items():
+        assert torch.equal(weights[1][key], value), key
+
+
 # ------------------------------------------------------------------ plain loop
 def test_plain_loop_leaves_the_model_and_rng_untouched(rng_eater):
     model = _net().train()
