@@ -38,8 +38,10 @@ def check_tensor(
     *,
     floating: bool = False,
     nonempty: bool = True,
+    shape: Sequence[int] | None = None,
 ) -> Tensor:
-    """Check that ``x`` is a tensor with the expected number of dims; return it.
+    """Check that ``x`` is a tensor with the expected number of dims (or exact ``shape``);
+    return it.
 
     Example:
         >>> check_tensor("x", torch.zeros(2, 3), ndim=2).shape
@@ -48,6 +50,10 @@ def check_tensor(
         Traceback (most recent call last):
         ...
         TypeError: Expected `x` to be a torch.Tensor, but got list.
+        >>> check_tensor("x", torch.zeros(2), shape=(3,))
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `x` of shape (3,), but got (2,).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
@@ -62,6 +68,8 @@ def check_tensor(
         raise TypeError(f"Expected `{name}` to be a floating-point tensor, but got {x.dtype}.")
     if nonempty and x.numel() == 0:
         raise ValueError(f"Expected `{name}` to be non-empty, but got shape {tuple(x.shape)}.")
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"Expected `{name}` of shape {tuple(shape)}, but got {tuple(x.shape)}.")
     return x
 
 
