@@ -73,6 +73,36 @@ def check_tensor(
     return x
 
 
+def check_pairable(
+    name_a: str, a: object, name_b: str, b: object, *, ndim: int, all_pairs: bool
+) -> tuple[Tensor, Tensor]:
+    """Check two floating batches whose rows are to be paired (scores, interactions): ``ndim``
+    dims each, the same last (embedding) width ``K`` and, for row-wise pairs (``all_pairs``
+    False), the same batch size; return them.
+
+    Example:
+        >>> a, b = check_pairable("a", torch.zeros(2, 4), "b", torch.zeros(3, 4), ndim=2,
+        ...                       all_pairs=True)
+        >>> check_pairable("a", a, "b", b, ndim=2, all_pairs=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `a` and `b` with the same batch size, but got 2 and 3 (use all_pairs=True for all pairs).
+    """
+    a = check_tensor(name_a, a, ndim=ndim, floating=True)
+    b = check_tensor(name_b, b, ndim=ndim, floating=True)
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"Expected `{name_a}` and `{name_b}` of the same embedding width K, but got shapes "
+            f"{tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    if not all_pairs and a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"Expected `{name_a}` and `{name_b}` with the same batch size, but got "
+            f"{a.shape[0]} and {b.shape[0]} (use all_pairs=True for all pairs)."
+        )
+    return a, b
+
+
 def check_finite(name: str, x: Tensor) -> Tensor:
     """Raise ``ValueError`` if ``x`` holds NaN or Inf (one host sync; call once per input)."""
     if not bool(torch.isfinite(x).all()):
