@@ -73,6 +73,27 @@ def with_defaults(**defaults: Any) -> Callable[[_C], _C]:
     return decorate
 
 
+def warn_if_resumed_differently(module: object, saved: Any, current: Any) -> None:
+    """Warn when the data configuration a checkpoint recorded (``saved``; ``None``: none) is
+    not this run's (``current``): the ``load_state_dict`` check of every data module.
+
+    Example:
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_resumed_differently(object(), {"seed": 0}, {"seed": 1})
+        >>> "will not see the same data" in str(caught[0].message)
+        True
+    """
+    if saved is not None and saved != current:
+        warnings.warn(
+            f"{type(module).__name__}: the checkpoint was trained on {saved}, but this run is "
+            f"configured as {current}; a resumed run will not see the same data. Pass the "
+            "checkpoint's values to continue it exactly.",
+            UserWarning,
+            stacklevel=3,  # the caller of load_state_dict
+        )
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Base class of the image data modules (not used directly).
 
@@ -200,13 +221,4 @@ class ImageDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Warn when the checkpoint's split differs from this module's configuration."""
-        saved = state_dict.get("split")
-        current = self._split_config()
-        if saved is not None and saved != current:
-            warnings.warn(
-                f"{type(self).__name__}: the checkpoint was trained on the split {saved}, but "
-                f"this run is configured as {current}; a resumed run will not see the same data. "
-                "Pass the checkpoint's values to continue it exactly.",
-                UserWarning,
-                stacklevel=2,
-            )
+        warn_if_resumed_differently(self, state_dict.get("split"), self._split_config())

@@ -14,7 +14,6 @@ Batch convention (every caption data module):
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_int
+from lico_lightning.data._base import warn_if_resumed_differently
 from lico_lightning.data._probes import random_order
 from lico_lightning.data._sampler import ResumableRandomSampler
 
@@ -537,14 +537,7 @@ class CaptionDataModule(pl.LightningDataModule):
         return {"split": self._split_config()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved, current = state_dict.get("split"), self._split_config()
-        if saved is not None and saved != current:
-            warnings.warn(
-                f"{type(self).__name__}: the checkpoint was trained on {saved}, but this run is "
-                f"configured as {current}; a resumed run will not see the same data.",
-                UserWarning,
-                stacklevel=2,
-            )
+        warn_if_resumed_differently(self, state_dict.get("split"), self._split_config())
 
 
 def _resolve(root: str | Path, path: str | Path) -> str:
