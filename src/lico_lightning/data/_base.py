@@ -73,6 +73,20 @@ def with_defaults(**defaults: Any) -> Callable[[_C], _C]:
     return decorate
 
 
+def save_subclass_hparams(module: pl.LightningDataModule, ignore: list[str]) -> None:
+    """Save the concrete data module's constructor arguments as ``module.hparams``.
+
+    Called by a base class's ``__init__`` (``ImageDataModule``, ``CaptionDataModule``) so
+    that every subclass's arguments are recorded once, there: Lightning reads them from the
+    frame of the subclass's ``__init__`` (two frames up), not the base's forwarded ones. Does
+    nothing when the base is not called from an ``__init__``.
+    """
+    frame = inspect.currentframe()
+    caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+    if caller is not None and caller.f_code.co_name == "__init__":
+        module.save_hyperparameters(ignore=ignore, frame=caller)
+
+
 def warn_if_resumed_differently(module: object, saved: Any, current: Any) -> None:
     """Warn when the data configuration a checkpoint recorded (``saved``; ``None``: none) is
     not this run's (``current``): the ``load_state_dict`` check of every data module.
@@ -129,14 +143,9 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        caller = inspect.currentframe()
-        caller = caller.f_back if caller is not None else None
-        if caller is not None and caller.f_code.co_name == "__init__":
-            # the subclass's constructor arguments (Lightning reads them from its frames), not
-            # these forwarded ones; class_names is left out: the resolved names are the model's
-            # hparam (linked by the CLI), and Lightning refuses differing values for one key in
-            # model and data hparams.
-            self.save_hyperparameters(ignore=["class_names"], frame=caller)
+        # class_names is left out: the resolved names are the model's hparam (linked by the
+        # CLI), and Lightning refuses differing values for one key in model and data hparams.
+        save_subclass_hparams(self, ignore=["class_names"])
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
         check_int("seed", seed, 0)

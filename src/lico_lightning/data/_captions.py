@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_int
-from lico_lightning.data._base import warn_if_resumed_differently
+from lico_lightning.data._base import save_subclass_hparams, warn_if_resumed_differently
 from lico_lightning.data._probes import random_order
 from lico_lightning.data._sampler import ResumableRandomSampler
 
@@ -413,6 +413,7 @@ class CaptionDataModule(pl.LightningDataModule):
     loader of ``val_dataloader()`` / ``test_dataloader()``.
 
     Training order is a pure function of ``(seed, epoch)`` (:class:`ResumableRandomSampler`).
+    The subclass's constructor arguments but ``zeroshot`` are its ``hparams`` (saved here).
     """
 
     train_dataset: CaptionDataset | None
@@ -431,6 +432,8 @@ class CaptionDataModule(pl.LightningDataModule):
         zeroshot: pl.LightningDataModule | None,
     ) -> None:
         super().__init__()
+        # the subclass's arguments (zeroshot, a data module, is not a hyperparameter)
+        save_subclass_hparams(self, ignore=["zeroshot"])
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
         check_int("seed", seed, 0)
