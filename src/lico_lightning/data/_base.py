@@ -87,6 +87,14 @@ def save_subclass_hparams(module: pl.LightningDataModule, ignore: list[str]) -> 
         module.save_hyperparameters(ignore=ignore, frame=caller)
 
 
+def check_loader_options(batch_size: int, num_workers: int, seed: int) -> None:
+    """The loader settings every data module takes: ``batch_size >= 1``, ``num_workers >= 0``
+    and a training-order ``seed >= 0``."""
+    check_int("batch_size", batch_size, 1)
+    check_int("num_workers", num_workers, 0)
+    check_int("seed", seed, 0)
+
+
 def warn_if_resumed_differently(module: object, saved: Any, current: Any) -> None:
     """Warn when the data configuration a checkpoint recorded (``saved``; ``None``: none) is
     not this run's (``current``): the ``load_state_dict`` check of every data module.
@@ -146,9 +154,7 @@ class ImageDataModule(pl.LightningDataModule):
         # class_names is left out: the resolved names are the model's hparam (linked by the
         # CLI), and Lightning refuses differing values for one key in model and data hparams.
         save_subclass_hparams(self, ignore=["class_names"])
-        check_int("batch_size", batch_size, 1)
-        check_int("num_workers", num_workers, 0)
-        check_int("seed", seed, 0)
+        check_loader_options(batch_size, num_workers, seed)
         if train_samples_per_epoch is not None:
             check_int("train_samples_per_epoch", train_samples_per_epoch, 1)
         self.batch_size = batch_size

@@ -26,7 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_int
-from lico_lightning.data._base import save_subclass_hparams, warn_if_resumed_differently
+from lico_lightning.data._base import (
+    check_loader_options,
+    save_subclass_hparams,
+    warn_if_resumed_differently,
+)
 from lico_lightning.data._probes import random_order
 from lico_lightning.data._sampler import ResumableRandomSampler
 
@@ -434,9 +438,7 @@ class CaptionDataModule(pl.LightningDataModule):
         super().__init__()
         # the subclass's arguments (zeroshot, a data module, is not a hyperparameter)
         save_subclass_hparams(self, ignore=["zeroshot"])
-        check_int("batch_size", batch_size, 1)
-        check_int("num_workers", num_workers, 0)
-        check_int("seed", seed, 0)
+        check_loader_options(batch_size, num_workers, seed)
         if zeroshot is not None and not hasattr(zeroshot, "class_names"):
             raise TypeError(
                 "Expected `zeroshot` to be an image classification data module with "
