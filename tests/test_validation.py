@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-from lico_lightning._validation import check_int, check_int_pair, check_real
+from lico_lightning._validation import check_int, check_int_pair, check_real, check_tensor
 
 
 @pytest.mark.parametrize(
@@ -24,6 +25,20 @@ def test_check_int_pair_errors(value) -> None:
     with pytest.raises(ValueError, match=r"`grid` to be two positive ints \(Hp, Wp\)"):
         check_int_pair("grid", value, "(Hp, Wp)")
     assert check_int_pair("size", [3, 4]) == (3, 4)
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        (torch.zeros(3, 1), ValueError, "to have 1 dims"),  # ndim is checked before shape
+        (torch.zeros(3, dtype=torch.long), TypeError, "floating-point"),
+        (torch.zeros(2), ValueError, r"`w` of shape \(3,\), but got \(2,\)"),
+    ],
+)
+def test_check_tensor_shape(x, error, match) -> None:
+    with pytest.raises(error, match=match):
+        check_tensor("w", x, ndim=1, floating=True, shape=(3,))
+    assert check_tensor("w", torch.zeros(3), ndim=1, floating=True, shape=(3,)).shape == (3,)
 
 
 def test_check_real_errors() -> None:

@@ -38,8 +38,10 @@ def check_tensor(
     *,
     floating: bool = False,
     nonempty: bool = True,
+    shape: Sequence[int] | None = None,
 ) -> Tensor:
-    """Check that ``x`` is a tensor with the expected number of dims; return it.
+    """Check that ``x`` is a tensor with the expected number of dims (or exact ``shape``);
+    return it.
 
     Example:
         >>> check_tensor("x", torch.zeros(2, 3), ndim=2).shape
@@ -48,6 +50,10 @@ def check_tensor(
         Traceback (most recent call last):
         ...
         TypeError: Expected `x` to be a torch.Tensor, but got list.
+        >>> check_tensor("x", torch.zeros(2), shape=(3,))
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `x` of shape (3,), but got (2,).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
@@ -62,7 +68,39 @@ def check_tensor(
         raise TypeError(f"Expected `{name}` to be a floating-point tensor, but got {x.dtype}.")
     if nonempty and x.numel() == 0:
         raise ValueError(f"Expected `{name}` to be non-empty, but got shape {tuple(x.shape)}.")
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"Expected `{name}` of shape {tuple(shape)}, but got {tuple(x.shape)}.")
     return x
+
+
+def check_pairable(
+    name_a: str, a: object, name_b: str, b: object, *, ndim: int, all_pairs: bool
+) -> tuple[Tensor, Tensor]:
+    """Check two floating batches whose rows are to be paired (scores, interactions): ``ndim``
+    dims each, the same last (embedding) width ``K`` and, for row-wise pairs (``all_pairs``
+    False), the same batch size; return them.
+
+    Example:
+        >>> a, b = check_pairable("a", torch.zeros(2, 4), "b", torch.zeros(3, 4), ndim=2,
+        ...                       all_pairs=True)
+        >>> check_pairable("a", a, "b", b, ndim=2, all_pairs=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `a` and `b` with the same batch size, but got 2 and 3 (use all_pairs=True for all pairs).
+    """
+    a = check_tensor(name_a, a, ndim=ndim, floating=True)
+    b = check_tensor(name_b, b, ndim=ndim, floating=True)
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"Expected `{name_a}` and `{name_b}` of the same embedding width K, but got shapes "
+            f"{tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    if not all_pairs and a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"Expected `{name_a}` and `{name_b}` with the same batch size, but got "
+            f"{a.shape[0]} and {b.shape[0]} (use all_pairs=True for all pairs)."
+        )
+    return a, b
 
 
 def check_finite(name: str, x: Tensor) -> Tensor:

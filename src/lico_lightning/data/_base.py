@@ -73,6 +73,49 @@ def with_defaults(**defaults: Any) -> Callable[[_C], _C]:
     return decorate
 
 
+def save_subclass_hparams(module: pl.LightningDataModule, ignore: list[str]) -> None:
+    """Save the concrete data module's constructor arguments as ``module.hparams``.
+
+    Called by a base class's ``__init__`` (``ImageDataModule``, ``CaptionDataModule``) so
+    that every subclass's arguments are recorded once, there: Lightning reads them from the
+    frame of the subclass's ``__init__`` (two frames up), not the base's forwarded ones. Does
+    nothing when the base is not called from an ``__init__``.
+    """
+    frame = inspect.currentframe()
+    caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+    if caller is not None and caller.f_code.co_name == "__init__":
+        module.save_hyperparameters(ignore=ignore, frame=caller)
+
+
+def check_loader_options(batch_size: int, num_workers: int, seed: int) -> None:
+    """The loader settings every data module takes: ``batch_size >= 1``, ``num_workers >= 0``
+    and a training-order ``seed >= 0``."""
+    check_int("batch_size", batch_size, 1)
+    check_int("num_workers", num_workers, 0)
+    check_int("seed", seed, 0)
+
+
+def warn_if_resumed_differently(module: object, saved: Any, current: Any) -> None:
+    """Warn when the data configuration a checkpoint recorded (``saved``; ``None``: none) is
+    not this run's (``current``): the ``load_state_dict`` check of every data module.
+
+    Example:
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_resumed_differently(object(), {"seed": 0}, {"seed": 1})
+        >>> "will not see the same data" in str(caught[0].message)
+        True
+    """
+    if saved is not None and saved != current:
+        warnings.warn(
+            f"{type(module).__name__}: the checkpoint was trained on {saved}, but this run is "
+            f"configured as {current}; a resumed run will not see the same data. Pass the "
+            "checkpoint's values to continue it exactly.",
+            UserWarning,
+            stacklevel=3,  # the caller of load_state_dict
+        )
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Base class of the image data modules (not used directly).
 
@@ -108,17 +151,10 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        caller = inspect.currentframe()
-        caller = caller.f_back if caller is not None else None
-        if caller is not None and caller.f_code.co_name == "__init__":
-            # the subclass's constructor arguments (Lightning reads them from its frames), not
-            # these forwarded ones; class_names is left out: the resolved names are the model's
-            # hparam (linked by the CLI), and Lightning refuses differing values for one key in
-            # model and data hparams.
-            self.save_hyperparameters(ignore=["class_names"], frame=caller)
-        check_int("batch_size", batch_size, 1)
-        check_int("num_workers", num_workers, 0)
-        check_int("seed", seed, 0)
+        # class_names is left out: the resolved names are the model's hparam (linked by the
+        # CLI), and Lightning refuses differing values for one key in model and data hparams.
+        save_subclass_hparams(self, ignore=["class_names"])
+        check_loader_options(batch_size, num_workers, seed)
         if train_samples_per_epoch is not None:
             check_int("train_samples_per_epoch", train_samples_per_epoch, 1)
         self.batch_size = batch_size
@@ -200,13 +236,4 @@ class ImageDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Warn when the checkpoint's split differs from this module's configuration."""
-        saved = state_dict.get("split")
-        current = self._split_config()
-        if saved is not None and saved != current:
-            warnings.warn(
-                f"{type(self).__name__}: the checkpoint was trained on the split {saved}, but "
-                f"this run is configured as {current}; a resumed run will not see the same data. "
-                "Pass the checkpoint's values to continue it exactly.",
-                UserWarning,
-                stacklevel=2,
-            )
+        warn_if_resumed_differently(self, state_dict.get("split"), self._split_config())

@@ -488,7 +488,6 @@ class COCOCaptionDataModule(_RecordsDataModule):
             truncate=truncate,
             zeroshot=zeroshot,
         )
-        self.save_hyperparameters(ignore=["zeroshot"])
         _check_max_images(max_images)
         self.root = Path(root)
 
@@ -543,7 +542,6 @@ class Flickr30kEntitiesDataModule(_RecordsDataModule):
             truncate=truncate,
             zeroshot=zeroshot,
         )
-        self.save_hyperparameters(ignore=["zeroshot"])
         _check_max_images(max_images)
         self.root = Path(root)
 
@@ -592,7 +590,6 @@ class CaptionFileDataModule(_RecordsDataModule):
             truncate=truncate,
             zeroshot=zeroshot,
         )
-        self.save_hyperparameters(ignore=["zeroshot"])
 
     def _records(self, split: str) -> list[CaptionRecord]:
         h: Any = self.hparams

@@ -14,7 +14,6 @@ Batch convention (every caption data module):
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._validation import check_choice, check_int
+from lico_lightning.data._base import (
+    check_loader_options,
+    save_subclass_hparams,
+    warn_if_resumed_differently,
+)
 from lico_lightning.data._probes import random_order
 from lico_lightning.data._sampler import ResumableRandomSampler
 
@@ -413,6 +417,7 @@ class CaptionDataModule(pl.LightningDataModule):
     loader of ``val_dataloader()`` / ``test_dataloader()``.
 
     Training order is a pure function of ``(seed, epoch)`` (:class:`ResumableRandomSampler`).
+    The subclass's constructor arguments but ``zeroshot`` are its ``hparams`` (saved here).
     """
 
     train_dataset: CaptionDataset | None
@@ -431,9 +436,9 @@ class CaptionDataModule(pl.LightningDataModule):
         zeroshot: pl.LightningDataModule | None,
     ) -> None:
         super().__init__()
-        check_int("batch_size", batch_size, 1)
-        check_int("num_workers", num_workers, 0)
-        check_int("seed", seed, 0)
+        # the subclass's arguments (zeroshot, a data module, is not a hyperparameter)
+        save_subclass_hparams(self, ignore=["zeroshot"])
+        check_loader_options(batch_size, num_workers, seed)
         if zeroshot is not None and not hasattr(zeroshot, "class_names"):
             raise TypeError(
                 "Expected `zeroshot` to be an image classification data module with "
@@ -537,14 +542,7 @@ class CaptionDataModule(pl.LightningDataModule):
         return {"split": self._split_config()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved, current = state_dict.get("split"), self._split_config()
-        if saved is not None and saved != current:
-            warnings.warn(
-                f"{type(self).__name__}: the checkpoint was trained on {saved}, but this run is "
-                f"configured as {current}; a resumed run will not see the same data.",
-                UserWarning,
-                stacklevel=2,
-            )
+        warn_if_resumed_differently(self, state_dict.get("split"), self._split_config())
 
 
 def _resolve(root: str | Path, path: str | Path) -> str:

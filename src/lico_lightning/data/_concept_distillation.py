@@ -4,7 +4,6 @@ scores."""
 from __future__ import annotations
 
 import copy
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from lico_lightning._validation import check_int, check_real
 from lico_lightning.concepts import ConceptVocabulary, tag_captions
+from lico_lightning.data._base import warn_if_resumed_differently
 from lico_lightning.data._concept_cache import (
     CaptionEmbeddings,
     ConceptImageDataset,
@@ -288,12 +288,4 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
         return {"draws": self._draw_config()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved, current = state_dict.get("draws"), self._draw_config()
-        if saved is not None and saved != current:
-            warnings.warn(
-                f"ConceptDistillationDataModule: the checkpoint was trained with {saved}, but "
-                f"this run is configured with {current}; a resumed run will not see the same "
-                "data.",
-                UserWarning,
-                stacklevel=2,
-            )
+        warn_if_resumed_differently(self, state_dict.get("draws"), self._draw_config())

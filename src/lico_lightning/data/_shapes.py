@@ -246,7 +246,6 @@ class ShapesCaptionDataModule(CaptionDataModule):
             truncate=False,
             zeroshot=zeroshot,
         )
-        self.save_hyperparameters(ignore=["zeroshot"])
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             check_int(name, value, 1)
         check_int("max_objects", max_objects, 2)

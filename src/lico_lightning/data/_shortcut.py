@@ -448,7 +448,6 @@ class ShortcutDataModule(ImageDataModule):
             return_index=return_index,
             train_samples_per_epoch=train_samples_per_epoch,
         )
-        self.save_hyperparameters(ignore=["class_names"])
         _check_benchmark(num_classes, cue_correlation, num_distractors, image_size)
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             check_int(name, value, 1)
@@ -472,15 +471,18 @@ class ShortcutDataModule(ImageDataModule):
         """``2 * num_classes`` groups ``2 * label + cue_agrees``."""
         return 2 * self.num_classes
 
-    def _split_config(self) -> dict[str, Any]:
+    def _scenes(self) -> dict[str, Any]:
+        """The benchmark's settings (what :func:`_check_benchmark` checks): with ``seed`` they
+        define every split's scenes, so they are both the datasets' arguments and the split."""
         return {
-            "seed": self.seed,
-            "num_train": self.num_train,
             "num_classes": self.num_classes,
             "cue_correlation": self.cue_correlation,
             "num_distractors": self.num_distractors,
             "image_size": self.image_size,
         }
+
+    def _split_config(self) -> dict[str, Any]:
+        return {"seed": self.seed, "num_train": self.num_train, **self._scenes()}
 
     def _dataset(
         self, split: str, size: int, mean: Sequence[float], std: Sequence[float]
@@ -488,10 +490,7 @@ class ShortcutDataModule(ImageDataModule):
         return ShortcutDataset(
             split,
             size,
-            num_classes=self.num_classes,
-            cue_correlation=self.cue_correlation,
-            num_distractors=self.num_distractors,
-            image_size=self.image_size,
+            **self._scenes(),
             mean=mean,
             std=std,
             seed=self.seed,

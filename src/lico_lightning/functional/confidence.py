@@ -120,12 +120,8 @@ def _confidence_change(
     check_images_saliency(images, saliency)
     check_target(target, images.shape[0])
     if clean_probability is not None:
-        check_tensor("clean_probability", clean_probability, ndim=1, floating=True)
-        if clean_probability.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"Expected `clean_probability` of shape ({images.shape[0]},), but got "
-                f"{tuple(clean_probability.shape)}."
-            )
+        shape = (images.shape[0],)
+        check_tensor("clean_probability", clean_probability, ndim=1, floating=True, shape=shape)
         check_finite("clean_probability", clean_probability)
     with torch.no_grad():
         explanation = images * normalize_saliency(saliency).unsqueeze(1).to(images)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lico_lightning._validation import check_int, check_tensor
+from lico_lightning._validation import check_int, check_pairable
 
 __all__ = ["integration_points", "token_interactions"]
 
@@ -45,18 +45,7 @@ def token_interactions(
         tensor([[[2., 0.],
                  [0., 8.]]])
     """
-    check_tensor("factors_a", factors_a, ndim=3, floating=True)
-    check_tensor("factors_b", factors_b, ndim=3, floating=True)
-    if factors_a.shape[-1] != factors_b.shape[-1]:
-        raise ValueError(
-            "Expected factors with the same embedding width K, but got "
-            f"{tuple(factors_a.shape)} and {tuple(factors_b.shape)}."
-        )
-    if not all_pairs and factors_a.shape[0] != factors_b.shape[0]:
-        raise ValueError(
-            "Expected the same batch size for both inputs, but got "
-            f"{factors_a.shape[0]} and {factors_b.shape[0]} (use all_pairs=True for all pairs)."
-        )
+    check_pairable("factors_a", factors_a, "factors_b", factors_b, ndim=3, all_pairs=all_pairs)
     eq = "isk,jtk->ijst" if all_pairs else "bsk,btk->bst"
     return torch.einsum(eq, factors_a, factors_b) * scale
 

@@ -18,7 +18,7 @@ data set's mean colour for normalised inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -36,7 +36,12 @@ from lico_lightning._validation import (
     check_target_range,
     check_tensor,
 )
-from lico_lightning.functional.confidence import check_images_saliency, target_probability
+from lico_lightning.functional.confidence import (
+    Model,
+    Reduction,
+    check_images_saliency,
+    target_probability,
+)
 
 __all__ = [
     "DEFAULT_BLUR_KERNEL_SIZE",
@@ -52,9 +57,7 @@ __all__ = [
     "perturbation_keep_masks",
 ]
 
-Model = Callable[[Tensor], Tensor]
 Substrate = Literal["blur", "zero"]
-Reduction = Literal["mean", "none"]
 
 #: RISE's blur for insertion / deletion (kernel 11, sigma 5, at 224 px).
 DEFAULT_BLUR_KERNEL_SIZE = 11

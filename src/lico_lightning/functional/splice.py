@@ -47,12 +47,9 @@ def _check_inputs(image_embeds: Tensor, concept_embeds: Tensor, image_mean: Tens
             f"shape {tuple(concept_embeds.shape)}."
         )
     if image_mean is not None:
-        check_tensor("image_mean", image_mean, ndim=1, floating=True)
-        if image_mean.shape[0] != image_embeds.shape[1]:
-            raise ValueError(
-                f"Expected `image_mean` of shape ({image_embeds.shape[1]},), but got "
-                f"{tuple(image_mean.shape)}."
-            )
+        check_tensor(
+            "image_mean", image_mean, ndim=1, floating=True, shape=(image_embeds.shape[1],)
+        )
 
 
 def _concept_dictionary(concept_embeds: Tensor) -> Tensor:

@@ -138,9 +138,7 @@ def moving_average_kl_objective(
     _check_square_pair(teacher_logits, student_logits)
     b = teacher_logits.shape[0]
     for name, x in (("log_u", log_u), ("log_v", log_v)):
-        check_tensor(name, x, ndim=1, floating=True)
-        if x.shape[0] != b:
-            raise ValueError(f"Expected `{name}` of shape ({b},), but got {tuple(x.shape)}.")
+        check_tensor(name, x, ndim=1, floating=True, shape=(b,))
     s_fixed = student_logits.detach()
     weights = torch.exp(
         teacher_logits.detach() - log_u[:, None] + s_fixed - log_v.detach()[:, None]

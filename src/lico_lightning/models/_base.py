@@ -104,3 +104,24 @@ class Backbone(nn.Module, ABC):
         fold the patch tokens back onto the patch grid.
         """
         return check_tensor("activation", activation, ndim=4)
+
+
+class _SmallImageCNN(Backbone):
+    """A CNN for small images whose feature map is reached by ``num_downsamples`` stride-2
+    3×3 convolutions (padding 1) and classified by global average pooling + ``fc``
+    (:class:`WideResNet`: 2, :class:`PreActResNet`: 3)."""
+
+    num_downsamples: int
+    fc: nn.Linear
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Global average pooling + linear head: ``(B, C, H, W)`` → ``(B, num_classes)``."""
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def feature_spatial_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """``(ceil(H/2^n), ceil(W/2^n))``: ``n = num_downsamples`` stride-2 3×3 convolutions
+        with padding 1."""
+        h, w = _pair("image_size", image_size)
+        for _ in range(self.num_downsamples):
+            h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
+        return h, w

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lico_lightning._validation import check_positive
-from lico_lightning.models._base import Backbone, _conv_out, _pair
+from lico_lightning.models._base import _SmallImageCNN
 
 __all__ = ["PreActResNet"]
 
@@ -34,7 +34,7 @@ class _PreActBlock(nn.Module):
         return identity + out
 
 
-class PreActResNet(Backbone):
+class PreActResNet(_SmallImageCNN):
     """Pre-activation ResNet for 32×32 inputs (PreAct-ResNet-18 = ``blocks=(2, 2, 2, 2)``).
 
     Stem conv3×3 (64 channels, stride 1, no max-pool), four stages of pre-activation basic
@@ -54,6 +54,8 @@ class PreActResNet(Backbone):
         >>> net.forward_features(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 64, 4, 4])
     """
+
+    num_downsamples = 3  # strides 1 / 2 / 2 / 2
 
     def __init__(
         self,
@@ -98,14 +100,3 @@ class PreActResNet(Backbone):
         self._check_images(x, self.conv1)
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
         return self.act(self.bn(out))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Global average pooling + linear head: ``(B, C, H, W)`` → ``(B, num_classes)``."""
-        return self.fc(features.mean(dim=(2, 3)))
-
-    def feature_spatial_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
-        """``(ceil(H/8), ceil(W/8))``: three stride-2 3×3 convolutions with padding 1."""
-        h, w = _pair("image_size", image_size)
-        for _ in range(3):
-            h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
-        return h, w

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lico_lightning._validation import check_positive
-from lico_lightning.models._base import Backbone, _conv_out, _pair
+from lico_lightning.models._base import _SmallImageCNN
 
 __all__ = ["WideResNet"]
 
@@ -49,7 +49,7 @@ class _WideBasicBlock(nn.Module):
         return identity + out
 
 
-class WideResNet(Backbone):
+class WideResNet(_SmallImageCNN):
     """WRN-``depth``-``widen_factor`` for small images (CIFAR / SVHN), FixMatch / USB layout.
 
     Stem conv3×3 (16 channels), three groups of ``n = (depth - 4) / 6`` pre-activation basic
@@ -88,6 +88,8 @@ class WideResNet(Backbone):
         >>> net(x).shape, net.feature_shape(32)
         (torch.Size([2, 10]), (64, 64))
     """
+
+    num_downsamples = 2  # strides 1, 2, 2
 
     def __init__(
         self,
@@ -153,14 +155,3 @@ class WideResNet(Backbone):
         self._check_images(x, self.conv1)
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         return self.act(self.bn(out))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Global average pooling + linear head: ``(B, C, H, W)`` → ``(B, num_classes)``."""
-        return self.fc(features.mean(dim=(2, 3)))
-
-    def feature_spatial_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
-        """``(ceil(H/4), ceil(W/4))``: two stride-2 3×3 convolutions with padding 1."""
-        h, w = _pair("image_size", image_size)
-        for _ in range(2):
-            h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
-        return h, w

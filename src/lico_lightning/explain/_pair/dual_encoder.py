@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lico_lightning._safety import restored_training_modes
-from lico_lightning._validation import check_choice, check_tensor
+from lico_lightning._validation import check_choice, check_pairable, check_tensor
 
 __all__ = ["DualEncoder", "ImageSpec", "TextSpec"]
 
@@ -202,19 +202,14 @@ class DualEncoder(ABC):
         .. math::
             s(a, b) = \\tau \\, \\frac{g(a)^\\top h(b)}{\\lVert g(a)\\rVert \\lVert h(b)\\rVert} + \\beta
         """
-        check_tensor("image_embeddings", image_embeddings, ndim=2, floating=True)
-        check_tensor("text_embeddings", text_embeddings, ndim=2, floating=True)
-        if image_embeddings.shape[-1] != text_embeddings.shape[-1]:
-            raise ValueError(
-                "Expected embeddings of equal width, but got "
-                f"{tuple(image_embeddings.shape)} and {tuple(text_embeddings.shape)}."
-            )
-        if not all_pairs and image_embeddings.shape[0] != text_embeddings.shape[0]:
-            raise ValueError(
-                "Expected the same batch size for row-wise similarity, but got "
-                f"{image_embeddings.shape[0]} and {text_embeddings.shape[0]} (use all_pairs=True)."
-            )
-        a, b = image_embeddings, text_embeddings
+        a, b = check_pairable(
+            "image_embeddings",
+            image_embeddings,
+            "text_embeddings",
+            text_embeddings,
+            ndim=2,
+            all_pairs=all_pairs,
+        )
         if self.normalize_embeddings:
             a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
         s = a @ b.T if all_pairs else (a * b).sum(-1)

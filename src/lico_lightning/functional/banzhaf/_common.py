@@ -48,9 +48,7 @@ def _check_masks(name: str, masks: object, ndim: int | None = 2) -> None:
 def _check_rows(m: int, **tensors: Tensor) -> list[Tensor]:
     out = []
     for name, t in tensors.items():
-        check_tensor(name, t, ndim=1, floating=True, nonempty=False)
-        if t.shape[0] != m:
-            raise ValueError(f"Expected `{name}` of shape ({m},), but got {tuple(t.shape)}.")
+        check_tensor(name, t, ndim=1, floating=True, nonempty=False, shape=(m,))
         out.append(t.to(torch.float64))
     return out
 
