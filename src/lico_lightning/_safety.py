@@ -30,8 +30,8 @@ __all__ = [
     "detach_input",
     "explanation_mode",
     "module_device",
-    "preserve_model_state",
     "parked_grads",
+    "preserve_model_state",
     "restored_requires_grad",
     "restored_training_modes",
 ]
