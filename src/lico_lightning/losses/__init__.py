@@ -1,5 +1,11 @@
 """``nn.Module`` losses holding hyperparameters and learnable parts."""
 
+from lico_lightning.losses.explanation_guided import (
+    EXPLANATION_LOSSES,
+    ExplanationLoss,
+    GradCAMMaskLoss,
+    RightForTheRightReasonsLoss,
+)
 from lico_lightning.losses.lico import ManifoldMatchingLoss, SinkhornOTLoss
 from lico_lightning.losses.surrogate import (
     MovingAverageEstimator,
@@ -8,8 +14,12 @@ from lico_lightning.losses.surrogate import (
 )
 
 __all__ = [
+    "EXPLANATION_LOSSES",
+    "ExplanationLoss",
+    "GradCAMMaskLoss",
     "ManifoldMatchingLoss",
     "MovingAverageEstimator",
+    "RightForTheRightReasonsLoss",
     "SinkhornOTLoss",
     "SurrogateDistillationLoss",
     "SurrogateLossOutput",
