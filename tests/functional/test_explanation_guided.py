@@ -114,9 +114,7 @@ def _rrr_loop(net: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     rows = []
     for n in range(x.shape[0]):
         xn = x[n : n + 1].clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(
-            F.log_softmax(net(xn), -1).sum(), xn, create_graph=True
-        )
+        (g,) = torch.autograd.grad(F.log_softmax(net(xn), -1).sum(), xn, create_graph=True)
         rows.append((mask[n].float() * g[0]).square().sum())
     return torch.stack(rows)
 

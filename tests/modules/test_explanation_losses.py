@@ -120,7 +120,9 @@ def test_fit_on_the_shortcut_benchmark_logs_every_term(tmp_path) -> None:
 
 
 def test_data_without_masks_fails_before_the_first_step_naming_loss_and_key(tmp_path) -> None:
-    dm = ShortcutDataModule(num_train=8, num_val=4, num_test=4, batch_size=4, with_ground_truth=False)
+    dm = ShortcutDataModule(
+        num_train=8, num_val=4, num_test=4, batch_size=4, with_ground_truth=False
+    )
     model = tiny_model(alpha=0.0, beta=0.0, explanation_losses={"rrr": {}})
     before = [p.detach().clone() for p in model.parameters()]
     trainer = pl.Trainer(
@@ -133,7 +135,9 @@ def test_data_without_masks_fails_before_the_first_step_naming_loss_and_key(tmp_
         num_sanity_val_steps=0,
         default_root_dir=tmp_path,
     )
-    with pytest.raises(ValueError, match=r"explanation loss 'rrr'.*missing \['cue_mask', 'distractor_mask'\]"):
+    with pytest.raises(
+        ValueError, match=r"explanation loss 'rrr'.*missing \['cue_mask', 'distractor_mask'\]"
+    ):
         trainer.fit(model, dm)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     with pytest.raises(ValueError, match=r"missing \['hand_mask'\]"):

@@ -5,6 +5,8 @@ from lico_lightning.losses.explanation_guided import (
     ExplanationLoss,
     GradCAMMaskLoss,
     RightForTheRightReasonsLoss,
+    create_explanation_loss,
+    list_explanation_losses,
 )
 from lico_lightning.losses.lico import ManifoldMatchingLoss, SinkhornOTLoss
 from lico_lightning.losses.surrogate import (
@@ -23,4 +25,6 @@ __all__ = [
     "SinkhornOTLoss",
     "SurrogateDistillationLoss",
     "SurrogateLossOutput",
+    "create_explanation_loss",
+    "list_explanation_losses",
 ]

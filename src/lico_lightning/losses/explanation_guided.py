@@ -26,6 +26,8 @@ __all__ = [
     "ExplanationLoss",
     "GradCAMMaskLoss",
     "RightForTheRightReasonsLoss",
+    "create_explanation_loss",
+    "list_explanation_losses",
 ]
 
 #: The shortcut benchmark's regions that must not matter: the cue and the distractors.
@@ -93,6 +95,27 @@ class ExplanationLoss(nn.Module):
 EXPLANATION_LOSSES: Registry[type[ExplanationLoss]] = Registry(
     "explanation loss", base=ExplanationLoss
 )
+
+
+def list_explanation_losses() -> list[str]:
+    """Registered explanation-loss names, sorted.
+
+    Example:
+        >>> list_explanation_losses()
+        ['gradcam_mask', 'rrr']
+    """
+    return EXPLANATION_LOSSES.names()
+
+
+def create_explanation_loss(name: str, **options: Any) -> ExplanationLoss:
+    """Build the explanation loss registered as ``name`` with its keyword ``options``.
+
+    Example:
+        >>> create_explanation_loss("rrr", weight=10.0)
+        RightForTheRightReasonsLoss(weight=10.0, reduction='sum', mask_keys=('cue_mask', 'distractor_mask'))
+    """
+    loss: ExplanationLoss = EXPLANATION_LOSSES.create(name, **options)
+    return loss
 
 
 @EXPLANATION_LOSSES.register("rrr")
