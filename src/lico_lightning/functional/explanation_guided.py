@@ -120,7 +120,7 @@ def right_for_the_right_reasons_loss(
             "Expected `images` that require grad (call `images.requires_grad_()` before the "
             "forward pass), but got a tensor with requires_grad=False."
         )
-    mask = _check_mask(mask, images.shape[0], tuple(images.shape[-2:]), images.shape[1])
+    mask = _check_mask(mask, images.shape[0], (images.shape[-2], images.shape[-1]), images.shape[1])
     check_positive("weight", weight, strict=False)
     check_choice("reduction", reduction, PENALTY_REDUCTIONS)
     if mask.ndim == 3:
@@ -200,7 +200,7 @@ def gradcam_mask_penalty(
             f"{tuple(targets.shape)}."
         )
     mask = check_tensor("mask", mask, 3)
-    mask = _check_mask(mask, b, tuple(mask.shape[-2:]), None)
+    mask = _check_mask(mask, b, (mask.shape[-2], mask.shape[-1]), None)
     check_positive("weight", weight, strict=False)
     check_positive("eps", eps)
     check_choice("reduction", reduction, PENALTY_REDUCTIONS)

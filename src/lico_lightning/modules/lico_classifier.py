@@ -8,7 +8,7 @@ import inspect
 import math
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -419,7 +419,11 @@ class LICOClassifier(pl.LightningModule):
                 f"Expected targets in [0, {n_cls}), but got values "
                 f"{sorted(set(targets.tolist()) - set(range(n_cls)))}."
             )
-        guided = dict(self.explanation_losses.items()) if torch.is_grad_enabled() else {}
+        guided: dict[str, ExplanationLoss] = (
+            {n: cast(ExplanationLoss, m) for n, m in self.explanation_losses.items()}
+            if torch.is_grad_enabled()
+            else {}
+        )
         if guided:
             _check_ground_truth(guided, ground_truth)
             if any(loss.requires_input_grad for loss in guided.values()):
