@@ -117,6 +117,14 @@ def test_fit_on_the_shortcut_benchmark_logs_every_term(tmp_path) -> None:
     logged = trainer.callback_metrics
     for key in ("train/rrr", "train/gradcam_mask", "train/ce", "val/acc"):
         assert key in logged and torch.isfinite(logged[key])
+    # the checkpoint rebuilds the same terms from the hyperparameters
+    trainer.save_checkpoint(tmp_path / "guided.ckpt")
+    loaded = LICOClassifier.load_from_checkpoint(tmp_path / "guided.ckpt")
+    assert list(loaded.explanation_losses) == ["rrr", "gradcam_mask"]
+    assert loaded.explanation_losses["gradcam_mask"].reduction == "mean"
+    assert loaded.explanation_losses["rrr"].weight == 10.0
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
 
 
 def test_data_without_masks_fails_before_the_first_step_naming_loss_and_key(tmp_path) -> None:
