@@ -14,6 +14,11 @@ from lico_lightning.explain import (
     list_explainers,
     list_pair_explainers,
 )
+from lico_lightning.losses import (
+    EXPLANATION_LOSSES,
+    create_explanation_loss,
+    list_explanation_losses,
+)
 from lico_lightning.metrics import (
     GROUNDING_METRICS,
     SALIENCY_METRICS,
@@ -40,6 +45,7 @@ from lico_lightning.text import TEXT_ENCODERS, create_text_encoder, list_text_en
         ),
         (SALIENCY_METRICS, list_saliency_metrics, create_saliency_metric, "saliency metric"),
         (GROUNDING_METRICS, list_grounding_metrics, create_grounding_metric, "grounding metric"),
+        (EXPLANATION_LOSSES, list_explanation_losses, create_explanation_loss, "explanation loss"),
     ],
     ids=[
         "backbones",
@@ -48,6 +54,7 @@ from lico_lightning.text import TEXT_ENCODERS, create_text_encoder, list_text_en
         "pair_explainers",
         "saliency_metrics",
         "grounding_metrics",
+        "explanation_losses",
     ],
 )
 def test_registries_are_the_shared_registry(registry, listing, create, kind) -> None:

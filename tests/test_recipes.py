@@ -133,6 +133,13 @@ def lico_overrides(recipe: Path, tmp_path: Path) -> list[str]:
         ]
     elif data_class == "DigitsDataModule":
         args += ["--data.init_args.image_size=16", "--data.init_args.batch_size=16"]
+    elif data_class == "ShortcutDataModule":
+        args += [
+            "--data.init_args.num_train=16",
+            "--data.init_args.num_val=8",
+            "--data.init_args.num_test=8",
+            "--data.init_args.batch_size=8",
+        ]
     else:  # a new recipe must teach this test how to run it offline
         pytest.fail(f"no offline overrides for {data_class} in {recipe.name}")
     return args
@@ -218,6 +225,19 @@ def check_lico(cli, cfg: dict, tmp_path: Path) -> None:
     assert cli.model.hparams.image_size == cli.datamodule.image_size
     assert cli.model.hparams.alpha == cfg["model"]["alpha"]
     assert cli.model.hparams.beta == cfg["model"]["beta"]
+
+
+def check_guided(cli, cfg: dict, tmp_path: Path) -> None:
+    """LICO checks plus every explanation loss the recipe names, logged and finite."""
+    check_lico(cli, cfg, tmp_path)
+    metrics = cli.trainer.callback_metrics
+    names = list(cfg["model"]["explanation_losses"])
+    assert names and list(cli.model.explanation_losses) == names
+    for name in names:
+        assert math.isfinite(float(metrics[f"train/{name}"])), name
+        for option, value in cfg["model"]["explanation_losses"][name].items():
+            expected = tuple(value) if isinstance(value, list) else value
+            assert getattr(cli.model.explanation_losses[name], option) == expected, option
 
 
 def check_clip(cli, cfg: dict, tmp_path: Path) -> None:
@@ -317,6 +337,8 @@ TABLE = [
     Row("lico_svhn_wrn", "lico-lightning", check_lico),
     Row("lico_imagenet_resnet50", "lico-lightning", check_lico),
     Row("lico_cub_resnet50", "lico-lightning", check_lico),
+    Row("lico_shortcut", "lico-lightning", check_lico),
+    Row("lico_shortcut_rrr", "lico-lightning", check_guided, evaluate="test"),
     Row("clip_shapes", "lico-clip", check_clip, evaluate="test", slow=False),
     Row("clip_coco_vit_b32", "lico-clip", check_clip, slow=False),
     Row("clip_flickr30k_entities", "lico-clip", check_clip, slow=False),
@@ -401,6 +423,8 @@ def test_recipes_cover_the_paper_settings() -> None:
     for recipe in lico:
         model = yaml.safe_load(recipe.read_text())["model"]
         assert model["lr"] == 0.03 and model["weight_decay"] == 1e-4, recipe.name
+        if model.get("explanation_losses") and model["alpha"] == model["beta"] == 0.0:
+            continue  # a mask-guided recipe with the LICO terms off (issue 20's RRR arm)
         assert model["alpha"] == 10.0 and model["beta"] == 1.0, recipe.name
 
 

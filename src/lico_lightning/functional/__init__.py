@@ -42,6 +42,10 @@ from lico_lightning.functional.confidence import (
     pair_confidence_increase,
     target_probability,
 )
+from lico_lightning.functional.explanation_guided import (
+    gradcam_mask_penalty,
+    right_for_the_right_reasons_loss,
+)
 from lico_lightning.functional.faithfulness import (
     blockwise_retrieval_faithfulness,
     retrieval_faithfulness,
@@ -147,6 +151,7 @@ __all__ = [
     "gaussian_bottleneck",
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",
+    "gradcam_mask_penalty",
     "greedy_subsets",
     "group_accuracy",
     "group_counts",
@@ -179,6 +184,7 @@ __all__ = [
     "retrieval_faithfulness",
     "retrieval_ranks",
     "retrieval_recall_at_k",
+    "right_for_the_right_reasons_loss",
     "rise_masks",
     "road_auc",
     "road_curve_fractions",

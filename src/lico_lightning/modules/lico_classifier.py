@@ -7,8 +7,8 @@ import copy
 import inspect
 import math
 import random
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,7 +21,12 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lico_lightning._validation import check_choice, check_positive, check_tensor
-from lico_lightning.losses import ManifoldMatchingLoss, SinkhornOTLoss
+from lico_lightning.losses import (
+    EXPLANATION_LOSSES,
+    ExplanationLoss,
+    ManifoldMatchingLoss,
+    SinkhornOTLoss,
+)
 from lico_lightning.models import create_backbone
 from lico_lightning.text import MappingNet, PromptLearner, TextEncoder, create_text_encoder
 
@@ -111,13 +116,75 @@ def _fill_frozen_state(
             state_dict.setdefault(f"{prefix}{_ENCODER_KEY}{key}", value)
 
 
+def _build_explanation_losses(
+    specs: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, ExplanationLoss]:
+    """``{"rrr": {"weight": 10.0}}`` -> ``{"rrr": RightForTheRightReasonsLoss(weight=10.0)}``."""
+    if specs is None:
+        return {}
+    if not isinstance(specs, Mapping):
+        raise TypeError(
+            "Expected `explanation_losses` to be a mapping {name: {option: value}}, e.g. "
+            f'{{"rrr": {{"weight": 10.0}}}}, but got {type(specs).__name__}.'
+        )
+    EXPLANATION_LOSSES.check_names(list(specs))
+    losses = {}
+    for name, options in specs.items():
+        options = {} if options is None else options
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"Expected the options of explanation loss {name!r} to be a mapping, but got "
+                f"{type(options).__name__}."
+            )
+        accepted = sorted(inspect.signature(EXPLANATION_LOSSES.get(name)).parameters)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"Expected options of explanation loss {name!r} among {accepted}, but got "
+                f"{unknown}."
+            )
+        losses[name] = EXPLANATION_LOSSES.create(name, **options)
+    return losses
+
+
+def _check_ground_truth(
+    losses: Mapping[str, ExplanationLoss], ground_truth: Mapping[str, Any] | None
+) -> None:
+    """Fail before the forward pass when a batch lacks a mask an explanation loss needs."""
+    for name, loss in losses.items():
+        missing = loss.missing_keys(ground_truth)
+        if missing:
+            got = "no ground-truth dict" if ground_truth is None else f"keys {sorted(ground_truth)}"
+            raise ValueError(
+                f"Expected batches with a ground-truth dict holding {list(loss.mask_keys)} for "
+                f"explanation loss {name!r} (the regions that must not matter; e.g. "
+                f"ShortcutDataModule batches), but got {got}: missing {missing}."
+            )
+
+
 class LICOClassifier(pl.LightningModule):
-    r"""Image classifier trained with LICO (Lei et al., NeurIPS 2023).
+    r"""Image classifier trained with cross-entropy plus pluggable explanation losses: LICO
+    (Lei et al., NeurIPS 2023), Right for the Right Reasons, a Grad-CAM mask penalty.
 
     .. math::
 
-        \mathcal{L} = \mathcal{L}_{CE} + \alpha\,\mathcal{L}_{MM}(F, G) + \beta\,\mathcal{L}_{OT}(F, G),
+        \mathcal{L} = \mathcal{L}_{CE} + \alpha\,\mathcal{L}_{MM}(F, G) + \beta\,\mathcal{L}_{OT}(F, G)
+            + \sum_{e \in \text{explanation\_losses}} \mathcal{R}_e,
         \qquad G_i = h_\psi(g_\phi(t_{y_i}))
+
+    **Choosing the terms.** LICO's MM and OT terms are one family, weighted by ``alpha`` and
+    ``beta``; ``explanation_losses`` adds the mask-guided ones by name
+    (:data:`lico_lightning.losses.EXPLANATION_LOSSES`: ``"rrr"``
+    :class:`~lico_lightning.losses.RightForTheRightReasonsLoss`, ``"gradcam_mask"``
+    :class:`~lico_lightning.losses.GradCAMMaskLoss`), each with its options (``weight`` is its
+    λ). CE: ``alpha=0, beta=0``; LICO: the defaults; RRR: ``alpha=0, beta=0,
+    explanation_losses={"rrr": {"weight": 10.0}}``; LICO + RRR: the defaults plus
+    ``explanation_losses={"rrr": {...}}``. The mask-guided losses read their masks
+    (``mask_keys``, by default ``cue_mask | distractor_mask``) from the ground-truth dict that
+    ends each batch of :class:`~lico_lightning.data.ShortcutDataModule`; a batch without them
+    raises before the first forward pass, naming the loss and the missing key. They are
+    training terms (they need gradients): validation and test log CE / MM / OT only. They hold
+    no parameters, so a model's ``state_dict`` keys are those of the same model without them.
 
     ``F_i`` (N × L) is the last feature map of the backbone with its spatial part flattened
     (L = H·W); ``t_y`` is the learnable prompt of class ``y`` (context tokens + class name),
@@ -169,6 +236,8 @@ class LICOClassifier(pl.LightningModule):
         weight_decay: SGD weight decay (paper: 1e-4); not applied to the MM temperature.
         nesterov: Nesterov momentum.
         lr_schedule: ``"cosine_7_16"`` (paper, per step) or ``"constant"``.
+        explanation_losses: mask-guided explanation losses by registered name, each with its
+            keyword options, e.g. ``{"rrr": {"weight": 10.0}, "gradcam_mask": {"weight": 1.0}}``.
         resume_rng_state: store the global RNG states (torch, CUDA, numpy, python) in
             checkpoints and restore them when a fit resumes (and keep the sanity check from
             consuming them), so that a run resumed from an epoch-end checkpoint continues
@@ -221,6 +290,7 @@ class LICOClassifier(pl.LightningModule):
         nesterov: bool = False,
         lr_schedule: Literal["cosine_7_16", "constant"] = "cosine_7_16",
         resume_rng_state: bool = True,
+        explanation_losses: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         class_names = list(class_names)
@@ -233,6 +303,7 @@ class LICOClassifier(pl.LightningModule):
         check_positive("lr", lr)
         check_positive("image_size", image_size)
         check_choice("lr_schedule", lr_schedule, _SCHEDULES)
+        guided = _build_explanation_losses(explanation_losses)
         self.save_hyperparameters()
 
         num_classes = len(class_names)
@@ -280,6 +351,8 @@ class LICOClassifier(pl.LightningModule):
             self.ot_loss = SinkhornOTLoss(epsilon=ot_epsilon, max_iter=ot_max_iter)
             self._feature_shape = (n_maps, length)
 
+        # Parameter-free modules: no state_dict keys (LICO checkpoints are unchanged).
+        self.explanation_losses = nn.ModuleDict(guided)
         top5 = min(5, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
@@ -310,12 +383,24 @@ class LICOClassifier(pl.LightningModule):
         return copy.deepcopy(self.backbone).eval()
 
     # ------------------------------------------------------------------ losses
-    def lico_losses(self, images: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def lico_losses(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        ground_truth: Mapping[str, Any] | None = None,
+    ) -> dict[str, Tensor]:
         """Forward pass and all loss terms for a batch.
 
+        Args:
+            images: ``(B, C, H, W)``.
+            targets: ``(B,)`` long.
+            ground_truth: the batch's ground-truth dict (masks ``(B, H, W)``), needed by the
+                ``explanation_losses`` when grad is enabled (they are skipped without grad,
+                e.g. in validation).
+
         Returns:
-            dict with ``logits`` (B, num_classes), ``ce``, ``mm``, ``ot`` and the weighted
-            ``loss`` (scalars).
+            dict with ``logits`` (B, num_classes), ``ce``, ``mm``, ``ot``, one entry per
+            explanation loss (weighted, when computed) and the weighted ``loss`` (scalars).
         """
         check_tensor("images", images, floating=True, nonempty=False)
         check_tensor("targets", targets, nonempty=False)
@@ -334,6 +419,15 @@ class LICOClassifier(pl.LightningModule):
                 f"Expected targets in [0, {n_cls}), but got values "
                 f"{sorted(set(targets.tolist()) - set(range(n_cls)))}."
             )
+        guided: dict[str, ExplanationLoss] = (
+            {n: cast(ExplanationLoss, m) for n, m in self.explanation_losses.items()}
+            if torch.is_grad_enabled()
+            else {}
+        )
+        if guided:
+            _check_ground_truth(guided, ground_truth)
+            if any(loss.requires_input_grad for loss in guided.values()):
+                images = images.detach().requires_grad_(True)
         fmap = self.backbone.forward_features(images)
         logits = self.backbone.forward_head(fmap)
         ce = F.cross_entropy(logits, targets)
@@ -361,6 +455,11 @@ class LICOClassifier(pl.LightningModule):
             )
             self._warned_small_batch = True
         out["loss"] = ce + self.hparams["alpha"] * out["mm"] + self.hparams["beta"] * out["ot"]
+        if guided and ground_truth is not None:
+            for name, loss in guided.items():
+                mask = loss.mask(ground_truth).to(images.device)
+                out[name] = loss.penalty(images, logits, fmap, targets, mask)
+                out["loss"] = out["loss"] + out[name]
         return out
 
     def _text_modules(
@@ -383,18 +482,23 @@ class LICOClassifier(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         images, targets = batch[0], batch[1]
-        out = self.lico_losses(images, targets)
+        ground_truth = batch[-1] if isinstance(batch[-1], Mapping) else None
+        out = self.lico_losses(images, targets, ground_truth)
         loss = out["loss"]
         if not torch.isfinite(loss):
+            terms = ", ".join(
+                f"{k}={out[k].item()}" for k in ("ce", "mm", "ot", *self.explanation_losses)
+            )
             raise FloatingPointError(
-                f"Expected a finite training loss, but got ce={out['ce'].item()}, "
-                f"mm={out['mm'].item()}, ot={out['ot'].item()} at step {self.global_step}."
+                f"Expected a finite training loss, but got {terms} at step {self.global_step}."
             )
         bs = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict(
             {f"train/{k}": out[k] for k in ("ce", "mm", "ot")}, batch_size=bs, prog_bar=False
         )
+        if len(self.explanation_losses):
+            self.log_dict({f"train/{k}": out[k] for k in self.explanation_losses}, batch_size=bs)
         if self.mm_loss is not None:
             self.log("train/mm_temperature", self.mm_loss.temperature.detach(), batch_size=bs)
         return loss
