@@ -1,0 +1,191 @@
+"""LoRA adapters on the attention and MLP projections of a model, as weight parametrizations.
+
+Each adapted weight :math:`W` (``(D_out, D_in)``) reads :math:`W + \\tfrac{\\alpha}{r} B A` with
+:math:`A \\in \\mathbb{R}^{r \\times D_{in}}` (Kaiming-uniform, as in LoRA) and
+:math:`B \\in \\mathbb{R}^{D_{out} \\times r}` (zeros: the adapted layer equals the base layer at
+init). The adapter sits on the *weight* (``torch.nn.utils.parametrize``), not around the module,
+so ``nn.MultiheadAttention`` keeps its own forward (its fused ``in_proj_weight`` and
+``out_proj.weight`` are read as attributes by ``F.multi_head_attention_forward``), and every
+piece of code that reads a weight (explainers that recompute attention from
+``attn.in_proj_weight``) sees the adapted model. ``peft`` wraps ``nn.MultiheadAttention`` in a
+module whose ``in_proj_weight`` attribute is the *base* weight outside its forward, which those
+readers would silently get wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from lico_lightning._validation import check_int, check_real
+
+__all__ = [
+    "LORA_TARGETS",
+    "LoRAParametrization",
+    "apply_lora",
+    "lora_candidates",
+    "lora_state_dict",
+    "merged_state_dict",
+]
+
+#: default targets: the fused q/k/v projection, the attention output and the two MLP layers
+LORA_TARGETS = ("attn", "attn.out_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+class LoRAParametrization(nn.Module):
+    """:math:`W \\mapsto W + \\tfrac{\\alpha}{r} B\\,A` for a ``(D_out, D_in)`` weight.
+
+    ``dropout`` drops input columns of :math:`A` in training (one mask per forward, scaled by
+    :math:`1/(1-p)`), i.e. dropout on the adapter's input shared across the batch: the base path
+    is never dropped.
+
+    Args:
+        shape: ``(D_out, D_in)`` of the adapted weight.
+        rank: r.
+        alpha: the scale numerator (:math:`\\alpha / r` multiplies :math:`BA`).
+        dropout: probability of dropping an input column of :math:`A` in training.
+
+    Example:
+        >>> lora = LoRAParametrization((3, 4), rank=2, alpha=4.0)
+        >>> w = torch.randn(3, 4)
+        >>> torch.equal(lora(w), w)  # B = 0 at init
+        True
+    """
+
+    def __init__(self, shape: Sequence[int], rank: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        out_features, in_features = int(shape[0]), int(shape[1])
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.scale = alpha / rank
+        self.dropout = dropout
+
+    def delta(self) -> Tensor:
+        """:math:`\\tfrac{\\alpha}{r} B A` ``(D_out, D_in)`` (with the training dropout)."""
+        a = self.lora_A
+        if self.training and self.dropout > 0.0:
+            keep = torch.rand(a.shape[1], device=a.device) >= self.dropout
+            a = a * keep.to(a.dtype) / (1.0 - self.dropout)
+        return self.scale * (self.lora_B @ a)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight + self.delta().to(weight.dtype)
+
+
+def _adaptable(module: nn.Module) -> list[str]:
+    """The weight names of ``module`` LoRA can adapt (``[]``: none)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return ["in_proj_weight"] if module.in_proj_weight is not None else []
+    if isinstance(module, nn.Linear):
+        return ["weight"]
+    return []
+
+
+def lora_candidates(model: nn.Module, prefixes: Sequence[str] = ("",)) -> list[str]:
+    """Names of the modules under ``prefixes`` that LoRA can adapt (``nn.Linear`` and
+    ``nn.MultiheadAttention`` with a fused ``in_proj_weight``)."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if name and name.startswith(tuple(prefixes)) and _adaptable(module)
+    ]
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, f"*.{pattern}")
+
+
+def apply_lora(
+    model: nn.Module,
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    targets: Sequence[str] = LORA_TARGETS,
+    prefixes: Sequence[str] = ("",),
+) -> list[str]:
+    """Freeze ``model`` and put a :class:`LoRAParametrization` on every target weight.
+
+    A module is a target when it lies under one of ``prefixes`` (e.g. ``"visual."``) and its
+    name matches a pattern of ``targets`` (``fnmatch``, whole name or a dotted suffix:
+    ``"mlp.c_fc"`` matches ``visual.transformer.resblocks.0.mlp.c_fc``). A matched
+    ``nn.MultiheadAttention`` gets the adapter on its fused ``in_proj_weight`` (q, k, v at
+    once), an ``nn.Linear`` on its ``weight``. Only the adapters are left trainable.
+
+    Args:
+        model: the model to adapt, in place.
+        rank: r ≥ 1.
+        alpha: the scale numerator (> 0).
+        dropout: adapter input dropout in [0, 1).
+        targets: module-name patterns.
+        prefixes: module-name prefixes the targets must lie under (the towers).
+
+    Returns:
+        the adapted weights' names (``"<module>.<weight>"``).
+
+    Raises:
+        ValueError: a pattern that matches no adaptable module (the candidates are listed).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> apply_lora(net, rank=2, targets=["0"])
+        ['0.weight']
+        >>> sorted(n for n, p in net.named_parameters() if p.requires_grad)
+        ['0.parametrizations.weight.0.lora_A', '0.parametrizations.weight.0.lora_B']
+    """
+    check_int("rank", rank, 1)
+    check_real("alpha", alpha, low=0.0)
+    check_real("dropout", dropout, low=0.0, strict=False)
+    if dropout >= 1.0:
+        raise ValueError(f"Expected `dropout` in [0, 1), but got {dropout!r}.")
+    if isinstance(targets, str) or not targets:
+        raise ValueError(
+            f"Expected `targets` to be a non-empty sequence of module-name patterns, but got "
+            f"{targets!r}."
+        )
+    candidates = lora_candidates(model, prefixes)
+    for pattern in targets:
+        if not any(_matches(name, pattern) for name in candidates):
+            shown = sorted({n.split(".")[-1] for n in candidates})
+            raise ValueError(
+                f"Expected every LoRA target to match a Linear or MultiheadAttention module "
+                f"under {list(prefixes)}, but got {pattern!r}, which matches none. Candidates "
+                f"(name endings): {shown}; e.g. {candidates[:4]}."
+            )
+    model.requires_grad_(False)
+    modules = dict(model.named_modules())
+    adapted = []
+    for name in candidates:
+        if not any(_matches(name, p) for p in targets):
+            continue
+        module = modules[name]
+        for weight_name in _adaptable(module):
+            weight = getattr(module, weight_name)
+            lora = LoRAParametrization(tuple(weight.shape), rank, alpha, dropout)
+            lora.to(device=weight.device, dtype=weight.dtype)
+            parametrize.register_parametrization(module, weight_name, lora, unsafe=True)
+            adapted.append(f"{name}.{weight_name}")
+    return adapted
+
+
+def lora_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """The adapter entries (``lora_A`` / ``lora_B``) of a state dict."""
+    return {k: v for k, v in state.items() if k.endswith((".lora_A", ".lora_B"))}
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The plain state dict of an adapted model: every adapted weight replaced by
+    :math:`W + \\tfrac{\\alpha}{r} BA` under its original name (no adapter keys), on the CPU."""
+    plain = copy.deepcopy(model).cpu().eval()
+    for module in list(plain.modules()):
+        if parametrize.is_parametrized(module):
+            for weight_name in list(getattr(module, "parametrizations", {}).keys()):
+                parametrize.remove_parametrizations(module, weight_name, leave_parametrized=True)
+    return {k: v.detach() for k, v in plain.state_dict().items()}
