@@ -396,11 +396,14 @@ class CLIPFineTuner(pl.LightningModule):
     def _check_part_options(self) -> None:
         """Per-part optimiser options: non-negative, and only for parts that train."""
         hp = self._hp
-        for name in ("image_lr", "text_lr", "logit_scale_lr"):
-            if hp[name] is not None:
-                check_real(name, hp[name], low=0.0)
-        for name in ("image_weight_decay", "text_weight_decay"):
-            if hp[name] is not None:
+        for name in (
+            "image_lr",
+            "text_lr",
+            "logit_scale_lr",
+            "image_weight_decay",
+            "text_weight_decay",
+        ):
+            if hp[name] is not None:  # a learning rate of 0 holds a part still
                 check_real(name, hp[name], low=0.0, strict=False)
         lora = hp.lora_rank is not None
         if lora:

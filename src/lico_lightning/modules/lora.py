@@ -14,7 +14,6 @@ readers would silently get wrong.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import math
 from collections.abc import Sequence
@@ -182,10 +181,28 @@ def lora_state_dict(state: dict[str, Any]) -> dict[str, Any]:
 
 def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """The plain state dict of an adapted model: every adapted weight replaced by
-    :math:`W + \\tfrac{\\alpha}{r} BA` under its original name (no adapter keys), on the CPU."""
-    plain = copy.deepcopy(model).cpu().eval()
-    for module in list(plain.modules()):
-        if parametrize.is_parametrized(module):
-            for weight_name in list(getattr(module, "parametrizations", {}).keys()):
-                parametrize.remove_parametrizations(module, weight_name, leave_parametrized=True)
-    return {k: v.detach() for k, v in plain.state_dict().items()}
+    :math:`W + \tfrac{\alpha}{r} BA` (no dropout) under its original name, no adapter keys, on
+    the CPU; the model is left as it is."""
+    merged: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not parametrize.is_parametrized(module):
+                continue
+            parametrizations: Any = module.parametrizations
+            for weight_name, chain in parametrizations.items():
+                value = chain.original
+                for step in chain:
+                    training = step.training
+                    value = step.eval()(value)
+                    step.train(training)
+                merged[f"{name}.{weight_name}" if name else weight_name] = value
+    out = {}
+    for key, value in model.state_dict().items():
+        head, sep, tail = key.partition("parametrizations.")
+        if sep and (not head or head.endswith(".")):
+            weight_name, _, rest = tail.partition(".")
+            if rest == "original":
+                out[head + weight_name] = merged[head + weight_name]
+            continue  # the adapters
+        out[key] = value
+    return {k: v.detach().cpu().clone() for k, v in out.items()}
