@@ -339,3 +339,28 @@ def test_pair_explainers_explain_the_adapted_model(method) -> None:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=field.name)
             compared += 1
     assert compared >= 2  # the score and at least one map
+
+
+def test_grounding_monitor_runs_on_a_lora_model(tmp_path) -> None:
+    from lico_lightning.callbacks import GroundingMonitor
+    from lico_lightning.data import ShapesCaptionDataModule
+
+    monitor = GroundingMonitor(
+        methods=["interaction_cam"],
+        metrics=["pga", "pge"],
+        num_probes=4,
+        every_n_train_steps=2,
+        log_images=False,
+    )
+    data = ShapesCaptionDataModule(
+        model_cfg=CFG, num_train=16, num_val=8, num_test=4, batch_size=8, seed=0
+    )
+    module = _module(lora_rank=4, retrieval_k=(1,))
+    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[monitor])
+    trainer.fit(module, data)
+    assert monitor.num_runs >= 1
+    assert set(monitor.last_results) == {
+        "grounding/interaction_cam/pga",
+        "grounding/interaction_cam/pge",
+    }
+    assert all(math.isfinite(float(v)) for v in monitor.last_results.values())
