@@ -119,6 +119,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """
     path = Path(path)
     state: Any = load_torch(path, "an open_clip state dict or a lico-clip checkpoint")
+    if isinstance(state, dict) and "lora_base_fingerprint" in state:
+        raise ValueError(
+            f"Expected full CLIP weights, but got a LoRA checkpoint ({path}): it holds only the "
+            "adapters; write the merged weights with CLIPFineTuner.export_open_clip, or resume "
+            "it with the same hyperparameters."
+        )
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         inner = state["state_dict"]
         state = {k[len("model.") :]: v for k, v in inner.items() if k.startswith("model.")}

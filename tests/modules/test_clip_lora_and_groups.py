@@ -14,8 +14,13 @@ import torch
 from torch import nn
 
 from lico_lightning.explain import create_pair_explainer, list_pair_explainers
-from lico_lightning.modules import CLIPFineTuner
-from lico_lightning.modules.lora import LoRAParametrization, apply_lora
+from lico_lightning.modules import CLIPFineTuner, load_open_clip_weights
+from lico_lightning.modules.lora import (
+    LoRALinear,
+    LoRAParametrization,
+    apply_lora,
+    merged_state_dict,
+)
 from lico_lightning.text import tiny_openclip_config
 
 CFG = tiny_openclip_config(context_length=16)
@@ -214,13 +219,36 @@ def test_a_lora_layer_at_init_equals_its_base_layer() -> None:
     apply_lora(seq, rank=2, alpha=4.0, targets=["0"])
     x = torch.randn(3, 6)
     assert torch.equal(seq(x), base(x))
-    lora = seq[0].parametrizations.weight[0]
-    assert isinstance(lora, LoRAParametrization) and not lora.lora_B.any()
+    assert isinstance(seq[0].lora, LoRALinear) and not seq[0].lora.lora_B.any()
+    attn = nn.MultiheadAttention(6, 2)
+    holder = nn.Sequential(attn)
+    w0 = attn.in_proj_weight.detach().clone()
+    apply_lora(holder, rank=2, targets=["0"])
+    lora = attn.parametrizations.in_proj_weight[0]
+    assert isinstance(lora, LoRAParametrization) and torch.equal(attn.in_proj_weight, w0)
     plain, lora_model = _module(seed=0), _module(seed=0, lora_rank=4)
     images, tokens = _batch(plain, 4)
     with torch.no_grad():
         assert torch.equal(plain.model.encode_image(images), lora_model.model.encode_image(images))
         assert torch.equal(plain.model.encode_text(tokens), lora_model.model.encode_text(tokens))
+
+
+def test_a_lora_linear_equals_the_merged_linear() -> None:
+    """The hooked adapter's output equals a Linear holding W + (alpha / r) B A, and the merged
+    state dict holds exactly that weight under the plain name."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(6, 5))
+    w0 = seq[0].weight.detach().clone()
+    apply_lora(seq, rank=3, alpha=6.0, targets=["0"])
+    with torch.no_grad():
+        seq[0].lora.lora_B.normal_()
+    expected = w0 + 2.0 * seq[0].lora.lora_B @ seq[0].lora.lora_A
+    x = torch.randn(4, 6)
+    plain = nn.Linear(6, 5)
+    plain.load_state_dict(merged_state_dict(seq), strict=False)
+    assert set(merged_state_dict(seq)) == {"0.weight", "0.bias"}
+    torch.testing.assert_close(merged_state_dict(seq)["0.weight"], expected.detach())
+    torch.testing.assert_close(seq(x), x @ expected.T + seq[0].bias, atol=1e-6, rtol=0)
 
 
 def test_the_lora_update_is_the_low_rank_product() -> None:
@@ -300,6 +328,8 @@ def test_checkpoint_holds_only_adapters_and_a_resumed_run_continues(tmp_path) ->
     keys = set(ckpt["state_dict"])
     assert keys == {f"model.{n}" for n, p in first.model.named_parameters() if p.requires_grad}
     assert ckpt["lora_base_fingerprint"].dtype == torch.float64
+    with pytest.raises(ValueError, match="LoRA checkpoint"):
+        load_open_clip_weights(open_clip.CLIP(**CFG), tmp_path / "b" / "last.ckpt")
     resumed = run(tmp_path / "b", ckpt=str(tmp_path / "b" / "last.ckpt"))
     changed = False
     for name, value in straight.model.state_dict().items():

@@ -265,12 +265,12 @@ class CLIPFineTuner(pl.LightningModule):
         image_weight_decay: weight decay of the image tower (``None``: ``weight_decay``).
         text_weight_decay: weight decay of the text tower (``None``: ``weight_decay``).
         lora_rank: LoRA rank r (``None``: full fine-tuning). The whole model is frozen and
-            low-rank adapters :math:`W + \tfrac{\alpha}{r} BA` are put on the ``lora_targets``
+            low-rank adapters :math:`W + \\tfrac{\\alpha}{r} BA` are put on the ``lora_targets``
             of the ``lora_towers`` (:func:`lico_lightning.modules.lora.apply_lora`); only the
             adapters train and only they are checkpointed, with a fingerprint of the frozen
             base (rebuilt from the hyperparameters on load, checked against it);
             :meth:`export_open_clip` writes the merged plain open_clip state dict.
-        lora_alpha: LoRA scale numerator :math:`\alpha`.
+        lora_alpha: LoRA scale numerator :math:`\\alpha`.
         lora_dropout: LoRA adapter input dropout.
         lora_targets: module-name patterns (``fnmatch``, whole name or dotted suffix):
             ``"attn"`` adapts the fused q/k/v ``in_proj_weight``, ``"attn.out_proj"``,
@@ -843,7 +843,7 @@ class CLIPFineTuner(pl.LightningModule):
 
     def plain_state_dict(self) -> dict[str, Tensor]:
         """The model's plain open_clip state dict on the CPU (LoRA adapters merged into their
-        weights: :math:`W + \tfrac{\alpha}{r} BA`)."""
+        weights: :math:`W + \\tfrac{\\alpha}{r} BA`)."""
         if self._hp.lora_rank is not None:
             return merged_state_dict(self.model)
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
