@@ -77,7 +77,7 @@ class LoRAParametrization(nn.Module):
 
     def delta(self) -> Tensor:
         """:math:`\\tfrac{\\alpha}{r} B A` ``(D_out, D_in)`` (with the training dropout)."""
-        a = self.lora_A
+        a: Tensor = self.lora_A
         if self.training and self.dropout > 0.0:
             keep = torch.rand(a.shape[1], device=a.device) >= self.dropout
             a = a * keep.to(a.dtype) / (1.0 - self.dropout)
@@ -121,7 +121,9 @@ class LoRALinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(..., D_in)`` → ``(..., D_out)``."""
         a, b = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
-        return self.scale * ((self.dropout(x) @ a.T) @ b.T)
+        if self.dropout.p > 0.0:  # p = 0 would still copy x and draw a mask in training
+            x = self.dropout(x)
+        return self.scale * ((x @ a.T) @ b.T)
 
 
 def _add_lora_output(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor:
