@@ -394,3 +394,25 @@ def test_grounding_monitor_runs_on_a_lora_model(tmp_path) -> None:
         "grounding/interaction_cam/pge",
     }
     assert all(math.isfinite(float(v)) for v in monitor.last_results.values())
+
+
+@pytest.mark.parametrize("kwargs", [dict(grad_checkpointing=True), dict(accum_freq=2)])
+def test_lora_gradients_are_unchanged_by_checkpointing_and_accumulation(kwargs) -> None:
+    """The adapters get the same gradients with activation checkpointing (open_clip's,
+    non-reentrant: the frozen base's inputs need no requires_grad) and with contrastive
+    accumulation as in one plain backward."""
+    plain, other = _module(seed=0, lora_rank=4), _module(seed=0, lora_rank=4, **kwargs)
+    for module in (plain, other):
+        _randomise_adapters(module)
+        module.train()
+    images, tokens = _batch(plain)
+    plain.contrastive_loss(images, tokens).backward()
+    if "accum_freq" in kwargs:
+        other.accumulated_backward(images, tokens)
+    else:
+        other.contrastive_loss(images, tokens).backward()
+    grads = {n: p.grad for n, p in plain.model.named_parameters() if p.requires_grad}
+    assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
+    for name, p in other.model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads[name], atol=1e-6, rtol=1e-4, msg=name)
