@@ -33,6 +33,8 @@ __all__ = [
     "preprocessing",
     "simple_tokenizer",
     "tokenizer_for",
+    "tower_of",
+    "tower_prefix",
     "transformer_classes",
 ]
 
@@ -117,6 +119,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """
     path = Path(path)
     state: Any = load_torch(path, "an open_clip state dict or a lico-clip checkpoint")
+    if isinstance(state, dict) and "lora_base_fingerprint" in state:
+        raise ValueError(
+            f"Expected full CLIP weights, but got a LoRA checkpoint ({path}): it holds only the "
+            "adapters; write the merged weights with CLIPFineTuner.export_open_clip, or resume "
+            "it with the same hyperparameters."
+        )
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         inner = state["state_dict"]
         state = {k[len("model.") :]: v for k, v in inner.items() if k.startswith("model.")}
@@ -269,3 +277,23 @@ def transformer_classes() -> dict[str, Any]:
         "TextTransformer": TextTransformer,
         "ResidualAttentionBlock": ResidualAttentionBlock,
     }
+
+
+def tower_of(parameter_name: str) -> str:
+    """The part of an open_clip ``CLIP`` / ``CustomTextCLIP`` a parameter belongs to:
+    ``"image"`` (``visual.*``), ``"logit_scale"`` (``logit_scale``, ``logit_bias``) or ``"text"``
+    (the rest: ``transformer.*``, ``token_embedding``, ``positional_embedding``, ``ln_final``,
+    ``text_projection``, or ``text.*``)."""
+    if parameter_name.startswith("visual."):
+        return "image"
+    if parameter_name.split(".")[0] in ("logit_scale", "logit_bias"):
+        return "logit_scale"
+    return "text"
+
+
+def tower_prefix(model: nn.Module, tower: str) -> str:
+    """The module-name prefix of a tower's transformer: ``"visual."`` for ``"image"``;
+    ``"text."`` (``CustomTextCLIP``) or ``"transformer."`` (``CLIP``) for ``"text"``."""
+    if tower == "image":
+        return "visual."
+    return "text." if is_custom_text_clip(model) else "transformer."

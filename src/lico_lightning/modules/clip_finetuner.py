@@ -18,6 +18,8 @@ from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
 from lico_lightning.functional import first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
+from lico_lightning.modules.lico_classifier import _fingerprint
+from lico_lightning.modules.lora import LORA_TARGETS, apply_lora, lora_state_dict, merged_state_dict
 
 __all__ = [
     "CLIP_LOSSES",
@@ -48,11 +50,37 @@ CLIP_LOSSES.register("clip", _clip_loss)
 CLIP_LOSSES.register("siglip", _siglip_loss)
 
 
-def clip_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def clip_param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    image_lr: float | None = None,
+    text_lr: float | None = None,
+    logit_scale_lr: float | None = None,
+    image_weight_decay: float | None = None,
+    text_weight_decay: float | None = None,
+) -> list[dict[str, Any]]:
     """open_clip's AdamW groups: no weight decay for ``ndim < 2`` or names with bn/ln/bias/logit_scale.
 
     The rule of open_clip's trainer (norms, biases, logit_scale/bias, class embeddings); only
-    trainable parameters (locked towers are left out).
+    trainable parameters (locked towers are left out). Without per-tower options the result is
+    open_clip's two groups ``[no_decay, decay]``. With any of them, the parameters are split by
+    part (:func:`lico_lightning._open_clip.tower_of`: ``visual.*`` is the image tower,
+    ``logit_scale``/``logit_bias`` the logit scale, the rest the text tower) into the groups
+    ``image/no_decay``, ``image/decay``, ``text/no_decay``, ``text/decay``, ``logit_scale``
+    (each dict has a ``"name"``); a group gets ``"lr"`` when its part's learning rate is given
+    (else the optimizer's), and its part's weight decay in the decayed group (no-decay groups
+    keep 0).
+
+    Args:
+        model: an open_clip model (or any module, without per-tower options).
+        weight_decay: the decayed parameters' weight decay.
+        image_lr: learning rate of the image tower (``None``: the optimizer's).
+        text_lr: learning rate of the text tower.
+        logit_scale_lr: learning rate of ``logit_scale`` (and ``logit_bias``).
+        image_weight_decay: weight decay of the image tower's decayed parameters
+            (``None``: ``weight_decay``).
+        text_weight_decay: weight decay of the text tower's decayed parameters.
 
     Example:
         >>> groups = clip_param_groups(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)), 0.1)
@@ -64,10 +92,39 @@ def clip_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, A
         return p.ndim < 2 or any(k in name for k in ("bn", "ln", "bias", "logit_scale"))
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
-        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay},
-    ]
+    options = (image_lr, text_lr, logit_scale_lr, image_weight_decay, text_weight_decay)
+    if all(o is None for o in options):
+        return [
+            {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
+            {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay},
+        ]
+    lrs = {"image": image_lr, "text": text_lr, "logit_scale": logit_scale_lr}
+    decays = {
+        "image": weight_decay if image_weight_decay is None else image_weight_decay,
+        "text": weight_decay if text_weight_decay is None else text_weight_decay,
+        "logit_scale": 0.0,
+    }
+    groups = []
+    for part, kinds in (
+        ("image", ("no_decay", "decay")),
+        ("text", ("no_decay", "decay")),
+        ("logit_scale", ("no_decay",)),
+    ):
+        for kind in kinds:
+            params = [
+                p
+                for n, p in named
+                if open_clip_helpers.tower_of(n) == part and exclude(n, p) == (kind == "no_decay")
+            ]
+            group: dict[str, Any] = {
+                "params": params,
+                "weight_decay": 0.0 if kind == "no_decay" else decays[part],
+                "name": part if part == "logit_scale" else f"{part}/{kind}",
+            }
+            if lrs[part] is not None:
+                group["lr"] = lrs[part]
+            groups.append(group)
+    return groups
 
 
 def warmup_cosine_lambda(warmup_steps: int, total_steps: int, schedule: str = "cosine"):
@@ -201,6 +258,24 @@ class CLIPFineTuner(pl.LightningModule):
             each other's negatives. ``accum_freq > 1`` runs the optimizer step itself (manual
             optimization), so the Trainer's ``gradient_clip_val`` and
             ``accumulate_grad_batches`` are not available with it.
+        image_lr: learning rate of the image tower (``None``: ``lr``); see
+            :func:`clip_param_groups` (open_clip's no-decay rule is kept in every part).
+        text_lr: learning rate of the text tower (``None``: ``lr``).
+        logit_scale_lr: learning rate of ``logit_scale`` and ``logit_bias`` (``None``: ``lr``).
+        image_weight_decay: weight decay of the image tower (``None``: ``weight_decay``).
+        text_weight_decay: weight decay of the text tower (``None``: ``weight_decay``).
+        lora_rank: LoRA rank r (``None``: full fine-tuning). The whole model is frozen and
+            low-rank adapters :math:`W + \\tfrac{\\alpha}{r} BA` are put on the ``lora_targets``
+            of the ``lora_towers`` (:func:`lico_lightning.modules.lora.apply_lora`); only the
+            adapters train and only they are checkpointed, with a fingerprint of the frozen
+            base (rebuilt from the hyperparameters on load, checked against it);
+            :meth:`export_open_clip` writes the merged plain open_clip state dict.
+        lora_alpha: LoRA scale numerator :math:`\\alpha`.
+        lora_dropout: LoRA adapter input dropout.
+        lora_targets: module-name patterns (``fnmatch``, whole name or dotted suffix):
+            ``"attn"`` adapts the fused q/k/v ``in_proj_weight``, ``"attn.out_proj"``,
+            ``"mlp.c_fc"`` and ``"mlp.c_proj"`` the Linear weights.
+        lora_towers: ``"image"`` and/or ``"text"``.
 
     Example:
         >>> from lico_lightning.text import tiny_openclip_config
@@ -239,6 +314,16 @@ class CLIPFineTuner(pl.LightningModule):
         cache_dir: str | None = None,
         check_finite_loss: bool = True,
         accum_freq: int = 1,
+        image_lr: float | None = None,
+        text_lr: float | None = None,
+        logit_scale_lr: float | None = None,
+        image_weight_decay: float | None = None,
+        text_weight_decay: float | None = None,
+        lora_rank: int | None = None,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0,
+        lora_targets: Sequence[str] = LORA_TARGETS,
+        lora_towers: Sequence[str] = ("image", "text"),
     ) -> None:
         super().__init__()
         # a single value is one cut-off / one template (never the characters of a string)
@@ -271,6 +356,7 @@ class CLIPFineTuner(pl.LightningModule):
                 raise ValueError(
                     f"Expected every zero-shot template to contain '{{}}', but got {template!r}."
                 )
+        self._check_part_options()
         if model is None:
             model = open_clip_helpers.build_model(
                 model_name, pretrained, model_cfg, patch_dropout=patch_dropout, cache_dir=cache_dir
@@ -285,6 +371,15 @@ class CLIPFineTuner(pl.LightningModule):
             self.model.lock_image_tower(lock_image_unlocked_groups, lock_image_freeze_bn_stats)
         if lock_text:
             self.model.lock_text_tower(lock_text_unlocked_layers, lock_text_freeze_layer_norm)
+        if lora_rank is not None:
+            apply_lora(
+                self.model,
+                lora_rank,
+                lora_alpha,
+                lora_dropout,
+                lora_targets,
+                [open_clip_helpers.tower_prefix(self.model, t) for t in lora_towers],
+            )
         if grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.loss_fn = CLIP_LOSSES.create(loss, 0, 1)  # rank/world size set in setup()
@@ -297,6 +392,54 @@ class CLIPFineTuner(pl.LightningModule):
         self.zeroshot_acc: nn.ModuleDict = nn.ModuleDict()
 
     model: Any  # an open_clip CLIP / CustomTextCLIP
+
+    def _check_part_options(self) -> None:
+        """Per-part optimiser options: non-negative, and only for parts that train."""
+        hp = self._hp
+        for name in (
+            "image_lr",
+            "text_lr",
+            "logit_scale_lr",
+            "image_weight_decay",
+            "text_weight_decay",
+        ):
+            if hp[name] is not None:  # a learning rate of 0 holds a part still
+                check_real(name, hp[name], low=0.0, strict=False)
+        lora = hp.lora_rank is not None
+        if lora:
+            check_int("lora_rank", hp.lora_rank, 1)
+            towers = hp.lora_towers
+            if isinstance(towers, str) or not towers:
+                raise ValueError(
+                    "Expected `lora_towers` to be a non-empty sequence of 'image' / 'text', but "
+                    f"got {towers!r}."
+                )
+            for tower in towers:
+                check_choice("lora_towers", tower, ("image", "text"))
+        frozen = {
+            "image": (hp.lock_image and hp.lock_image_unlocked_groups == 0)
+            or (lora and "image" not in hp.lora_towers),
+            "text": (hp.lock_text and hp.lock_text_unlocked_layers == 0)
+            or (lora and "text" not in hp.lora_towers),
+            "logit_scale": lora,
+        }
+        for part, names in (
+            ("image", ("image_lr", "image_weight_decay")),
+            ("text", ("text_lr", "text_weight_decay")),
+            ("logit_scale", ("logit_scale_lr",)),
+        ):
+            given = {n: hp[n] for n in names if hp[n] is not None}
+            if frozen[part] and given:
+                why = (
+                    f"lock_{part}=True"
+                    if part != "logit_scale" and hp[f"lock_{part}"]
+                    else f"lora_rank={hp.lora_rank} (only the adapters of {list(hp.lora_towers)} "
+                    "train)"
+                )
+                raise ValueError(
+                    f"Expected no optimiser options for the {part} part, which does not train "
+                    f"({why}), but got {given}."
+                )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -501,7 +644,16 @@ class CLIPFineTuner(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self._hp
-        groups = [g for g in clip_param_groups(self.model, hp.weight_decay) if g["params"]]
+        groups = clip_param_groups(
+            self.model,
+            hp.weight_decay,
+            image_lr=hp.image_lr,
+            text_lr=hp.text_lr,
+            logit_scale_lr=hp.logit_scale_lr,
+            image_weight_decay=hp.image_weight_decay,
+            text_weight_decay=hp.text_weight_decay,
+        )
+        groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         factor = warmup_cosine_lambda(hp.warmup_steps, total, hp.lr_schedule)
@@ -510,6 +662,41 @@ class CLIPFineTuner(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    # ------------------------------------------------------------------ LoRA checkpoints
+    def _frozen_state(self) -> dict[str, Tensor]:
+        """The module's state entries that LoRA freezes (all but the adapters)."""
+        adapters = lora_state_dict(self.state_dict())
+        return {k: v for k, v in self.state_dict().items() if k not in adapters}
+
+    def _base_fingerprint(self) -> Tensor:
+        frozen = nn.Module()  # the frozen tensors, in order, as LICO fingerprints its encoder
+        for i, value in enumerate(self._frozen_state().values()):
+            frozen.register_buffer(f"t{i}", value)
+        return _fingerprint(frozen)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With LoRA: keep only the adapters, plus a fingerprint of the frozen base."""
+        if self._hp.lora_rank is None:
+            return
+        checkpoint["state_dict"] = lora_state_dict(checkpoint["state_dict"])
+        checkpoint["lora_base_fingerprint"] = self._base_fingerprint()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With LoRA: check the rebuilt frozen base against the fingerprint, then complete the
+        adapters-only state dict with it (so a strict load works)."""
+        saved = checkpoint.get("lora_base_fingerprint")
+        if saved is None or self._hp.lora_rank is None:
+            return
+        if not torch.equal(saved.to(torch.float64), self._base_fingerprint()):
+            raise ValueError(
+                "Expected the frozen base rebuilt from the checkpoint's hyperparameters "
+                f"(model_name={self._hp.model_name!r}, pretrained={self._hp.pretrained!r}, "
+                "model_cfg) to match the base the LoRA adapters were trained on, but got "
+                "different weights (LoRA checkpoints store only the adapters); load it with the "
+                "same pretrained weights."
+            )
+        checkpoint["state_dict"] = {**self._frozen_state(), **checkpoint["state_dict"]}
 
     # ------------------------------------------------------------------ evaluation
     def _class_names(self) -> list[str] | None:
@@ -654,6 +841,13 @@ class CLIPFineTuner(pl.LightningModule):
             cache_dir=hp.cache_dir,
         )
 
+    def plain_state_dict(self) -> dict[str, Tensor]:
+        """The model's plain open_clip state dict on the CPU (LoRA adapters merged into their
+        weights: :math:`W + \\tfrac{\\alpha}{r} BA`)."""
+        if self._hp.lora_rank is not None:
+            return merged_state_dict(self.model)
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
     def wise_ft_state_dict(self, alpha: float) -> dict[str, Tensor]:
         """WiSE-FT: :math:`\\theta = (1 - \\alpha)\\,\\theta_0 + \\alpha\\,\\theta_{ft}` per tensor.
 
@@ -665,7 +859,7 @@ class CLIPFineTuner(pl.LightningModule):
             raise ValueError(f"Expected `alpha` in [0, 1], but got {alpha!r}.")
         theta0 = self.initial_model().state_dict()
         out = {}
-        for name, value in self.model.state_dict().items():
+        for name, value in self.plain_state_dict().items():
             value = value.detach().cpu()
             base = theta0[name].to(value.dtype)
             out[name] = (
@@ -683,7 +877,7 @@ class CLIPFineTuner(pl.LightningModule):
         """
         path = Path(path)
         if wise_ft_alpha is None:
-            state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            state = self.plain_state_dict()
         else:
             state = self.wise_ft_state_dict(wise_ft_alpha)
         save_torch(state, path)  # whole or not at all
