@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lico_lightning._validation import check_choice
+from lico_lightning._validation import check_bool, check_choice
 from lico_lightning.callbacks.hosts import MonitorHost
 from lico_lightning.callbacks.monitor import ExplanationMonitor, Stage
 from lico_lightning.callbacks.probes import ProbeSet
@@ -161,6 +161,9 @@ class SaliencyMonitor(ExplanationMonitor):
         probe_targets: ``(N,)`` their labels.
         probe_boxes: ``N`` tensors ``(K_i, 4)`` of ``(x1, y1, x2, y2)`` pixel boxes.
         probe_ground_truth: ``{name: (N, ...) tensor}``, the ground truth of ``probe_images``.
+        standard_errors: also log ``{prefix}/{method}/{metric}_se`` beside each value that is a
+            mean over the probes: its standard error ``std(ddof=1) / sqrt(N)`` over every
+            probe of every process (e.g. 16 probes of a 0/1 pointing game: about 0.12).
         seed: seed of the probe draw.
         target: explain the model's ``"predicted"`` class (the evaluation protocol) or the
             ``"label"``.
@@ -230,6 +233,7 @@ class SaliencyMonitor(ExplanationMonitor):
         evaluate_test: bool = True,
         model_metrics: Sequence[str] = (),
         probe_ground_truth: Mapping[str, Tensor] | None = None,
+        standard_errors: bool = False,
     ) -> None:
         self.methods, self.metrics = check_saliency_names(methods, metrics)
         if isinstance(model_metrics, str):
@@ -240,6 +244,7 @@ class SaliencyMonitor(ExplanationMonitor):
                 f"Expected `model_metrics` among {sorted(MODEL_METRICS)}, but got {unknown}."
             )
         self.model_metrics = list(dict.fromkeys(model_metrics))
+        self.standard_errors = check_bool("standard_errors", standard_errors)
         if options is not None and not isinstance(options, SaliencyMetricOptions):
             raise TypeError(
                 f"Expected `options` to be a SaliencyMetricOptions, but got {type(options).__name__}."
@@ -359,6 +364,7 @@ class SaliencyMonitor(ExplanationMonitor):
             options,
             on_error="skip",
             model_metrics=self.model_metrics,
+            standard_errors=self.standard_errors,
         )
 
     def _get_explainers(self, model: nn.Module) -> dict[str, Explainer]:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from typing_extensions import Self, override
 
 from lico_lightning._safety import module_device, preserve_model_state
-from lico_lightning._validation import check_choice, check_logits, check_positive
+from lico_lightning._validation import check_bool, check_choice, check_logits, check_positive
 from lico_lightning.evaluation._base import (
     Inputs,
     _compute_quietly,
@@ -277,6 +277,11 @@ class SaliencyEvaluation(_MethodEvaluation):
         model_metrics: names among :data:`MODEL_METRICS`.
         num_groups: groups of ``group_accuracy`` (default: ``2 x`` the classes of the
             model's logits, the shortcut benchmark's ``2 * label + cue_agrees``).
+        standard_errors: also report ``"{method}/{metric}_se"`` (and ``"{model metric}_se"``
+            for the reliances): the standard error of the mean over the images,
+            ``std(ddof=1) / sqrt(n)``, for every metric that is a mean of per-image values
+            (not the combined ``deletion`` / ``overall`` of ``overall``'s one pass, nor a
+            median).
 
     Example:
         >>> from lico_lightning.explain import GradCAM
@@ -302,8 +307,10 @@ class SaliencyEvaluation(_MethodEvaluation):
         on_error: Literal["skip", "raise"] = "skip",
         model_metrics: Sequence[str] = (),
         num_groups: int | None = None,
+        standard_errors: bool = False,
     ) -> None:
         self.on_error = check_choice("on_error", on_error, ["skip", "raise"])
+        self.with_standard_errors = check_bool("standard_errors", standard_errors)
         self.methods, self.metrics = check_saliency_names(methods, metrics)
         self.model_metrics = check_model_metrics(model_metrics)
         if num_groups is not None:
@@ -484,6 +491,8 @@ class SaliencyEvaluation(_MethodEvaluation):
                 }
             else:
                 flat = {name: value}
+                if self.with_standard_errors and isinstance(metric, InterventionEffect):
+                    flat[f"{name}_se"] = metric.standard_errors()["value"]
             results.update({k: float(v) for k, v in flat.items() if float(v) == float(v)})
         return results
 
