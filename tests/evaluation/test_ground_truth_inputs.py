@@ -7,6 +7,7 @@ that names which metric needs what."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tests.metrics.test_ground_truth import SIZE, CueOracle, K, TargetOracle
@@ -188,3 +189,38 @@ def test_parse_ground_truth_and_what_each_metric_misses(dm) -> None:
     }
     with pytest.raises(TypeError, match="ground truth to be a mapping of"):
         parse_ground_truth((batch[0], batch[1], {"target_mask": [1, 2]}))
+
+
+def test_the_monitor_logs_each_means_standard_error_over_the_probes(dm) -> None:
+    model = CueOracle(dm.mean, dm.std)
+    monitor = SaliencyMonitor(
+        ["gradcam"], ["evidence_share", "shortcut_share", "insertion"], every_n_train_steps=1,
+        num_probes=N, layer="features", log_images=False, model_metrics=["cue_reliance"],
+        standard_errors=True,
+    )  # fmt: skip
+    dataset = dm.make_dataset("test")
+    monitor.attach(model, dataset)
+    logged = monitor.step(1)
+    probes = monitor.probe_set
+    with torch.no_grad():
+        logits = model(probes.images)
+        cf = torch.stack([dataset.counterfactuals(int(i), "cue")[0] for i in monitor.probe_indices])
+        no_cue = model(cf)
+    saliency = GradCAM(model, "features").attribute(probes.images, logits.argmax(1))
+    rows = torch.arange(N)
+    per_probe = {
+        "gradcam/shortcut_share": F.energy_pointing_game(
+            saliency, probes.ground_truth["cue_mask"], reduction="none"
+        ),
+        "gradcam/insertion": F.insertion_auc(
+            model, probes.images, saliency, logits.argmax(1), step_fraction=0.1, reduction="none"
+        ),
+        "cue_reliance": logits[rows, probes.labels] - no_cue[rows, probes.labels],
+    }
+    for key, values in per_probe.items():
+        v = values.double().numpy()
+        assert logged[f"saliency/{key}"] == pytest.approx(float(v.mean()), abs=1e-5), key
+        se = float(np.std(v, ddof=1) / np.sqrt(len(v)))
+        assert logged[f"saliency/{key}_se"] == pytest.approx(se, rel=1e-5, abs=1e-7), key
+    # evidence share is 0 on every probe of the cue oracle: a standard error of 0
+    assert logged["saliency/gradcam/evidence_share_se"] == 0.0
