@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from tests.metrics.test_ground_truth import SIZE, CueOracle, K, TargetOracle
 from torch import Tensor, nn
@@ -224,3 +225,42 @@ def test_the_monitor_logs_each_means_standard_error_over_the_probes(dm) -> None:
         assert logged[f"saliency/{key}_se"] == pytest.approx(se, rel=1e-5, abs=1e-7), key
     # evidence share is 0 on every probe of the cue oracle: a standard error of 0
     assert logged["saliency/gradcam/evidence_share_se"] == 0.0
+
+
+class _Lit(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K))  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch[0], batch[1]  # the third entry is the ground-truth dict
+        return nn.functional.cross_entropy(self(images), labels)
+
+    def validation_step(self, batch, batch_idx) -> None:
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_under_a_trainer_the_monitor_logs_ground_truth_and_model_metrics(tmp_path) -> None:
+    data = ShortcutDataModule(num_classes=K, num_train=16, num_val=8, num_test=8, batch_size=8)
+    monitor = SaliencyMonitor(
+        ["gradcam"], ["shortcut_share"], every_n_epochs=1, num_probes=8, layer="net.0",
+        log_images=False, model_metrics=["cue_reliance", "group_accuracy"], standard_errors=True,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor],
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(_Lit(), data)
+    logged = trainer.callback_metrics
+    for key in ("gradcam/shortcut_share", "gradcam/shortcut_share_se", "cue_reliance",
+                "cue_reliance_se", "group_accuracy/worst"):  # fmt: skip
+        assert torch.isfinite(logged[f"saliency/{key}"]), key
+    assert monitor.probe_set.ground_truth["counterfactuals"].shape[:2] == (8, 2 + 2)
