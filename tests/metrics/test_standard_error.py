@@ -87,3 +87,27 @@ def test_standard_error_under_two_process_ddp_equals_one_process() -> None:
     expected = [_numpy_se(CASES[name][2](data)) for name in sorted(CASES)]
     for got in run_in_gloo_group(_ddp_rank):
         assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_grounding_evaluation_reports_each_means_standard_error() -> None:
+    from tests.evaluation.test_metric_needs import _probes
+
+    from lico_lightning.evaluation import GroundingEvaluation, phrase_maps
+    from lico_lightning.explain import create_pair_explainer
+    from lico_lightning.testing import tiny_dual_encoder
+
+    enc = tiny_dual_encoder()
+    probes = _probes()
+    tokens = enc.tokenize(probes.captions)
+    spans = torch.tensor([enc.phrase_span(c, p) for c, p in zip(probes.captions, probes.phrases)])
+    explainer = create_pair_explainer("interaction_cam", enc)
+    maps, _ = phrase_maps(explainer, probes.images, tokens, spans)
+    ev = GroundingEvaluation(
+        ["interaction_cam"], ["pge", "mpge"], tuple(probes.images.shape[-2:]), standard_errors=True
+    )
+    ev.update(enc, {"interaction_cam": explainer}, probes.images, tokens, spans, probes.boxes)
+    results = ev.compute()
+    size = tuple(probes.images.shape[-2:])  # the boxes' image; the maps are on the patch grid
+    energies = F.energy_pointing_game(maps, probes.boxes, image_size=size, reduction="none")
+    assert results["interaction_cam/pge_se"] == pytest.approx(_numpy_se(energies), rel=1e-5)
+    assert "interaction_cam/mpge_se" not in results  # a median keeps no standard error

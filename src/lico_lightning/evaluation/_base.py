@@ -151,12 +151,15 @@ class _MethodEvaluation:
         """``{"{method}/{metric}_se": value}`` of the members that keep one (a collective under
         DDP: every rank asks the same members in the same order)."""
         errors: dict[str, float] = {}
-        for member in self.collections[method].values():
+        for member_name, member in self.collections[method].items():
             standard_errors = getattr(member, "standard_errors", None)
             if not callable(standard_errors):
                 continue
             for name, se in standard_errors().items():
-                key = f"{method}/{name}"
+                # a one-value member reports under its own (registered) name; a member of
+                # several outputs keeps its mean in the first of them
+                single = len(getattr(member, "outputs", ())) <= 1
+                key = f"{method}/{member_name if single else name}"
                 if key in results and float(se) == float(se):
                     errors[f"{key}_se"] = float(se)
         return errors
