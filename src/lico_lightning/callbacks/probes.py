@@ -21,7 +21,8 @@ __all__ = ["ProbeSet"]
 @dataclasses.dataclass
 class ProbeSet:
     """Base of a monitor's probe set: every field holds ``N`` rows (a tensor whose first dim is
-    ``N``, a list of ``N`` items, or ``None`` for an absent optional field).
+    ``N``, a list of ``N`` items, a dict of such tensors, or ``None`` for an absent optional
+    field).
 
     A specialisation declares its fields (e.g. images, labels, boxes) as a dataclass deriving
     from this; selection, sharding across ranks and moving to a device then work for free.
@@ -39,16 +40,21 @@ class ProbeSet:
     def __len__(self) -> int:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if isinstance(value, dict):
+                value = next(iter(value.values()), None)
             if value is not None:
                 return len(value)
         return 0
 
     def select(self, index: slice) -> Self:
         """The rows ``index`` of every field."""
-        values = {}
+        values: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            values[field.name] = None if value is None else value[index]
+            if isinstance(value, dict):
+                values[field.name] = {k: v[index] for k, v in value.items()}
+            else:
+                values[field.name] = None if value is None else value[index]
         return dataclasses.replace(self, **values)
 
     def shard(self, rank: int, world_size: int) -> Self:
@@ -64,5 +70,7 @@ class ProbeSet:
                 value = value.to(device)
             elif isinstance(value, list):
                 value = [v.to(device) if isinstance(v, Tensor) else v for v in value]
+            elif isinstance(value, dict):
+                value = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in value.items()}
             values[field.name] = value
         return dataclasses.replace(self, **values)

@@ -17,15 +17,18 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lico_lightning._validation import check_choice
+from lico_lightning._validation import check_bool, check_choice
 from lico_lightning.callbacks.hosts import MonitorHost
 from lico_lightning.callbacks.monitor import ExplanationMonitor, Stage
 from lico_lightning.callbacks.probes import ProbeSet
 from lico_lightning.evaluation import (
+    MODEL_METRICS,
     SaliencyEvaluation,
     check_saliency_names,
     metrics_needing,
+    missing_ground_truth,
     parse_batch,
+    parse_ground_truth,
 )
 from lico_lightning.explain import Explainer, build_explainers, check_explainer_options
 from lico_lightning.metrics import SaliencyMetricOptions
@@ -41,11 +44,14 @@ class SaliencyProbes(ProbeSet):
         images: ``(N, C, H, W)`` images, normalised like the training data.
         labels: ``(N,)`` true classes.
         boxes: ``N`` tensors ``(K_i, 4)`` of ``(x1, y1, x2, y2)`` pixel boxes, or ``None``.
+        ground_truth: ``{name: (N, ...) tensor}`` (``data.ShortcutDataModule`` items'
+            ground truth, optionally with ``counterfactuals`` ``(N, O, C, H, W)``), or ``None``.
     """
 
     images: Tensor
     labels: Tensor
     boxes: list[Tensor] | None = None
+    ground_truth: dict[str, Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, Tensor) or self.images.ndim != 4:
@@ -63,14 +69,24 @@ class SaliencyProbes(ProbeSet):
                 f"Expected {self.images.shape[0]} entries in the probe boxes, but got "
                 f"{len(self.boxes)}."
             )
+        for name, value in (self.ground_truth or {}).items():
+            if not isinstance(value, Tensor) or value.shape[:1] != self.images.shape[:1]:
+                raise ValueError(
+                    f"Expected the probe ground truth {name!r} to be a tensor of "
+                    f"{self.images.shape[0]} rows, but got "
+                    f"{getattr(value, 'shape', type(value).__name__)}."
+                )
 
 
 def _collate(items: list[Any]) -> Any:
     """Dataset items → one batch that :func:`~lico_lightning.evaluation.parse_batch`
     reads (same-shape tensors of < 2 dims and the first field stacked, the rest kept as
-    per-item lists: boxes ``(K_i, 4)`` stay a list, as in a batch)."""
+    per-item lists: boxes ``(K_i, 4)`` stay a list, as in a batch; a ground-truth dict of
+    fixed-shape tensors is stacked entry by entry, as the default collate does)."""
 
     def field(values: list[Any], first: bool) -> Any:
+        if all(isinstance(v, Mapping) for v in values):
+            return {k: field([v[k] for v in values], True) for k in values[0]}
         if all(isinstance(v, Tensor) for v in values):
             same = all(v.shape == values[0].shape for v in values)
             if same and (first or values[0].ndim < 2):
@@ -125,13 +141,29 @@ class SaliencyMonitor(ExplanationMonitor):
     Args:
         methods: explainer names (``lico_lightning.explain.list_explainers()``).
         metrics: metric names (``lico_lightning.metrics.list_saliency_metrics()``);
-            ``pointing_game`` / ``energy_pointing_game`` need probe boxes.
+            ``pointing_game`` / ``energy_pointing_game`` need probe boxes (or a ground-truth
+            ``target_box``); ``evidence_share``, ``shortcut_share``, ``rank_accuracy`` and
+            ``intervention_correctness`` need the probes' ground truth (a
+            ``data.ShortcutDataModule``'s items).
+        model_metrics: model-level measures logged once per run, not per method, as
+            ``{prefix}/{name}`` (``lico_lightning.evaluation.MODEL_METRICS``:
+            ``target_reliance``, ``cue_reliance``, ``group_accuracy`` → ``/worst``, ``/mean``,
+            ``/group_{g}``). The reliances need the probes re-rendered without the target and
+            the cue: drawn from a dataset with ``counterfactuals(i)`` (``ShortcutDataset``),
+            the monitor renders them once at the draw (every object's when
+            ``intervention_correctness`` is asked for). Cost per probe and run: 3 forwards
+            (clean, without target, without cue), or ``1 + O`` with
+            ``intervention_correctness``.
         every_n_epochs: run every k epochs (default 1 when neither schedule is given).
         every_n_train_steps: run every k optimizer steps instead.
         num_probes: size of the drawn probe set.
         probe_images: ``(N, C, H, W)`` explicit probe images (normalised like the data).
         probe_targets: ``(N,)`` their labels.
         probe_boxes: ``N`` tensors ``(K_i, 4)`` of ``(x1, y1, x2, y2)`` pixel boxes.
+        probe_ground_truth: ``{name: (N, ...) tensor}``, the ground truth of ``probe_images``.
+        standard_errors: also log ``{prefix}/{method}/{metric}_se`` beside each value that is a
+            mean over the probes: its standard error ``std(ddof=1) / sqrt(N)`` over every
+            probe of every process (e.g. 16 probes of a 0/1 pointing game: about 0.12).
         seed: seed of the probe draw.
         target: explain the model's ``"predicted"`` class (the evaluation protocol) or the
             ``"label"``.
@@ -199,8 +231,20 @@ class SaliencyMonitor(ExplanationMonitor):
         class_names: Sequence[str] | None = None,
         prefix: str = "saliency",
         evaluate_test: bool = True,
+        model_metrics: Sequence[str] = (),
+        probe_ground_truth: Mapping[str, Tensor] | None = None,
+        standard_errors: bool = False,
     ) -> None:
         self.methods, self.metrics = check_saliency_names(methods, metrics)
+        if isinstance(model_metrics, str):
+            model_metrics = [model_metrics]
+        unknown = [n for n in model_metrics if n not in MODEL_METRICS]
+        if unknown:
+            raise ValueError(
+                f"Expected `model_metrics` among {sorted(MODEL_METRICS)}, but got {unknown}."
+            )
+        self.model_metrics = list(dict.fromkeys(model_metrics))
+        self.standard_errors = check_bool("standard_errors", standard_errors)
         if options is not None and not isinstance(options, SaliencyMetricOptions):
             raise TypeError(
                 f"Expected `options` to be a SaliencyMetricOptions, but got {type(options).__name__}."
@@ -212,6 +256,8 @@ class SaliencyMonitor(ExplanationMonitor):
             )
         if probe_boxes is not None and probe_images is None:
             raise ValueError("Expected `probe_boxes` only together with `probe_images`.")
+        if probe_ground_truth is not None and probe_images is None:
+            raise ValueError("Expected `probe_ground_truth` only together with `probe_images`.")
         probes = None
         if probe_images is not None:
             if not isinstance(probe_images, Tensor) or probe_images.ndim != 4:
@@ -236,6 +282,9 @@ class SaliencyMonitor(ExplanationMonitor):
                 probe_images.detach().cpu(),
                 probe_targets.detach().cpu().long(),
                 list(probe_boxes) if probe_boxes is not None else None,
+                None
+                if probe_ground_truth is None
+                else {k: v.detach().cpu() for k, v in probe_ground_truth.items()},
             )
         super().__init__(
             every_n_epochs=every_n_epochs,
@@ -263,6 +312,7 @@ class SaliencyMonitor(ExplanationMonitor):
         self._explainers: dict[str, Explainer] = {}
         self._explained_model: nn.Module | None = None
         self._warned_boxes = False
+        self._warned_ground_truth = False
 
     @override
     def _state_key_fields(self) -> dict[str, Any]:
@@ -276,12 +326,46 @@ class SaliencyMonitor(ExplanationMonitor):
     @override
     def _probes_from_batch(self, batch: Any) -> SaliencyProbes:
         images, labels, boxes = parse_batch(batch)
-        return SaliencyProbes(images, torch.as_tensor(labels).long(), boxes)
+        ground_truth = parse_ground_truth(batch)
+        return SaliencyProbes(images, torch.as_tensor(labels).long(), boxes, ground_truth)
+
+    def _needs_counterfactuals(self) -> bool:
+        return bool(
+            metrics_needing(self.metrics, "object_effects")
+            or {"target_reliance", "cue_reliance"} & set(self.model_metrics)
+        )
+
+    @override
+    def _draw(self, dataset: Any) -> ProbeSet:
+        """The drawn probes; when a metric needs counterfactuals the items lack and the dataset
+        renders them (``dataset.counterfactuals(i)``, e.g. ``ShortcutDataset``), rendered here
+        once for the drawn items."""
+        probes = super()._draw(dataset)
+        assert isinstance(probes, SaliencyProbes)
+        gt = probes.ground_truth
+        if (
+            gt is not None
+            and "counterfactuals" not in gt
+            and self._needs_counterfactuals()
+            and callable(getattr(dataset, "counterfactuals", None))
+            and self.probe_indices is not None
+        ):
+            gt["counterfactuals"] = torch.stack(
+                [dataset.counterfactuals(int(i)) for i in self.probe_indices]
+            )
+        return probes
 
     @override
     def _evaluation(self, stage: Stage) -> SaliencyEvaluation:
         options = self.test_options if stage == "test" else self.options
-        return SaliencyEvaluation(self.methods, self.metrics, options, on_error="skip")
+        return SaliencyEvaluation(
+            self.methods,
+            self.metrics,
+            options,
+            on_error="skip",
+            model_metrics=self.model_metrics,
+            standard_errors=self.standard_errors,
+        )
 
     def _get_explainers(self, model: nn.Module) -> dict[str, Explainer]:
         if self._explained_model is not model:
@@ -296,13 +380,22 @@ class SaliencyMonitor(ExplanationMonitor):
         self, model: nn.Module, evaluation: Any, probes: ProbeSet, stage: Stage
     ) -> _Explained:
         assert isinstance(probes, SaliencyProbes)
-        if probes.boxes is None and not self._warned_boxes:
+        gt = probes.ground_truth
+        if probes.boxes is None and "target_box" not in (gt or {}) and not self._warned_boxes:
             skipped = sorted(metrics_needing(self.metrics, "boxes"))
             if skipped:
                 self._warned_boxes = True
                 self._warn(
                     f"{skipped} need boxes, but the images have none; those metrics are skipped."
                 )
+        missing = missing_ground_truth(self.metrics, self.model_metrics, gt)
+        if missing and not self._warned_ground_truth:
+            self._warned_ground_truth = True
+            needs = "; ".join(f"{m!r} needs {keys}" for m, keys in missing.items())
+            self._warn(
+                f"the probes lack ground truth ({needs}; probes of a ShortcutDataModule carry "
+                "it); those metrics are skipped."
+            )
         maps = evaluation.update(
             model,
             probes.images,
@@ -310,6 +403,7 @@ class SaliencyMonitor(ExplanationMonitor):
             self._get_explainers(model),
             boxes=probes.boxes,
             target=self.target,
+            ground_truth=gt,
         )
         if evaluation.last_target_probability is None:  # target="label": no forward ran
             return _Explained(maps, evaluation.last_scores)

@@ -145,6 +145,10 @@ class ShortcutDataset(Dataset):
         seed: seed of the scenes.
         return_index: put the index after the label.
         with_ground_truth: append the ``ground_truth`` dict.
+        with_counterfactuals: add ``counterfactuals`` ``(O, 3, H, W)`` (:meth:`counterfactuals`
+            of every object) to the ``ground_truth`` dict, for the evaluation's
+            ``object_effects`` and reliances (``O`` extra renders per item; the
+            ``SaliencyMonitor`` renders its probes' itself, so training data need not).
 
     Example:
         >>> ds = ShortcutDataset("train", 10, num_classes=3, cue_correlation=0.9, num_distractors=2)
@@ -175,6 +179,7 @@ class ShortcutDataset(Dataset):
         seed: int = 0,
         return_index: bool = False,
         with_ground_truth: bool = True,
+        with_counterfactuals: bool = False,
     ) -> None:
         check_choice("split", split, SHORTCUT_SPLITS)
         check_int("size", size, 1)
@@ -193,6 +198,12 @@ class ShortcutDataset(Dataset):
         self.seed = seed
         self.return_index = check_bool("return_index", return_index)
         self.with_ground_truth = check_bool("with_ground_truth", with_ground_truth)
+        self.with_counterfactuals = check_bool("with_counterfactuals", with_counterfactuals)
+        if with_counterfactuals and not with_ground_truth:
+            raise ValueError(
+                "Expected `with_counterfactuals=True` only with `with_ground_truth=True` (they "
+                "travel in the ground_truth dict), but got with_ground_truth=False."
+            )
         self._mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
@@ -341,7 +352,13 @@ class ShortcutDataset(Dataset):
         if self.return_index:
             item = (*item, index)
         if self.with_ground_truth:
-            item = (*item, self._ground_truth(scene, masks))
+            gt = self._ground_truth(scene, masks)
+            if self.with_counterfactuals:
+                names = self.object_names
+                gt["counterfactuals"] = torch.stack(
+                    [self._draw(scene, masks, [n != c for n in names], True) for c in names]
+                )
+            item = (*item, gt)
         return item
 
 
@@ -485,7 +502,12 @@ class ShortcutDataModule(ImageDataModule):
         return {"seed": self.seed, "num_train": self.num_train, **self._scenes()}
 
     def _dataset(
-        self, split: str, size: int, mean: Sequence[float], std: Sequence[float]
+        self,
+        split: str,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        with_counterfactuals: bool = False,
     ) -> ShortcutDataset:
         return ShortcutDataset(
             split,
@@ -495,15 +517,19 @@ class ShortcutDataModule(ImageDataModule):
             std=std,
             seed=self.seed,
             return_index=self.return_index,
-            with_ground_truth=self.with_ground_truth,
+            with_ground_truth=self.with_ground_truth or with_counterfactuals,
+            with_counterfactuals=with_counterfactuals,
         )
 
-    def make_dataset(self, split: str) -> ShortcutDataset:
+    def make_dataset(self, split: str, with_counterfactuals: bool = False) -> ShortcutDataset:
         """The split named ``split`` (one of :data:`SHORTCUT_SPLITS`), normalised with this
-        module's ``mean`` / ``std``."""
+        module's ``mean`` / ``std``; ``with_counterfactuals``: its items' ground truth carries
+        the scene without each object (for ``evaluate_saliency``'s ``object_effects`` and
+        reliances)."""
         check_choice("split", split, SHORTCUT_SPLITS)
         size = {"train": self.num_train, "val": self.num_val}.get(split, self.num_test)
-        return self._dataset(split, size, self.mean, self.std)
+        check_bool("with_counterfactuals", with_counterfactuals)
+        return self._dataset(split, size, self.mean, self.std, with_counterfactuals)
 
     def setup(self, stage: str | None = None) -> None:
         """Build every split (cheap: scenes are generated when an item is asked for)."""

@@ -22,14 +22,20 @@ from lico_lightning.evaluation.grounding import (
 )
 from lico_lightning.evaluation.perturbation import conditional_perturbation_curves
 from lico_lightning.evaluation.saliency import (
+    GROUND_TRUTH_INPUTS,
+    MODEL_METRICS,
     SaliencyEvaluation,
     check_saliency_names,
     evaluate_saliency,
     metrics_needing,
+    missing_ground_truth,
     parse_batch,
+    parse_ground_truth,
 )
 
 __all__ = [
+    "GROUND_TRUTH_INPUTS",
+    "MODEL_METRICS",
     "GroundingEvaluation",
     "SaliencyEvaluation",
     "check_grounding_names",
@@ -37,6 +43,8 @@ __all__ = [
     "conditional_perturbation_curves",
     "evaluate_saliency",
     "metrics_needing",
+    "missing_ground_truth",
     "parse_batch",
+    "parse_ground_truth",
     "phrase_maps",
 ]

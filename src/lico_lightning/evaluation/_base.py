@@ -70,6 +70,9 @@ class _MethodEvaluation:
     collections: dict[str, MetricCollection]
     #: the input names this evaluation offers its metrics (``metrics.SALIENCY_INPUTS``, ...)
     inputs: frozenset[str]
+    #: also report ``"{method}/{metric}_se"``: the standard error over the samples of each
+    #: metric whose accumulator keeps one (a mean of per-sample values)
+    with_standard_errors: bool = False
 
     def _init_failures(self) -> None:
         self._failures = _FailureCount(len(self.methods))
@@ -140,7 +143,26 @@ class _MethodEvaluation:
                 value = float(values[metric])
                 if value == value:  # NaN: no valid sample
                     results[f"{method}/{metric}"] = value
+            if self.with_standard_errors:
+                results.update(self._standard_errors(method, results))
         return results
+
+    def _standard_errors(self, method: str, results: dict[str, float]) -> dict[str, float]:
+        """``{"{method}/{metric}_se": value}`` of the members that keep one (a collective under
+        DDP: every rank asks the same members in the same order)."""
+        errors: dict[str, float] = {}
+        for member_name, member in self.collections[method].items():
+            standard_errors = getattr(member, "standard_errors", None)
+            if not callable(standard_errors):
+                continue
+            for name, se in standard_errors().items():
+                # a one-value member reports under its own (registered) name; a member of
+                # several outputs keeps its mean in the first of them
+                single = len(getattr(member, "outputs", ())) <= 1
+                key = f"{method}/{member_name if single else name}"
+                if key in results and float(se) == float(se):
+                    errors[f"{key}_se"] = float(se)
+        return errors
 
     def reset(self) -> None:
         """Forget every state (metric sums, failure counts, error texts)."""

@@ -23,7 +23,13 @@ import torch
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-from lico_lightning._validation import check_choice, check_int, check_int_pair, check_tensor
+from lico_lightning._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_int_pair,
+    check_tensor,
+)
 from lico_lightning.evaluation._base import Inputs, _MethodEvaluation, check_names
 from lico_lightning.evaluation.perturbation import conditional_perturbation_curves
 from lico_lightning.explain import PAIR_EXPLAINERS, DualEncoder, PairExplainer, check_token_spans
@@ -120,6 +126,8 @@ class GroundingEvaluation(_MethodEvaluation):
             size of the images of the first :meth:`update`.
         perturbation_steps: steps of the CID / CII curves.
         on_error: ``"skip"`` (count a failing method, go on) or ``"raise"``.
+        standard_errors: also report ``"{method}/{metric}_se"``, the standard error of each
+            mean over the probes (``std(ddof=1) / sqrt(n)``; not for the median ``mpge``).
 
     Example:
         >>> from lico_lightning.explain import create_pair_explainer
@@ -144,8 +152,10 @@ class GroundingEvaluation(_MethodEvaluation):
         *,
         perturbation_steps: int = 8,
         on_error: Literal["skip", "raise"] = "skip",
+        standard_errors: bool = False,
     ) -> None:
         self.on_error = check_choice("on_error", on_error, ["skip", "raise"])
+        self.with_standard_errors = check_bool("standard_errors", standard_errors)
         self.methods, self.metrics = check_grounding_names(methods, metrics)
         self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
         self.perturbation_steps = check_int("perturbation_steps", perturbation_steps, 1)

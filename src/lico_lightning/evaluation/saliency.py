@@ -17,21 +17,62 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from tqdm.auto import tqdm
+from typing_extensions import Self, override
 
 from lico_lightning._safety import module_device, preserve_model_state
-from lico_lightning._validation import check_choice, check_logits, check_positive
-from lico_lightning.evaluation._base import Inputs, _MethodEvaluation, check_names
+from lico_lightning._validation import check_bool, check_choice, check_logits, check_positive
+from lico_lightning.evaluation._base import (
+    Inputs,
+    _compute_quietly,
+    _MethodEvaluation,
+    check_names,
+)
 from lico_lightning.explain import EXPLAINERS, Explainer, build_explainers
-from lico_lightning.functional import target_probability
-from lico_lightning.metrics import SALIENCY_INPUTS, SALIENCY_METRICS, SaliencyMetricOptions
+from lico_lightning.functional import intervention_effect, target_probability
+from lico_lightning.metrics import (
+    SALIENCY_INPUTS,
+    SALIENCY_METRICS,
+    GroupAccuracy,
+    InterventionEffect,
+    SaliencyMetricOptions,
+)
 
 __all__ = [
+    "GROUND_TRUTH_INPUTS",
+    "MODEL_METRICS",
     "SaliencyEvaluation",
     "check_saliency_names",
     "evaluate_saliency",
     "metrics_needing",
+    "missing_ground_truth",
     "parse_batch",
+    "parse_ground_truth",
 ]
+
+#: The metric inputs read from a batch's ground-truth dict (``data.ShortcutDataModule`` items)
+#: and the entry each comes from: the masks as they are; ``object_effects`` ``(B, O)`` is
+#: computed from ``counterfactuals`` ``(B, O, C, H, W)`` (the scene re-rendered without each
+#: object: ``ShortcutDataset(..., with_counterfactuals=True)``, or rendered by the
+#: ``SaliencyMonitor`` at its probe draw) — ``O`` extra forwards per image, run only when a
+#: metric needs it.
+GROUND_TRUTH_INPUTS: dict[str, str] = {
+    "target_mask": "target_mask",
+    "cue_mask": "cue_mask",
+    "object_masks": "object_masks",
+    "object_effects": "counterfactuals",
+}
+
+#: Model-level measures (no explainer) an evaluation can log beside the saliency metrics, and
+#: the ground-truth entries each needs: ``target_reliance`` / ``cue_reliance`` (the drop of
+#: the label's logit when the scene is re-rendered without the target / the cue:
+#: ``counterfactuals[:, 0]`` / ``[:, 1]``; with the clean image, 3 forwards per image) and
+#: ``group_accuracy`` (accuracy per group ``2 * label + cue_agrees``, their mean and the worst
+#: group's, logged as ``group_accuracy/worst``, ``/mean`` and ``/group_{g}``).
+MODEL_METRICS: dict[str, tuple[str, ...]] = {
+    "target_reliance": ("counterfactuals",),
+    "cue_reliance": ("counterfactuals",),
+    "group_accuracy": ("group",),
+}
 
 
 def check_saliency_names(
@@ -89,17 +130,120 @@ def parse_batch(batch: Any) -> tuple[Tensor, Tensor, list[Tensor] | None]:
     return images, labels, (list(boxes) if boxes is not None else None)
 
 
-def explained_target(
-    model: nn.Module, images: Tensor, labels: Tensor, target: Literal["predicted", "label"]
-) -> tuple[Tensor, Tensor | None]:
-    """The class to explain — the model's top-1 prediction (protocol) or the label — and, when
-    the model had to run to choose it, the softmax probability of that class (else ``None``)."""
-    if target == "label":
-        return labels.long(), None
+def parse_ground_truth(batch: Any) -> dict[str, Tensor] | None:
+    """The ground-truth dict of a batch, or ``None``: the last mapping of a tuple batch
+    (``(image, target[, index], ground_truth)``, as ``data.ShortcutDataModule`` yields) or the
+    ``ground_truth`` entry of a mapping batch. Its entries are ``(B, ...)`` tensors (see
+    :data:`GROUND_TRUTH_INPUTS` and :data:`MODEL_METRICS` for the ones the metrics read).
+
+    Example:
+        >>> gt = {"target_mask": torch.zeros(2, 4, 4, dtype=torch.bool)}
+        >>> sorted(parse_ground_truth((torch.zeros(2, 3, 4, 4), torch.tensor([0, 1]), gt)))
+        ['target_mask']
+        >>> parse_ground_truth((torch.zeros(2, 3, 4, 4), torch.tensor([0, 1]))) is None
+        True
+    """
+    found: Any = None
+    if isinstance(batch, Mapping):
+        found = batch.get("ground_truth")
+    elif isinstance(batch, (tuple, list)):
+        found = next((e for e in reversed(batch[2:]) if isinstance(e, Mapping)), None)
+    if found is None:
+        return None
+    if not isinstance(found, Mapping) or not all(isinstance(v, Tensor) for v in found.values()):
+        raise TypeError(
+            "Expected the batch's ground truth to be a mapping of (B, ...) tensors, but got "
+            f"{type(found).__name__}."
+        )
+    return dict(found)
+
+
+def missing_ground_truth(
+    metrics: Sequence[str],
+    model_metrics: Sequence[str],
+    ground_truth: Mapping[str, Tensor] | None,
+) -> dict[str, list[str]]:
+    """``{metric: [ground-truth entries it needs that ground_truth lacks]}`` for the saliency
+    metrics and model metrics that cannot run on a batch (those needing nothing absent are left
+    out).
+
+    Example:
+        >>> missing_ground_truth(["insertion", "shortcut_share"], ["cue_reliance"], None)
+        {'shortcut_share': ['cue_mask'], 'cue_reliance': ['counterfactuals']}
+    """
+    have = ground_truth or {}
+    wanted = {
+        name: [
+            GROUND_TRUTH_INPUTS[n]
+            for n in SALIENCY_METRICS.get(name).needs
+            if n in GROUND_TRUTH_INPUTS
+        ]
+        for name in metrics
+    }
+    wanted.update({name: list(MODEL_METRICS[name]) for name in model_metrics})
+    missing = {name: [k for k in keys if k not in have] for name, keys in wanted.items()}
+    return {name: keys for name, keys in missing.items() if keys}
+
+
+def check_model_metrics(model_metrics: Sequence[str]) -> list[str]:
+    """Checked, de-duplicated model-metric names (see :data:`MODEL_METRICS`)."""
+    if isinstance(model_metrics, str):
+        model_metrics = [model_metrics]
+    unknown = [n for n in model_metrics if n not in MODEL_METRICS]
+    if unknown:
+        raise ValueError(
+            f"Expected `model_metrics` among {sorted(MODEL_METRICS)}, but got {unknown}."
+        )
+    return list(dict.fromkeys(model_metrics))
+
+
+def _logits(model: nn.Module, images: Tensor, chunk_size: int | None = None) -> Tensor:
+    """``(B, C)`` logits in eval mode, no gradient, the model's flags restored (in chunks of
+    ``chunk_size`` images; ``None``: one forward)."""
     with preserve_model_state(model), torch.no_grad():
-        logits = check_logits(model(images), images.shape[0])
-    explained = logits.argmax(1)
-    return explained, target_probability(logits, explained)
+        if chunk_size is None:
+            logits = model(images)
+        else:
+            logits = torch.cat([model(chunk) for chunk in images.split(chunk_size)])
+    return check_logits(logits, images.shape[0])
+
+
+class _Forwards:
+    """The model's logits on one batch's clean images and counterfactuals, each run at most
+    once (shared by every method and the model metrics)."""
+
+    def __init__(
+        self, model: nn.Module, images: Tensor, ground_truth: Mapping[str, Tensor], chunk: int
+    ) -> None:
+        self.model, self.images, self.ground_truth, self.chunk = model, images, ground_truth, chunk
+        self._clean: Tensor | None = None
+        self._counterfactual: Tensor | None = None
+
+    def clean(self) -> Tensor:
+        if self._clean is None:
+            self._clean = _logits(self.model, self.images)
+        return self._clean
+
+    def counterfactual(self, count: int) -> Tensor:
+        """``(B, count, C)`` logits of the first ``count`` counterfactuals (all when larger)."""
+        cf = self.ground_truth["counterfactuals"]
+        if (
+            cf.ndim != 5
+            or cf.shape[0] != self.images.shape[0]
+            or cf.shape[2:] != self.images.shape[1:]
+        ):
+            raise ValueError(
+                f"Expected `counterfactuals` of shape ({self.images.shape[0]}, O, "
+                f"{', '.join(map(str, self.images.shape[1:]))}), but got {tuple(cf.shape)}."
+            )
+        count = min(count, cf.shape[1])
+        if self._counterfactual is None or self._counterfactual.shape[1] < count:
+            done = 0 if self._counterfactual is None else self._counterfactual.shape[1]
+            new = cf[:, done:count].to(self.images.device)
+            logits = _logits(self.model, new.flatten(0, 1), self.chunk).view(*new.shape[:2], -1)
+            parts = [logits] if self._counterfactual is None else [self._counterfactual, logits]
+            self._counterfactual = torch.cat(parts, 1)
+        return self._counterfactual[:, :count]
 
 
 class SaliencyEvaluation(_MethodEvaluation):
@@ -113,12 +257,31 @@ class SaliencyEvaluation(_MethodEvaluation):
     first error text kept) and skipped; box metrics skip batches without boxes (and, inside a
     batch, images without boxes) — skipped, not failed.
 
+    **Ground truth.** A batch's ground-truth dict (:func:`parse_ground_truth`;
+    ``data.ShortcutDataModule`` items) offers the metrics ``target_mask``, ``cue_mask``,
+    ``object_masks`` and ``object_effects`` (:data:`GROUND_TRUTH_INPUTS`), and its
+    ``target_box`` serves as the ``boxes`` of the pointing games when the batch has no boxes.
+    ``model_metrics`` (:data:`MODEL_METRICS`: ``target_reliance``, ``cue_reliance``,
+    ``group_accuracy``) are measured once per batch, not per method, and reported without a
+    method prefix. Cost per image: one clean forward (shared with ``target="predicted"``'s),
+    plus 2 counterfactual forwards for the reliances, or ``O`` (every object) when
+    ``intervention_correctness`` is asked for; each runs once per batch, whatever the number of
+    methods.
+
     Args:
         methods: explainer names (:func:`~lico_lightning.explain.list_explainers`).
         metrics: metric names (:func:`~lico_lightning.metrics.list_saliency_metrics`).
         options: protocol knobs (:class:`~lico_lightning.metrics.SaliencyMetricOptions`).
         on_error: ``"skip"`` (count a failing method and go on; monitors) or ``"raise"``
             (re-raise the method's error; :func:`evaluate_saliency`).
+        model_metrics: names among :data:`MODEL_METRICS`.
+        num_groups: groups of ``group_accuracy`` (default: ``2 x`` the classes of the
+            model's logits, the shortcut benchmark's ``2 * label + cue_agrees``).
+        standard_errors: also report ``"{method}/{metric}_se"`` (and ``"{model metric}_se"``
+            for the reliances): the standard error of the mean over the images,
+            ``std(ddof=1) / sqrt(n)``, for every metric that is a mean of per-image values
+            (not the combined ``deletion`` / ``overall`` of ``overall``'s one pass, nor a
+            median).
 
     Example:
         >>> from lico_lightning.explain import GradCAM
@@ -142,9 +305,17 @@ class SaliencyEvaluation(_MethodEvaluation):
         options: SaliencyMetricOptions | None = None,
         *,
         on_error: Literal["skip", "raise"] = "skip",
+        model_metrics: Sequence[str] = (),
+        num_groups: int | None = None,
+        standard_errors: bool = False,
     ) -> None:
         self.on_error = check_choice("on_error", on_error, ["skip", "raise"])
+        self.with_standard_errors = check_bool("standard_errors", standard_errors)
         self.methods, self.metrics = check_saliency_names(methods, metrics)
+        self.model_metrics = check_model_metrics(model_metrics)
+        if num_groups is not None:
+            check_positive("num_groups", num_groups)
+        self.num_groups = num_groups
         self.inputs = SALIENCY_INPUTS
         if options is not None and not isinstance(options, SaliencyMetricOptions):
             raise TypeError(
@@ -160,6 +331,16 @@ class SaliencyEvaluation(_MethodEvaluation):
         self.last_target: Tensor | None = None
         self.last_target_probability: Tensor | None = None
         self._init_failures()
+        # the model-level measures (one per evaluation, not per method); group accuracy is
+        # built at the first batch when num_groups is left to the logits
+        self._model_collection: dict[str, Metric] = {
+            name: InterventionEffect() for name in self.model_metrics if name != "group_accuracy"
+        }
+        if "group_accuracy" in self.model_metrics and num_groups is not None:
+            self._model_collection["group_accuracy"] = GroupAccuracy(num_groups)
+        self._device: torch.device | str | None = None
+        # counterfactuals of every object only when a metric needs the per-object effects
+        self._every_object = any("object_effects" in n for n in self._needs.values())
 
     def _collection(self) -> MetricCollection:
         """One metric object per needed class: a class whose ``outputs`` cover several asked
@@ -183,6 +364,7 @@ class SaliencyEvaluation(_MethodEvaluation):
         explainers: Mapping[str, Explainer],
         boxes: Sequence[Tensor] | None = None,
         target: Literal["predicted", "label"] = "predicted",
+        ground_truth: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Explain one batch with every method and update that method's metrics.
 
@@ -197,6 +379,8 @@ class SaliencyEvaluation(_MethodEvaluation):
             explainers: ``{method: explainer}`` for at least every method of this evaluation.
             boxes: ``B`` tensors ``(K_i, 4)`` (``K_i`` may be 0) or ``None``.
             target: ``"predicted"`` (protocol) or ``"label"``.
+            ground_truth: the batch's ground-truth dict (:func:`parse_ground_truth`) or
+                ``None``; metrics needing an entry it lacks are skipped.
 
         Returns:
             ``{method: saliency (B, H, W)}`` for the methods that succeeded.
@@ -207,7 +391,14 @@ class SaliencyEvaluation(_MethodEvaluation):
             raise ValueError(
                 f"Expected an explainer for every method {self.methods}, but got none for {missing}."
             )
-        explained, clean_probability = explained_target(model, images, labels, target)
+        gt = {k: v.to(images.device) for k, v in (ground_truth or {}).items()}
+        forwards = _Forwards(model, images, gt, self.options.chunk_size)
+        if target == "label":
+            explained, clean_probability = labels.long(), None
+        else:
+            logits = forwards.clean()
+            explained = logits.argmax(1)
+            clean_probability = target_probability(logits, explained)
         self.last_target, self.last_target_probability = explained, clean_probability
         batch: dict[str, Any] = {
             "model": model,
@@ -215,14 +406,27 @@ class SaliencyEvaluation(_MethodEvaluation):
             "target": explained,
             "clean_probability": clean_probability,
         }
+        if boxes is None and "target_box" in gt:  # the pointing games score the target's box
+            boxes = list(gt["target_box"].view(-1, 1, 4))
         if boxes is not None:  # absent: the metrics that need boxes skip this batch
             batch["boxes"] = list(boxes)
+        batch.update({k: gt[k] for k in ("target_mask", "cue_mask", "object_masks") if k in gt})
+        lazy: dict[str, Any] = {}
+        count = 2  # counterfactual forwards per image: target and cue, or every object
+        if "counterfactuals" in gt:
+            count = gt["counterfactuals"].shape[1] if self._every_object else 2
+            lazy["object_effects"] = lambda: intervention_effect(
+                forwards.clean(), forwards.counterfactual(count), explained, reduction="none"
+            )
+        self._update_model_metrics(forwards, labels, gt, count)
         maps: dict[str, Tensor] = {}
         self.last_scores = {}
         for method in self.methods:
             try:
                 saliency = explainers[method].attribute(images, explained)
-                values = self._update_metrics(method, Inputs({**batch, "saliency": saliency}))
+                values = self._update_metrics(
+                    method, Inputs({**batch, "saliency": saliency}, dict(lazy))
+                )
                 scores: dict[str, Tensor] = {}
                 for per_sample in values.values():
                     scores.update(per_sample)
@@ -233,6 +437,70 @@ class SaliencyEvaluation(_MethodEvaluation):
                     raise
                 self._fail(method, err)
         return maps
+
+    def _update_model_metrics(
+        self, forwards: _Forwards, labels: Tensor, gt: Mapping[str, Tensor], count: int
+    ) -> None:
+        """Update the model metrics whose ground truth this batch has (the others skip it)."""
+        for name in self.model_metrics:
+            if any(k not in gt for k in MODEL_METRICS[name]):
+                continue
+            if name == "group_accuracy":
+                logits = forwards.clean()
+                if name not in self._model_collection:
+                    self._model_collection[name] = GroupAccuracy(2 * logits.shape[1])
+                    if self._device is not None:
+                        self._model_collection[name].to(self._device)
+                self._model_collection[name].update(logits, labels.long(), gt["group"].long())
+            else:
+                cf = forwards.counterfactual(count)
+                if cf.shape[1] < 2:
+                    raise ValueError(
+                        f"Expected counterfactuals without the target and without the cue "
+                        f"(objects 0 and 1) for {name!r}, but got {cf.shape[1]} object(s)."
+                    )
+                index = 0 if name == "target_reliance" else 1
+                self._model_collection[name].update(forwards.clean(), cf[:, index], labels.long())
+
+    @override
+    def to(self, device: torch.device | str) -> Self:
+        super().to(device)
+        self._device = device
+        for metric in self._model_collection.values():
+            metric.to(device)
+        return self
+
+    @override
+    def compute(self) -> dict[str, float]:
+        """``{"{method}/{metric}": value}`` (see the base class) and, for the model metrics,
+        ``{"target_reliance": ..., "cue_reliance": ..., "group_accuracy/worst": ...,
+        "group_accuracy/mean": ..., "group_accuracy/group_{g}": ...}`` (NaN values left out).
+        Under DDP every rank must call it, having seen at least one batch when
+        ``group_accuracy`` takes its group count from the logits."""
+        results = super().compute()
+        for name in self.model_metrics:
+            metric = self._model_collection.get(name)
+            if metric is None:
+                continue
+            value = _compute_quietly(metric)
+            if isinstance(value, dict):
+                flat = {
+                    f"{name}/worst": value["worst"],
+                    f"{name}/mean": value["mean"],
+                    **{f"{name}/group_{g}": v for g, v in enumerate(value["per_group"])},
+                }
+            else:
+                flat = {name: value}
+                if self.with_standard_errors and isinstance(metric, InterventionEffect):
+                    flat[f"{name}_se"] = metric.standard_errors()["value"]
+            results.update({k: float(v) for k, v in flat.items() if float(v) == float(v)})
+        return results
+
+    @override
+    def reset(self) -> None:
+        super().reset()
+        for metric in self._model_collection.values():
+            metric.reset()
 
 
 def evaluate_saliency(
@@ -248,6 +516,7 @@ def evaluate_saliency(
     max_batches: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    model_metrics: Sequence[str] = (),
 ) -> dict[str, float]:
     r"""Evaluate saliency methods on a trained classifier (LICO Table 1 / Appendix B protocol).
 
@@ -273,10 +542,16 @@ def evaluate_saliency(
         max_batches: stop after this many batches.
         device: move batches here (default: the model's device).
         progress: tqdm bar over batches.
+        model_metrics: model-level measures (:data:`MODEL_METRICS`: ``target_reliance``,
+            ``cue_reliance``, ``group_accuracy``), reported without a method prefix.
 
     Returns:
         ``{"{method}/{metric}": value}`` (NaN, with a warning, for a metric no image was
-        valid for, e.g. pointing games without any box).
+        valid for, e.g. pointing games without any box) and the model metrics' keys.
+
+    Raises:
+        ValueError: a batch lacks the boxes or the ground-truth entries (:func:`parse_ground_truth`)
+            a requested metric needs; the message names each metric and what it needs.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
@@ -291,7 +566,10 @@ def evaluate_saliency(
     check_choice("target", target, ["predicted", "label"])
     if max_batches is not None:
         check_positive("max_batches", max_batches)
-    evaluation = SaliencyEvaluation(method_names, metric_names, options, on_error="raise")
+    model_names = check_model_metrics(model_metrics)
+    evaluation = SaliencyEvaluation(
+        method_names, metric_names, options, on_error="raise", model_metrics=model_names
+    )
     explainers = build_explainers(model, method_names, layer, explainer_kwargs)
     if device is None:
         device = module_device(model, torch.device("cpu"))
@@ -301,15 +579,25 @@ def evaluate_saliency(
         if max_batches is not None and index >= max_batches:
             break
         images, labels, boxes = parse_batch(batch)
-        if needs_boxes and boxes is None:
+        ground_truth = parse_ground_truth(batch)
+        if needs_boxes and boxes is None and "target_box" not in (ground_truth or {}):
             raise ValueError(
                 f"Expected batches with `boxes` (a list of (K_i, 4) tensors per image) for "
                 f"{needs_boxes}, but got batch {index} without."
             )
+        missing = missing_ground_truth(metric_names, model_names, ground_truth)
+        if missing:
+            needs = "; ".join(f"{m!r} needs {keys}" for m, keys in missing.items())
+            raise ValueError(
+                f"Expected batches with a ground-truth dict (ShortcutDataModule items; "
+                f"`counterfactuals` from ShortcutDataset(..., with_counterfactuals=True)): "
+                f"{needs}, but got batch {index} without."
+            )
         images, labels = images.to(device), labels.to(device)
-        evaluation.update(model, images, labels, explainers, boxes, target)
+        evaluation.update(model, images, labels, explainers, boxes, target, ground_truth)
     results = evaluation.compute()
     keys = [f"{m}/{k}" for m in method_names for k in metric_names]
+    keys += [k for k in results if k.split("/")[0] in model_names]
     empty = [key for key in keys if key not in results]
     if empty:
         warnings.warn(

@@ -29,9 +29,21 @@ def _mean_of_sum(total: Tensor, count: Tensor, name: str, zero_division: float |
     return (total / count).float()
 
 
+def _standard_error_of_sums(total: Tensor, total_sq: Tensor, count: Tensor) -> Tensor:
+    """Standard error of the mean from the sums: ``std(ddof=1) / sqrt(n)`` (NaN below 2)."""
+    n = int(count)
+    if n < 2:
+        return torch.tensor(float("nan"), dtype=torch.float32, device=total.device)
+    mean = total / n
+    variance = ((total_sq - n * mean * mean) / (n - 1)).clamp(min=0.0)
+    return (variance / n).sqrt().float()
+
+
 class _MeanOfValues(Metric):
     """Mean of per-sample values: a float64 sum and a count, both summed across processes, so
-    the value under DDP equals the mean over every sample seen by every rank.
+    the value under DDP equals the mean over every sample seen by every rank. A float64 sum of
+    squares (summed too) gives the mean's standard error over those samples
+    (:meth:`standard_errors`).
 
     Subclasses call :meth:`_add` in ``update`` with the per-sample values of their functional
     formula. :meth:`compute` with nothing added raises, or, when the subclass passes a
@@ -42,6 +54,7 @@ class _MeanOfValues(Metric):
     full_state_update = False
 
     total: Tensor
+    total_sq: Tensor
     count: Tensor
 
     def __init__(self, zero_division: float | None = None, **kwargs: Any) -> None:
@@ -51,10 +64,29 @@ class _MeanOfValues(Metric):
             "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "total_sq", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
 
     def _add(self, values: Tensor) -> None:
-        self.total += values.detach().to(torch.float64).sum()
+        values = values.detach().to(torch.float64)
+        self.total += values.sum()
+        self.total_sq += (values * values).sum()
         self.count += values.numel()
+
+    def standard_errors(self) -> dict[str, Tensor]:
+        """``{name: standard error}`` of the mean ``compute()`` reports, over every sample of
+        every process: ``std(ddof=1) / sqrt(n)`` (NaN with fewer than 2 samples). The name is
+        the first of the metric's ``outputs`` (``"value"`` without). Under DDP a collective,
+        like ``compute()``: every rank calls it."""
+        names = getattr(self, "outputs", ()) or ("value",)
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn,
+            should_sync=self._to_sync,
+            should_unsync=self._should_unsync,
+        ):
+            se = _standard_error_of_sums(self.total, self.total_sq, self.count)
+        return {names[0]: se}
 
     def compute(self) -> Tensor:
         return _mean_of_sum(self.total, self.count, type(self).__name__, self.zero_division)

@@ -55,8 +55,27 @@ Model = Callable[[Tensor], Tensor]
 #: ``model`` (the classifier), ``images`` ``(B, C, H, W)``, ``saliency`` ``(B, H, W)``,
 #: ``target`` ``(B,)`` explained classes, ``clean_probability`` ``(B,)`` the target's softmax
 #: probability on the clean images (or ``None`` when no forward pass chose the target),
-#: ``boxes`` (``B`` tensors ``(K_i, 4)``; absent for batches without boxes).
-SALIENCY_INPUTS = frozenset({"model", "images", "saliency", "target", "clean_probability", "boxes"})
+#: ``boxes`` (``B`` tensors ``(K_i, 4)``; absent for batches without boxes); and, for batches
+#: with a ground-truth dict (``data.ShortcutDataModule`` items), ``target_mask`` /
+#: ``cue_mask`` ``(B, H, W)`` bool masks of the target object / the spurious cue,
+#: ``object_masks`` ``(B, O, H, W)`` every object's mask (``target, cue, distractor_0, ...``)
+#: and ``object_effects`` ``(B, O)``: the drop of the explained class's logit when the scene is
+#: re-rendered without each object (computed only when a metric needs it, from the batch's
+#: ``counterfactuals`` ``(B, O, C, H, W)``: ``O`` extra forwards per image).
+SALIENCY_INPUTS = frozenset(
+    {
+        "model",
+        "images",
+        "saliency",
+        "target",
+        "clean_probability",
+        "boxes",
+        "target_mask",
+        "cue_mask",
+        "object_masks",
+        "object_effects",
+    }
+)
 
 #: The inputs :class:`~lico_lightning.evaluation.GroundingEvaluation` offers a metric:
 #: ``saliency`` ``(B, Hp, Wp)`` phrase maps, ``boxes`` ``(B, 4)`` the phrases' boxes,

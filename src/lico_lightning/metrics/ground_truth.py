@@ -20,6 +20,22 @@ target / cue reliance         ``InterventionEffect``: logits, logits without the
                               the class read
 ``GroupAccuracy``             predictions, labels, ``group``
 ============================  ==========================================================
+
+Registered in :data:`~lico_lightning.metrics.SALIENCY_METRICS` (so ``evaluate_saliency`` and
+the ``SaliencyMonitor`` log them on batches that carry a ground-truth dict), with the inputs
+they declare (``needs``, among :data:`~lico_lightning.metrics.SALIENCY_INPUTS`):
+
+============================  ==========================================================
+registered name               needs
+============================  ==========================================================
+``evidence_share``            ``saliency``, ``target_mask`` (``EnergyPointingGame``)
+``shortcut_share``            ``saliency``, ``cue_mask`` (``EnergyPointingGame``)
+``rank_accuracy``             ``saliency``, ``target_mask`` (``RelevanceRankAccuracy``)
+``intervention_correctness``  ``saliency``, ``object_masks``, ``object_effects``
+============================  ==========================================================
+
+The model-level measures (target / cue reliance, group accuracy) need no explainer: the
+evaluation's ``model_metrics`` (see :class:`~lico_lightning.evaluation.SaliencyEvaluation`).
 """
 
 from __future__ import annotations
@@ -39,6 +55,8 @@ from lico_lightning.functional.ground_truth import (
     relevance_rank_accuracy,
 )
 from lico_lightning.metrics._mean import _MeanOfValues
+from lico_lightning.metrics.base import SALIENCY_METRICS, SaliencyMetric, SaliencyMetricOptions
+from lico_lightning.metrics.pointing import EnergyPointingGame
 
 __all__ = [
     "GroupAccuracy",
@@ -48,7 +66,28 @@ __all__ = [
 ]
 
 
-class RelevanceRankAccuracy(_MeanOfValues):
+@SALIENCY_METRICS.register("evidence_share")
+class _EvidenceShare(EnergyPointingGame):
+    """*Evidence share* (CLEVR-XAI's relevance mass accuracy on the target): the energy pointing
+    game against ``target_mask`` — the same formula as ``energy_pointing_game`` and
+    ``shortcut_share``, registered as its own protocol (its own input, its own logged name)."""
+
+    needs = ("saliency", "target_mask")
+    outputs = ("evidence_share",)
+
+
+@SALIENCY_METRICS.register("shortcut_share")
+class _ShortcutShare(EnergyPointingGame):
+    """*Shortcut share*: the energy pointing game against ``cue_mask`` (the share of the
+    positive attribution on the spurious cue) — the formula of ``energy_pointing_game`` and
+    ``evidence_share``, another protocol."""
+
+    needs = ("saliency", "cue_mask")
+    outputs = ("shortcut_share",)
+
+
+@SALIENCY_METRICS.register("rank_accuracy")
+class RelevanceRankAccuracy(SaliencyMetric, _MeanOfValues):
     r"""Mean relevance rank accuracy (CLEVR-XAI) over the maps with a non-empty region.
 
     .. math::
@@ -73,6 +112,8 @@ class RelevanceRankAccuracy(_MeanOfValues):
 
     is_differentiable = False
     higher_is_better = True
+    needs = ("saliency", "target_mask")
+    outputs = ("rank_accuracy",)
 
     def __init__(
         self,
@@ -82,16 +123,26 @@ class RelevanceRankAccuracy(_MeanOfValues):
     ) -> None:
         super().__init__(zero_division=zero_division, **kwargs)
         self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
+        self.last_values: dict[str, Tensor] = {}
+
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        return cls(zero_division=zero_division)
 
     def update(self, saliency: Tensor, region: Tensor) -> None:
         """Accumulate ``(B, h, w)`` maps with ``(B, h, w)`` bool masks or ``(B, 4)`` boxes."""
         values = relevance_rank_accuracy(
             saliency, region, image_size=self.image_size, reduction="none"
         )
+        # per-map values of the latest update (NaN: empty region), not a state
+        self.last_values = {self.outputs[0]: values.detach()}
         self._add(values[~values.isnan()])
 
 
-class InterventionCorrectness(_MeanOfValues):
+@SALIENCY_METRICS.register("intervention_correctness")
+class InterventionCorrectness(SaliencyMetric, _MeanOfValues):
     r"""Mean single-deletion intervention correctness (FunnyBirds) over the images whose
     correlation is defined.
 
@@ -121,6 +172,8 @@ class InterventionCorrectness(_MeanOfValues):
 
     is_differentiable = False
     higher_is_better = True
+    needs = ("saliency", "object_masks", "object_effects")
+    outputs = ("intervention_correctness",)
 
     def __init__(
         self,
@@ -132,6 +185,13 @@ class InterventionCorrectness(_MeanOfValues):
         super().__init__(zero_division=zero_division, **kwargs)
         self.mass = check_choice("mass", mass, ("mean", "sum"))
         self.image_size = None if image_size is None else check_int_pair("image_size", image_size)
+        self.last_values: dict[str, Tensor] = {}
+
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        return cls(zero_division=zero_division)
 
     def update(self, saliency: Tensor, regions: Tensor, effects: Tensor) -> None:
         """Accumulate ``(B, h, w)`` maps, ``(B, O, h, w)`` masks or ``(B, O, 4)`` boxes of the
@@ -139,6 +199,7 @@ class InterventionCorrectness(_MeanOfValues):
         values = intervention_correctness(
             saliency, regions, effects, mass=self.mass, image_size=self.image_size, reduction="none"
         )
+        self.last_values = {self.outputs[0]: values.detach()}
         self._add(values[~values.isnan()])
 
 

@@ -153,6 +153,10 @@ class EnergyPointingGame(SaliencyMetric, _MeanOfValues):
         if self.reduction == "median":
             self.energies.append(energy.float())
 
+    def standard_errors(self) -> dict[str, Tensor]:
+        """The mean's standard error (see ``_MeanOfValues``); none for the median."""
+        return super().standard_errors() if self.reduction == "mean" else {}
+
     def compute(self) -> Tensor:
         if self.reduction == "mean":
             return super().compute()

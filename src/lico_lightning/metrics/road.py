@@ -27,18 +27,32 @@ from lico_lightning.functional.road import (
     road_curve_fractions,
 )
 from lico_lightning.metrics._mean import _mean_of_sum, _MeanOfValues
-from lico_lightning.metrics.base import _model_context
+from lico_lightning.metrics.base import (
+    SALIENCY_METRICS,
+    SaliencyMetric,
+    SaliencyMetricOptions,
+    _model_context,
+)
 
 __all__ = ["ROADAUC", "SymmetricRelevanceGain"]
 
 Model = Callable[[Tensor], Tensor]
 
 
-class _ROADMetric(_MeanOfValues):
+class _ROADMetric(SaliencyMetric, _MeanOfValues):
     """ROAD protocol knobs, the noise generator and the per-image AUCs of one ``update``."""
 
     full_state_update = False
     is_differentiable = False
+    needs = ("model", "images", "saliency", "target")
+
+    @classmethod
+    def from_options(
+        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+    ) -> SaliencyMetric:
+        """ROAD's own protocol (fractions 0.1 … 0.9, noise 0.01, seed 0) with the evaluation's
+        ``chunk_size``."""
+        return cls(chunk_size=options.chunk_size, zero_division=zero_division)
 
     def __init__(
         self,
@@ -142,6 +156,7 @@ class ROADAUC(_ROADMetric):
     """
 
     higher_is_better = True
+    outputs = ("morf", "lerf", "srg")
 
     lerf_total: Tensor
 
@@ -187,6 +202,7 @@ class SymmetricRelevanceGain(_ROADMetric):
     """
 
     higher_is_better = True
+    outputs = ("srg",)
 
     def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
         """Accumulate a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``, ``target
@@ -195,3 +211,29 @@ class SymmetricRelevanceGain(_ROADMetric):
         srg = lerf - morf  # symmetric_relevance_gain of the two curves (areas are linear)
         self._add(srg)
         self.last_values = {"srg": srg}
+
+
+SALIENCY_METRICS.register("srg", SymmetricRelevanceGain)
+
+
+@SALIENCY_METRICS.register("road_morf")
+class _ROADCurves(ROADAUC):
+    """:class:`ROADAUC` as the evaluations log it: ``road_morf``, ``road_lerf`` and ``srg``
+    (one pass gives the three; asked for with ``srg``, the evaluation builds this once)."""
+
+    outputs = ("road_morf", "road_lerf", "srg")
+
+    def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
+        super().update(model, images, saliency, target)
+        self.last_values = {
+            "road_morf": self.last_values["morf"],
+            "road_lerf": self.last_values["lerf"],
+            "srg": self.last_values["srg"],
+        }
+
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        out = super().compute()
+        return {"road_morf": out["morf"], "road_lerf": out["lerf"], "srg": out["srg"]}
+
+
+SALIENCY_METRICS.register("road_lerf", _ROADCurves)
