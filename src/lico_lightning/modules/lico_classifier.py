@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
@@ -23,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lico_lightning._validation import check_choice, check_positive, check_tensor
 from lico_lightning.losses import ManifoldMatchingLoss, SinkhornOTLoss
 from lico_lightning.models import create_backbone
+from lico_lightning.modules._checkpoint import CheckpointOwner
 from lico_lightning.text import MappingNet, PromptLearner, TextEncoder, create_text_encoder
 
 __all__ = ["LICOClassifier", "lico_cosine_lambda"]
@@ -111,7 +111,7 @@ def _fill_frozen_state(
             state_dict.setdefault(f"{prefix}{_ENCODER_KEY}{key}", value)
 
 
-class LICOClassifier(pl.LightningModule):
+class LICOClassifier(CheckpointOwner, family=True):
     r"""Image classifier trained with LICO (Lei et al., NeurIPS 2023).
 
     .. math::
@@ -459,6 +459,7 @@ class LICOClassifier(pl.LightningModule):
 
     # ------------------------------------------------------------------ exact resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # records the class (modules/_checkpoint.py)
         if self.hparams["resume_rng_state"]:
             checkpoint["lico_rng_states"] = _rng_states()
         if self.text_encoder is not None:
