@@ -369,7 +369,8 @@ class GroundingMonitor(ExplanationMonitor):
         assert encoder is not None  # set by `_model`
         self._get_explainers(encoder)  # wrong explainer options fail here, before training
         if self._given is not None:
-            self._given = self._resolved(self._given, encoder)  # spans checked before training
+            given = self._resolved(self._given, encoder)  # spans checked before training
+            self._given = self._larger_than_a_patch(given, encoder)
 
     # ---------------------------------------------------------------- probes
     @override
@@ -386,6 +387,62 @@ class GroundingMonitor(ExplanationMonitor):
             "Expected grounding probes (GroundingProbes or a list of GroundingProbe), but got "
             f"{type(batch).__name__}."
         )
+
+    @override
+    def _resolve_probes(self, source: Any) -> ProbeSet:
+        probes = super()._resolve_probes(source)
+        if probes is self._given or self._encoder is None:
+            return probes  # given probes were filtered once, in _check_model
+        return self._larger_than_a_patch(probes, self._encoder)
+
+    def _larger_than_a_patch(self, probes: ProbeSet, encoder: DualEncoder) -> GroundingProbes:
+        """The probes whose box spans at least one patch in both directions, with a warning
+        that counts the others.
+
+        Under the patch-centre rule of PGA a box that contains no patch centre always scores
+        0, and a box narrower or lower than one patch may contain none; the second-order
+        attributions paper (§4.1, object localisation) keeps only boxes larger than one patch.
+        A box at least one patch wide and high always contains a patch centre. Towers without
+        a patch grid keep every probe.
+        """
+        assert isinstance(probes, GroundingProbes)
+        grid = encoder.image_spec.grid_size
+        if grid is None or len(probes) == 0:
+            return probes
+        height, width = probes.images.shape[-2:]
+        cell_h, cell_w = height / grid[0], width / grid[1]
+        boxes = probes.boxes.float()
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= cell_w - 1e-6) & (
+            (boxes[:, 3] - boxes[:, 1]) >= cell_h - 1e-6
+        )
+        dropped, n = int((~keep).sum()), len(probes)
+        if dropped == 0:
+            return probes
+        patch = (
+            f"{cell_w:g} x {cell_h:g} px (a {grid[0]}x{grid[1]} patch grid on {width}x{height} px)"
+        )
+        if dropped == n:
+            raise ValueError(
+                f"Expected probe boxes at least one patch wide and high, {patch}, but got none "
+                f"among the {n} probes (their PGA would always be 0); use larger objects or "
+                "images, or a model with smaller patches."
+            )
+        self._warn(
+            f"{dropped} of {n} probes have a box smaller than one patch, {patch}, and are left "
+            "out: under the patch-centre rule their PGA is always 0 (the second-order "
+            "attributions paper keeps only boxes larger than a patch)."
+        )
+        rows = [i for i in range(n) if bool(keep[i])]
+        index = torch.tensor(rows, dtype=torch.long)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(probes):
+            value = getattr(probes, field.name)
+            if isinstance(value, Tensor):
+                value = value[index.to(value.device)]
+            elif isinstance(value, list):
+                value = [value[i] for i in rows]
+            values[field.name] = value
+        return dataclasses.replace(probes, **values)
 
     def _resolved(self, probes: ProbeSet, encoder: DualEncoder) -> GroundingProbes:
         """Probes with token spans (found by the tokenizer where missing), checked."""
