@@ -77,17 +77,22 @@ def test_boxes_smaller_than_one_patch_are_left_out_with_a_count() -> None:
     boxes = torch.tensor(
         [
             [0.0, 0.0, 16.0, 16.0],
-            [2.0, 2.0, 7.0, 7.0],
-            [0.0, 0.0, 32.0, 4.0],
+            [5.0, 5.0, 11.0, 11.0],
+            [0.0, 0.0, 32.0, 3.0],
             [8.0, 8.0, 30.0, 31.0],
         ]
     )
     probes = GroundingProbes(
         torch.randn(4, 3, 32, 32), ["a red circle"] * 4, ["red circle"] * 4, boxes
     )
-    # reference: box sides against the model's patch size (the probes are at its input size)
+    # reference: patch centres (k + 1/2) * patch along each axis, a centre on an edge inside
     ph, pw = as_dual_encoder(model).image_spec.patch_size
-    expected = [i for i, b in enumerate(boxes.tolist()) if b[2] - b[0] >= pw and b[3] - b[1] >= ph]
+    xs, ys = [(k + 0.5) * pw for k in range(32 // pw)], [(k + 0.5) * ph for k in range(32 // ph)]
+    expected = [
+        i
+        for i, (x1, y1, x2, y2) in enumerate(boxes.tolist())
+        if any(x1 <= x <= x2 for x in xs) and any(y1 <= y <= y2 for y in ys)
+    ]
     monitor = _monitor(probes=probes)
     with pytest.warns(
         UserWarning, match=r"2 of 4 probes have a box smaller than one patch, 8 x 8 px"
@@ -98,7 +103,7 @@ def test_boxes_smaller_than_one_patch_are_left_out_with_a_count() -> None:
     assert torch.equal(kept.boxes, boxes[expected])
     assert kept.spans is not None and kept.spans.shape == (2, 2)
     tiny = GroundingProbes(torch.randn(1, 3, 32, 32), ["a dog"], ["dog"], boxes[1:2])
-    with pytest.raises(ValueError, match="Expected probe boxes at least one patch wide and high"):
+    with pytest.raises(ValueError, match="Expected probe boxes that contain a patch centre"):
         _monitor(probes=tiny).attach(model)
 
 

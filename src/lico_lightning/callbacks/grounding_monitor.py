@@ -33,7 +33,7 @@ from lico_lightning.explain import (
     check_token_spans,
     create_pair_explainer,
 )
-from lico_lightning.functional import upsample_saliency
+from lico_lightning.functional import box_to_mask, upsample_saliency
 
 __all__ = ["DEFAULT_EXPLAINER_KWARGS", "GroundingMonitor", "GroundingProbes"]
 
@@ -396,40 +396,38 @@ class GroundingMonitor(ExplanationMonitor):
         return self._larger_than_a_patch(probes, self._encoder)
 
     def _larger_than_a_patch(self, probes: ProbeSet, encoder: DualEncoder) -> GroundingProbes:
-        """The probes whose box spans at least one patch in both directions, with a warning
-        that counts the others.
+        """The probes whose box contains a patch centre, with a warning that counts the others.
 
-        Under the patch-centre rule of PGA a box that contains no patch centre always scores
-        0, and a box narrower or lower than one patch may contain none; the second-order
-        attributions paper (§4.1, object localisation) keeps only boxes larger than one patch.
-        A box at least one patch wide and high always contains a patch centre. Towers without
-        a patch grid keep every probe.
+        PGA counts a hit when the centre of the most attributed patch lies in the box
+        (:func:`~lico_lightning.functional.box_to_mask`), so a box smaller than one patch that
+        contains no patch centre scores 0 whatever the map. The second-order attributions
+        paper (§4.1, object localisation) keeps only boxes larger than one patch; a box at
+        least one patch wide and high always contains a centre, and so do the smaller boxes
+        kept here. Towers without a patch grid keep every probe.
         """
         assert isinstance(probes, GroundingProbes)
         grid = encoder.image_spec.grid_size
         if grid is None or len(probes) == 0:
             return probes
-        height, width = probes.images.shape[-2:]
-        cell_h, cell_w = height / grid[0], width / grid[1]
-        boxes = probes.boxes.float()
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= cell_w - 1e-6) & (
-            (boxes[:, 3] - boxes[:, 1]) >= cell_h - 1e-6
-        )
+        height, width = (int(v) for v in probes.images.shape[-2:])
+        cells = box_to_mask(probes.boxes.float().cpu(), grid, (height, width))
+        keep = cells.flatten(1).any(1)
         dropped, n = int((~keep).sum()), len(probes)
         if dropped == 0:
             return probes
         patch = (
-            f"{cell_w:g} x {cell_h:g} px (a {grid[0]}x{grid[1]} patch grid on {width}x{height} px)"
+            f"{width / grid[1]:g} x {height / grid[0]:g} px (a {grid[0]}x{grid[1]} patch grid "
+            f"on {width}x{height} px)"
         )
         if dropped == n:
             raise ValueError(
-                f"Expected probe boxes at least one patch wide and high, {patch}, but got none "
-                f"among the {n} probes (their PGA would always be 0); use larger objects or "
-                "images, or a model with smaller patches."
+                f"Expected probe boxes that contain a patch centre (patches of {patch}), but "
+                f"none of the {n} probes' boxes does (their PGA would always be 0); use larger "
+                "objects or images, or a model with smaller patches."
             )
         self._warn(
-            f"{dropped} of {n} probes have a box smaller than one patch, {patch}, and are left "
-            "out: under the patch-centre rule their PGA is always 0 (the second-order "
+            f"{dropped} of {n} probes have a box smaller than one patch, {patch}, that contains "
+            "no patch centre, and are left out: their PGA would always be 0 (the second-order "
             "attributions paper keeps only boxes larger than a patch)."
         )
         rows = [i for i in range(n) if bool(keep[i])]
