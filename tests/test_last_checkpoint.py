@@ -49,3 +49,18 @@ def test_last_ckpt_is_the_last_epoch_when_the_monitored_metric_ties(tmp_path: Pa
     assert torch.load(best, weights_only=False)["global_step"] == 4
     weights = cli.trainer.lightning_module.state_dict()
     assert all(torch.equal(weights[k], v) for k, v in last["state_dict"].items())
+
+
+def test_an_unreadable_ckpt_path_is_named(tmp_path: Path) -> None:
+    """LightningCLI reads --ckpt_path's hyperparameters before any hook; an empty file is a
+    clear error naming it, not a bare EOFError (issue 18 point 3, the CLIs)."""
+    import pytest
+
+    empty = tmp_path / "last.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"Expected .*last\.ckpt to hold a Lightning checkpoint"):
+        BaseCLI(
+            ConstantMetricModel,
+            BoringDataModule,
+            args=["validate", "--trainer.logger=false", f"--ckpt_path={empty}"],
+        )

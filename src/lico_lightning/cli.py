@@ -54,6 +54,7 @@ from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lico_lightning._io import load_torch
 from lico_lightning.data import CaptionDataModule, ConceptDistillationDataModule
 from lico_lightning.modules import CLIPFineTuner, LICOClassifier, SurrogateDistiller
 from lico_lightning.plugins import AtomicCheckpointIO
@@ -107,6 +108,16 @@ class BaseCLI(LightningCLI):
         expected = Path(args["save_dir"]).resolve() / str(args.get("name") or "")
         if run.parent == expected:
             args["version"] = f"{run.name}/{self.subcommand}"
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyperparameters here, before any hook, with a bare
+        ``torch.load`` (an empty file ends in a bare ``EOFError``): read it through
+        :func:`~lico_lightning._io.load_torch` first, whose errors name the file."""
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and ckpt not in ("best", "last", "hpc") and Path(ckpt).is_file():
+            load_torch(ckpt, "a Lightning checkpoint (--ckpt_path)", mmap=True)
+        super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, writing checkpoints through :class:`~lico_lightning.plugins.AtomicCheckpointIO`
