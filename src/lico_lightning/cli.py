@@ -168,7 +168,7 @@ def _last_checkpoint_every_epoch(trainer: Trainer) -> None:
         if callback.save_last is not True:
             continue
         callback.save_last = False
-        trainer.callbacks.append(
+        trainer.callbacks.append(  # type: ignore[attr-defined]  # set by the callback connector
             ModelCheckpoint(
                 dirpath=callback.dirpath,
                 filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,

@@ -65,8 +65,8 @@ class CheckpointOwner(pl.LightningModule):
 def _init_params(cls: type) -> set[str]:
     return {
         name
-        for name, p in inspect.signature(cls.__init__).parameters.items()
-        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
 
 
