@@ -156,9 +156,12 @@ def _shapes_val(num_val: int) -> Any:
 
 
 def _grounding_monitor(**kw: Any) -> Any:
-    return imp("GroundingMonitor")(
+    monitor = imp("GroundingMonitor")(
         methods=["interaction_cam"], metrics=["pga"], every_n_train_steps=1, log_images=False, **kw
     )
+    if not hasattr(monitor, "attach"):  # an older tree: no plain-loop host to drive it
+        raise NotAvailable("GroundingMonitor.attach")
+    return monitor
 
 
 def _write(path: Path, text: str) -> Path:
