@@ -16,8 +16,11 @@ Every case runs in its own forked process with a time limit, so a hang is counte
 sweep goes on. Imports are looked up by name under the current and the pre-restructuring
 layout, so the sweep also runs on older trees (a case whose names do not exist is ``n/a``).
 
-Run (CPU, offline, ~2 min): ``PYTHONPATH=src python benchmarks/sweep_bad_inputs_clip.py``.
-Prints one line per case and the counts.
+Run (CPU, offline, 3-6 min on 2 shared cores):
+``PYTHONPATH=src python benchmarks/sweep_bad_inputs_clip.py``. Prints one line per case and the
+counts. Measured on 2026-12-07 (46 cases, ``--timeout 30``): main at ``ced9e07`` 8 clear,
+12 unclear, 6 silent, 15 crash, 2 hang, 3 n/a (no plain-loop ``GroundingMonitor.attach`` there);
+after issue 18: 45 clear, 1 silent (NaN concept scores into ``ConceptSurrogate.forward``).
 """
 
 from __future__ import annotations
