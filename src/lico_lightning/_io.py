@@ -72,7 +72,9 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def load_torch(path: str | Path, what: str, hint: str = "", map_location: Any = "cpu") -> Any:
+def load_torch(
+    path: str | Path, what: str, hint: str = "", map_location: Any = "cpu", mmap: bool = False
+) -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file.
 
     Args:
@@ -80,6 +82,8 @@ def load_torch(path: str | Path, what: str, hint: str = "", map_location: Any = 
         what: what it should hold, for the message (e.g. ``"a concept embeddings cache"``).
         hint: a sentence appended to the message (e.g. ``"Delete the folder to rebuild it."``).
         map_location: as in ``torch.load``.
+        mmap: as in ``torch.load``: map the tensors instead of reading them (to look at a
+            large file's metadata).
 
     Example:
         >>> import tempfile
@@ -94,7 +98,7 @@ def load_torch(path: str | Path, what: str, hint: str = "", map_location: Any = 
     if not path.is_file():
         raise FileNotFoundError(f"Expected {what} at {path}, but there is no such file.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # empty, truncated, not a torch file, or a refused pickle
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(

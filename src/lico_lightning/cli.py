@@ -28,6 +28,11 @@ Every script (:class:`BaseCLI`) has the same hardening:
 * a configuration error (a misspelt option, a wrong value, an unknown backbone, data that is
   not where the recipe says) ends the script with one line, ``<script>: error: ...``, and exit
   status 2; set ``LICO_LIGHTNING_TRACEBACK=1`` to see the full traceback;
+* ``last.ckpt`` is the state at the end of the last finished training epoch: Lightning's
+  ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites it only when the monitored metric
+  enters its top-k (a run whose metric ties or falls would keep an old ``last.ckpt``), so the
+  CLI hands ``save_last`` of every monitored checkpoint callback to one more
+  ``ModelCheckpoint(filename="last", save_on_train_epoch_end=True)`` that saves every epoch;
 * ``--trainer.fast_dev_run`` writes no checkpoint (``ModelCheckpoint(save_last=True)`` would
   otherwise write ``./checkpoints/last.ckpt`` into the current directory);
 * ``test`` / ``validate`` / ``predict --ckpt_path <run>/checkpoints/x.ckpt`` log into
@@ -49,6 +54,7 @@ from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lico_lightning._io import load_torch
 from lico_lightning.data import CaptionDataModule, ConceptDistillationDataModule
 from lico_lightning.modules import CLIPFineTuner, LICOClassifier, SurrogateDistiller
 from lico_lightning.plugins import AtomicCheckpointIO
@@ -103,6 +109,16 @@ class BaseCLI(LightningCLI):
         if run.parent == expected:
             args["version"] = f"{run.name}/{self.subcommand}"
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyperparameters here, before any hook, with a bare
+        ``torch.load`` (an empty file ends in a bare ``EOFError``): read it through
+        :func:`~lico_lightning._io.load_torch` first, whose errors name the file."""
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and ckpt not in ("best", "last", "hpc") and Path(ckpt).is_file():
+            load_torch(ckpt, "a Lightning checkpoint (--ckpt_path)", mmap=True)
+        super()._parse_ckpt_path()
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, writing checkpoints through :class:`~lico_lightning.plugins.AtomicCheckpointIO`
         (whole or not at all; load errors name the file) unless the configuration chose another
@@ -110,6 +126,7 @@ class BaseCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        _last_checkpoint_every_epoch(trainer)
         return trainer
 
     def before_fit(self) -> None:
@@ -134,6 +151,32 @@ class BaseCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._keep_checkpoint_dir()
+
+
+def _last_checkpoint_every_epoch(trainer: Trainer) -> None:
+    """Make ``last.ckpt`` the end of the last finished epoch (issue 18 point 14).
+
+    On Lightning 2.6 a monitored ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only
+    in a step where it also saved a top-k checkpoint (``_last_global_step_saved ==
+    global_step`` in ``on_validation_end`` / ``on_train_epoch_end``), i.e. only when the
+    metric improves. Each such callback keeps its top-k files and gives its ``save_last`` to
+    an unmonitored callback whose single file is ``last.ckpt``, saved at every epoch end.
+    """
+    for callback in list(trainer.checkpoint_callbacks):
+        if not isinstance(callback, ModelCheckpoint) or callback.monitor is None:
+            continue
+        if callback.save_last is not True:
+            continue
+        callback.save_last = False
+        trainer.callbacks.append(  # type: ignore[attr-defined]  # set by the callback connector
+            ModelCheckpoint(
+                dirpath=callback.dirpath,
+                filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                save_top_k=1,
+                save_on_train_epoch_end=True,
+                enable_version_counter=False,
+            )
+        )
 
 
 class LICOCLI(BaseCLI):

@@ -33,7 +33,7 @@ from lico_lightning.explain import (
     check_token_spans,
     create_pair_explainer,
 )
-from lico_lightning.functional import upsample_saliency
+from lico_lightning.functional import box_to_mask, upsample_saliency
 
 __all__ = ["DEFAULT_EXPLAINER_KWARGS", "GroundingMonitor", "GroundingProbes"]
 
@@ -374,7 +374,8 @@ class GroundingMonitor(ExplanationMonitor):
         assert encoder is not None  # set by `_model`
         self._get_explainers(encoder)  # wrong explainer options fail here, before training
         if self._given is not None:
-            self._given = self._resolved(self._given, encoder)  # spans checked before training
+            given = self._resolved(self._given, encoder)  # spans checked before training
+            self._given = self._larger_than_a_patch(given, encoder)
 
     # ---------------------------------------------------------------- probes
     @override
@@ -391,6 +392,60 @@ class GroundingMonitor(ExplanationMonitor):
             "Expected grounding probes (GroundingProbes or a list of GroundingProbe), but got "
             f"{type(batch).__name__}."
         )
+
+    @override
+    def _resolve_probes(self, source: Any) -> ProbeSet:
+        probes = super()._resolve_probes(source)
+        if probes is self._given or self._encoder is None:
+            return probes  # given probes were filtered once, in _check_model
+        return self._larger_than_a_patch(probes, self._encoder)
+
+    def _larger_than_a_patch(self, probes: ProbeSet, encoder: DualEncoder) -> GroundingProbes:
+        """The probes whose box contains a patch centre, with a warning that counts the others.
+
+        PGA counts a hit when the centre of the most attributed patch lies in the box
+        (:func:`~lico_lightning.functional.box_to_mask`), so a box smaller than one patch that
+        contains no patch centre scores 0 whatever the map. The second-order attributions
+        paper (§4.1, object localisation) keeps only boxes larger than one patch; a box at
+        least one patch wide and high always contains a centre, and so do the smaller boxes
+        kept here. Towers without a patch grid keep every probe.
+        """
+        assert isinstance(probes, GroundingProbes)
+        grid = encoder.image_spec.grid_size
+        if grid is None or len(probes) == 0:
+            return probes
+        height, width = (int(v) for v in probes.images.shape[-2:])
+        cells = box_to_mask(probes.boxes.float().cpu(), grid, (height, width))
+        keep = cells.flatten(1).any(1)
+        dropped, n = int((~keep).sum()), len(probes)
+        if dropped == 0:
+            return probes
+        patch = (
+            f"{width / grid[1]:g} x {height / grid[0]:g} px (a {grid[0]}x{grid[1]} patch grid "
+            f"on {width}x{height} px)"
+        )
+        if dropped == n:
+            raise ValueError(
+                f"Expected probe boxes that contain a patch centre (patches of {patch}), but "
+                f"none of the {n} probes' boxes does (their PGA would always be 0); use larger "
+                "objects or images, or a model with smaller patches."
+            )
+        self._warn(
+            f"{dropped} of {n} probes have a box smaller than one patch, {patch}, that contains "
+            "no patch centre, and are left out: their PGA would always be 0 (the second-order "
+            "attributions paper keeps only boxes larger than a patch)."
+        )
+        rows = [i for i in range(n) if bool(keep[i])]
+        index = torch.tensor(rows, dtype=torch.long)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(probes):
+            value = getattr(probes, field.name)
+            if isinstance(value, Tensor):
+                value = value[index.to(value.device)]
+            elif isinstance(value, list):
+                value = [value[i] for i in rows]
+            values[field.name] = value
+        return dataclasses.replace(probes, **values)
 
     def _resolved(self, probes: ProbeSet, encoder: DualEncoder) -> GroundingProbes:
         """Probes with token spans (found by the tokenizer where missing), checked."""

@@ -284,10 +284,24 @@ class ExplanationMonitor(Callback, ABC):
         draw_probe_indices`), once; drawn positions beyond the dataset (a resumed run on a
         smaller split) are drawn again."""
         indices = self.probe_indices
-        stale = [i for i in indices or () if isinstance(i, int) and i >= len(dataset)]
-        if indices is None or stale:
-            generator = torch.Generator().manual_seed(self.seed)
-            indices = self.probe_indices = draw_probe_indices(dataset, self.num_probes, generator)
+        if indices is not None:
+            items = _restored_items(dataset, indices)
+            if items is not None:
+                return self._probes_from_items(items)
+            # restored keys that do not fit this dataset (a resumed run on a smaller split):
+            # draw again, once — the new keys replace them in the state
+            self._warn(
+                f"the restored probe keys (e.g. {indices[-1]!r}) do not fit this dataset of "
+                f"{len(dataset)} items; drawing {self.num_probes} probes again (seed {self.seed})."
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        indices = self.probe_indices = draw_probe_indices(dataset, self.num_probes, generator)
+        if len(indices) < self.num_probes:
+            self._warn(
+                f"Expected num_probes={self.num_probes} probes, but the dataset gives "
+                f"{len(indices)}; every run explains those {len(indices)}."
+            )
+        else:
             rank_zero_info(
                 f"{type(self).__name__}: probe set = {len(indices)} items (seed {self.seed})."
             )
@@ -545,3 +559,15 @@ class ExplanationMonitor(Callback, ABC):
         except Exception as err:
             self._warn(f"test logging failed ({type(err).__name__}: {err}).")
         self._test = None
+
+
+def _restored_items(dataset: Any, indices: list[Any]) -> list[Any] | None:
+    """The items of restored probe keys, ``None`` when a key is beyond ``dataset`` (an
+    integer position past its end, or a key its own ``probe`` refuses: an IndexError /
+    KeyError, or a ValueError such as a caption pair without that phrase)."""
+    if any(isinstance(i, int) and not 0 <= i < len(dataset) for i in indices):
+        return None
+    try:
+        return probe_items(dataset, indices)
+    except (IndexError, KeyError, ValueError):
+        return None

@@ -4,13 +4,18 @@ scores."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lico_lightning._io import write_text
 from lico_lightning._validation import check_int, check_real
 from lico_lightning.concepts import ConceptVocabulary, tag_captions
 from lico_lightning.data._base import warn_if_resumed_differently
@@ -184,9 +189,64 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
             )
         return encoder
 
+    # ------------------------------------------------------------------ the cache's keys
+    def _data_key(self, split: str, dataset: Any) -> str:
+        """Fingerprint of a split's data: the caption module's class and settings, the
+        split's image count, every caption and the evaluation transform."""
+        captions = [list(dataset.captions(i)) for i in range(dataset.num_images)]
+        return _digest(
+            {
+                "module": type(self.captions).__name__,
+                "hparams": dict(getattr(self.captions, "hparams", {}) or {}),
+                "split": split,
+                "num_images": dataset.num_images,
+                "captions": captions,
+                "transform": repr(getattr(dataset, "transform", None)),
+            }
+        )
+
+    def _cache_keys(self) -> dict[str, str]:
+        assert self.cache_dir is not None
+        path = self.cache_dir / _KEYS_FILE
+        if not path.exists():
+            return {}
+        try:
+            keys = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return keys if isinstance(keys, dict) else {}
+
+    def _cached(self, path: Path | None, key: str) -> bool:
+        """Whether ``path`` is in the cache and was built from the data and model of ``key``;
+        a file built from others (a changed ``clip_checkpoint``, other captions) is rebuilt,
+        with a warning."""
+        if path is None or not path.exists():
+            return False
+        stored = self._cache_keys().get(path.name)
+        if stored == key:
+            return True
+        reason = "no fingerprint (an older cache)" if stored is None else "another fingerprint"
+        rank_zero_warn(
+            f"{type(self).__name__}: {path} was built from another teacher or other data "
+            f"({reason}; expected {key[:12]}); rebuilding it."
+        )
+        return False
+
+    def _store_key(self, path: Path, key: str) -> None:
+        assert self.cache_dir is not None
+        keys = self._cache_keys()
+        keys[path.name] = key
+        write_text(self.cache_dir / _KEYS_FILE, json.dumps(keys, indent=1, sort_keys=True))
+
     def _embeddings(self, split: str, dataset: Any) -> CaptionEmbeddings:
         path = None if self.cache_dir is None else self.cache_dir / f"{split}_embeddings.pt"
-        if path is not None and path.exists():
+        teacher = self.teacher()
+        key = (
+            ""
+            if path is None
+            else _digest([_model_key(teacher.module), self._data_key(split, dataset)])
+        )
+        if path is not None and self._cached(path, key):
             emb = CaptionEmbeddings.load(path)
             if emb.num_images != dataset.num_images:
                 raise ValueError(
@@ -194,27 +254,32 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
                     f"{path} holds {emb.num_images}; delete the cache folder."
                 )
             return emb
-        teacher = self.teacher()
         device = self.device_name or ("cuda" if torch.cuda.is_available() else "cpu")
         teacher.module.to(device).eval().requires_grad_(False)
         emb = encode_caption_dataset(teacher, dataset, self.encode_batch_size)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             emb.save(path)
+            self._store_key(path, key)
         return emb
 
-    def _vocabulary(self, tagged: Any) -> ConceptVocabulary:
+    def _vocabulary(self, tagged: Any, train: Any) -> ConceptVocabulary:
         if self.vocabulary_path is not None:
             return ConceptVocabulary.load(self.vocabulary_path)
         path = None if self.cache_dir is None else self.cache_dir / "vocabulary.json"
-        if path is not None and path.exists():
-            return ConceptVocabulary.load(path)
+        key = ""
+        if path is not None:
+            settings = [self.min_count, self.max_df, self.tagger, self.lexicon]
+            key = _digest([self._data_key("train", train), settings])
+            if self._cached(path, key):
+                return ConceptVocabulary.load(path)
         vocab = ConceptVocabulary.from_captions(
             tagged, self.min_count, self.max_df, tagger=self.tagger, lexicon=self.lexicon
         )
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             vocab.save(path)
+            self._store_key(path, key)
         return vocab
 
     def _eval_view(self, dataset: Any) -> Any:
@@ -237,9 +302,24 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
             return [list(ds.captions(i)) for i in range(ds.num_images)]
 
         train_tags = tag_captions(captions_of(train), self.tagger)
-        self.vocabulary = self._vocabulary(train_tags)
+        self.vocabulary = self._vocabulary(train_tags, train)
         train_scores = self.vocabulary.scores(train_tags)
         val_scores = self.vocabulary.scores(captions_of(val), self.tagger)
+        where = self.vocabulary_path or (
+            "the vocabulary" if self.cache_dir is None else self.cache_dir / "vocabulary.json"
+        )
+        if _count_nonzero(train_scores) == 0:
+            raise ValueError(
+                f"Expected concepts of {where} to occur in the training captions, but none of "
+                f"its {len(self.vocabulary)} concepts occurs in the {train.num_images} images' "
+                "captions (every concept score is 0): a vocabulary of other data, or another "
+                "tagger / lexicon?"
+            )
+        if _count_nonzero(val_scores) == 0:
+            rank_zero_warn(
+                f"{type(self).__name__}: none of the {len(self.vocabulary)} concepts of {where} "
+                "occurs in the validation captions (every validation concept score is 0)."
+            )
         if self.online:
             self.train_data_online = ConceptImageDataset(
                 train,
@@ -289,3 +369,30 @@ class ConceptDistillationDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         warn_if_resumed_differently(self, state_dict.get("draws"), self._draw_config())
+
+
+#: the file of ``cache_dir`` holding each cached file's fingerprint (teacher and data)
+_KEYS_FILE = "cache_keys.json"
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _model_key(module: torch.nn.Module) -> str:
+    """Fingerprint of a model's weights: per tensor its name, shape, dtype and the float64 sum
+    and sum of squares (a changed checkpoint changes them; one pass over the weights)."""
+    parts = []
+    with torch.no_grad():
+        for name, tensor in sorted(module.state_dict().items()):
+            values = tensor.detach().to(torch.float64)
+            total, squares = float(values.sum()), float((values * values).sum())
+            parts.append([name, list(tensor.shape), str(tensor.dtype), total, squares])
+    return _digest(parts)
+
+
+def _count_nonzero(scores: Tensor) -> int:
+    if scores.is_sparse:
+        return int(scores.coalesce().values().count_nonzero())
+    return int(scores.count_nonzero())

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
 
+#: What ``compute()`` of a metric returns with no sample: a float (returned with a warning;
+#: an explicit NaN without one, for callers that report empty metrics themselves, e.g.
+#: :class:`~lico_lightning.evaluation.SaliencyEvaluation`), ``"warn"`` (NaN with a warning:
+#: the default of the metrics users build, so an empty metric never reads as a score of 0),
+#: or ``None`` (raise).
+ZeroDivision = float | Literal["warn"] | None
 
-def _mean_of_sum(total: Tensor, count: Tensor, name: str, zero_division: float | None) -> Tensor:
-    """``total / count``; with no sample: raise (``zero_division=None``), or warn and return
-    ``zero_division`` (NaN is returned without a warning: the caller, e.g.
-    :class:`~lico_lightning.evaluation.SaliencyEvaluation`, reports which metrics had no sample)."""
+
+def _mean_of_sum(total: Tensor, count: Tensor, name: str, zero_division: ZeroDivision) -> Tensor:
+    """``total / count``; with no sample: raise (``zero_division=None``), warn and return NaN
+    (``"warn"``), or return ``zero_division`` (with a warning unless it is NaN)."""
     if int(count) == 0:
         if zero_division is None:
             raise ValueError(
                 f"Expected at least one update before compute() of {name}, but got none."
             )
-        if not math.isnan(zero_division):
+        if zero_division == "warn":
+            rank_zero_warn(
+                f"{name}: compute() found no accumulated sample (no update, or every sample "
+                "was skipped); returning NaN."
+            )
+            zero_division = math.nan
+        elif not math.isnan(zero_division):
             rank_zero_warn(
                 f"{name}: no valid sample was accumulated (e.g. every image had no box); "
                 f"returning {zero_division}."
@@ -47,8 +59,8 @@ class _MeanOfValues(Metric):
 
     Subclasses call :meth:`_add` in ``update`` with the per-sample values of their functional
     formula. :meth:`compute` with nothing added raises, or, when the subclass passes a
-    ``zero_division`` value, warns and returns that value (metrics that skip samples, e.g.
-    images without boxes).
+    ``zero_division`` value, returns that value (see :data:`ZeroDivision`; metrics that skip
+    samples, e.g. images without boxes).
     """
 
     full_state_update = False
@@ -57,9 +69,16 @@ class _MeanOfValues(Metric):
     total_sq: Tensor
     count: Tensor
 
-    def __init__(self, zero_division: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, zero_division: ZeroDivision = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.zero_division = zero_division
+        if not (zero_division is None or zero_division == "warn") and (
+            isinstance(zero_division, bool) or not isinstance(zero_division, (int, float))
+        ):
+            raise TypeError(
+                "Expected `zero_division` to be a float, 'warn' or None, "
+                f"but got {zero_division!r}."
+            )
+        self.zero_division: ZeroDivision = zero_division
         self.add_state(
             "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )

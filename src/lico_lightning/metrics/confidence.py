@@ -18,7 +18,7 @@ from lico_lightning.functional import (
     pair_confidence_drop,
     pair_confidence_increase,
 )
-from lico_lightning.metrics._mean import _MeanOfValues
+from lico_lightning.metrics._mean import ZeroDivision, _MeanOfValues
 from lico_lightning.metrics.base import (
     SALIENCY_METRICS,
     Model,
@@ -35,12 +35,12 @@ class _ConfidenceMetric(SaliencyMetric, _MeanOfValues):
     needs = ("model", "images", "saliency", "target", "clean_probability")
     _function: ClassVar[Callable[..., Tensor]]
 
-    def __init__(self, zero_division: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, zero_division: ZeroDivision = "warn", **kwargs: Any) -> None:
         super().__init__(zero_division=zero_division, **kwargs)
 
     @classmethod
     def from_options(
-        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+        cls, options: SaliencyMetricOptions, zero_division: ZeroDivision = "warn"
     ) -> SaliencyMetric:
         return cls(zero_division=zero_division)
 

@@ -27,7 +27,7 @@ from lico_lightning.functional import (
     insertion_auc,
     insertion_deletion_auc,
 )
-from lico_lightning.metrics._mean import _mean_of_sum, _MeanOfValues
+from lico_lightning.metrics._mean import ZeroDivision, _mean_of_sum, _MeanOfValues
 from lico_lightning.metrics.base import (
     GROUNDING_METRICS,
     SALIENCY_METRICS,
@@ -62,7 +62,7 @@ class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
         chunk_size: int,
         blur_kernel_size: int,
         blur_sigma: float,
-        zero_division: float,
+        zero_division: ZeroDivision,
         **kwargs: Any,
     ) -> None:
         super().__init__(zero_division=zero_division, **kwargs)
@@ -81,7 +81,7 @@ class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
 
     @classmethod
     def from_options(
-        cls, options: SaliencyMetricOptions, zero_division: float = 0.0
+        cls, options: SaliencyMetricOptions, zero_division: ZeroDivision = "warn"
     ) -> SaliencyMetric:
         return cls(
             step_fraction=options.step_fraction,
@@ -115,7 +115,8 @@ class InsertionDeletionAUC(_PerturbationAUC):
         chunk_size: perturbed images per forward pass.
         blur_kernel_size: Gaussian kernel (RISE: 11).
         blur_sigma: Gaussian sigma (RISE: 5).
-        zero_division: value of every key when no image was accumulated.
+        zero_division: value of every key when no image was accumulated: ``"warn"`` (NaN
+            and a warning), a float (with a warning unless NaN), or ``None`` (raise).
         kwargs: ``torchmetrics.Metric`` options.
 
     Example:
@@ -138,7 +139,7 @@ class InsertionDeletionAUC(_PerturbationAUC):
         chunk_size: int = 128,
         blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
         blur_sigma: float = DEFAULT_BLUR_SIGMA,
-        zero_division: float = 0.0,
+        zero_division: ZeroDivision = "warn",
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -196,7 +197,7 @@ class _OneModeAUC(_PerturbationAUC):
         chunk_size: int = 128,
         blur_kernel_size: int = DEFAULT_BLUR_KERNEL_SIZE,
         blur_sigma: float = DEFAULT_BLUR_SIGMA,
-        zero_division: float = 0.0,
+        zero_division: ZeroDivision = "warn",
         **kwargs: Any,
     ) -> None:
         super().__init__(

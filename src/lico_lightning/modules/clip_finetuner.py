@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
@@ -18,6 +17,7 @@ from lico_lightning._registry import Registry
 from lico_lightning._validation import check_choice, check_int, check_real
 from lico_lightning.functional import first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
+from lico_lightning.modules._checkpoint import CheckpointOwner
 from lico_lightning.modules.lico_classifier import _fingerprint
 from lico_lightning.modules.lora import LORA_TARGETS, apply_lora, lora_state_dict, merged_state_dict
 
@@ -182,7 +182,7 @@ def unpadded_order(per_rank: int, world_size: int, length: int) -> Tensor:
     return keep[torch.argsort(position[keep])]
 
 
-class CLIPFineTuner(pl.LightningModule):
+class CLIPFineTuner(CheckpointOwner, family=True):
     """Train or fine-tune an open_clip model with its own contrastive loss and optimiser recipe.
 
     * **Model**: ``model_name`` + ``pretrained`` (an open_clip tag such as ``"openai"`` or a local
@@ -677,6 +677,7 @@ class CLIPFineTuner(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """With LoRA: keep only the adapters, plus a fingerprint of the frozen base."""
+        super().on_save_checkpoint(checkpoint)  # records the class (modules/_checkpoint.py)
         if self._hp.lora_rank is None:
             return
         checkpoint["state_dict"] = lora_state_dict(checkpoint["state_dict"])

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
@@ -28,6 +27,7 @@ from lico_lightning.losses import (
     SinkhornOTLoss,
 )
 from lico_lightning.models import create_backbone
+from lico_lightning.modules._checkpoint import CheckpointOwner
 from lico_lightning.text import MappingNet, PromptLearner, TextEncoder, create_text_encoder
 
 __all__ = ["LICOClassifier", "lico_cosine_lambda"]
@@ -162,7 +162,7 @@ def _check_ground_truth(
             )
 
 
-class LICOClassifier(pl.LightningModule):
+class LICOClassifier(CheckpointOwner, family=True):
     r"""Image classifier trained with cross-entropy plus pluggable explanation losses: LICO
     (Lei et al., NeurIPS 2023), Right for the Right Reasons, a Grad-CAM mask penalty.
 
@@ -563,6 +563,7 @@ class LICOClassifier(pl.LightningModule):
 
     # ------------------------------------------------------------------ exact resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # records the class (modules/_checkpoint.py)
         if self.hparams["resume_rng_state"]:
             checkpoint["lico_rng_states"] = _rng_states()
         if self.text_encoder is not None:

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,6 +16,7 @@ from lico_lightning._validation import check_finite, check_int, check_real, chec
 from lico_lightning.concepts import ConceptExplanation, ConceptSurrogate
 from lico_lightning.losses import SurrogateDistillationLoss
 from lico_lightning.metrics import RetrievalFaithfulness
+from lico_lightning.modules._checkpoint import CheckpointOwner
 
 __all__ = ["SurrogateDistiller"]
 
@@ -58,7 +58,7 @@ def _frozen(teacher: Any) -> Any:
     return teacher
 
 
-class SurrogateDistiller(pl.LightningModule):
+class SurrogateDistiller(CheckpointOwner, family=True):
     r"""Train a concept surrogate :math:`f(c_i)` that reproduces a frozen CLIP's image–text
     similarities (EXPLAIN-R, Algorithm 1).
 
