@@ -82,3 +82,13 @@ def test_nonnegative_without_bias_explains_with_nonnegative_weights_summing_to_o
     torch.testing.assert_close(weights.sum(1), torch.ones(5))
     with pytest.raises(TypeError, match="`nonnegative` to be a bool"):
         ConceptSurrogate(3, 2, nonnegative=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_concept_scores_are_refused_before_the_layer(bad) -> None:
+    """Issue 18 #9: one NaN score made the embedding, the loss and then the weights NaN."""
+    surrogate = ConceptSurrogate(5, 8)
+    scores = torch.rand(3, 5)
+    scores[1, 2] = bad
+    with pytest.raises(ValueError, match="Expected `concepts` to be finite"):
+        surrogate(scores)

@@ -138,8 +138,12 @@ class ConceptSurrogate(nn.Module):
         return concepts.to_dense() if concepts.is_sparse else concepts
 
     def forward(self, concepts: Tensor) -> Tensor:
-        """``(B, C)`` concept scores → ``(B, K)`` surrogate embeddings (not normalised)."""
-        return self.net(self.check_concepts(concepts))
+        """``(B, C)`` concept scores → ``(B, K)`` surrogate embeddings (not normalised).
+
+        NaN / Inf scores raise before the layer runs (one host synchronisation): one NaN score
+        would otherwise turn the embedding, the loss and, a step later, the weights into NaN.
+        """
+        return self.net(check_finite("concepts", self.check_concepts(concepts)))
 
     @torch.no_grad()
     def contributions(self, concepts: Tensor) -> tuple[Tensor, Tensor]:
