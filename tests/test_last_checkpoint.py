@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from pytorch_lightning.demos.boring_classes import BoringDataModule, BoringModel
 
@@ -64,3 +65,69 @@ def test_an_unreadable_ckpt_path_is_named(tmp_path: Path) -> None:
             BoringDataModule,
             args=["validate", "--trainer.logger=false", f"--ckpt_path={empty}"],
         )
+
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "clip_shapes.yaml"
+TINY_CLIP_RUN = [
+    f"--config={RECIPE}",
+    "--trainer.max_epochs=3",
+    "--trainer.limit_val_batches=1",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.enable_progress_bar=false",
+    "--data.init_args.num_train=64",
+    "--data.init_args.num_val=16",
+    "--data.init_args.num_test=8",
+    "--data.init_args.batch_size=8",
+]
+
+
+def _lico_clip(args: list[str], cwd: Path, **kwargs):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from lico_lightning.cli import clip_main; clip_main()"]
+    return subprocess.Popen([*command, *args], cwd=cwd, **kwargs)
+
+
+def _newest_last(cwd: Path) -> Path:
+    found = sorted(cwd.glob("outputs/clip_shapes/version_*/checkpoints/last.ckpt"))
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_from_last_ckpt_ends_bitwise_equal(tmp_path: Path) -> None:
+    """Issue 18: a run killed with SIGKILL after its first epoch and resumed from last.ckpt
+    (whole, by the atomic writer; the end of the last finished epoch) ends with the weights and
+    optimizer state of the run that was never interrupted."""
+    import signal
+    import subprocess
+    import time
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    killed.mkdir()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    assert _lico_clip(["fit", *TINY_CLIP_RUN], whole, **quiet).wait(timeout=600) == 0
+    run = _lico_clip(["fit", *TINY_CLIP_RUN], killed, **quiet)
+    deadline = time.monotonic() + 600
+    while not list(killed.glob("outputs/clip_shapes/version_0/checkpoints/last.ckpt")):
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before a kill"
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next epoch
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    stopped = torch.load(_newest_last(killed), map_location="cpu", weights_only=True)
+    assert stopped["epoch"] < 2  # it was stopped before the end
+    resume = ["fit", *TINY_CLIP_RUN, f"--ckpt_path={_newest_last(killed)}"]
+    assert _lico_clip(resume, killed, **quiet).wait(timeout=600) == 0
+    a = torch.load(_newest_last(whole), map_location="cpu", weights_only=True)
+    b = torch.load(_newest_last(killed), map_location="cpu", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for sa, sb in zip(
+        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()
+    ):
+        for name in sa:
+            assert torch.equal(sa[name], sb[name]), name
