@@ -14,6 +14,7 @@ Batch convention (every caption data module):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,8 +269,15 @@ class CaptionDataset(Dataset):
             raise ValueError(
                 f"Expected image {index} to have a file and a transform, but got none."
             )
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB"))
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")  # decodes: a truncated file fails here
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for broken files
+            raise ValueError(
+                f"Expected an image file at {path} (image {index}), but it could not be read "
+                f"({type(err).__name__}: {err})."
+            ) from None
+        return self.transform(rgb)
 
     def image_size_of(self, index: int) -> tuple[int, int]:
         """Original ``(width, height)`` of image ``index`` (what its boxes refer to)."""
@@ -378,6 +386,7 @@ class CaptionDataset(Dataset):
             raise ValueError("Expected phrases with boxes in this split for probes, but got none.")
         chosen: list[tuple[int, int]] = []
         seen: set[int] = set()
+        outside = 0
         for k in random_order(len(candidates), generator):
             pair, phrase = candidates[k]
             index = self.pairs[pair][0]
@@ -385,12 +394,24 @@ class CaptionDataset(Dataset):
                 continue
             try:
                 self._probe_fields(pair, phrase)
-            except ValueError:  # e.g. the box is cropped away by the preprocessing
+            except ValueError:  # the box lies outside the image or is cropped away
+                outside += 1
                 continue
             seen.add(index)
             chosen.append((pair, phrase))
             if len(chosen) == num:
                 break
+        if not chosen:
+            raise ValueError(
+                f"Expected phrase boxes inside the (preprocessed) images for probes, but all "
+                f"{outside} boxes tried lie outside them or are cropped away."
+            )
+        if outside:
+            warnings.warn(
+                f"{outside} phrase(s) were skipped as probes: their boxes lie outside the "
+                "(preprocessed) image or are cropped away by the center crop.",
+                stacklevel=2,
+            )
         return chosen
 
     def draw_probes(self, num: int, generator: torch.Generator) -> list[GroundingProbe]:
