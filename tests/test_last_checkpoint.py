@@ -45,6 +45,8 @@ def test_last_ckpt_is_the_last_epoch_when_the_monitored_metric_ties(tmp_path: Pa
     assert "last.ckpt" in files and not any(n.startswith("last-v") for n in files)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 12)
+    # what users read to find it still points at it
+    assert Path(cli.trainer.checkpoint_callback.last_model_path).name == "last.ckpt"
     # the monitored callback still keeps its best file (the first epoch: later ones tie)
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert torch.load(best, weights_only=False)["global_step"] == 4

@@ -169,7 +169,8 @@ def _last_checkpoint_every_epoch(trainer: Trainer) -> None:
             continue
         callback.save_last = False
         trainer.callbacks.append(  # type: ignore[attr-defined]  # set by the callback connector
-            ModelCheckpoint(
+            _LastEveryEpoch(
+                callback,
                 dirpath=callback.dirpath,
                 filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
                 save_top_k=1,
@@ -177,6 +178,20 @@ def _last_checkpoint_every_epoch(trainer: Trainer) -> None:
                 enable_version_counter=False,
             )
         )
+
+
+class _LastEveryEpoch(ModelCheckpoint):
+    """The unmonitored every-epoch ``last.ckpt`` of :func:`_last_checkpoint_every_epoch`; it
+    keeps the monitored callback's ``last_model_path`` pointing at the file it writes, so
+    ``trainer.checkpoint_callback.last_model_path`` means what it always meant."""
+
+    def __init__(self, source: ModelCheckpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._source = source
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self._source.last_model_path = filepath
 
 
 class LICOCLI(BaseCLI):
