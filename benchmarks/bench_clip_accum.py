@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
-import time
+
+from _child_measure import run_children, time_and_peak
 
 
 def _step(args: argparse.Namespace, accum_freq: int) -> dict[str, float]:
@@ -46,24 +44,8 @@ def _step(args: argparse.Namespace, accum_freq: int) -> dict[str, float]:
             module.accumulated_backward(images, tokens, accum_freq=accum_freq)
         module.model.zero_grad(set_to_none=True)
 
-    # the peak is taken over the first step too: the CPU's ru_maxrss never goes down again
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    run()  # warm-up (allocator, kernels); not timed
-    start = time.perf_counter()
-    for _ in range(args.repeats):
-        run()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    seconds = (time.perf_counter() - start) / args.repeats
-    return {"seconds_per_sample": seconds / args.batch, "peak_bytes": float(max(peak, 0))}
+    seconds, peak = time_and_peak(run, device, args.repeats)
+    return {"seconds_per_sample": seconds / args.batch, "peak_bytes": peak}
 
 
 def main() -> None:
@@ -80,16 +62,9 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(_step(args, args.child)))
         return
-    base = [a for a in sys.argv[1:]]
     results = {}
-    for k in [1, *args.accum_freq]:
-        out = subprocess.run(
-            [sys.executable, __file__, *base, "--child", str(k)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        results[k] = json.loads(out.strip().splitlines()[-1])
+    for k, result in run_children(__file__, [1, *args.accum_freq]):
+        results[k] = result
         print(
             f"accum_freq={k}: {1e3 * results[k]['seconds_per_sample']:.2f} ms/sample, "
             f"peak +{results[k]['peak_bytes'] / 2**20:.0f} MiB",

@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
-import time
+
+from _child_measure import run_children, time_and_peak
 
 
 def _step(args: argparse.Namespace, rank: int) -> dict[str, float]:
@@ -74,27 +72,12 @@ def _step(args: argparse.Namespace, rank: int) -> dict[str, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    # the peak is taken over the first step too: the CPU's ru_maxrss never goes down again
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    run()  # warm-up (allocator, kernels, AdamW states); not timed
-    start = time.perf_counter()
-    for _ in range(args.repeats):
-        run()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    seconds, peak = time_and_peak(run, device, args.repeats)
     return {
         "trainable": float(trainable),
         "total": float(total),
-        "seconds_per_step": (time.perf_counter() - start) / args.repeats,
-        "peak_bytes": float(max(peak, 0)),
+        "seconds_per_step": seconds,
+        "peak_bytes": peak,
     }
 
 
@@ -112,16 +95,9 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(_step(args, args.child)))
         return
-    base = list(sys.argv[1:])
     results = {}
-    for rank in [0, *args.rank]:
-        out = subprocess.run(
-            [sys.executable, __file__, *base, "--child", str(rank)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        results[rank] = r = json.loads(out.strip().splitlines()[-1])
+    for rank, r in run_children(__file__, [0, *args.rank]):
+        results[rank] = r
         name = "full fine-tuning" if rank == 0 else f"LoRA r={rank}"
         print(
             f"{name}: {r['trainable'] / 1e6:.3f}M of {r['total'] / 1e6:.1f}M parameters "

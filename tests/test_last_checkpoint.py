@@ -57,8 +57,6 @@ def test_last_ckpt_is_the_last_epoch_when_the_monitored_metric_ties(tmp_path: Pa
 def test_an_unreadable_ckpt_path_is_named(tmp_path: Path) -> None:
     """LightningCLI reads --ckpt_path's hyperparameters before any hook; an empty file is a
     clear error naming it, not a bare EOFError (issue 18 point 3, the CLIs)."""
-    import pytest
-
     empty = tmp_path / "last.ckpt"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match=r"Expected .*last\.ckpt to hold a Lightning checkpoint"):
@@ -128,8 +126,9 @@ def test_sigkill_mid_run_then_resume_from_last_ckpt_ends_bitwise_equal(tmp_path:
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
-    for sa, sb in zip(
-        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()
-    ):
+    states_a, states_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert states_a and states_a.keys() == states_b.keys()  # zip alone would pass on empty/short
+    for sa, sb in zip(states_a.values(), states_b.values()):
+        assert sa.keys() == sb.keys()
         for name in sa:
             assert torch.equal(sa[name], sb[name]), name

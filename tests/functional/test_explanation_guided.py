@@ -65,6 +65,24 @@ def _fd_input_gradient(net: nn.Module, x: torch.Tensor, h: float = 1e-6) -> torc
     return grad
 
 
+def _assert_gradients_match_finite_differences(
+    penalty, params, samples: int, rtol: float, atol: float, h: float = 1e-6
+) -> None:
+    """``params``' ``.grad`` from one ``penalty().backward()`` vs central differences of
+    ``penalty`` at ``samples`` evenly spaced entries of each parameter."""
+    penalty().backward()
+    for param in params:
+        analytic = param.grad.reshape(-1)
+        for i in range(0, param.numel(), max(1, param.numel() // samples)):
+            flat = param.data.view(-1)
+            flat[i] += h
+            up = penalty().item()
+            flat[i] -= 2 * h
+            down = penalty().item()
+            flat[i] += h
+            assert analytic[i].item() == pytest.approx((up - down) / (2 * h), rel=rtol, abs=atol)
+
+
 def test_rrr_value_equals_finite_difference_reference() -> None:
     net, x, mask, _ = _setup()
     xg = x.clone().requires_grad_(True)
@@ -87,18 +105,13 @@ def test_rrr_parameter_gradient_equals_finite_differences() -> None:
         xg = x.clone().requires_grad_(True)
         return right_for_the_right_reasons_loss(net(xg), xg, mask, weight=3.0)
 
-    penalty().backward()
-    h = 1e-6
-    for param in (net.conv1.weight, net.conv2.bias, net.head.weight):
-        analytic = param.grad.reshape(-1)
-        for i in range(0, param.numel(), max(1, param.numel() // 5)):
-            flat = param.data.view(-1)
-            flat[i] += h
-            up = penalty().item()
-            flat[i] -= 2 * h
-            down = penalty().item()
-            flat[i] += h
-            assert analytic[i].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
+    _assert_gradients_match_finite_differences(
+        penalty,
+        (net.conv1.weight, net.conv2.bias, net.head.weight),
+        samples=5,
+        rtol=1e-5,
+        atol=1e-9,
+    )
 
 
 def test_rrr_channel_mask_and_broadcast_mask_agree() -> None:
@@ -193,18 +206,9 @@ def test_gradcam_parameter_gradient_equals_finite_differences() -> None:
         fmap = net.forward_features(x)
         return gradcam_mask_penalty(net.forward_head(fmap), fmap, y, mask, weight=2.0)
 
-    penalty().backward()
-    h = 1e-6
-    for param in (net.head.weight, net.conv2.weight):
-        analytic = param.grad.reshape(-1)
-        for i in range(0, param.numel(), max(1, param.numel() // 6)):
-            flat = param.data.view(-1)
-            flat[i] += h
-            up = penalty().item()
-            flat[i] -= 2 * h
-            down = penalty().item()
-            flat[i] += h
-            assert analytic[i].item() == pytest.approx((up - down) / (2 * h), rel=1e-4, abs=1e-8)
+    _assert_gradients_match_finite_differences(
+        penalty, (net.head.weight, net.conv2.weight), samples=6, rtol=1e-4, atol=1e-8
+    )
 
 
 def test_penalties_are_zero_without_mask_and_the_normalised_map_is_at_most_one() -> None:

@@ -267,6 +267,19 @@ def test_road_auc_normalize_skips_undefined_images() -> None:
     assert torch.allclose(mean_morf, morf[defined].mean(), atol=1e-6)
 
 
+def _road_curves_4x4(
+    saliency: torch.Tensor | None = None, targets: torch.Tensor | None = None, **kwargs
+) -> object:
+    """``road_curves`` on a valid 1x4x4 batch, with one argument swapped for a bad one."""
+    return road_curves(
+        _linear_model(1, 4, 4),
+        torch.rand(1, 1, 4, 4),
+        torch.rand(1, 4, 4) if saliency is None else saliency,
+        torch.tensor([0]) if targets is None else targets,
+        **kwargs,
+    )
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -313,54 +326,11 @@ def test_road_auc_normalize_skips_undefined_images() -> None:
             ),
             "3x3",
         ),
-        (
-            lambda: road_curves(
-                _linear_model(1, 4, 4),
-                torch.rand(1, 1, 4, 4),
-                torch.full((1, 4, 4), float("nan")),
-                torch.tensor([0]),
-            ),
-            "finite",
-        ),
-        (
-            lambda: road_curves(
-                _linear_model(1, 4, 4),
-                torch.rand(1, 1, 4, 4),
-                torch.rand(1, 4, 4),
-                torch.tensor([0]),
-                [1.5],
-            ),
-            r"\(0, 1\)",
-        ),
-        (
-            lambda: road_curves(
-                _linear_model(1, 4, 4),
-                torch.rand(1, 1, 4, 4),
-                torch.rand(1, 4, 4),
-                torch.tensor([0]),
-                orders="morf",
-            ),
-            "orders",
-        ),
-        (
-            lambda: road_curves(
-                _linear_model(1, 4, 4),
-                torch.rand(1, 1, 4, 4),
-                torch.rand(1, 4, 4),
-                torch.tensor([0]),
-                score="logit",
-            ),
-            "score",
-        ),
-        (
-            lambda: road_curves(
-                _linear_model(1, 4, 4),
-                torch.rand(1, 1, 4, 4),
-                torch.rand(1, 4, 4),
-                torch.tensor([5]),
-            ),
-            "target",
-        ),
+        (lambda: _road_curves_4x4(saliency=torch.full((1, 4, 4), float("nan"))), "finite"),
+        (lambda: _road_curves_4x4(fractions=[1.5]), r"\(0, 1\)"),
+        (lambda: _road_curves_4x4(orders="morf"), "orders"),
+        (lambda: _road_curves_4x4(score="logit"), "score"),
+        (lambda: _road_curves_4x4(targets=torch.tensor([5])), "target"),
         (
             lambda: confidence_normalized_curve(torch.rand(2, 4), torch.rand(3), torch.rand(2)),
             "clean",
