@@ -435,17 +435,7 @@ class GroundingMonitor(ExplanationMonitor):
             "no patch centre, and are left out: their PGA would always be 0 (the second-order "
             "attributions paper keeps only boxes larger than a patch)."
         )
-        rows = [i for i in range(n) if bool(keep[i])]
-        index = torch.tensor(rows, dtype=torch.long)
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(probes):
-            value = getattr(probes, field.name)
-            if isinstance(value, Tensor):
-                value = value[index.to(value.device)]
-            elif isinstance(value, list):
-                value = [value[i] for i in rows]
-            values[field.name] = value
-        return dataclasses.replace(probes, **values)
+        return probes.select(keep.nonzero().flatten().tolist())
 
     def _resolved(self, probes: ProbeSet, encoder: DualEncoder) -> GroundingProbes:
         """Probes with token spans (found by the tokenizer where missing), checked."""

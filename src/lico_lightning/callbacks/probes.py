@@ -33,8 +33,8 @@ class ProbeSet:
         ...     images: Tensor
         ...     names: list[str]
         >>> p = Pairs(torch.zeros(5, 3), list("abcde"))
-        >>> len(p), p.shard(1, 2).names
-        (5, ['b', 'd'])
+        >>> len(p), p.shard(1, 2).names, p.select([0, 4]).names
+        (5, ['b', 'd'], ['a', 'e'])
     """
 
     def __len__(self) -> int:
@@ -46,15 +46,21 @@ class ProbeSet:
                 return len(value)
         return 0
 
-    def select(self, index: slice) -> Self:
-        """The rows ``index`` of every field."""
+    def select(self, index: slice | list[int]) -> Self:
+        """The rows ``index`` (a slice, or a list of row numbers) of every field."""
+
+        def rows(value: Any) -> Any:
+            if isinstance(value, list) and isinstance(index, list):
+                return [value[i] for i in index]
+            return value[index]
+
         values: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, dict):
-                values[field.name] = {k: v[index] for k, v in value.items()}
+                values[field.name] = {k: rows(v) for k, v in value.items()}
             else:
-                values[field.name] = None if value is None else value[index]
+                values[field.name] = None if value is None else rows(value)
         return dataclasses.replace(self, **values)
 
     def shard(self, rank: int, world_size: int) -> Self:

@@ -22,7 +22,6 @@ from lico_lightning.callbacks.hosts import MonitorHost
 from lico_lightning.callbacks.monitor import ExplanationMonitor, Stage
 from lico_lightning.callbacks.probes import ProbeSet
 from lico_lightning.evaluation import (
-    MODEL_METRICS,
     SaliencyEvaluation,
     check_saliency_names,
     metrics_needing,
@@ -30,6 +29,7 @@ from lico_lightning.evaluation import (
     parse_batch,
     parse_ground_truth,
 )
+from lico_lightning.evaluation.saliency import check_model_metrics
 from lico_lightning.explain import Explainer, build_explainers, check_explainer_options
 from lico_lightning.metrics import SaliencyMetricOptions
 
@@ -236,14 +236,7 @@ class SaliencyMonitor(ExplanationMonitor):
         standard_errors: bool = False,
     ) -> None:
         self.methods, self.metrics = check_saliency_names(methods, metrics)
-        if isinstance(model_metrics, str):
-            model_metrics = [model_metrics]
-        unknown = [n for n in model_metrics if n not in MODEL_METRICS]
-        if unknown:
-            raise ValueError(
-                f"Expected `model_metrics` among {sorted(MODEL_METRICS)}, but got {unknown}."
-            )
-        self.model_metrics = list(dict.fromkeys(model_metrics))
+        self.model_metrics = check_model_metrics(model_metrics)
         self.standard_errors = check_bool("standard_errors", standard_errors)
         if options is not None and not isinstance(options, SaliencyMetricOptions):
             raise TypeError(
