@@ -18,7 +18,7 @@ from lico_lightning.data import (
     encode_caption_dataset,
 )
 from lico_lightning.explain import OpenCLIPDualEncoder
-from lico_lightning.modules import CLIPFineTuner, SurrogateDistiller, load_open_clip_weights
+from lico_lightning.modules import CLIPFineTuner, SurrogateDistiller
 from lico_lightning.text import tiny_openclip_config
 
 N, C, K = 24, 10, 8
@@ -324,23 +324,3 @@ def test_the_teacher_is_built_from_hyperparameters_and_never_saved(tmp_path) -> 
         SurrogateDistiller(teacher=tuner.model)
     with pytest.raises(TypeError, match="`clip_model_cfg` to be a dict"):
         SurrogateDistiller(clip_model_cfg="ViT-B-32")
-
-
-def test_loads_a_clip_finetuner_checkpoint_and_an_exported_state_dict(tmp_path) -> None:
-    torch.manual_seed(1)
-    tuner = CLIPFineTuner(model_cfg=TINY)
-    # what Lightning writes: the module's state_dict under "state_dict"
-    torch.save({"state_dict": tuner.state_dict(), "epoch": 3}, tmp_path / "tuner.ckpt")
-    tuner.export_open_clip(tmp_path / "export.pt")
-    for path in (tmp_path / "tuner.ckpt", tmp_path / "export.pt"):
-        torch.manual_seed(2)
-        clip = open_clip.CLIP(**TINY)
-        load_open_clip_weights(clip, path)
-        for key, value in tuner.model.state_dict().items():
-            assert torch.equal(clip.state_dict()[key], value), key
-
-
-def test_a_checkpoint_without_a_clip_model_is_rejected(tmp_path) -> None:
-    torch.save({"state_dict": {"surrogate.net.weight": torch.zeros(1)}}, tmp_path / "x.ckpt")
-    with pytest.raises(ValueError, match=r"under 'model\.'"):
-        load_open_clip_weights(open_clip.CLIP(**TINY), tmp_path / "x.ckpt")
