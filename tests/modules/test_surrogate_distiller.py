@@ -19,6 +19,7 @@ from lico_lightning.data import (
 )
 from lico_lightning.explain import OpenCLIPDualEncoder
 from lico_lightning.modules import CLIPFineTuner, SurrogateDistiller
+from lico_lightning.testing import tiny_clip
 from lico_lightning.text import tiny_openclip_config
 
 N, C, K = 24, 10, 8
@@ -116,13 +117,6 @@ def test_resume_from_an_epoch_checkpoint_continues_bitwise(tmp_path, jitter) -> 
     assert loaded.surrogate.num_concepts == C and loaded.loss_fn.i2t_u.seen.all()
 
 
-def tiny_clip() -> open_clip.CLIP:
-    torch.manual_seed(0)
-    vision = {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 16}
-    text = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
-    return open_clip.CLIP(K, vision, text)
-
-
 class TinyCaptions:
     """The caption-dataset surface encode_caption_dataset reads."""
 
@@ -150,7 +144,8 @@ class TinyCaptions:
 
 
 def test_online_mode_equals_cached_embeddings_and_never_trains_clip() -> None:
-    clip = tiny_clip()
+    # in train mode, so that the encoder must be the one to put it in eval
+    clip = tiny_clip(image_size=16, layers=1, embed_dim=K, context_length=16).train()
     encoder = OpenCLIPDualEncoder(
         clip, tokenizer=open_clip.get_tokenizer("RN50", context_length=16)
     )
