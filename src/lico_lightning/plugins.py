@@ -4,13 +4,12 @@ the package uses."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
-from lico_lightning._io import atomic_write, load_torch
+from lico_lightning._io import load_torch, save_torch
 
 __all__ = ["AtomicCheckpointIO"]
 
@@ -42,10 +41,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "Expected no `storage_options` for AtomicCheckpointIO (local files only), but got "
                 f"{storage_options!r}."
             )
-        import torch
-
-        with atomic_write(Path(path)) as tmp:
-            torch.save(checkpoint, tmp)
+        save_torch(checkpoint, path)
 
     @override
     def load_checkpoint(

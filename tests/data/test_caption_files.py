@@ -6,19 +6,35 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from PIL import Image
 
 from lico_lightning.data import (
+    CaptionFileDataModule,
     COCOCaptionDataModule,
     read_caption_file,
     read_coco_captions,
     read_flickr30k_entities,
 )
+from lico_lightning.text import tiny_openclip_config
 
 
 def _write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def _val_dataset(captions):
+    """The validation dataset of a tiny-CLIP caption data module reading ``captions``."""
+    dm = CaptionFileDataModule(
+        str(captions),
+        str(captions),
+        model_cfg=tiny_openclip_config(context_length=16),
+        num_workers=0,
+    )
+    dm.setup("validate")
+    return dm.val_dataset
 
 
 @pytest.mark.parametrize(
@@ -145,32 +161,16 @@ def test_flickr_faults_are_named(tmp_path):
 
 
 def test_a_truncated_image_file_is_named(tmp_path):
-    from PIL import Image
-
-    from lico_lightning.data import CaptionFileDataModule
-    from lico_lightning.text import tiny_openclip_config
-
     Image.new("RGB", (40, 30), "red").save(tmp_path / "a.png")
     data = (tmp_path / "a.png").read_bytes()
     (tmp_path / "a.png").write_bytes(data[: len(data) // 2])
     captions = _write(tmp_path, "c.csv", "image,caption\na.png,a red square\n")
-    dm = CaptionFileDataModule(
-        str(captions),
-        str(captions),
-        model_cfg=tiny_openclip_config(context_length=16),
-        num_workers=0,
-    )
-    dm.setup("validate")
+    dataset = _val_dataset(captions)
     with pytest.raises(ValueError, match=r"a\.png \(image 0\), but it could not be read"):
-        dm.val_dataset.load_image(0)
+        dataset.load_image(0)
 
 
 def test_probe_boxes_outside_every_image_are_an_error_not_zero_probes(tmp_path):
-    from PIL import Image
-
-    from lico_lightning.data import CaptionFileDataModule
-    from lico_lightning.text import tiny_openclip_config
-
     Image.new("RGB", (40, 30), "red").save(tmp_path / "a.png")
     Image.new("RGB", (40, 30), "blue").save(tmp_path / "b.png")
     text = (
@@ -179,27 +179,13 @@ def test_probe_boxes_outside_every_image_are_an_error_not_zero_probes(tmp_path):
         "b.png,a blue square,square,5 5 30 25\n"
     )
     captions = _write(tmp_path, "c.csv", text)
-    dm = CaptionFileDataModule(
-        str(captions),
-        str(captions),
-        model_cfg=tiny_openclip_config(context_length=16),
-        num_workers=0,
-    )
-    dm.setup("validate")
-    import torch
-
+    dataset = _val_dataset(captions)
     with pytest.warns(UserWarning, match=r"1 phrase\(s\) were skipped as probes"):
-        keys = dm.val_dataset.draw_probe_indices(2, torch.Generator().manual_seed(0))
+        keys = dataset.draw_probe_indices(2, torch.Generator().manual_seed(0))
     assert len(keys) == 1
     only_outside = _write(
         tmp_path, "d.csv", text.splitlines()[0] + "\n" + text.splitlines()[1] + "\n"
     )
-    dm = CaptionFileDataModule(
-        str(only_outside),
-        str(only_outside),
-        model_cfg=tiny_openclip_config(context_length=16),
-        num_workers=0,
-    )
-    dm.setup("validate")
+    dataset = _val_dataset(only_outside)
     with pytest.raises(ValueError, match=r"all 1 boxes tried lie outside"):
-        dm.val_dataset.draw_probe_indices(2, torch.Generator().manual_seed(0))
+        dataset.draw_probe_indices(2, torch.Generator().manual_seed(0))

@@ -94,7 +94,6 @@ def test_gradients_reach_the_backbone_but_not_the_text_encoder_or_the_masks() ->
     model.lico_losses(images, targets, soft)["loss"].backward()
     assert all(p.grad is None for p in model.text_encoder.parameters())
     assert all(v.grad is None for v in soft.values())
-    assert model.backbone.forward_head is not None
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
 
 

@@ -18,7 +18,8 @@ from lico_lightning.data import (
     encode_caption_dataset,
 )
 from lico_lightning.explain import OpenCLIPDualEncoder
-from lico_lightning.modules import CLIPFineTuner, SurrogateDistiller, load_open_clip_weights
+from lico_lightning.modules import CLIPFineTuner, SurrogateDistiller
+from lico_lightning.testing import tiny_clip
 from lico_lightning.text import tiny_openclip_config
 
 N, C, K = 24, 10, 8
@@ -116,13 +117,6 @@ def test_resume_from_an_epoch_checkpoint_continues_bitwise(tmp_path, jitter) -> 
     assert loaded.surrogate.num_concepts == C and loaded.loss_fn.i2t_u.seen.all()
 
 
-def tiny_clip() -> open_clip.CLIP:
-    torch.manual_seed(0)
-    vision = {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 16}
-    text = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
-    return open_clip.CLIP(K, vision, text)
-
-
 class TinyCaptions:
     """The caption-dataset surface encode_caption_dataset reads."""
 
@@ -150,7 +144,8 @@ class TinyCaptions:
 
 
 def test_online_mode_equals_cached_embeddings_and_never_trains_clip() -> None:
-    clip = tiny_clip()
+    # in train mode, so that the encoder must be the one to put it in eval
+    clip = tiny_clip(image_size=16, layers=1, embed_dim=K, context_length=16).train()
     encoder = OpenCLIPDualEncoder(
         clip, tokenizer=open_clip.get_tokenizer("RN50", context_length=16)
     )
@@ -324,23 +319,3 @@ def test_the_teacher_is_built_from_hyperparameters_and_never_saved(tmp_path) -> 
         SurrogateDistiller(teacher=tuner.model)
     with pytest.raises(TypeError, match="`clip_model_cfg` to be a dict"):
         SurrogateDistiller(clip_model_cfg="ViT-B-32")
-
-
-def test_loads_a_clip_finetuner_checkpoint_and_an_exported_state_dict(tmp_path) -> None:
-    torch.manual_seed(1)
-    tuner = CLIPFineTuner(model_cfg=TINY)
-    # what Lightning writes: the module's state_dict under "state_dict"
-    torch.save({"state_dict": tuner.state_dict(), "epoch": 3}, tmp_path / "tuner.ckpt")
-    tuner.export_open_clip(tmp_path / "export.pt")
-    for path in (tmp_path / "tuner.ckpt", tmp_path / "export.pt"):
-        torch.manual_seed(2)
-        clip = open_clip.CLIP(**TINY)
-        load_open_clip_weights(clip, path)
-        for key, value in tuner.model.state_dict().items():
-            assert torch.equal(clip.state_dict()[key], value), key
-
-
-def test_a_checkpoint_without_a_clip_model_is_rejected(tmp_path) -> None:
-    torch.save({"state_dict": {"surrogate.net.weight": torch.zeros(1)}}, tmp_path / "x.ckpt")
-    with pytest.raises(ValueError, match=r"under 'model\.'"):
-        load_open_clip_weights(open_clip.CLIP(**TINY), tmp_path / "x.ckpt")

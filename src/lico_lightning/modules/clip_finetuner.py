@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -532,7 +532,11 @@ class CLIPFineTuner(CheckpointOwner, family=True):
         return dict(zip(("image_features", "text_features", "logit_scale", "logit_bias"), out))
 
     def accumulated_backward(
-        self, images: Tensor, tokens: Tensor, accum_freq: int | None = None, where: str = ""
+        self,
+        images: Tensor,
+        tokens: Tensor,
+        accum_freq: int | None = None,
+        where: str | Callable[[], str] = "",
     ) -> Tensor:
         r"""Backward of the whole batch's contrastive loss through ``accum_freq`` micro-batches.
 
@@ -556,7 +560,8 @@ class CLIPFineTuner(CheckpointOwner, family=True):
             images: ``(B, 3, H, W)`` with ``B`` divisible by ``accum_freq``.
             tokens: ``(B, S)``.
             accum_freq: micro-batches (default: the ``accum_freq`` hyperparameter).
-            where: what the batch is, for the non-finite-loss error.
+            where: what the batch is, for the non-finite-loss error (a callable is only
+                called when that error is raised, so it may read device tensors).
 
         Returns:
             the whole batch's loss (detached), as :meth:`contrastive_loss` returns it.
@@ -605,9 +610,10 @@ class CLIPFineTuner(CheckpointOwner, family=True):
                 loss.backward()
         return loss.detach()
 
-    def _check_finite(self, loss: Tensor, where: str) -> None:
+    def _check_finite(self, loss: Tensor, where: str | Callable[[], str]) -> None:
         if self._hp.check_finite_loss and not bool(torch.isfinite(loss)):
             step = self.global_step if self._trainer is not None else 0
+            where = where() if callable(where) else where
             raise FloatingPointError(
                 f"Expected a finite training loss, but got {float(loss)} at step {step} "
                 f"({where}); the optimizer step was not taken. Look for NaN/Inf pixels or a "
@@ -617,7 +623,11 @@ class CLIPFineTuner(CheckpointOwner, family=True):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         images, tokens = batch[0], batch[1]
-        where = f"samples {batch[2].tolist()}" if len(batch) > 2 else f"batch {batch_idx}"
+
+        # built only for the error: `.tolist()` on device indices is a host sync every step
+        def where() -> str:
+            return f"samples {batch[2].tolist()}" if len(batch) > 2 else f"batch {batch_idx}"
+
         if self.automatic_optimization:
             loss = self.contrastive_loss(images, tokens)
             self._check_finite(loss, where)

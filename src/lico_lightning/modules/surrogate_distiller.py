@@ -30,9 +30,9 @@ def _open_clip_teacher(
     model_cfg: dict[str, Any] | None = None,
     checkpoint: str | Path | None = None,
 ) -> Any:
-    """A frozen open_clip :class:`~lico_lightning.explain.DualEncoder` (CPU, eval mode), built
-    from ``model_cfg`` or ``model_name`` + ``pretrained``, then the weights of ``checkpoint``
-    (:func:`load_open_clip_weights`) when given."""
+    """An open_clip :class:`~lico_lightning.explain.DualEncoder` (CPU; :func:`_frozen` freezes
+    it), built from ``model_cfg`` or ``model_name`` + ``pretrained``, then the weights of
+    ``checkpoint`` (:func:`load_open_clip_weights`) when given."""
     from lico_lightning.explain import OpenCLIPDualEncoder
 
     if model_cfg is None and model_name is None:
@@ -45,7 +45,7 @@ def _open_clip_teacher(
         load_open_clip_weights(model, checkpoint)
     context_length = int(getattr(model, "context_length", 77))
     tokenizer = open_clip_helpers.tokenizer_for(name, model_cfg, context_length)
-    return OpenCLIPDualEncoder(model.eval().requires_grad_(False), tokenizer=tokenizer)
+    return OpenCLIPDualEncoder(model, tokenizer=tokenizer)
 
 
 def _frozen(teacher: Any) -> Any:
