@@ -62,6 +62,46 @@ def test_standard_error_equals_numpys_over_every_update(name: str) -> None:
     assert float(metric.compute()) == pytest.approx(float(values(data).mean()), abs=1e-6)
 
 
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+
+
+PAIRED = {  # metrics with two curves and the names of their three outputs
+    "insertion_deletion": (
+        lambda: M.InsertionDeletionAUC(step_fraction=0.25, blur_kernel_size=3),
+        ("insertion", "deletion", "overall"),
+    ),
+    "road": (lambda: M.ROADAUC(fractions=(0.25, 0.5, 0.75)), ("morf", "lerf", "srg")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIRED))
+def test_two_curve_metrics_report_the_error_of_each_curve_and_of_their_difference(
+    name: str,
+) -> None:
+    """Insertion, deletion and overall (ROAD MoRF, LeRF and SRG) each with numpy's standard
+    error over the per-image values; the difference's error is not the sum of the two."""
+    make, outputs = PAIRED[name]
+    g = torch.Generator().manual_seed(5)
+    images, sal = torch.randn(N, 1, 8, 8, generator=g), torch.rand(N, 8, 8, generator=g)
+    target = torch.randint(0, 3, (N,), generator=g)
+    model, metric = _model(), make()
+    per_image: dict[str, list[torch.Tensor]] = {k: [] for k in outputs[:2]}
+    for rows in (slice(0, 4), slice(4, N)):
+        metric.update(model, images[rows], sal[rows], target[rows])
+        last = metric.last_values
+        for key in outputs[:2]:
+            per_image[key].append(last[key])
+    first, second = (torch.cat(per_image[k]) for k in outputs[:2])
+    difference = first - second
+    se = metric.standard_errors()
+    assert set(se) == set(outputs)
+    for key, values in zip(outputs, (first, second, difference)):
+        assert float(se[key]) == pytest.approx(_numpy_se(values), rel=1e-5)
+    assert float(se[outputs[2]]) != pytest.approx(float(se[outputs[0]] + se[outputs[1]]))
+
+
 def test_standard_error_needs_two_samples_and_a_median_keeps_none() -> None:
     metric = M.InterventionEffect()
     metric.update(torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([0]))

@@ -109,3 +109,46 @@ class _MeanOfValues(Metric):
 
     def compute(self) -> Tensor:
         return _mean_of_sum(self.total, self.count, type(self).__name__, self.zero_division)
+
+
+class _MeanOfPairs(_MeanOfValues):
+    """Means of two per-sample values ``a`` (``total``) and ``b`` (``second_total``) — e.g.
+    insertion and deletion AUC, ROAD MoRF and LeRF — and the standard errors of both and of
+    their difference (a float64 sum of ``(a - b)²`` as well; the difference's sign does not
+    change its error). ``outputs`` names ``a``, ``b`` and the difference, in that order;
+    subclasses call :meth:`_add_pair` and compute the difference in the direction they report.
+    """
+
+    second_total: Tensor
+    second_sq: Tensor
+    difference_sq: Tensor
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("second_total", "second_sq", "difference_sq"):
+            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _add_pair(self, first: Tensor, second: Tensor) -> None:
+        self._add(first)
+        second = second.detach().to(torch.float64)
+        self.second_total += second.sum()
+        self.second_sq += (second * second).sum()
+        difference = first.detach().to(torch.float64) - second
+        self.difference_sq += (difference * difference).sum()
+
+    def standard_errors(self) -> dict[str, Tensor]:
+        """``{a, b, difference: standard error}`` of the three means (see
+        :meth:`_MeanOfValues.standard_errors`)."""
+        first, second, difference = self.outputs  # type: ignore[attr-defined]
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn,
+            should_sync=self._to_sync,
+            should_unsync=self._should_unsync,
+        ):
+            return {
+                first: _standard_error_of_sums(self.total, self.total_sq, self.count),
+                second: _standard_error_of_sums(self.second_total, self.second_sq, self.count),
+                difference: _standard_error_of_sums(
+                    self.total - self.second_total, self.difference_sq, self.count
+                ),
+            }

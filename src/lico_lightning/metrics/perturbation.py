@@ -27,7 +27,7 @@ from lico_lightning.functional import (
     insertion_auc,
     insertion_deletion_auc,
 )
-from lico_lightning.metrics._mean import ZeroDivision, _mean_of_sum, _MeanOfValues
+from lico_lightning.metrics._mean import ZeroDivision, _mean_of_sum, _MeanOfPairs, _MeanOfValues
 from lico_lightning.metrics.base import (
     GROUNDING_METRICS,
     SALIENCY_METRICS,
@@ -98,7 +98,7 @@ class _PerturbationAUC(SaliencyMetric, _MeanOfValues):
 
 
 @SALIENCY_METRICS.register("overall")
-class InsertionDeletionAUC(_PerturbationAUC):
+class InsertionDeletionAUC(_PerturbationAUC, _MeanOfPairs):
     r"""Insertion and deletion AUC (RISE / LICO Table 1) and their difference, "overall".
 
     .. math::
@@ -129,8 +129,6 @@ class InsertionDeletionAUC(_PerturbationAUC):
 
     outputs = ("insertion", "deletion", "overall")
 
-    deletion_total: Tensor
-
     def __init__(
         self,
         step_fraction: float = DEFAULT_STEP_FRACTION,
@@ -151,9 +149,6 @@ class InsertionDeletionAUC(_PerturbationAUC):
             "insertion_substrate": insertion_substrate,
             "deletion_substrate": deletion_substrate,
         }
-        self.add_state(
-            "deletion_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
 
     @classmethod
     def _substrates_of(cls, options: SaliencyMetricOptions) -> dict[str, str]:
@@ -175,15 +170,14 @@ class InsertionDeletionAUC(_PerturbationAUC):
                 **self.substrates,
                 reduction="none",
             )
-        self._add(ins)  # total: insertion, count: images
-        self.deletion_total += dele.detach().double().sum()
+        self._add_pair(ins, dele)  # total: insertion, second_total: deletion, count: images
         self.last_values = {"insertion": ins.detach(), "deletion": dele.detach()}
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``{"insertion", "deletion", "overall"}`` means over all accumulated images."""
         name = type(self).__name__
         ins = _mean_of_sum(self.total, self.count, name, self.zero_division)
-        dele = _mean_of_sum(self.deletion_total, self.count, name, self.zero_division)
+        dele = _mean_of_sum(self.second_total, self.count, name, self.zero_division)
         return {"insertion": ins, "deletion": dele, "overall": ins - dele}
 
 

@@ -26,7 +26,7 @@ from lico_lightning.functional.road import (
     road_auc,
     road_curve_fractions,
 )
-from lico_lightning.metrics._mean import _mean_of_sum, _MeanOfValues
+from lico_lightning.metrics._mean import _mean_of_sum, _MeanOfPairs, _MeanOfValues
 from lico_lightning.metrics.base import (
     SALIENCY_METRICS,
     SaliencyMetric,
@@ -119,7 +119,7 @@ class _ROADMetric(SaliencyMetric, _MeanOfValues):
         self.generator.manual_seed(self.seed)
 
 
-class ROADAUC(_ROADMetric):
+class ROADAUC(_ROADMetric, _MeanOfPairs):
     r"""Areas under ROAD's most- and least-relevant-first curves and the symmetric relevance
     gain, means over images.
 
@@ -158,25 +158,18 @@ class ROADAUC(_ROADMetric):
     higher_is_better = True
     outputs = ("morf", "lerf", "srg")
 
-    lerf_total: Tensor
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.add_state("lerf_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
     def update(self, model: Model, images: Tensor, saliency: Tensor, target: Tensor) -> None:
         """Accumulate a batch (``images (B, C, H, W)``, ``saliency (B, H, W)``, ``target
         (B,)``)."""
         morf, lerf = self._aucs(model, images, saliency, target)
-        self._add(morf)  # total: MoRF, count: images
-        self.lerf_total += lerf.double().sum()
+        self._add_pair(morf, lerf)  # total: MoRF, second_total: LeRF, count: images
         self.last_values = {"morf": morf, "lerf": lerf, "srg": lerf - morf}
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``{"morf", "lerf", "srg"}`` means over all accumulated images."""
         name = type(self).__name__
         morf = _mean_of_sum(self.total, self.count, name, self.zero_division)
-        lerf = _mean_of_sum(self.lerf_total, self.count, name, self.zero_division)
+        lerf = _mean_of_sum(self.second_total, self.count, name, self.zero_division)
         return {"morf": morf, "lerf": lerf, "srg": lerf - morf}
 
 
