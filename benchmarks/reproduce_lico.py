@@ -40,7 +40,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _without_jobs(argv: Sequence[str]) -> list[str]:
+def without_jobs(argv: Sequence[str]) -> list[str]:
     """``argv`` with ``--jobs N`` / ``--jobs=N`` removed (only before ``--override``)."""
     out: list[str] = []
     items = iter(argv)
@@ -184,7 +184,7 @@ def _test_scores(model: torch.nn.Module, loader: Any, max_batches: int | None) -
     return {"accuracy": correct / max(total, 1), "confidence": confidence / max(total, 1)}
 
 
-def _provenance() -> dict[str, Any]:
+def provenance() -> dict[str, Any]:
     """What a result depends on besides its arm and seed: code version and thread count."""
     try:
         commit = subprocess.run(
@@ -199,22 +199,25 @@ def _provenance() -> dict[str, Any]:
     return {"commit": commit, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int) -> dict[str, Any]:
-    """Train one (arm, seed) run (or continue it) and evaluate it; returns the result row."""
+def train_run(
+    config: str | Path, run_dir: Path, seed: int, overrides: Sequence[str]
+) -> tuple[Any, Any, str, float]:
+    """Train one run with ``lico-lightning fit`` (in process), or continue it from its
+    ``last.ckpt`` when an earlier attempt stopped; logs and checkpoints go under ``run_dir``.
+
+    Returns:
+        ``(model, datamodule, checkpoint, fit_seconds)``: the ``LICOClassifier`` at its best
+        validation checkpoint (the last weights when there is none), the fitted data module,
+        that checkpoint's path (``""`` when none) and the seconds ``fit`` took.
+    """
     from lico_lightning.cli import build_cli
-    from lico_lightning.evaluation import evaluate_saliency
-    from lico_lightning.metrics import SaliencyMetricOptions
     from lico_lightning.modules import LICOClassifier
 
-    result_file = _result_file(args, arm, seed)
-    run_dir = result_file.parent
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     cli_args = [
         "fit",
         "--config",
-        args.config,
+        str(config),
         "--seed_everything",
         str(seed),
         "--trainer.logger.init_args.save_dir",
@@ -226,7 +229,6 @@ def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int)
         "--trainer.enable_progress_bar",
         "false",
         *overrides,
-        *args.override,
     ]
     last = _last_checkpoint(run_dir)
     if last is not None:
@@ -239,7 +241,20 @@ def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int)
         cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
     )
     model = LICOClassifier.load_from_checkpoint(best) if best else cli.model
-    datamodule = cli.datamodule
+    return model, cli.datamodule, str(best), fit_seconds
+
+
+def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int) -> dict[str, Any]:
+    """Train one (arm, seed) run (or continue it) and evaluate it; returns the result row."""
+    from lico_lightning.evaluation import evaluate_saliency
+    from lico_lightning.metrics import SaliencyMetricOptions
+
+    result_file = _result_file(args, arm, seed)
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    model, datamodule, best, fit_seconds = train_run(
+        args.config, result_file.parent, seed, [*overrides, *args.override]
+    )
     datamodule.setup("test")
     loader = datamodule.test_dataloader()
     row: dict[str, Any] = {
@@ -247,7 +262,7 @@ def run_one(args: argparse.Namespace, arm: str, overrides: list[str], seed: int)
         "seed": seed,
         "checkpoint": str(best),
         "fit_seconds": round(fit_seconds, 1),
-        **_provenance(),
+        **provenance(),
         **_test_scores(model, loader, args.max_test_batches),
     }
     values = evaluate_saliency(
@@ -347,18 +362,30 @@ def markdown_table(summary: dict, metrics: list[str]) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
-def _better(metric: str) -> str:
+def _better(metric: str, lower_is_better: Collection[str] = ()) -> str:
     if metric == "confidence":
         return "a diagnostic"
-    return "lower is better" if metric.endswith("deletion") else "higher is better"
+    lower = metric.endswith("deletion") or metric in lower_is_better
+    return "lower is better" if lower else "higher is better"
 
 
-def plot(summary: dict, metrics: list[str], path: Path) -> None:
-    """One panel per metric, four to a row.
+def plot(
+    summaries: Mapping[str, dict],
+    metrics: list[str],
+    path: Path,
+    *,
+    title: str = "LICO reproduction",
+    lower_is_better: Collection[str] = (),
+) -> None:
+    """One panel per metric, four to a row, for one or more studies side by side.
 
-    With a baseline, each panel shows every other arm's paired difference to it: one grey dot
-    per seed, the mean with its 95 % interval in red, and the zero line (no difference); the
-    baseline's own mean ± interval is in the panel title. Without one, the values themselves.
+    ``summaries`` maps a label to a :func:`summarise` result (one study: ``{"": summary}``;
+    several, e.g. one per cue correlation: each is drawn in its own colour, offset, with its
+    label in the legend). With a baseline, each panel shows every other arm's paired difference
+    to it: one grey dot per seed, the mean with its 95 % interval in colour, and the zero line
+    (no difference); the baseline's own mean ± interval is in the panel title. Without one, the
+    values themselves. ``lower_is_better``: metrics whose panel title says so (besides the
+    deletions).
     """
     try:
         import matplotlib
@@ -368,41 +395,63 @@ def plot(summary: dict, metrics: list[str], path: Path) -> None:
     except ImportError:  # pragma: no cover - the table is the result; the plot is a view
         print("matplotlib is not installed (pip install -e '.[viz]'): no plot written.")
         return
-    baseline = summary["baseline"]
-    arms = [arm for arm in summary["arms"] if arm != baseline]
-    paired = bool(arms) and all("vs_baseline" in summary["arms"][arm][metrics[0]] for arm in arms)
-    if not arms:
-        arms = list(summary["arms"])
+    groups = list(summaries.items())
+    baseline = groups[0][1]["baseline"]
+    every = list(dict.fromkeys(arm for _, summary in groups for arm in summary["arms"]))
+    arms = [arm for arm in every if arm != baseline]
+    paired = bool(arms) and all(
+        "vs_baseline" in summary["arms"][arm][metrics[0]]
+        for _, summary in groups
+        for arm in arms
+        if arm in summary["arms"]
+    )
+    if not paired:
+        arms = every
+    colours = ["tab:red"] if len(groups) == 1 else [f"C{k}" for k in range(len(groups))]
+    step = 0.6 / len(groups)
     columns = min(4, len(metrics))
     rows = math.ceil(len(metrics) / columns)
-    width = max(3.0, 0.55 * len(arms) + 1.2)
+    width = max(3.0, 0.55 * len(arms) * (1 + 0.5 * (len(groups) - 1)) + 1.2)
     fig, axes = plt.subplots(rows, columns, figsize=(width * columns, 3.3 * rows), squeeze=False)
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, metrics):
-        for i, arm in enumerate(arms):
-            m = summary["arms"][arm][metric]
-            shown = m["vs_baseline"] if paired else m
-            values, half = shown["values"], shown["ci95"]
-            centre = shown["diff"] if paired else shown["mean"]
-            ax.scatter([i] * len(values), values, s=14, alpha=0.6, color="tab:gray", zorder=2)
-            err = 0 if math.isnan(half) else half
-            ax.errorbar(i, centre, yerr=err, fmt="o", color="tab:red", capsize=4, zorder=3)
+        for k, (label, summary) in enumerate(groups):
+            offset = (k - (len(groups) - 1) / 2) * step
+            for i, arm in enumerate(arms):
+                if arm not in summary["arms"]:
+                    continue
+                m = summary["arms"][arm][metric]
+                shown = m["vs_baseline"] if paired else m
+                values, half = shown["values"], shown["ci95"]
+                centre = shown["diff"] if paired else shown["mean"]
+                x = i + offset
+                ax.scatter([x] * len(values), values, s=14, alpha=0.6, color="tab:gray", zorder=2)
+                err = 0 if math.isnan(half) else half
+                ax.errorbar(x, centre, yerr=err, fmt="o", color=colours[k], capsize=4, zorder=3,
+                            label=label if (label and i == 0) else None)  # fmt: skip
         ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
         ax.set_xlim(-0.6, len(arms) - 0.4)
+        heading = f"{metric} ({_better(metric, lower_is_better)})"
         if paired:
-            b = summary["arms"][baseline][metric]
+            for label, summary in groups:
+                b = summary["arms"][baseline][metric]
+                heading += (
+                    f"\n{label + ' ' if label else ''}{baseline}: {_fmt(b['mean'], b['ci95'])}"
+                )
             ax.axhline(0.0, color="black", lw=0.8)
-            ax.set_title(f"{metric} ({_better(metric)})\n{baseline}: {_fmt(b['mean'], b['ci95'])}",
-                         fontsize=9)  # fmt: skip
             ax.set_ylabel(f"Δ to {baseline}", fontsize=8)
-        else:
-            ax.set_title(f"{metric} ({_better(metric)})", fontsize=9)
+        ax.set_title(heading, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
+    if len(groups) > 1:
+        axes.flat[0].legend(fontsize=7)
     what = f"paired difference to {baseline}" if paired else "value"
-    fig.suptitle(f"LICO reproduction — {what}: seeds (grey), mean ± 95 % CI (red)")
+    fig.suptitle(f"{title} — {what}: seeds (grey), mean ± 95 % CI (colour)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from lico_lightning._io import atomic_write
+
+    with atomic_write(path) as tmp:  # a PNG, whole or absent
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -413,47 +462,62 @@ def _result_file(args: argparse.Namespace, arm: str, seed: int) -> Path:
 def run_parallel(
     args: argparse.Namespace, argv: Sequence[str], jobs: list[tuple[str, int]]
 ) -> None:
-    """Train the unfinished ``jobs`` ``args.jobs`` at a time, each in its own process.
+    """Train the unfinished ``jobs`` ``args.jobs`` at a time, each in its own process: this
+    script with ``--run ARM SEED`` (see :func:`run_processes`)."""
+    tasks = [
+        (
+            f"{arm} seed {seed}",
+            _result_file(args, arm, seed),
+            [sys.executable, __file__, "--run", arm, str(seed), *without_jobs(argv)],
+        )
+        for arm, seed in jobs
+    ]
+    run_processes(tasks, args.jobs)
 
-    A child is this script with ``--run ARM SEED``; its output goes to its run's ``run.log``.
-    Raises RuntimeError naming the runs whose process failed, after the others finished.
+
+def run_processes(tasks: Sequence[tuple[str, Path, list[str]]], jobs: int) -> None:
+    """Run the unfinished ``tasks`` ``jobs`` at a time, each in its own process.
+
+    A task is ``(name, result_file, command)``: it is finished when its ``result_file`` exists
+    (skipped), and its process writes that file; its output goes to ``run.log`` beside it.
+    Each process gets ``cpu_count // jobs`` threads.
+    Raises RuntimeError naming the tasks whose process failed, after the others finished.
     """
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    pending = [job for job in jobs if not _result_file(args, *job).is_file()]
-    running: dict[tuple[str, int], tuple[subprocess.Popen, Any, float]] = {}
+    pending = [task for task in tasks if not task[1].is_file()]
+    running: dict[str, tuple[subprocess.Popen, Any, float, Path]] = {}
     failed: list[str] = []
-    finished = len(jobs) - len(pending)
-    print(f"{finished}/{len(jobs)} runs done; {len(pending)} to train, {args.jobs} at a time "
+    finished = len(tasks) - len(pending)
+    print(f"{finished}/{len(tasks)} runs done; {len(pending)} to train, {jobs} at a time "
           f"with {threads} thread(s) each", flush=True)  # fmt: skip
     try:
         while pending or running:
-            while pending and len(running) < args.jobs:
-                arm, seed = pending.pop(0)
-                log_path = _result_file(args, arm, seed).with_name("run.log")
+            while pending and len(running) < jobs:
+                name, result_file, command = pending.pop(0)
+                log_path = result_file.with_name("run.log")
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 log = log_path.open("a")
-                command = [sys.executable, __file__, "--run", arm, str(seed), *_without_jobs(argv)]
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[(arm, seed)] = (process, log, time.perf_counter())
-                print(f"  started {arm} seed {seed} (log: {log_path})", flush=True)
+                running[name] = (process, log, time.perf_counter(), result_file)
+                print(f"  started {name} (log: {log_path})", flush=True)
             time.sleep(1.0)
-            for (arm, seed), (process, log, start) in list(running.items()):
+            for name, (process, log, start, result_file) in list(running.items()):
                 if process.poll() is None:
                     continue
                 log.close()
-                del running[(arm, seed)]
+                del running[name]
                 finished += 1
                 minutes = (time.perf_counter() - start) / 60
-                if process.returncode == 0 and _result_file(args, arm, seed).is_file():
+                if process.returncode == 0 and result_file.is_file():
                     status = "done"
                 else:
                     status = f"FAILED (exit {process.returncode}; see {log.name})"
-                    failed.append(f"{arm} seed {seed}")
-                print(f"[{finished}/{len(jobs)}] {arm} seed {seed}: {status} in {minutes:.1f} min",
+                    failed.append(name)
+                print(f"[{finished}/{len(tasks)}] {name}: {status} in {minutes:.1f} min",
                       flush=True)  # fmt: skip
     finally:
-        for process, log, _ in running.values():  # interrupted: stop the children too
+        for process, log, _, _ in running.values():  # interrupted: stop the children too
             process.terminate()
             log.close()
     if failed:
@@ -486,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = markdown_table(summary, metrics)
     (args.out / "summary.md").write_text(table)
-    plot(summary, metrics, args.out / "summary.png")
+    plot({"": summary}, metrics, args.out / "summary.png")
     print(table)
     print(f"written: {args.out}/runs.csv, summary.md, summary.json, summary.png")
     return summary

@@ -136,7 +136,7 @@ def test_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
 def test_without_jobs_drops_only_the_jobs_option_before_override():
     rl = _load()
     argv = ["--jobs", "2", "--seeds", "0", "--jobs=3", "--override", "--jobs", "5"]
-    assert rl._without_jobs(argv) == ["--seeds", "0", "--override", "--jobs", "5"]
+    assert rl.without_jobs(argv) == ["--seeds", "0", "--override", "--jobs", "5"]
     with pytest.raises(SystemExit):
         rl.parse_args(["--jobs", "0"])
 
