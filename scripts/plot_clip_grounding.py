@@ -127,19 +127,26 @@ def main(argv: list[str] | None = None) -> Path:
             key = f"grounding/{method}/{metric}"
             if key in series:
                 steps, values = zip(*series[key])
+                colour = colours[i % len(colours)]
                 right.plot(
-                    steps,
-                    values,
-                    style,
-                    color=colours[i % len(colours)],
-                    markersize=3,
-                    label=f"{method}: {label}",
+                    steps, values, style, color=colour, markersize=3, label=f"{method}: {label}"
                 )
+                errors = dict(series.get(f"{key}_se", []))  # the monitor's standard errors
+                if errors:
+                    band = [(s, v, errors[s]) for s, v in zip(steps, values) if s in errors]
+                    right.fill_between(
+                        [b[0] for b in band],
+                        [b[1] - b[2] for b in band],
+                        [b[1] + b[2] for b in band],
+                        color=colour,
+                        alpha=0.15,
+                        linewidth=0,
+                    )
     right.set(
         xlabel="step",
         ylabel="PGA",
         ylim=(0, 1),
-        title="grounding: the phrase map's peak in its box",
+        title="grounding: the phrase map's peak in its box (± s.e.)",
     )
     if len(check) == 2:
         lines = [f"{args.num_probes or 'recipe'} probes, untrained → trained:"]
@@ -153,9 +160,12 @@ def main(argv: list[str] | None = None) -> Path:
         fig.text(0.53, 0.01, "\n".join(lines), va="bottom", fontsize=7)
     right.legend(fontsize=6.5, loc="upper right")
     fig.tight_layout(rect=(0, 0.12 if len(check) == 2 else 0, 1, 1))
+    from lico_lightning._io import atomic_write
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format="png")
     keys = ["val/R@1"] + [f"grounding/{m}/{k}" for m in methods for k in ("pga", "pga_distractor")]
     for key in keys:
         if key in series:

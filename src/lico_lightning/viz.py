@@ -104,6 +104,7 @@ def render_overlays(
     cmap: str = "jet",
     title: str | None = None,
     row_captions: Sequence[str] | None = None,
+    note: str | None = None,
 ) -> Tensor:
     """One labelled figure: a row per image; columns = the image, then one overlay per method.
 
@@ -129,6 +130,8 @@ def render_overlays(
         title: figure title (e.g. the step).
         row_captions: ``B`` texts under the image column instead of ``true`` / ``→ predicted``
             (e.g. a caption and its phrase; lines are wrapped to the tile's width).
+        note: text under the title (wrapped to the figure's width), e.g. each method's mean
+            score ± its standard error over the probes.
 
     Returns:
         ``(3, H', W')`` float image in [0, 1].
@@ -178,12 +181,20 @@ def render_overlays(
         text_h = max(text_h, 0.12 * lines + 0.06)
     bar_w = 0.9
     fig_w = columns * tile + bar_w + 0.2
-    fig_h = batch * (tile + text_h) + 0.35 + (0.3 if title else 0.0)
+    head = 0.3 if title else 0.0
+    if note:
+        note = _wrap(note, int(fig_w * dpi * 0.9))
+        head += 0.13 * (note.count("\n") + 1) + 0.05
+    fig_h = batch * (tile + text_h) + 0.35 + head
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)
-    top = 0.35 + (0.3 if title else 0.0)
+    top = 0.35 + head
     if title:
         fig.text(0.5, 1 - 0.15 / fig_h, title, ha="center", va="center", fontsize=9)
+    if note:
+        fig.text(
+            0.5, 1 - (0.32 if title else 0.05) / fig_h, note, ha="center", va="top", fontsize=7
+        )
     for row in range(batch):
         for col in range(columns):
             left = (0.1 + col * tile) / fig_w

@@ -104,7 +104,7 @@ def test_monitor_with_every_pair_explainer_does_not_perturb_training(tmp_path, r
     _same_weights(reference, monitored)  # parameters and buffers, bitwise
     assert monitor.num_runs == 2  # steps 3 and 6 of 8
     keys = {f"grounding/{method}/{k}" for k in ("pga", "pge", "mpge", "pga_distractor")}
-    assert set(monitor.last_results) == keys
+    assert set(monitor.last_results) == keys | {f"{k}_se" for k in keys}  # se by default
     for key in keys:
         assert key in trainer.callback_metrics
 
@@ -393,7 +393,7 @@ def test_model_attr_reaches_a_wrapped_dual_encoder():
     )
     monitor.attach(holder)
     before = copy.deepcopy(holder.state_dict())
-    assert set(monitor.step(1)) == {"grounding/itsm/pga"}
+    assert set(monitor.step(1)) == {"grounding/itsm/pga", "grounding/itsm/pga_se"}
     for k, v in holder.state_dict().items():
         assert torch.equal(v, before[k])
 

@@ -27,6 +27,12 @@ from lico_lightning.testing import tiny_cnn
 METRICS = ["insertion", "deletion", "overall", "average_drop"]
 
 
+def _with_se(keys) -> set[str]:
+    """The logged keys: each mean with its standard error (the monitors' default)."""
+    keys = list(keys)
+    return set(keys) | {f"{k}_se" for k in keys}
+
+
 def _net() -> nn.Module:
     """Conv–BN–ReLU–conv–ReLU–pool–linear; ``"3"`` is the CAM layer."""
     return tiny_cnn(4, seed=3)
@@ -68,6 +74,7 @@ def _reference(model, dataset, indices, methods=("gradcam", "rise")) -> dict[str
             explainer_kwargs={"rise": {"num_masks": 8, "grid_size": 3}},
             options=SaliencyMetricOptions(step_fraction=0.1, blur_kernel_size=3, blur_sigma=1.0),
             progress=False,
+            standard_errors=True,
         ).items()
     }
 
@@ -157,7 +164,7 @@ def test_plain_loop_leaves_the_model_and_rng_untouched(rng_eater):
     with pytest.warns(UserWarning, match="'rng_eater' failed"):
         logged = monitor.step(2)
 
-    assert set(logged) == {f"saliency/gradcam/{m}" for m in METRICS}
+    assert set(logged) == _with_se(f"saliency/gradcam/{m}" for m in METRICS)
     assert torch.equal(torch.get_rng_state(), states[0])
     assert np.array_equal(np.random.get_state()[1], states[1])  # noqa: NPY002
     assert random.getstate() == states[2]
@@ -199,7 +206,7 @@ def test_plain_loop_epoch_schedule():
     monitor.attach(_net(), _data())
     assert monitor.step(5) == {}  # mid-epoch
     assert monitor.step(5, epoch=0) == {}  # epoch 0 is not due
-    assert set(monitor.step(10, epoch=1)) == {f"saliency/gradcam/{m}" for m in METRICS}
+    assert set(monitor.step(10, epoch=1)) == _with_se(f"saliency/gradcam/{m}" for m in METRICS)
     assert monitor.step(10, epoch=1) == {} and monitor.last_epoch == 1
 
 
@@ -236,7 +243,9 @@ def test_plain_loop_given_batch_probes_with_boxes_and_loggers(tmp_path):
         )
         monitor.attach(_net(), (images, labels, boxes), logger=logger, log_dir=tmp_path)
         logged = monitor.step(2)
-        assert set(logged) == {"saliency/gradcam/insertion", "saliency/gradcam/pointing_game"}
+        assert set(logged) == _with_se(
+            ["saliency/gradcam/insertion", "saliency/gradcam/pointing_game"]
+        )
         if isinstance(logger, Recorder):
             assert logger.metrics == [(2, logged)]
             assert logger.images[0][0] == "saliency/overlays" and logger.images[0][1][0] == 3
@@ -357,6 +366,10 @@ def test_overlay_labels_are_the_probes_own_values(tmp_path, monkeypatch):
         assert float(per_image.mean()) == pytest.approx(
             logged[f"saliency/gradcam/{metric}"], abs=1e-6
         )
+        # the figure's note: the logged mean ± numpy's standard error of the shown values
+        se = float(np.std(per_image.double().numpy(), ddof=1) / np.sqrt(6))
+        assert f"{metric} {logged[f'saliency/gradcam/{metric}']:.3f} ± {se:.3f}" in seen["note"]
+    assert "over 6 probes" in seen["note"]
     labels = torch.stack([dataset[i][1] for i in monitor.probe_indices])
     assert torch.equal(seen["labels"].cpu(), labels)
     with torch.no_grad():

@@ -31,6 +31,19 @@ def test_tiles_are_large_and_the_figure_has_a_jet_colour_bar():
         assert ((right - torch.tensor(colour)).abs().amax(1) < 0.06).any(), colour
 
 
+def test_a_note_adds_its_lines_under_the_title_and_keeps_the_tiles():
+    images, maps = _inputs()
+    plain = render_overlays(images, maps, title="step 2")
+    noted = render_overlays(
+        images, maps, title="step 2", note="gradcam: insertion 0.500 ± 0.100\n(6 probes)"
+    )
+    assert noted.shape[2] == plain.shape[2] and noted.shape[1] > plain.shape[1]
+    extra = noted.shape[1] - plain.shape[1]
+    # the tiles are the same pixels, moved down by the note's height
+    assert torch.allclose(noted[:, extra + 60 :, :], plain[:, 60:, :], atol=0.02)
+    assert (noted[:, 30 : extra + 30, :] < 0.5).any()  # dark text where the note is
+
+
 def test_boxes_are_drawn_on_their_own_row_only():
     images, maps = _inputs()
     plain = render_overlays(images, maps)

@@ -149,9 +149,10 @@ def test_monitor_does_not_perturb_training(tmp_path, schedule, runs):
     _same_weights(reference, monitored)  # parameters and BN buffers, bitwise
     assert monitor.num_runs == runs
     assert set(monitor.last_results) == {
-        f"saliency/{m}/{k}"
+        f"saliency/{m}/{k}{se}"
         for m in ("gradcam", "scorecam", "rise")
         for k in ("insertion", "deletion", "overall", "average_drop")
+        for se in ("", "_se")  # each mean with its standard error, by default
     }
     for key, value in monitor.last_results.items():
         assert key in trainer.callback_metrics
@@ -197,7 +198,7 @@ def test_runs_under_inference_mode_validation_without_warnings(tmp_path):
         warnings.simplefilter("always")
         _fit(tmp_path, [monitor], max_epochs=1)
     assert not [w for w in caught if "SaliencyMonitor" in str(w.message)]
-    assert monitor.num_runs == 1 and len(monitor.last_results) == 8
+    assert monitor.num_runs == 1 and len(monitor.last_results) == 16  # 8 means + their errors
 
 
 # ------------------------------------------------------------------ schedules / checkpoint monitoring
@@ -282,7 +283,9 @@ def test_given_probe_set_with_boxes_and_png_overlays(tmp_path):
     _fit(tmp_path, [monitor], logger=logger, max_epochs=1)
     assert set(monitor.last_results) == {
         "saliency/gradcam/pointing_game",
+        "saliency/gradcam/pointing_game_se",
         "saliency/gradcam/energy_pointing_game",
+        "saliency/gradcam/energy_pointing_game_se",
     }
     assert 0 <= monitor.last_results["saliency/gradcam/pointing_game"] <= 1
     pngs = list((Path(logger.log_dir) / "saliency").glob("*.png"))
@@ -392,7 +395,9 @@ def test_monitor_under_two_process_ddp_matches_single_process(tmp_path):
         EXPLAINERS.unregister("broken_rank1")
     single, ddp = results["single"], results["ddp"]
     assert {k for k in single if k.startswith("saliency/gradcam/")} == {
-        f"saliency/gradcam/{m}" for m in ("insertion", "deletion", "overall", "average_drop")
+        f"saliency/gradcam/{m}{se}"
+        for m in ("insertion", "deletion", "overall", "average_drop")
+        for se in ("", "_se")
     }
     assert any(k.startswith("saliency/broken_rank1/") for k in single)  # works without DDP
     assert not any(
@@ -427,6 +432,7 @@ def test_test_stage_evaluates_the_whole_test_set_like_evaluate_saliency(tmp_path
             blur_sigma=1.0,  # test: protocol step
         ),
         progress=False,
+        standard_errors=True,  # the monitor's default
     )
     assert set(monitor.test_results) == {f"test/saliency/{k}" for k in expected}
     for key, value in expected.items():

@@ -48,7 +48,7 @@ def test_digits_recipe_monitor_and_checkpoint_evaluation(tmp_path):
         for k, v in test.trainer.callback_metrics.items()
         if k.startswith("test/saliency/")
     }
-    assert set(logged) == {f"test/saliency/{k}" for k in KEYS}
+    assert set(logged) == {f"test/saliency/{k}{se}" for k in KEYS for se in ("", "_se")}
 
     model = LICOClassifier.load_from_checkpoint(ckpt)
     direct = evaluate_saliency(
@@ -58,6 +58,7 @@ def test_digits_recipe_monitor_and_checkpoint_evaluation(tmp_path):
         ["insertion", "deletion", "overall"],
         max_batches=1,
         progress=False,
+        standard_errors=True,
     )  # default options = the paper's protocol (3.6 % steps), as the monitor's test stage
     for key, value in direct.items():
         assert logged[f"test/saliency/{key}"] == pytest.approx(value, abs=1e-5)

@@ -129,7 +129,8 @@ def test_the_monitor_logs_ground_truth_and_model_metrics_that_tell_the_oracles_a
     values = {}
     for oracle in (TargetOracle, CueOracle):
         logged, ref = _monitor_values(dm, oracle(dm.mean, dm.std))
-        assert set(logged) == {f"saliency/{k}" for k in ref}
+        errors = {f"saliency/{k}_se" for k in ref if "group_accuracy" not in k}  # means only
+        assert set(logged) == {f"saliency/{k}" for k in ref} | errors
         for key, value in ref.items():
             assert logged[f"saliency/{key}"] == pytest.approx(value, abs=1e-5), key
         values[oracle.__name__] = logged
@@ -174,7 +175,7 @@ def test_ground_truth_metrics_without_ground_truth_raise_in_evaluate_and_skip_in
         match=r"'evidence_share' needs \['target_mask'\].*'group_accuracy' needs \['group'\]",
     ):
         logged = monitor.step(1)
-    assert set(logged) == {"saliency/gradcam/insertion"}
+    assert set(logged) == {"saliency/gradcam/insertion", "saliency/gradcam/insertion_se"}
 
 
 def test_parse_ground_truth_and_what_each_metric_misses(dm) -> None:

@@ -188,6 +188,7 @@ def test_toy_grounding_metric_runs_in_the_evaluation_and_the_monitor(
         metrics=["peak_share", "pga"],
         every_n_train_steps=1,
         probes=probes,
+        standard_errors=False,
     )
     monitor.attach(tiny_clip(), log_dir=tmp_path)
     logged = monitor.step(1)

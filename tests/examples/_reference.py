@@ -29,5 +29,6 @@ def digits_reference(
         ["insertion", "deletion", "overall"],
         options=SaliencyMetricOptions(step_fraction=0.1),
         progress=False,
+        standard_errors=True,  # the monitor's default
     )
     return {f"saliency/{k}": v for k, v in values.items()}

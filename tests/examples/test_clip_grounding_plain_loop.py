@@ -71,7 +71,22 @@ def test_plain_clip_loop_is_unchanged_and_logs_the_direct_values(tmp_path):
         "pga_distractor": pointing_game(maps, distractors, tolerance=0.0, image_size=(32, 32)),
         "pge_distractor": energy_pointing_game(maps, distractors, image_size=(32, 32)),
     }
+    per_probe = {  # each mean's standard error, std(ddof=1) / sqrt(n), by the monitor's default
+        "pga": pointing_game(maps, boxes, tolerance=0.0, image_size=(32, 32), reduction="none"),
+        "pge": energy,
+        "pga_distractor": pointing_game(
+            maps, distractors, tolerance=0.0, image_size=(32, 32), reduction="none"
+        ),
+        "pge_distractor": energy_pointing_game(
+            maps, distractors, image_size=(32, 32), reduction="none"
+        ),
+    }  # mPGE is a median: no standard error
     last = history[-1][1]
-    assert set(last) == {f"grounding/interaction_cam/{k}" for k in expected}
+    assert set(last) == {f"grounding/interaction_cam/{k}" for k in expected} | {
+        f"grounding/interaction_cam/{k}_se" for k in per_probe
+    }
     for name, value in expected.items():
         assert last[f"grounding/interaction_cam/{name}"] == pytest.approx(float(value), abs=1e-5)
+    for name, values in per_probe.items():
+        se = values.double().std() / len(values) ** 0.5
+        assert last[f"grounding/interaction_cam/{name}_se"] == pytest.approx(float(se), abs=1e-5)

@@ -16,9 +16,10 @@ def test_example_runs_and_logs(tmp_path):
         ["--epochs", "1", "--limit", "120", "--num-probes", "4", "--out", str(tmp_path)]
     )
     assert {
-        f"saliency/{m}/{k}"
+        f"saliency/{m}/{k}{se}"
         for m in ("gradcam", "gradcampp")
         for k in ("insertion", "deletion", "overall")
+        for se in ("", "_se")  # each mean with its standard error
     } == set(results)
     assert all(-1.0 <= v <= 1.0 for v in results.values())
     assert list(tmp_path.rglob("saliency/*.png"))

@@ -261,7 +261,8 @@ class GroundingMonitor(ExplanationMonitor):
         prefix: first part of the logged keys.
         standard_errors: also log ``{prefix}/{method}/{metric}_se``: the standard error of
             each mean over the probes, ``std(ddof=1) / sqrt(N)`` (a 0/1 PGA on 16 probes
-            carries about 0.12).
+            carries about 0.12), also written on the overlay figure (default on: a value
+            without its error cannot be read; ``False`` logs the means only).
 
     Example:
         >>> from lico_lightning.testing import tiny_clip
@@ -272,8 +273,8 @@ class GroundingMonitor(ExplanationMonitor):
         >>> monitor = GroundingMonitor(methods=["interaction_cam"], metrics=["pga", "pge"],
         ...     every_n_train_steps=2, probes=probes, log_images=False)
         >>> monitor.attach(tiny_clip())
-        >>> monitor.step(1), sorted(monitor.step(2))
-        ({}, ['grounding/interaction_cam/pga', 'grounding/interaction_cam/pge'])
+        >>> monitor.step(1), sorted(monitor.step(2))  # each mean with its standard error
+        ({}, ['grounding/interaction_cam/pga', 'grounding/interaction_cam/pga_se', 'grounding/interaction_cam/pge', 'grounding/interaction_cam/pge_se'])
     """
 
     def __init__(
@@ -294,7 +295,7 @@ class GroundingMonitor(ExplanationMonitor):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         prefix: str = "grounding",
-        standard_errors: bool = False,
+        standard_errors: bool = True,
     ) -> None:
         self.methods, self.metrics = check_grounding_names(methods, metrics)
         self.standard_errors = check_bool("standard_errors", standard_errors)
@@ -538,6 +539,7 @@ class GroundingMonitor(ExplanationMonitor):
             boxes=[b[None] for b in probes.boxes],
             row_captions=captions,
             title=f"{self.prefix} · step {step} · phrase maps with the phrase's box",
+            note=self._uncertainty_note(),
         )
 
 

@@ -385,6 +385,25 @@ class ExplanationMonitor(Callback, ABC):
         self.num_runs += 1
         return results
 
+    def _uncertainty_note(self) -> str | None:
+        """The last run's logged means ± their standard errors, one line per method (model-level
+        values on a line of their own), for the overlay figure; ``None`` when no standard error
+        was logged."""
+        lines: dict[str, list[str]] = {}
+        for key, se in self.last_results.items():
+            mean = self.last_results.get(key[: -len("_se")]) if key.endswith("_se") else None
+            if mean is None:
+                continue
+            method, _, metric = key[len(self.prefix) + 1 : -len("_se")].partition("/")
+            if not metric:  # a model-level value, e.g. saliency/cue_reliance
+                method, metric = "model", method
+            lines.setdefault(method, []).append(f"{metric} {mean:.3f} ± {se:.3f}")
+        if not lines:
+            return None
+        size = len(self._probe) if self._probe is not None else 0
+        text = [f"{method}: " + ", ".join(values) for method, values in lines.items()]
+        return "\n".join([*text, f"(mean ± standard error over {size} probes)"])
+
     # ---------------------------------------------------------------- plain loop / Fabric
     def attach(
         self,

@@ -163,7 +163,9 @@ class SaliencyMonitor(ExplanationMonitor):
         probe_ground_truth: ``{name: (N, ...) tensor}``, the ground truth of ``probe_images``.
         standard_errors: also log ``{prefix}/{method}/{metric}_se`` beside each value that is a
             mean over the probes: its standard error ``std(ddof=1) / sqrt(N)`` over every
-            probe of every process (e.g. 16 probes of a 0/1 pointing game: about 0.12).
+            probe of every process (e.g. 16 probes of a 0/1 pointing game: about 0.12), also
+            written on the overlay figure (default on: a value without its error cannot be
+            read; ``False`` logs the means only).
         seed: seed of the probe draw.
         target: explain the model's ``"predicted"`` class (the evaluation protocol) or the
             ``"label"``.
@@ -203,8 +205,8 @@ class SaliencyMonitor(ExplanationMonitor):
         >>> monitor = SaliencyMonitor(methods=["gradcam"], every_n_train_steps=2,
         ...     layer="0", log_images=False)
         >>> monitor.attach(net, probes)
-        >>> monitor.step(1), sorted(monitor.step(2))
-        ({}, ['saliency/gradcam/deletion', 'saliency/gradcam/insertion', 'saliency/gradcam/overall'])
+        >>> monitor.step(1), sorted(monitor.step(2))  # each mean with its standard error
+        ({}, ['saliency/gradcam/deletion', 'saliency/gradcam/deletion_se', 'saliency/gradcam/insertion', 'saliency/gradcam/insertion_se', 'saliency/gradcam/overall', 'saliency/gradcam/overall_se'])
     """
 
     def __init__(
@@ -233,7 +235,7 @@ class SaliencyMonitor(ExplanationMonitor):
         evaluate_test: bool = True,
         model_metrics: Sequence[str] = (),
         probe_ground_truth: Mapping[str, Tensor] | None = None,
-        standard_errors: bool = False,
+        standard_errors: bool = True,
     ) -> None:
         self.methods, self.metrics = check_saliency_names(methods, metrics)
         self.model_metrics = check_model_metrics(model_metrics)
@@ -448,4 +450,5 @@ class SaliencyMonitor(ExplanationMonitor):
             scores=scores,
             boxes=probes.boxes,
             title=f"{self.prefix} · step {step}",
+            note=self._uncertainty_note(),
         )

@@ -517,6 +517,7 @@ def evaluate_saliency(
     device: torch.device | str | None = None,
     progress: bool = True,
     model_metrics: Sequence[str] = (),
+    standard_errors: bool = False,
 ) -> dict[str, float]:
     r"""Evaluate saliency methods on a trained classifier (LICO Table 1 / Appendix B protocol).
 
@@ -544,10 +545,13 @@ def evaluate_saliency(
         progress: tqdm bar over batches.
         model_metrics: model-level measures (:data:`MODEL_METRICS`: ``target_reliance``,
             ``cue_reliance``, ``group_accuracy``), reported without a method prefix.
+        standard_errors: also report ``"{key}_se"`` beside each value that is a mean over the
+            images: its standard error ``std(ddof=1) / sqrt(N)``.
 
     Returns:
         ``{"{method}/{metric}": value}`` (NaN, with a warning, for a metric no image was
-        valid for, e.g. pointing games without any box) and the model metrics' keys.
+        valid for, e.g. pointing games without any box) and the model metrics' keys (each
+        followed by its ``_se`` with ``standard_errors=True``).
 
     Raises:
         ValueError: a batch lacks the boxes or the ground-truth entries (:func:`parse_ground_truth`)
@@ -568,7 +572,12 @@ def evaluate_saliency(
         check_positive("max_batches", max_batches)
     model_names = check_model_metrics(model_metrics)
     evaluation = SaliencyEvaluation(
-        method_names, metric_names, options, on_error="raise", model_metrics=model_names
+        method_names,
+        metric_names,
+        options,
+        on_error="raise",
+        model_metrics=model_names,
+        standard_errors=check_bool("standard_errors", standard_errors),
     )
     explainers = build_explainers(model, method_names, layer, explainer_kwargs)
     if device is None:
@@ -605,4 +614,9 @@ def evaluate_saliency(
             "reporting NaN for them.",
             stacklevel=2,
         )
-    return {key: results.get(key, float("nan")) for key in keys}
+    out: dict[str, float] = {}
+    for key in keys:
+        out[key] = results.get(key, float("nan"))
+        if f"{key}_se" in results:
+            out[f"{key}_se"] = results[f"{key}_se"]
+    return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-import torch
 from torch import Tensor
 
 from lico_lightning._validation import check_choice, check_int, check_real
