@@ -84,7 +84,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"Expected --cue-correlation in [0, 1], but got {args.cue_correlation}.")
     for name in ("epochs", "every", "probes", "num_train", "num_eval"):
         if getattr(args, name) < 1:
-            parser.error(f"Expected --{name.replace('_', '-')} >= 1, but got {getattr(args, name)}.")
+            parser.error(
+                f"Expected --{name.replace('_', '-')} >= 1, but got {getattr(args, name)}."
+            )
     return args
 
 
@@ -104,7 +106,10 @@ def _accuracy_callback(every: int) -> Any:
                 return
             if not self.splits:  # rendered once: the scenes are fixed
                 data = trainer.datamodule
-                for name, loader in (("val", data.val_dataloader()), ("anti", data.split_dataloader("anti"))):
+                for name, loader in (
+                    ("val", data.val_dataloader()),
+                    ("anti", data.split_dataloader("anti")),
+                ):
                     self.splits[name] = [(b[0], b[1]) for b in loader]
             values = {
                 f"shortcut/accuracy_{name}": _accuracy(pl_module, batches)
@@ -179,7 +184,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     trainer.fit(cli.model, cli.datamodule)
     rows = _rows_from_log(Path(trainer.logger.log_dir) / "metrics.csv", seed)
     if not rows:
-        raise RuntimeError(f"Expected logged monitor values in {trainer.logger.log_dir}, but got none.")
+        raise RuntimeError(
+            f"Expected logged monitor values in {trainer.logger.log_dir}, but got none."
+        )
     write_text(cache, _csv_text(rows))
     return rows
 
@@ -207,7 +214,10 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     with path.open() as f:
         return [
-            {k: (int(v) if k in ("seed", "step") else float(v) if v not in ("",) else "") for k, v in r.items()}
+            {
+                k: (int(v) if k in ("seed", "step") else float(v) if v not in ("",) else "")
+                for k, v in r.items()
+            }
             for r in csv.DictReader(f)
         ]
 
@@ -259,9 +269,21 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     steps = sorted({r["step"] for r in rows})
     panels = [
-        ("accuracy", [("accuracy_val", "validation (in distribution)"), ("accuracy_anti", "anti split (held out)")]),
+        (
+            "accuracy",
+            [
+                ("accuracy_val", "validation (in distribution)"),
+                ("accuracy_anti", "anti split (held out)"),
+            ],
+        ),
         ("logit drop", [("cue_reliance", "cue reliance"), ("target_reliance", "target reliance")]),
-        ("Grad-CAM mass share", [("shortcut_share", "shortcut share (cue)"), ("evidence_share", "evidence share (target)")]),
+        (
+            "Grad-CAM mass share",
+            [
+                ("shortcut_share", "shortcut share (cue)"),
+                ("evidence_share", "evidence share (target)"),
+            ],
+        ),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (ylabel, series) in zip(axes, panels):
@@ -270,7 +292,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             for step in steps:
                 values = [r[column] for r in rows if r["step"] == step]
                 means.append(statistics.fmean(values))
-                errs.append(statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
+                errs.append(
+                    statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+                )
             low = [m - e for m, e in zip(means, errs)]
             high = [m + e for m, e in zip(means, errs)]
             (line,) = ax.plot(steps, means, label=label)
@@ -293,7 +317,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     for i, seed in enumerate(args.seeds, 1):
         start = time.perf_counter()
         rows += run_seed(args, seed)
-        print(f"[{i}/{len(args.seeds)}] seed {seed}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+        print(
+            f"[{i}/{len(args.seeds)}] seed {seed}: {(time.perf_counter() - start) / 60:.1f} min",
+            flush=True,
+        )
     chance = 1.0 / 3.0  # the recipe's three classes
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "runs.csv", _csv_text(rows))
