@@ -528,7 +528,9 @@ class ShardCaptionDataset(IterableDataset):
         ``index`` without a ``.json``): the plan, before any shard is read; the already
         consumed ``skip_batches`` left out."""
         plans = self._plans(workers)
-        streams = [[[self.offsets[s] + m for s, m in b] for b in p.batches] for p in plans]
+        streams = [
+            [[self.offsets[s] + m for s, m in b] for b in plans[w].batches] for w in range(workers)
+        ]
         order = [streams[j % workers][j // workers] for j in range(len(self))]
         return order[self.skip_batches :]
 
@@ -694,7 +696,13 @@ class _InMemoryShardDataset(CaptionDataset):
 # ----------------------------------------------------------------------------- data module
 class _PositionedLoader(DataLoader):
     """A DataLoader that sets its dataset's epoch and resume position right before each
-    iterator (and its workers, which copy the dataset) is created."""
+    epoch's workers (which copy the dataset) start.
+
+    It is resumable in Lightning's sense (``state_dict`` / ``load_state_dict``), but its
+    position is kept by :meth:`ShardCaptionDataModule.state_dict` — the Trainer's count of
+    completed batches, which a loader cannot know (Lightning fetches one batch ahead) — so
+    its own state is empty.
+    """
 
     def __init__(
         self, dataset: ShardCaptionDataset, position: Callable[[], tuple[int, int]], **kwargs: Any
@@ -704,16 +712,26 @@ class _PositionedLoader(DataLoader):
         self.served = [0, 0]
 
     def __iter__(self) -> Any:
+        return self._batches()
+
+    def _batches(self) -> Iterator[Any]:
+        # The position is read at the first batch, not at iter(): Lightning creates the
+        # iterator before its fit loop settles the epoch of a restart (a checkpoint saved
+        # after an epoch's last batch resumes with the next epoch).
         dataset: Any = self.dataset
         epoch, skip = self._position()
         dataset.set_epoch(epoch, skip)
         self.served = [epoch, skip]  # batches of the epoch handed out (plain loops' position)
-        return self._counted(super().__iter__())
-
-    def _counted(self, batches: Iterator[Any]) -> Iterator[Any]:
-        for batch in batches:
+        for batch in super().__iter__():
             self.served[1] += 1
             yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Empty: the position is the data module's state."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore here (see :meth:`state_dict`)."""
 
 
 class ShardCaptionDataModule(CaptionDataModule):
@@ -880,8 +898,6 @@ class ShardCaptionDataModule(CaptionDataModule):
         return {
             "seed": self.seed,
             "train_shards": self.train_shards,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
             "shuffle_buffer": self.shuffle_buffer,
         }
 
