@@ -815,7 +815,7 @@ class ShardCaptionDataModule(CaptionDataModule):
         self.shuffle_buffer = shuffle_buffer
         self.sizes_file = sizes_file
         self._resume: dict[str, int] | None = None
-        self._loader: _PositionedLoader | None = None
+        self._train_loader: _PositionedLoader | None = None
         self.epoch = 0
 
     def _eval_dataset(self, shards: str | list[str]) -> CaptionDataset:
@@ -883,8 +883,8 @@ class ShardCaptionDataModule(CaptionDataModule):
                 "Expected `setup('fit')` to run before asking for the fit dataloader."
             )
         dataset.set_rank(*self._rank())
-        self._loader = _PositionedLoader(dataset, self._position, num_workers=self.num_workers)
-        return self._loader
+        self._train_loader = _PositionedLoader(dataset, self._position, num_workers=self.num_workers)
+        return self._train_loader
 
     def val_dataloader(self) -> Any:
         """Validation pairs in order (``[]`` without ``val_shards``)."""
@@ -918,8 +918,8 @@ class ShardCaptionDataModule(CaptionDataModule):
         if trainer is not None:
             epoch = trainer.fit_loop.epoch_progress.current.processed
             batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        elif self._loader is not None:
-            epoch, batches = self._loader.served
+        elif self._train_loader is not None:
+            epoch, batches = self._train_loader.served
         else:
             epoch, batches = self.epoch, 0
         return {
