@@ -157,8 +157,9 @@ def test_a_resumed_epoch_yields_exactly_the_remaining_batches(tmp_path) -> None:
 def _ddp_two_workers(rank: int, world_size: int, pattern: str) -> tuple[list[list[int]], int]:
     data = dataset(pattern, shuffle_buffer=4)  # rank and world size from torch.distributed
     data.set_epoch(1)
-    batches = [sample_of(t) for _, t, _ in DataLoader(data, batch_size=None, num_workers=2)]
-    return batches, data.rank
+    # a spawned process defaults to spawned workers, which would import everything again
+    loader = DataLoader(data, batch_size=None, num_workers=2, multiprocessing_context="fork")
+    return [sample_of(t) for _, t, _ in loader], data.rank
 
 
 @pytest.mark.distributed

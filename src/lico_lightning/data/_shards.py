@@ -883,7 +883,9 @@ class ShardCaptionDataModule(CaptionDataModule):
                 "Expected `setup('fit')` to run before asking for the fit dataloader."
             )
         dataset.set_rank(*self._rank())
-        self._train_loader = _PositionedLoader(dataset, self._position, num_workers=self.num_workers)
+        self._train_loader = _PositionedLoader(
+            dataset, self._position, num_workers=self.num_workers
+        )
         return self._train_loader
 
     def val_dataloader(self) -> Any:
@@ -1149,7 +1151,8 @@ def write_shards_main(argv: Sequence[str] | None = None) -> list[Path]:
     else:
         records = read_caption_file(args.caption_file, args.image_root)
     paths = write_shards(records, args.out_pattern, args.samples_per_shard)
-    total = sum(len(r.captions) for r in getattr(records, "records", records))
+    listed = records.records if isinstance(records, CaptionDataset) else records
+    total = sum(len(r.captions) for r in listed)
     print(f"wrote {len(paths)} shards ({total} samples): {paths[0]} ... {paths[-1]}")
     return paths
 
