@@ -748,7 +748,8 @@ class ShardCaptionDataModule(CaptionDataModule):
     sample's ``.json``) work as with every caption data module.
 
     Workers are started anew each epoch (not persistent): each takes the epoch's position when
-    it starts.
+    it starts. Which samples form which batch is reproducible; random augmentations (open_clip's
+    training crop) are not part of that guarantee, as in every data module.
 
     Args:
         train_shards: training shard pattern(s) (:func:`expand_shard_urls`).
