@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import glob
 import io
+import itertools
 import json
 import math
 import os
@@ -463,7 +464,7 @@ class ShardCaptionDataset(IterableDataset):
         self.sizes = read_shard_sizes(self.urls, sizes_file)
         if sum(self.sizes) == 0:
             raise ValueError(f"Expected samples in the shards {shards!r}, but they hold none.")
-        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        self.offsets = [0, *itertools.accumulate(self.sizes)][:-1]  # first sample id per shard
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.transform = transform
@@ -700,8 +701,8 @@ class _PositionedLoader(DataLoader):
 
     It is resumable in Lightning's sense (``state_dict`` / ``load_state_dict``), but its
     position is kept by :meth:`ShardCaptionDataModule.state_dict` — the Trainer's count of
-    completed batches, which a loader cannot know (Lightning fetches one batch ahead) — so
-    its own state is empty.
+    trained batches, which a loader cannot know in general (a data fetcher may run ahead of
+    training) — so its own state is empty.
     """
 
     def __init__(
