@@ -229,6 +229,38 @@ def test_a_run_resumed_mid_epoch_sees_every_remaining_sample_once(tmp_path, stop
         assert sorted(samples) == list(range(30))
 
 
+class RankRecorder(Recorder):
+    """A :class:`Recorder` that leaves each process's record in a file (``ddp_spawn``)."""
+
+    def __init__(self, out: str) -> None:
+        super().__init__()
+        self.out = out
+
+    def on_train_end(self) -> None:
+        Path(self.out, f"rank{self.global_rank}.json").write_text(json.dumps(self.seen))
+
+
+@pytest.mark.distributed
+def test_lightning_ddp_gives_the_ranks_equal_batch_counts_over_uneven_shards(tmp_path) -> None:
+    """The data module under a real 2-process Trainer: the ranks come from the Trainer, the
+    uneven shards (7, 3, 11, 1, 8) give both ranks 4 batches, no rank waits for the other,
+    and each epoch's union is every sample once."""
+    make_shards(tmp_path / "shards")
+    dm = ShardCaptionDataModule(
+        str(tmp_path / "shards" / "*.tar"), model_cfg=CFG, batch_size=4, num_workers=0
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(RankRecorder(str(tmp_path)), dm)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for epoch in (0, 1):
+        batches = [[b for e, b in seen if e == epoch] for seen in ranks]
+        assert [len(b) for b in batches] == [4, 4]
+        assert sorted(n for rank in batches for b in rank for n in b) == list(range(30))
+
+
 def test_a_different_layout_restarts_the_epoch_with_a_warning(tmp_path) -> None:
     make_shards(tmp_path)
     dm = ShardCaptionDataModule(str(tmp_path / "*.tar"), model_cfg=CFG, batch_size=4, num_workers=0)
