@@ -155,3 +155,30 @@ def test_a_trainer_with_the_plugin_resumes_from_its_checkpoint(tmp_path) -> None
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(ValueError, match=ckpt.name):
         pl.Trainer(max_epochs=3, **kwargs).fit(Tiny(), data, ckpt_path=ckpt)
+
+
+def test_a_shard_write_that_fails_halfway_leaves_the_whole_shards_only(tmp_path, monkeypatch):
+    import webdataset
+    from PIL import Image
+
+    from lico_lightning.data import CaptionRecord, read_shard_sizes, write_shards
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    records = [CaptionRecord(str(tmp_path / "a.png"), ("one", "two", "three"))]
+    out = tmp_path / "out"
+    real, calls = webdataset.TarWriter.write, []
+
+    def disk_full_on_the_third_sample(self, obj):
+        calls.append(obj["__key__"])
+        if len(calls) == 3:  # the first sample of the second shard
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, obj)
+
+    monkeypatch.setattr(webdataset.TarWriter, "write", disk_full_on_the_third_sample)
+    with pytest.raises(OSError, match="No space left"):
+        write_shards(records, out / "%02d.tar", samples_per_shard=2)
+    assert sorted(p.name for p in out.iterdir()) == ["00.tar"]  # whole; no temp, no 01.tar
+    assert read_shard_sizes([str(out / "00.tar")]) == [2]  # counted from its headers
+    monkeypatch.undo()
+    write_shards(records, out / "%02d.tar", samples_per_shard=2)
+    assert sorted(p.name for p in out.iterdir()) == ["00.tar", "01.tar", "sizes.json"]

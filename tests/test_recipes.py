@@ -37,6 +37,7 @@ from lico_lightning.cli import (
     explainr_main,
     main,
 )
+from lico_lightning.data import write_shards_main
 from lico_lightning.text import tiny_openclip_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,6 +165,17 @@ def clip_overrides(recipe: Path, tmp_path: Path) -> list[str]:
     elif data_class == "COCOCaptionDataModule":
         make_tiny_coco(tmp_path / "coco")
         args += [f"--data.init_args.root={tmp_path / 'coco'}", "--data.init_args.num_workers=0"]
+    elif data_class == "ShardCaptionDataModule":  # the recipe's shards, written as it says
+        shards = tmp_path / "shapes_shards"
+        for split, scenes in (("train", "12"), ("val", "4")):
+            tiny = ["--split", split, "--image-size", "32", "--samples-per-shard", "8"]
+            write_shards_main([f"{shards}/{split}-%06d.tar", "--shapes", scenes, *tiny])
+        args += [
+            f"--data.init_args.train_shards={shards}/train-{{000000..000002}}.tar",
+            f"--data.init_args.val_shards={shards}/val-000000.tar",
+            "--data.init_args.batch_size=8",
+            "--data.init_args.num_workers=0",
+        ]
     elif data_class == "Flickr30kEntitiesDataModule":
         make_tiny_flickr30k_entities(tmp_path / "f30k")
         args += [f"--data.init_args.root={tmp_path / 'f30k'}", "--data.init_args.num_workers=0"]
@@ -340,6 +352,7 @@ TABLE = [
     Row("lico_shortcut", "lico-lightning", check_lico),
     Row("lico_shortcut_rrr", "lico-lightning", check_guided, evaluate="test"),
     Row("clip_shapes", "lico-clip", check_clip, evaluate="test", slow=False),
+    Row("clip_shapes_shards", "lico-clip", check_clip, evaluate="test", slow=False),
     Row("clip_coco_vit_b32", "lico-clip", check_clip, slow=False),
     Row("clip_flickr30k_entities", "lico-clip", check_clip, slow=False),
     Row(

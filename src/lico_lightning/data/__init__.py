@@ -56,6 +56,14 @@ from lico_lightning.data._image_folder import (
 from lico_lightning.data._probes import draw_probe_indices, draw_probes, probe_items
 from lico_lightning.data._sampler import ResumableRandomSampler
 from lico_lightning.data._shapes import ShapesCaptionDataModule
+from lico_lightning.data._shards import (
+    ShardCaptionDataModule,
+    ShardCaptionDataset,
+    expand_shard_urls,
+    read_shard_sizes,
+    write_shards,
+    write_shards_main,
+)
 from lico_lightning.data._shortcut import (
     CUE_COLOURS,
     SHORTCUT_SPLITS,
@@ -103,6 +111,8 @@ __all__ = [
     "ResumableRandomSampler",
     "SVHNDataModule",
     "ShapesCaptionDataModule",
+    "ShardCaptionDataModule",
+    "ShardCaptionDataset",
     "ShortcutDataModule",
     "ShortcutDataset",
     "StanfordCarsDataModule",
@@ -113,6 +123,7 @@ __all__ = [
     "draw_probe_indices",
     "draw_probes",
     "encode_caption_dataset",
+    "expand_shard_urls",
     "limited_label_indices",
     "load_class_names_file",
     "open_clip_preprocessing",
@@ -121,5 +132,8 @@ __all__ = [
     "read_caption_file",
     "read_coco_captions",
     "read_flickr30k_entities",
+    "read_shard_sizes",
     "stratified_split_indices",
+    "write_shards",
+    "write_shards_main",
 ]
