@@ -115,16 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     arms = dict(MAIN_ARMS)
     if args.ablations:
         arms.update(ABLATION_ARMS)
-    for spec in args.arm:
-        name, sep, overrides = spec.partition("=")
-        if not sep or not name.isidentifier():
-            parser.error(f'Expected --arm NAME="OVERRIDES", but got {spec!r}.')
-        arms[name] = shlex.split(overrides)
-    if args.only is not None:
-        unknown = sorted(set(args.only) - set(arms))
-        if unknown:
-            parser.error(f"Expected --only arms among {sorted(arms)}, but got {unknown}.")
-        arms = {k: v for k, v in arms.items() if k in args.only}
+    arms = select_arms(parser, arms, args.arm, args.only)
     if args.run is not None:
         arm, seed = args.run
         if arm not in arms or not seed.lstrip("-").isdigit():
@@ -136,6 +127,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.baseline = None
     args.arms = arms
     return args
+
+
+def select_arms(
+    parser: argparse.ArgumentParser,
+    arms: dict[str, list[str]],
+    specs: Sequence[str],
+    only: Sequence[str] | None,
+) -> dict[str, list[str]]:
+    """``arms`` plus every ``--arm NAME="OVERRIDES"`` of ``specs``, kept to ``only`` when given;
+    a malformed spec or an unknown ``--only`` name is a parser error."""
+    arms = dict(arms)
+    for spec in specs:
+        name, sep, overrides = spec.partition("=")
+        if not sep or not name.isidentifier():
+            parser.error(f'Expected --arm NAME="OVERRIDES", but got {spec!r}.')
+        arms[name] = shlex.split(overrides)
+    if only is not None:
+        unknown = sorted(set(only) - set(arms))
+        if unknown:
+            parser.error(f"Expected --only arms among {sorted(arms)}, but got {unknown}.")
+        arms = {k: v for k, v in arms.items() if k in only}
+    return arms
 
 
 def without_jobs(argv: Sequence[str]) -> list[str]:

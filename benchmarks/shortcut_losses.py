@@ -79,7 +79,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -199,16 +198,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         table = arms(args.rrr_recipe)
     except ValueError as err:
         parser.error(str(err))
-    for spec in args.arm:
-        name, sep, overrides = spec.partition("=")
-        if not sep or not name.isidentifier():
-            parser.error(f'Expected --arm NAME="OVERRIDES", but got {spec!r}.')
-        table[name] = shlex.split(overrides)
-    if args.only is not None:
-        unknown = sorted(set(args.only) - set(table))
-        if unknown:
-            parser.error(f"Expected --only arms among {sorted(table)}, but got {unknown}.")
-        table = {k: v for k, v in table.items() if k in args.only}
+    table = rl.select_arms(parser, table, args.arm, args.only)
     if args.run is not None:
         corr, arm, seed = args.run
         try:

@@ -4,22 +4,14 @@ independent count, and the detection rules on hand-made rows."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "catch_shortcut.py"
+from tests.benchmarks._scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("catch_shortcut", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["catch_shortcut"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("catch_shortcut")
 
 
 def _row(step, cue, target, se_cue, se_target, val, anti):

@@ -4,22 +4,14 @@ correlations against scipy."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 from scipy.stats import spearmanr
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "metric_validity.py"
+from tests.benchmarks._scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("metric_validity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["metric_validity"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("metric_validity")
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ end-to-end study (1 seed × 2 arms × a few steps) that must be resumable."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.benchmarks._scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 #: one Grad-CAM over one test batch after 2 training steps: the tiny end of every study here
@@ -26,12 +26,7 @@ TINY = [
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_lico", ROOT / "benchmarks" / "reproduce_lico.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("reproduce_lico")
 
 
 def test_mean_interval_matches_the_t_formula_by_hand():

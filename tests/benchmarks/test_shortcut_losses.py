@@ -5,7 +5,6 @@ against scipy computed from runs.csv."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import random
@@ -16,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from tests.benchmarks._scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "shortcut_losses.py"
 #: tiny splits, 2 training steps: the data module below must match these
 DATA = {"num_train": 64, "num_val": 16, "num_test": 32, "batch_size": 16}
 TINY = [
@@ -31,11 +30,7 @@ TINY = [
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("shortcut_losses", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["shortcut_losses"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("shortcut_losses")
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
