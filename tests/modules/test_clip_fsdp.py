@@ -28,6 +28,7 @@ from pytorch_lightning.strategies import FSDPStrategy
 from tests._ddp import run_in_gloo_group
 from torch.distributed.fsdp import FullyShardedDataParallel
 
+from lico_lightning._safety import full_parameters
 from lico_lightning.callbacks import GroundingMonitor, GroundingProbes
 from lico_lightning.data import ShapesCaptionDataModule
 from lico_lightning.modules import CLIPFineTuner
@@ -141,9 +142,12 @@ class _Snapshot(Callback):
         self.states.append(_training_state(trainer))
 
 
-def _fit(strategy: FSDPStrategy, monitored: bool, accelerator: str, devices: int) -> dict:
+def _fit(
+    strategy: FSDPStrategy, monitored: bool, accelerator: str, devices: int, **module_kw: Any
+) -> dict:
     pl.seed_everything(3)
-    module = _module()
+    # class names: validation builds the zero-shot classifier from the gathered text tower
+    module = _module(class_names=["circle", "square"], **module_kw)
     monitor, before, after = _monitor(), _Snapshot(), _Snapshot()
     trainer = pl.Trainer(
         max_steps=2,
@@ -155,7 +159,9 @@ def _fit(strategy: FSDPStrategy, monitored: bool, accelerator: str, devices: int
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,
+        limit_val_batches=1,
+        val_check_interval=2,  # after the monitor's run at step 2
+        deterministic=True,  # two runs compared bitwise (also on CUDA)
         callbacks=[before, monitor, after] if monitored else [],
     )
     with warnings.catch_warnings():
@@ -163,9 +169,14 @@ def _fit(strategy: FSDPStrategy, monitored: bool, accelerator: str, devices: int
         trainer.fit(module, _data())
     out: dict[str, Any] = {
         "weights": module.plain_state_dict(),  # gathered: a collective on every rank
+        "module_kw": module_kw,
+        "validated": "val/R@1" in trainer.callback_metrics,
         "num_units": len(FullyShardedDataParallel.fsdp_modules(trainer.strategy.model)),
         "local_numel": sum(p.numel() for p in module.model.parameters()),
     }
+    if module_kw:  # the whole LightningModule (e.g. LoRA adapters unmerged), gathered
+        with full_parameters(trainer.strategy.model):
+            out["weights"] = {k: v.clone() for k, v in module.state_dict().items()}
     if monitored:
         out["results"] = dict(monitor.last_results)
         out["num_runs"] = monitor.num_runs
@@ -190,6 +201,8 @@ def _fsdp_worker(rank: int, world_size: int, out_dir: str) -> dict[str, dict]:
         "nested": _fit(
             _CPUFSDPStrategy(auto_wrap_policy={ResidualAttentionBlock}), True, "cpu", world_size
         ),
+        # LoRA: parametrized attention weights and hooked MLP adapters, frozen base
+        "lora": _fit(_CPUFSDPStrategy(), True, "cpu", world_size, lora_rank=2),
     }
     for name, run in runs.items():  # the gathered weights, the same on every rank: a file
         weights = run.pop("weights")  # (too large for the result queue)
@@ -199,10 +212,18 @@ def _fsdp_worker(rank: int, world_size: int, out_dir: str) -> dict[str, dict]:
     return runs
 
 
-def _unsharded_results(weights: dict[str, torch.Tensor], device: str = "cpu") -> dict:
-    """The monitor's values on the same weights, not sharded, in one process (a plain loop)."""
-    module = _module()
-    module.model.load_state_dict(weights)
+def _unsharded_results(
+    weights: dict[str, torch.Tensor], device: str = "cpu", **module_kw: Any
+) -> dict:
+    """The monitor's values on the same weights, not sharded, in one process (a plain loop):
+    a plain open_clip state dict, or the module's own (with ``module_kw``)."""
+    module = _module(**module_kw)
+    if module_kw:
+        checkpoint = {"state_dict": weights}
+        module.on_load_checkpoint(checkpoint)  # the 1-element logit scale of FSDP made 0-d
+        module.load_state_dict(checkpoint["state_dict"])
+    else:
+        module.model.load_state_dict(weights)
     monitor = _monitor()
     monitor.attach(module.model.to(device))
     with warnings.catch_warnings():
@@ -221,6 +242,7 @@ def _check_runs(runs: list[dict[str, dict]], device: str = "cpu") -> None:
     if world_size > 1:
         assert all(r["monitored"]["local_numel"] < full for r in runs)
     assert nested["num_units"] > monitored["num_units"] == 1
+    assert all(run["validated"] for r in runs for run in r.values())
 
     # no perturbation: the monitored run's weights equal the plain run's, bitwise
     assert plain["weights"].keys() == monitored["weights"].keys()
@@ -228,16 +250,17 @@ def _check_runs(runs: list[dict[str, dict]], device: str = "cpu") -> None:
         assert torch.equal(value, monitored["weights"][key]), key
     assert plain["weights"]["logit_scale"].shape == ()  # exported as open_clip builds it
 
-    for name in ("monitored", "nested"):
+    for name in ("monitored", "nested", "lora"):
         for rank, run in enumerate(r[name] for r in runs):
             assert run["num_runs"] == 1  # step 2
-            assert run["grads_set"] == [True, True]  # Lightning zeroes them before backward
+            if name != "lora":  # (a LoRA shard may hold no trainable parameter)
+                assert run["grads_set"] == [True, True]  # Lightning zeroes them before backward
             # shards, gradients (values and tensors), flags, modes, FSDP state, RNG: untouched
             assert run["changed"] == [[], []], (name, rank)
             assert set(run["results"]) == {f"grounding/{m}/{k}" for m in METHODS for k in METRICS}
             assert run["results"] == runs[0][name]["results"]  # reduced: equal on every rank
         # the whole model explained: the values of the unsharded model with the same weights
-        want = _unsharded_results(runs[0][name]["weights"], device)
+        want = _unsharded_results(runs[0][name]["weights"], device, **runs[0][name]["module_kw"])
         for key, value in runs[0][name]["results"].items():
             assert value == pytest.approx(want[key], abs=ATOL), (name, key)
 
@@ -269,12 +292,16 @@ def test_fsdp_on_cuda_with_lightnings_own_strategy() -> None:
     def run(**kw: Any) -> FSDPStrategy:
         return FSDPStrategy(**kw)
 
-    runs = {
-        "plain": _fit(run(), False, "cuda", 1),
-        "monitored": _fit(run(), True, "cuda", 1),
-        "nested": _fit(run(auto_wrap_policy={ResidualAttentionBlock}), True, "cuda", 1),
-    }
-    _check_runs([runs], device="cuda")
+    try:
+        runs = {
+            "plain": _fit(run(), False, "cuda", 1),
+            "monitored": _fit(run(), True, "cuda", 1),
+            "nested": _fit(run(auto_wrap_policy={ResidualAttentionBlock}), True, "cuda", 1),
+            "lora": _fit(run(), True, "cuda", 1, lora_rank=2),
+        }
+        _check_runs([runs], device="cuda")
+    finally:
+        torch.use_deterministic_algorithms(False)  # set by deterministic=True
 
 
 # ------------------------------------------------------------------ no process needed

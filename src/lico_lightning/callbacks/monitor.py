@@ -408,8 +408,9 @@ class ExplanationMonitor(Callback, ABC):
         :meth:`step`. (Under a Lightning ``Trainer`` pass the monitor to ``callbacks=`` instead.)
 
         Args:
-            model: the model to explain (DDP / Fabric wrappers are looked through; with
-                ``model_attr``, that submodule of it).
+            model: the model to explain (DDP / FSDP / Fabric wrappers are looked through, and
+                FSDP-sharded parameters gathered for each run; with ``model_attr``, that
+                submodule of it).
             probes: a dataset or dataloader to draw ``num_probes`` items from, a collated batch
                 (e.g. ``(images, labels)``), a :class:`~lico_lightning.callbacks.ProbeSet`, or
                 ``None`` when probes were given to the constructor.
