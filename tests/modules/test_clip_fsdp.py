@@ -266,9 +266,7 @@ def _check_runs(runs: list[dict[str, dict]], device: str = "cpu") -> None:
 
     # the comparison can fail: the untrained weights give other values
     before = _unsharded_results(_module().plain_state_dict(), device)
-    assert any(
-        abs(before[k] - monitored["results"][k]) > 100 * ATOL for k in monitored["results"]
-    )
+    assert any(abs(before[k] - monitored["results"][k]) > 100 * ATOL for k in monitored["results"])
 
 
 @pytest.mark.distributed
