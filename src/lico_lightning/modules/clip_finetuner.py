@@ -219,7 +219,7 @@ class CLIPFineTuner(CheckpointOwner, family=True):
       ``logit_scale`` / ``logit_bias`` become 1-element parameters (FSDP shards no 0-d
       parameter; the same values and loss); :meth:`plain_state_dict` and :meth:`export_open_clip`
       gather the whole model (a collective: call them on every rank) and give them 0-d again;
-      checkpoints load with or without FSDP; ``accum_freq > 1`` is refused.
+      loading a checkpoint reshapes them either way; ``accum_freq > 1`` is refused.
 
     Batches are ``(images, tokens, index)`` (see :mod:`lico_lightning.data`), ``index`` the
     image's position in the split. Note: Lightning's ``accumulate_grad_batches`` does **not**
