@@ -24,14 +24,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.strategies import FSDPStrategy
+from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, Strategy
 from tests._ddp import run_in_gloo_group
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from lico_lightning._safety import full_parameters
 from lico_lightning.callbacks import GroundingMonitor, GroundingProbes
 from lico_lightning.data import ShapesCaptionDataModule
-from lico_lightning.modules import CLIPFineTuner
+from lico_lightning.modules import CLIPFineTuner, clip_param_groups
 from lico_lightning.text import tiny_openclip_config
 
 # a tiny CLIP with a 4x4 patch grid and 2 blocks per tower, captions of <= 16 tokens
@@ -143,7 +143,7 @@ class _Snapshot(Callback):
 
 
 def _fit(
-    strategy: FSDPStrategy, monitored: bool, accelerator: str, devices: int, **module_kw: Any
+    strategy: Strategy, monitored: bool, accelerator: str, devices: int, **module_kw: Any
 ) -> dict:
     pl.seed_everything(3)
     # class names: validation builds the zero-shot classifier from the gathered text tower
@@ -171,6 +171,7 @@ def _fit(
         "weights": module.plain_state_dict(),  # gathered: a collective on every rank
         "module_kw": module_kw,
         "validated": "val/R@1" in trainer.callback_metrics,
+        "group_sizes": [len(g["params"]) for g in trainer.optimizers[0].param_groups],
         "num_units": len(FullyShardedDataParallel.fsdp_modules(trainer.strategy.model)),
         "local_numel": sum(p.numel() for p in module.model.parameters()),
     }
@@ -194,6 +195,7 @@ def _fsdp_worker(rank: int, world_size: int, out_dir: str) -> dict[str, dict]:
 
     torch.set_num_threads(1)
     runs = {
+        "ddp": _fit(DDPStrategy(), False, "cpu", world_size),
         # `--trainer.strategy fsdp`: one FSDP unit around the LightningModule
         "plain": _fit(_CPUFSDPStrategy(), False, "cpu", world_size),
         "monitored": _fit(_CPUFSDPStrategy(), True, "cpu", world_size),
@@ -243,6 +245,14 @@ def _check_runs(runs: list[dict[str, dict]], device: str = "cpu") -> None:
         assert all(r["monitored"]["local_numel"] < full for r in runs)
     assert nested["num_units"] > monitored["num_units"] == 1
     assert all(run["validated"] for r in runs for run in r.values())
+    # open_clip's AdamW groups (no decay for ndim < 2: FSDP's shards are flat) as unsharded
+    want = [len(g["params"]) for g in clip_param_groups(_module().model, 0.1)]
+    assert all(r[name]["group_sizes"] == want for r in runs for name in ("plain", "nested"))
+
+    # trains as DDP does (reduce-scatter instead of all-reduce: float rounding apart)
+    if "ddp" in runs[0]:
+        for key, value in runs[0]["ddp"]["weights"].items():
+            torch.testing.assert_close(plain["weights"][key], value, atol=1e-5, rtol=0, msg=key)
 
     # no perturbation: the monitored run's weights equal the plain run's, bitwise
     assert plain["weights"].keys() == monitored["weights"].keys()

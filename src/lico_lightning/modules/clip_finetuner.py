@@ -688,15 +688,16 @@ class CLIPFineTuner(CheckpointOwner, family=True):
 
     def configure_optimizers(self) -> Any:
         hp = self._hp
-        groups = clip_param_groups(
-            self.model,
-            hp.weight_decay,
-            image_lr=hp.image_lr,
-            text_lr=hp.text_lr,
-            logit_scale_lr=hp.logit_scale_lr,
-            image_weight_decay=hp.image_weight_decay,
-            text_weight_decay=hp.text_weight_decay,
-        )
+        with self._full_parameters():  # FSDP: the no-decay rule reads the unflattened shapes
+            groups = clip_param_groups(
+                self.model,
+                hp.weight_decay,
+                image_lr=hp.image_lr,
+                text_lr=hp.text_lr,
+                logit_scale_lr=hp.logit_scale_lr,
+                image_weight_decay=hp.image_weight_decay,
+                text_weight_decay=hp.text_weight_decay,
+            )
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
