@@ -161,7 +161,9 @@ def _fit(
         num_sanity_val_steps=0,
         limit_val_batches=1,
         val_check_interval=2,  # after the monitor's run at step 2
-        deterministic=True,  # two runs compared bitwise (also on CUDA)
+        # two runs compared bitwise: deterministic kernels where they exist (CUDA), a warning
+        # (not an error) for an op without one
+        deterministic="warn",
         callbacks=[before, monitor, after] if monitored else [],
     )
     with warnings.catch_warnings():
@@ -309,7 +311,7 @@ def test_fsdp_on_cuda_with_lightnings_own_strategy() -> None:
         }
         _check_runs([runs], device="cuda")
     finally:
-        torch.use_deterministic_algorithms(False)  # set by deterministic=True
+        torch.use_deterministic_algorithms(False)  # set by deterministic="warn"
 
 
 # ------------------------------------------------------------------ no process needed
