@@ -184,6 +184,12 @@ def _fsdp_modules(module: nn.Module) -> list[Any]:
     return [m for m in module.modules() if isinstance(m, FullyShardedDataParallel)]
 
 
+def _has_dtensor(module: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
 @contextmanager
 def full_parameters(module: nn.Module | None) -> Iterator[None]:
     """Inside: every FSDP-sharded parameter under ``module`` is whole, on every rank; outside
@@ -215,9 +221,7 @@ def full_parameters(module: nn.Module | None) -> Iterator[None]:
         return
     units = _fsdp_modules(module)
     if not units:
-        from torch.distributed.tensor import DTensor
-
-        if any(isinstance(p, DTensor) for p in module.parameters()):
+        if torch.distributed.is_available() and _has_dtensor(module):
             raise TypeError(
                 "Expected a model sharded by FSDP1 (FullyShardedDataParallel, Lightning's "
                 "FSDPStrategy) or not sharded, but got DTensor parameters (FSDP2 fully_shard / "

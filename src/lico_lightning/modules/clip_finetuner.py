@@ -729,7 +729,8 @@ class CLIPFineTuner(CheckpointOwner, family=True):
         checkpoint["lora_base_fingerprint"] = self._base_fingerprint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """With LoRA: check the rebuilt frozen base against the fingerprint, then complete the
+        """The logit scale / bias in this module's shape (1-element under FSDP, else as built);
+        with LoRA: check the rebuilt frozen base against the fingerprint, then complete the
         adapters-only state dict with it (so a strict load works)."""
         state = checkpoint.get("state_dict", {})
         for name in ("logit_scale", "logit_bias"):  # 1-element under FSDP (`_prepare_fsdp`)
@@ -903,13 +904,9 @@ class CLIPFineTuner(CheckpointOwner, family=True):
             else:
                 state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             if self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy):
-                # copies of the gathered parameters (freed on exit); the logit scale / bias
-                # 0-d again where `_prepare_fsdp` made them 1-element
-                state = {
-                    k: v.clone().reshape(()) if k in self._made_1d else v.clone()
-                    for k, v in state.items()
-                }
-        return state
+                state = {k: v.clone() for k, v in state.items()}  # gathered: freed on exit
+        # the logit scale / bias 0-d again where `_prepare_fsdp` made them 1-element
+        return {k: v.reshape(()) if k in self._made_1d else v for k, v in state.items()}
 
     def wise_ft_state_dict(self, alpha: float) -> dict[str, Tensor]:
         """WiSE-FT: :math:`\\theta = (1 - \\alpha)\\,\\theta_0 + \\alpha\\,\\theta_{ft}` per tensor.
