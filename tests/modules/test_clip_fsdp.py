@@ -8,6 +8,9 @@ Where each part runs:
   two places (see the class); everything else — torch's ``FullyShardedDataParallel`` with
   Lightning's defaults (full sharding, ``use_orig_params=True``), the forward redirection of
   ``training_step``, the optimizer set-up, checkpoint-free fitting — is Lightning's and torch's.
+  Checked: a monitored run trains bit for bit as an unmonitored one (also the sharded state
+  around each monitor run), the logged values equal the unsharded model's with the same weights
+  (one FSDP unit, one per block, LoRA), and FSDP trains as DDP does (1e-5).
 * CUDA: Lightning's own ``Trainer(strategy="fsdp", accelerator="cuda")`` on up to 2 GPUs in
   this process (1 GPU: one shard of the whole model, the same gather code path); skipped
   without a GPU. Run standalone: ``pytest tests/modules/test_clip_fsdp.py -q``.
