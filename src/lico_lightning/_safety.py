@@ -12,7 +12,9 @@ once:
 * :func:`explanation_mode` — leave ``torch.inference_mode`` (Lightning validation) with grad
   off (or on, for explainers that optimise or differentiate their own leaves);
 * :func:`detach_input` — a normal (non-inference) copy of an input;
-* :func:`module_device` — the device of a module's weights.
+* :func:`module_device` — the device of a module's weights;
+* :func:`full_parameters` — the full parameters of an FSDP-sharded model, gathered for an
+  explanation and dropped afterwards (the sharded training state left as it was).
 
 They sit at the package root so that every layer (explain, metrics, callbacks, modules) may
 import them; :func:`preserve_model_state` is re-exported from :mod:`lico_lightning.explain`.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +32,7 @@ from torch import Tensor, nn
 __all__ = [
     "detach_input",
     "explanation_mode",
+    "full_parameters",
     "module_device",
     "parked_grads",
     "preserve_model_state",
@@ -169,3 +173,78 @@ def module_device(module: nn.Module, default: torch.device) -> torch.device:
     for buf in module.buffers():
         return buf.device
     return default
+
+
+def _fsdp_modules(module: nn.Module) -> list[Any]:
+    """The ``FullyShardedDataParallel`` (FSDP1) instances in ``module``'s tree (outermost first)."""
+    if not torch.distributed.is_available():
+        return []
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return [m for m in module.modules() if isinstance(m, FullyShardedDataParallel)]
+
+
+def _has_dtensor(module: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+@contextmanager
+def full_parameters(module: nn.Module | None) -> Iterator[None]:
+    """Inside: every FSDP-sharded parameter under ``module`` is whole, on every rank; outside
+    (also on error): the sharded training state exactly as it was. A no-op for a module
+    without FSDP (FSDP1, ``FullyShardedDataParallel``, as Lightning's ``FSDPStrategy`` wraps).
+
+    For explaining a sharded model (its forward and gradients w.r.t. inputs or activations run
+    on the *whole* parameters): the parameters are gathered with ``FullyShardedDataParallel.
+    summon_full_params(module, writeback=False)`` — a collective, so **every rank must enter**,
+    also one with nothing to explain — and nothing computed inside is written back to the
+    shards. Inside, nested FSDP units run as their plain wrapped modules (no re-sharding after
+    their forward, no gradient reduce-scatter: collectives only some ranks would reach), and
+    the training loop's gradients (the sharded flat gradients and the original parameters'
+    views into them) are set aside and put back as the same tensors. ``module`` is the
+    outermost wrapper (Lightning: ``trainer.strategy.model``), or any module containing the
+    FSDP units. FSDP2 (``fully_shard``, ``DTensor`` parameters) is refused with a TypeError.
+
+    Args:
+        module: the model or wrapper whose FSDP units are gathered (``None``: nothing to do).
+
+    Example:
+        >>> net = nn.Linear(2, 2)  # not sharded: nothing is gathered
+        >>> with full_parameters(net):
+        ...     tuple(net.weight.shape)
+        (2, 2)
+    """
+    if module is None:
+        yield
+        return
+    units = _fsdp_modules(module)
+    if not units:
+        if torch.distributed.is_available() and _has_dtensor(module):
+            raise TypeError(
+                "Expected a model sharded by FSDP1 (FullyShardedDataParallel, Lightning's "
+                "FSDPStrategy) or not sharded, but got DTensor parameters (FSDP2 fully_shard / "
+                "ModelParallelStrategy), which cannot be gathered for an explanation yet."
+            )
+        yield
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    flat = [handle.flat_param for u in units if (handle := getattr(u, "_handle", None))]
+    saved = [(p, p.grad) for p in [*module.parameters(), *flat]]
+    for p, _ in saved:  # FSDP keeps the flat gradient only while some view of it is set
+        p.grad = None
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(
+                FullyShardedDataParallel.summon_full_params(module, writeback=False)
+            )
+            for unit in units:  # run a nested unit as its wrapped module (no FSDP hooks)
+                inner: nn.Module = unit.module  # (inside an activation-checkpoint wrapper)
+                vars(unit)["forward"] = inner.__call__  # shadows the class's forward
+                stack.callback(vars(unit).pop, "forward", None)
+            yield
+    finally:
+        for p, grad in saved:  # the same tensors (sharded again: shapes match)
+            p.grad = grad

@@ -21,11 +21,15 @@ __all__ = ["MonitorHost"]
 
 
 class MonitorHost(ABC):
-    """The program a monitor runs in: ranks, device, step, loggers and the run's directory."""
+    """The program a monitor runs in: ranks, device, step, loggers and the run's directory.
+
+    ``wrapped_model`` is the outermost wrapper of the trained model (DDP, FSDP, Fabric's), whose
+    FSDP-sharded parameters a run gathers (:func:`lico_lightning._safety.full_parameters`)."""
 
     global_rank: int = 0
     world_size: int = 1
     log_dir: Path | None = None
+    wrapped_model: nn.Module | None = None
 
     @property
     def is_global_zero(self) -> bool:
@@ -70,6 +74,8 @@ class _TrainerHost(MonitorHost):
     def __init__(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.trainer, self.pl_module = trainer, pl_module
         self.global_rank, self.world_size = trainer.global_rank, trainer.world_size
+        wrapped = trainer.strategy.model  # e.g. FSDP around the LightningModule
+        self.wrapped_model = wrapped if isinstance(wrapped, nn.Module) else pl_module
         root = next((lg.log_dir for lg in trainer.loggers if getattr(lg, "log_dir", None)), None)
         self.log_dir = Path(root or trainer.default_root_dir)
 
@@ -106,7 +112,14 @@ class _LoopHost(MonitorHost):
     """A plain loop or a Fabric script: ranks from Fabric or ``torch.distributed``; loggers are
     Fabric's, a TensorBoard ``SummaryWriter`` or any object with ``log_metrics``/``log_image``."""
 
-    def __init__(self, log_dir: str | Path | None, logger: Any, fabric: Any) -> None:
+    def __init__(
+        self,
+        log_dir: str | Path | None,
+        logger: Any,
+        fabric: Any,
+        wrapped_model: nn.Module | None = None,
+    ) -> None:
+        self.wrapped_model = wrapped_model
         self._loggers = list(fabric.loggers) if fabric is not None else []
         if logger is not None:
             self._loggers.append(logger)
@@ -144,10 +157,10 @@ class _LoopHost(MonitorHost):
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP / Fabric wrappers (explaining through DDP's forward would
-    arm its gradient reducer)."""
+    """The user's module inside DDP / FSDP / Fabric wrappers (explaining through DDP's forward
+    would arm its gradient reducer, through FSDP's re-shard it)."""
     while isinstance(model, nn.parallel.DistributedDataParallel) or (
-        type(model).__name__ == "_FabricModule"
+        type(model).__name__ in ("_FabricModule", "FullyShardedDataParallel")
     ):
         inner = getattr(model, "module", None)
         if not isinstance(inner, nn.Module):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-from lico_lightning._safety import module_device, preserve_model_state
+from lico_lightning._safety import full_parameters, module_device, preserve_model_state
 from lico_lightning._validation import check_int
 from lico_lightning.callbacks.hosts import MonitorHost, _LoopHost, _TrainerHost, _unwrap
 from lico_lightning.callbacks.probes import ProbeSet
@@ -90,7 +91,12 @@ class ExplanationMonitor(Callback, ABC):
     **Distributed.** Every rank holds the same probe set and explains its shard
     ``probes[rank::world_size]``; the evaluation's ``compute`` reduces across ranks (every
     rank reaches it, also after a failure), so the values equal the single-process ones.
-    Images are logged from rank 0's shard.
+    Images are logged from rank 0's shard. Under FSDP (Lightning's ``FSDPStrategy``, or a
+    ``FullyShardedDataParallel`` / Fabric model passed to :meth:`attach`) the monitor explains
+    the *whole* model: every rank gathers the full parameters for the run
+    (``summon_full_params(writeback=False)``, a collective that every rank joins, also one
+    without probes) and drops them after it; the shards, their gradients and FSDP's state are
+    left as they were (:func:`lico_lightning._safety.full_parameters`).
 
     **No perturbation.** Every module's ``training`` flag and every parameter's
     ``requires_grad`` are restored, gradients are taken w.r.t. activations or inputs only
@@ -348,10 +354,13 @@ class ExplanationMonitor(Callback, ABC):
         on_step: bool,
     ) -> dict[str, float]:
         results: dict[str, float] = {}
-        with isolate_rng(include_cuda=torch.cuda.is_initialized()):
+        with isolate_rng(include_cuda=torch.cuda.is_initialized()), ExitStack() as gathered:
             evaluation = self._evaluation("fit")
             explained, shard = None, None
             try:
+                # a sharded (FSDP) model's whole parameters on every rank (a collective: also
+                # on a rank without probes) until the overlay is drawn; nothing written back
+                gathered.enter_context(full_parameters(host.wrapped_model))
                 with preserve_model_state(model, eval_mode=False):
                     if self._probe is None:
                         self._probe = self._resolve_probes(probes)
@@ -418,8 +427,9 @@ class ExplanationMonitor(Callback, ABC):
         :meth:`step`. (Under a Lightning ``Trainer`` pass the monitor to ``callbacks=`` instead.)
 
         Args:
-            model: the model to explain (DDP / Fabric wrappers are looked through; with
-                ``model_attr``, that submodule of it).
+            model: the model to explain (DDP / FSDP / Fabric wrappers are looked through, and
+                FSDP-sharded parameters gathered for each run; with ``model_attr``, that
+                submodule of it).
             probes: a dataset or dataloader to draw ``num_probes`` items from, a collated batch
                 (e.g. ``(images, labels)``), a :class:`~lico_lightning.callbacks.ProbeSet`, or
                 ``None`` when probes were given to the constructor.
@@ -437,7 +447,7 @@ class ExplanationMonitor(Callback, ABC):
                 "Expected `probes` (a dataset, dataloader or batch) when the monitor was built "
                 "without probes, but got None."
             )
-        host = _LoopHost(log_dir, logger, fabric)
+        host = _LoopHost(log_dir, logger, fabric, wrapped_model=model)
         if (
             self.log_images
             and host.log_dir is None
@@ -552,7 +562,8 @@ class ExplanationMonitor(Callback, ABC):
         with isolate_rng(include_cuda=torch.cuda.is_initialized()):
             try:
                 model = self._model(pl_module)
-                with preserve_model_state(model, eval_mode=False):
+                wrapped = _TrainerHost(trainer, pl_module).wrapped_model
+                with full_parameters(wrapped), preserve_model_state(model, eval_mode=False):
                     probes = self._probes_from_batch(batch)
                     device = module_device(model, torch.device("cpu"))
                     self._test.to(device)

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
+from pytorch_lightning.strategies import FSDPStrategy
 from torch import Tensor, nn
 
 from lico_lightning import _open_clip as open_clip_helpers
 from lico_lightning._io import save_torch, write_text
 from lico_lightning._registry import Registry
+from lico_lightning._safety import full_parameters
 from lico_lightning._validation import check_choice, check_int, check_real
 from lico_lightning.functional import first_occurrences
 from lico_lightning.metrics.retrieval import RetrievalRecallAtK
@@ -213,6 +215,11 @@ class CLIPFineTuner(CheckpointOwner, family=True):
     * **Export**: :meth:`export_open_clip` writes a plain open_clip state dict that
       ``open_clip.create_model(name, pretrained=path)`` loads, optionally WiSE-FT-interpolated
       with the initial weights (:meth:`wise_ft_state_dict`).
+    * **FSDP** (Lightning's ``FSDPStrategy`` with its ``use_orig_params=True``): the 0-d
+      ``logit_scale`` / ``logit_bias`` become 1-element parameters (FSDP shards no 0-d
+      parameter; the same values and loss); :meth:`plain_state_dict` and :meth:`export_open_clip`
+      gather the whole model (a collective: call them on every rank) and give them 0-d again;
+      loading a checkpoint reshapes them either way; ``accum_freq > 1`` is refused.
 
     Batches are ``(images, tokens, index)`` (see :mod:`lico_lightning.data`), ``index`` the
     image's position in the split. Note: Lightning's ``accumulate_grad_batches`` does **not**
@@ -390,6 +397,7 @@ class CLIPFineTuner(CheckpointOwner, family=True):
         self._zeroshot: Tensor | None = None
         self._tokenizer: Any = None
         self.zeroshot_acc: nn.ModuleDict = nn.ModuleDict()
+        self._made_1d: set[str] = set()  # 0-d parameters made 1-element for FSDP
 
     model: Any  # an open_clip CLIP / CustomTextCLIP
 
@@ -460,10 +468,36 @@ class CLIPFineTuner(CheckpointOwner, family=True):
         return self._tokenizer(list(texts)).to(self.device)
 
     def setup(self, stage: str) -> None:
-        """Give the loss the Trainer's rank and world size (negatives gathered across ranks)."""
+        """Give the loss the Trainer's rank and world size (negatives gathered across ranks);
+        under FSDP, prepare the model for sharding (:meth:`_prepare_fsdp`)."""
         trainer = self._trainer
         rank, world = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
         self.configure_loss(rank, world)
+        if trainer is not None and isinstance(trainer.strategy, FSDPStrategy):
+            self._prepare_fsdp()
+
+    def _prepare_fsdp(self) -> None:
+        """Before Lightning's FSDP wraps the model (``setup`` runs first): refuse contrastive
+        accumulation, and make the 0-d ``logit_scale`` / ``logit_bias`` 1-element parameters
+        (FSDP shards no 0-d parameter; open_clip's ``nonscalar_logit_scale=True``; the same
+        values, broadcast alike; :meth:`plain_state_dict` and checkpoint loading reshape)."""
+        if self._hp.accum_freq > 1:
+            raise ValueError(
+                f"Expected accum_freq=1 under FSDP, but got accum_freq={self._hp.accum_freq}: "
+                "its micro-batch backward passes would run inside the sharded forward, which "
+                "FSDP does not allow; use more devices or a larger batch per device instead."
+            )
+        for name in ("logit_scale", "logit_bias"):
+            param = getattr(self.model, name, None)
+            if isinstance(param, nn.Parameter) and param.ndim == 0:
+                param.data = param.data.reshape(1)
+                self._made_1d.add(name)
+
+    def _full_parameters(self) -> Any:
+        """The whole parameters of an FSDP-sharded model (a collective; a no-op unsharded)."""
+        trainer = self._trainer
+        wrapped = trainer.strategy.model if trainer is not None else None
+        return full_parameters(wrapped if isinstance(wrapped, nn.Module) else None)
 
     def configure_loss(self, rank: int, world_size: int) -> None:
         """Rebuild the contrastive loss for ``rank`` of ``world_size`` processes."""
@@ -654,15 +688,16 @@ class CLIPFineTuner(CheckpointOwner, family=True):
 
     def configure_optimizers(self) -> Any:
         hp = self._hp
-        groups = clip_param_groups(
-            self.model,
-            hp.weight_decay,
-            image_lr=hp.image_lr,
-            text_lr=hp.text_lr,
-            logit_scale_lr=hp.logit_scale_lr,
-            image_weight_decay=hp.image_weight_decay,
-            text_weight_decay=hp.text_weight_decay,
-        )
+        with self._full_parameters():  # FSDP: the no-decay rule reads the unflattened shapes
+            groups = clip_param_groups(
+                self.model,
+                hp.weight_decay,
+                image_lr=hp.image_lr,
+                text_lr=hp.text_lr,
+                logit_scale_lr=hp.logit_scale_lr,
+                image_weight_decay=hp.image_weight_decay,
+                text_weight_decay=hp.text_weight_decay,
+            )
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -694,8 +729,15 @@ class CLIPFineTuner(CheckpointOwner, family=True):
         checkpoint["lora_base_fingerprint"] = self._base_fingerprint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """With LoRA: check the rebuilt frozen base against the fingerprint, then complete the
+        """The logit scale / bias in this module's shape (1-element under FSDP, else as built);
+        with LoRA: check the rebuilt frozen base against the fingerprint, then complete the
         adapters-only state dict with it (so a strict load works)."""
+        state = checkpoint.get("state_dict", {})
+        for name in ("logit_scale", "logit_bias"):  # 1-element under FSDP (`_prepare_fsdp`)
+            param, key = getattr(self.model, name, None), f"model.{name}"
+            if isinstance(param, Tensor) and key in state and state[key].numel() == 1:
+                shape = (1,) if name in self._made_1d else tuple(param.shape)
+                state[key] = state[key].reshape(shape)
         saved = checkpoint.get("lora_base_fingerprint")
         if saved is None or self._hp.lora_rank is None:
             return
@@ -725,7 +767,7 @@ class CLIPFineTuner(CheckpointOwner, family=True):
             from torchmetrics.classification import MulticlassAccuracy
 
             templates = [t.format for t in self._hp.zeroshot_templates]
-            with torch.no_grad():
+            with torch.no_grad(), self._full_parameters():  # every rank: a collective
                 self._zeroshot = open_clip_helpers.build_zero_shot_classifier(
                     self.model, self.tokenize, names, templates, device=self.device
                 )
@@ -854,10 +896,17 @@ class CLIPFineTuner(CheckpointOwner, family=True):
 
     def plain_state_dict(self) -> dict[str, Tensor]:
         """The model's plain open_clip state dict on the CPU (LoRA adapters merged into their
-        weights: :math:`W + \\tfrac{\\alpha}{r} BA`)."""
-        if self._hp.lora_rank is not None:
-            return merged_state_dict(self.model)
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        weights: :math:`W + \\tfrac{\\alpha}{r} BA`). Under FSDP the whole parameters are
+        gathered first: a collective, call it on every rank."""
+        with self._full_parameters():
+            if self._hp.lora_rank is not None:
+                state = merged_state_dict(self.model)
+            else:
+                state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            if self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy):
+                state = {k: v.clone() for k, v in state.items()}  # gathered: freed on exit
+        # the logit scale / bias 0-d again where `_prepare_fsdp` made them 1-element
+        return {k: v.reshape(()) if k in self._made_1d else v for k, v in state.items()}
 
     def wise_ft_state_dict(self, alpha: float) -> dict[str, Tensor]:
         """WiSE-FT: :math:`\\theta = (1 - \\alpha)\\,\\theta_0 + \\alpha\\,\\theta_{ft}` per tensor.
