@@ -139,7 +139,7 @@ class _MeanOfPairs(_MeanOfValues):
     def standard_errors(self) -> dict[str, Tensor]:
         """``{a, b, difference: standard error}`` of the three means (see
         :meth:`_MeanOfValues.standard_errors`)."""
-        first, second, difference = self.outputs  # type: ignore[attr-defined]
+        first, second, difference = getattr(self, "outputs", ())  # set by each subclass
         with self.sync_context(
             dist_sync_fn=self.dist_sync_fn,
             should_sync=self._to_sync,
