@@ -139,7 +139,8 @@ class _MeanOfPairs(_MeanOfValues):
     def standard_errors(self) -> dict[str, Tensor]:
         """``{a, b, difference: standard error}`` of the three means (see
         :meth:`_MeanOfValues.standard_errors`)."""
-        first, second, difference = getattr(self, "outputs", ())  # set by each subclass
+        names: tuple[str, ...] = getattr(self, "outputs", ())  # set by each subclass
+        first, second, difference = names
         with self.sync_context(
             dist_sync_fn=self.dist_sync_fn,
             should_sync=self._to_sync,
