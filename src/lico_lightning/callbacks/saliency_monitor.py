@@ -148,7 +148,9 @@ class SaliencyMonitor(ExplanationMonitor):
         model_metrics: model-level measures logged once per run, not per method, as
             ``{prefix}/{name}`` (``lico_lightning.evaluation.MODEL_METRICS``:
             ``target_reliance``, ``cue_reliance``, ``group_accuracy`` → ``/worst``, ``/mean``,
-            ``/group_{g}``). The reliances need the probes re-rendered without the target and
+            ``/group_{g}``; ``confidence``, on any data: the clean probability of the explained
+            class, which insertion and deletion move with). The reliances need the probes
+            re-rendered without the target and
             the cue: drawn from a dataset with ``counterfactuals(i)`` (``ShortcutDataset``),
             the monitor renders them once at the draw (every object's when
             ``intervention_correctness`` is asked for). Cost per probe and run: 3 forwards

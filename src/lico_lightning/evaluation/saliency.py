@@ -32,6 +32,7 @@ from lico_lightning.functional import intervention_effect, target_probability
 from lico_lightning.metrics import (
     SALIENCY_INPUTS,
     SALIENCY_METRICS,
+    ClassConfidence,
     GroupAccuracy,
     InterventionEffect,
     SaliencyMetricOptions,
@@ -67,11 +68,14 @@ GROUND_TRUTH_INPUTS: dict[str, str] = {
 #: the label's logit when the scene is re-rendered without the target / the cue:
 #: ``counterfactuals[:, 0]`` / ``[:, 1]``; with the clean image, 3 forwards per image) and
 #: ``group_accuracy`` (accuracy per group ``2 * label + cue_agrees``, their mean and the worst
-#: group's, logged as ``group_accuracy/worst``, ``/mean`` and ``/group_{g}``).
+#: group's, logged as ``group_accuracy/worst``, ``/mean`` and ``/group_{g}``); and, on any data,
+#: ``confidence`` (the clean softmax probability of the explained class, :class:`ClassConfidence`:
+#: the quantity every perturbation AUC is an area of — read insertion and deletion beside it).
 MODEL_METRICS: dict[str, tuple[str, ...]] = {
     "target_reliance": ("counterfactuals",),
     "cue_reliance": ("counterfactuals",),
     "group_accuracy": ("group",),
+    "confidence": (),
 }
 
 
@@ -262,7 +266,7 @@ class SaliencyEvaluation(_MethodEvaluation):
     ``object_masks`` and ``object_effects`` (:data:`GROUND_TRUTH_INPUTS`), and its
     ``target_box`` serves as the ``boxes`` of the pointing games when the batch has no boxes.
     ``model_metrics`` (:data:`MODEL_METRICS`: ``target_reliance``, ``cue_reliance``,
-    ``group_accuracy``) are measured once per batch, not per method, and reported without a
+    ``group_accuracy``, ``confidence``) are measured once per batch, not per method, and reported without a
     method prefix. Cost per image: one clean forward (shared with ``target="predicted"``'s),
     plus 2 counterfactual forwards for the reliances, or ``O`` (every object) when
     ``intervention_correctness`` is asked for; each runs once per batch, whatever the number of
@@ -334,7 +338,9 @@ class SaliencyEvaluation(_MethodEvaluation):
         # the model-level measures (one per evaluation, not per method); group accuracy is
         # built at the first batch when num_groups is left to the logits
         self._model_collection: dict[str, Metric] = {
-            name: InterventionEffect() for name in self.model_metrics if name != "group_accuracy"
+            name: ClassConfidence() if name == "confidence" else InterventionEffect()
+            for name in self.model_metrics
+            if name != "group_accuracy"
         }
         if "group_accuracy" in self.model_metrics and num_groups is not None:
             self._model_collection["group_accuracy"] = GroupAccuracy(num_groups)
@@ -418,7 +424,7 @@ class SaliencyEvaluation(_MethodEvaluation):
             lazy["object_effects"] = lambda: intervention_effect(
                 forwards.clean(), forwards.counterfactual(count), explained, reduction="none"
             )
-        self._update_model_metrics(forwards, labels, gt, count)
+        self._update_model_metrics(forwards, labels, gt, count, explained)
         maps: dict[str, Tensor] = {}
         self.last_scores = {}
         for method in self.methods:
@@ -439,13 +445,20 @@ class SaliencyEvaluation(_MethodEvaluation):
         return maps
 
     def _update_model_metrics(
-        self, forwards: _Forwards, labels: Tensor, gt: Mapping[str, Tensor], count: int
+        self,
+        forwards: _Forwards,
+        labels: Tensor,
+        gt: Mapping[str, Tensor],
+        count: int,
+        explained: Tensor,
     ) -> None:
         """Update the model metrics whose ground truth this batch has (the others skip it)."""
         for name in self.model_metrics:
             if any(k not in gt for k in MODEL_METRICS[name]):
                 continue
-            if name == "group_accuracy":
+            if name == "confidence":
+                self._model_collection[name].update(forwards.clean(), explained)
+            elif name == "group_accuracy":
                 logits = forwards.clean()
                 if name not in self._model_collection:
                     self._model_collection[name] = GroupAccuracy(2 * logits.shape[1])
@@ -491,7 +504,7 @@ class SaliencyEvaluation(_MethodEvaluation):
                 }
             else:
                 flat = {name: value}
-                if self.with_standard_errors and isinstance(metric, InterventionEffect):
+                if self.with_standard_errors and not isinstance(metric, GroupAccuracy):
                     flat[f"{name}_se"] = metric.standard_errors()["value"]
             results.update({k: float(v) for k, v in flat.items() if float(v) == float(v)})
         return results
@@ -544,7 +557,8 @@ def evaluate_saliency(
         device: move batches here (default: the model's device).
         progress: tqdm bar over batches.
         model_metrics: model-level measures (:data:`MODEL_METRICS`: ``target_reliance``,
-            ``cue_reliance``, ``group_accuracy``), reported without a method prefix.
+            ``cue_reliance``, ``group_accuracy``, ``confidence``), reported without a method
+            prefix.
         standard_errors: also report ``"{key}_se"`` beside each value that is a mean over the
             images: its standard error ``std(ddof=1) / sqrt(N)``.
 

@@ -21,6 +21,7 @@ from lico_lightning.metrics.base import (
 )
 from lico_lightning.metrics.confidence import (
     AverageDrop,
+    ClassConfidence,
     IncreaseInConfidence,
     PairConfidenceDrop,
     PairConfidenceIncrease,
@@ -56,6 +57,7 @@ __all__ = [
     "SALIENCY_METRICS",
     "AreaBetweenInsertionDeletion",
     "AverageDrop",
+    "ClassConfidence",
     "ConditionalDeletionAUC",
     "ConditionalInsertionAUC",
     "DeletionAUC",

@@ -17,6 +17,7 @@ from lico_lightning.functional import (
     increase_in_confidence,
     pair_confidence_drop,
     pair_confidence_increase,
+    target_probability,
 )
 from lico_lightning.metrics._mean import ZeroDivision, _MeanOfValues
 from lico_lightning.metrics.base import (
@@ -27,7 +28,13 @@ from lico_lightning.metrics.base import (
     _model_context,
 )
 
-__all__ = ["AverageDrop", "IncreaseInConfidence", "PairConfidenceDrop", "PairConfidenceIncrease"]
+__all__ = [
+    "AverageDrop",
+    "ClassConfidence",
+    "IncreaseInConfidence",
+    "PairConfidenceDrop",
+    "PairConfidenceIncrease",
+]
 
 
 class _ConfidenceMetric(SaliencyMetric, _MeanOfValues):
@@ -143,3 +150,29 @@ class PairConfidenceIncrease(_MeanOfValues):
     def update(self, original: Tensor, distilled: Tensor) -> None:
         """Add ``(B,)`` original and distilled scores."""
         self._add(pair_confidence_increase(original, distilled, reduction="none"))
+
+
+class ClassConfidence(_MeanOfValues):
+    r"""The model's clean confidence in the explained class: mean ``softmax(logits)[target]``.
+
+    .. math::
+        \bar p = \frac1N \sum_i \operatorname{softmax}(f(x_i))_{t_i}
+
+    The mean of :func:`~lico_lightning.functional.target_probability`. Perturbation AUCs
+    (insertion, deletion, ROAD) are areas under this probability along a path, so they move with
+    it: read them beside it (``model_metrics=["confidence"]`` of the saliency evaluation and
+    monitor; the metric-validity study in the README).
+
+    Example:
+        >>> metric = ClassConfidence()
+        >>> metric.update(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1]))
+        >>> metric.compute()
+        tensor(0.3096)
+    """
+
+    higher_is_better: bool | None = None
+    is_differentiable = False
+
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        """Add ``(B, K)`` logits and the ``(B,)`` explained classes."""
+        self._add(target_probability(logits, target))
