@@ -504,7 +504,9 @@ class SaliencyEvaluation(_MethodEvaluation):
                 }
             else:
                 flat = {name: value}
-                if self.with_standard_errors and not isinstance(metric, GroupAccuracy):
+                if self.with_standard_errors and isinstance(
+                    metric, (InterventionEffect, ClassConfidence)
+                ):
                     flat[f"{name}_se"] = metric.standard_errors()["value"]
             results.update({k: float(v) for k, v in flat.items() if float(v) == float(v)})
         return results
