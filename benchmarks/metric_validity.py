@@ -298,6 +298,48 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return table
 
 
+def _state(row: dict[str, Any]) -> tuple[float, int, int]:
+    return (row["correlation"], row["seed"], row["epoch"])
+
+
+def bootstrap_intervals(
+    rows: list[dict[str, Any]], resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Percentile intervals of every ρ of :func:`summarise`, resampling whole model states
+    (correlation, seed, epoch) with replacement — the rows of one state share its model, so
+    they are not independent draws. ``(nan, nan)`` where fewer than half the resamples give a
+    finite ρ."""
+    import random
+
+    states = sorted({_state(r) for r in rows})
+    by_state: dict[tuple[float, int, int], list[dict[str, Any]]] = {s: [] for s in states}
+    for row in rows:
+        by_state[_state(row)].append(row)
+    rng = random.Random(seed)
+    draws: dict[str, dict[str, list[float]]] = {
+        m: {"evidence": [], "shortcut": [], "confidence": []} for m in METRICS
+    }
+    for _ in range(resamples):
+        sample = [row for s in rng.choices(states, k=len(states)) for row in by_state[s]]
+        for metric, values in summarise(sample).items():
+            for key, value in values.items():
+                if math.isfinite(value):
+                    draws[metric][key].append(value)
+    tail = (1.0 - level) / 2.0
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for metric, keys in draws.items():
+        out[metric] = {}
+        for key, values in keys.items():
+            if len(values) < resamples / 2:
+                out[metric][key] = (float("nan"), float("nan"))
+                continue
+            values.sort()
+            low = values[math.floor(tail * (len(values) - 1))]
+            high = values[math.ceil((1.0 - tail) * (len(values) - 1))]
+            out[metric][key] = (low, high)
+    return out
+
+
 def write_outputs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     from lico_lightning._io import atomic_write, write_text
 
@@ -307,22 +349,26 @@ def write_outputs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     table = summarise(rows)
-    states = len({(r["correlation"], r["seed"], r["epoch"]) for r in rows})
+    intervals = bootstrap_intervals(rows)
+    states = len({_state(r) for r in rows})
     lines = [
         f"Metric validity on the shortcut benchmark: {states} model states (cue correlations "
         f"{sorted({r['correlation'] for r in rows})}, seeds {sorted({r['seed'] for r in rows})}, "
         f"epochs {sorted({r['epoch'] for r in rows})}) × {len({r['explainer'] for r in rows})} "
         f"explainers = {len(rows)} rows, {args.probes} probes each. Spearman's ρ over the rows "
-        "(lower-is-better metrics sign-flipped).",
+        "(lower-is-better metrics sign-flipped), with its 95 % interval from 1000 bootstrap "
+        "resamples of the model states.",
         "",
         "| metric | ρ with intervention correctness (tracks the evidence) | ρ with the model's "
         "shortcut reliance | ρ with clean confidence (tracks confidence) |",
         "|---|---|---|---|",
     ]
     for metric, v in table.items():
-        lines.append(
-            f"| {metric} | {v['evidence']:+.2f} | {v['shortcut']:+.2f} | {v['confidence']:+.2f} |"
-        )
+        cells = [
+            f"{v[k]:+.2f} [{intervals[metric][k][0]:+.2f}, {intervals[metric][k][1]:+.2f}]"
+            for k in ("evidence", "shortcut", "confidence")
+        ]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     write_text(args.out / "summary.md", "\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -334,11 +380,16 @@ def write_outputs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     names = list(table)
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [table[n]["evidence"] for n in names], 0.4, label="evidence")
-    ax.bar([x + 0.2 for x in xs], [table[n]["confidence"] for n in names], 0.4, label="confidence")
+    for offset, key in ((-0.2, "evidence"), (0.2, "confidence")):
+        heights = [table[n][key] for n in names]
+        errors = [
+            [h - intervals[n][key][0] for h, n in zip(heights, names)],
+            [intervals[n][key][1] - h for h, n in zip(heights, names)],
+        ]
+        ax.bar([x + offset for x in xs], heights, 0.4, yerr=errors, capsize=2, label=key)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(list(xs), names, rotation=45, ha="right")
-    ax.set_ylabel("Spearman's ρ over model states × explainers")
+    ax.set_ylabel("Spearman's ρ (95 % bootstrap interval)")
     ax.set_title("Does the metric track the evidence or the model's confidence?")
     ax.legend()
     fig.tight_layout()

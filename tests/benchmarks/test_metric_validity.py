@@ -79,6 +79,36 @@ def test_summary_is_spearman_with_the_lower_is_better_sign_flipped():
         assert table[metric]["confidence"] == pytest.approx(sign * spearmanr(values, conf)[0])
 
 
+def _state_rows(mv, states: int, per_state: int, metric_value) -> list[dict]:
+    rows = []
+    for k in range(states):
+        for j in range(per_state):
+            truth = float((k * 5 + j * 3) % 7)
+            row = {m: metric_value(m, truth, k, j) for m in mv.METRICS}
+            row.update(correlation=0.9, seed=k, epoch=1, intervention_correctness=truth,
+                       shortcut_reliance=float(k), confidence=float((k * 3 + j) % 4))  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+def test_bootstrap_interval_is_one_point_for_a_perfect_metric_and_covers_the_estimate():
+    mv = _load()
+    lower = {"deletion", "road_morf", "road_morf_normalized"}
+    perfect = _state_rows(mv, 6, 3, lambda m, t, k, j: -t if m in lower else t)
+    intervals = mv.bootstrap_intervals(perfect, resamples=200)
+    for metric in mv.METRICS:  # every resample ranks the metric exactly as the truth
+        assert intervals[metric]["evidence"] == (pytest.approx(1.0), pytest.approx(1.0)), metric
+    noisy = _state_rows(mv, 8, 3, lambda m, t, k, j: float((len(m) * 13 + k * 7 + j * 5) % 11))
+    table = mv.summarise(noisy)
+    intervals = mv.bootstrap_intervals(noisy, resamples=300)
+    assert intervals == mv.bootstrap_intervals(noisy, resamples=300)  # seeded
+    for metric in mv.METRICS:
+        for key in ("evidence", "shortcut", "confidence"):
+            low, high = intervals[metric][key]
+            assert low <= table[metric][key] + 1e-9 and table[metric][key] - 1e-9 <= high
+            assert low < high, (metric, key)  # eight states: resampling moves ρ
+
+
 def test_bad_arguments_end_in_one_line(capsys):
     mv = _load()
     with pytest.raises(SystemExit) as exit_info:
