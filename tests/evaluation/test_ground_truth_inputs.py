@@ -108,7 +108,9 @@ def test_evaluate_saliency_logs_every_ground_truth_metric_as_its_formula(dm, ora
 
 def test_every_ground_truth_metric_is_registered() -> None:
     assert set(GT_METRICS + ROAD) <= set(list_saliency_metrics())
-    assert set(MODEL) == set(MODEL_METRICS)
+    # and "confidence", the one model metric that needs no ground truth
+    # (tests/evaluation/test_confidence_model_metric.py)
+    assert set(MODEL) | {"confidence"} == set(MODEL_METRICS)
 
 
 def _monitor_values(dm: ShortcutDataModule, model: nn.Module) -> tuple[dict, dict]:

@@ -470,6 +470,10 @@ CASES = [
     Case("InterventionEffect", M.InterventionEffect, _ground_truth_data, ("logits", "cf_logits", "target"),
          lambda d: F.intervention_effect(d["logits"], d["cf_logits"], d["target"], reduction="none"),
          lambda d: _mean([float(d["logits"][i, d["target"][i]] - d["cf_logits"][i, d["target"][i]]) for i in range(N)])),
+    Case("ClassConfidence", M.ClassConfidence, _ground_truth_data, ("logits", "target"),
+         lambda d: F.target_probability(d["logits"], d["target"]),
+         lambda d: _mean([math.exp(float(d["logits"][i, d["target"][i]]))
+                          / sum(math.exp(float(v)) for v in d["logits"][i]) for i in range(N)])),
     Case("GroupAccuracy/worst", lambda: M.GroupAccuracy(num_groups=4), _ground_truth_data,
          ("logits", "target", "group"),
          lambda d: F.group_accuracy(d["logits"], d["target"], d["group"], 4).reshape(1),
