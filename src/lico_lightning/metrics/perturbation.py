@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
+import torch  # noqa: F401 - the doctest examples use it
 from torch import Tensor
 
 from lico_lightning._validation import check_choice, check_int, check_real
