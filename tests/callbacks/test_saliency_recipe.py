@@ -14,7 +14,7 @@ from lico_lightning.evaluation import evaluate_saliency
 from lico_lightning.modules import LICOClassifier
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "lico_digits.yaml"
-KEYS = {f"gradcam/{m}" for m in ("insertion", "deletion", "overall")}
+KEYS = {f"gradcam/{m}" for m in ("insertion", "deletion", "overall")} | {"confidence"}
 
 
 @pytest.mark.slow
@@ -58,6 +58,7 @@ def test_digits_recipe_monitor_and_checkpoint_evaluation(tmp_path):
         ["insertion", "deletion", "overall"],
         max_batches=1,
         progress=False,
+        model_metrics=["confidence"],
         standard_errors=True,
     )  # default options = the paper's protocol (3.6 % steps), as the monitor's test stage
     for key, value in direct.items():

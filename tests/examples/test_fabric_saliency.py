@@ -38,7 +38,12 @@ def _single_process_values(example, checkpoint: Path) -> tuple[dict, dict, dict]
     reference = digits_reference(model, state["monitor"]["probe_indices"], image_size=16)
     data = DigitsDataModule(image_size=16, batch_size=4, seed=0)
     data.setup("fit")
-    monitor = SaliencyMonitor(every_n_train_steps=2, num_probes=7, log_images=False)
+    monitor = SaliencyMonitor(
+        metrics=["insertion", "deletion", "overall"],  # the example's
+        every_n_train_steps=2,
+        num_probes=7,
+        log_images=False,
+    )
     monitor.load_state_dict({**state["monitor"], "last_step": -1})
     monitor.attach(model, data.val_dataset)
     return state, reference, monitor.step(state["step"])
