@@ -48,7 +48,9 @@ def test_readme_monitoring_snippets_run(tmp_path, monkeypatch, capsys):
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
 
-    monitor_keys = {f"saliency/gradcam/{m}{se}" for m in ("deletion", "overall") for se in ("", "_se")}
+    monitor_keys = {
+        f"saliency/gradcam/{m}{se}" for m in ("deletion", "overall") for se in ("", "_se")
+    }
     # plain loop: 2 steps -> one run at step 2, PNG under the run directory, state saved
     saved = torch.load(tmp_path / "runs" / "plain" / "last.pt", weights_only=False)
     assert saved["monitor"]["num_runs"] == 1 and saved["monitor"]["last_step"] == 2
