@@ -504,10 +504,9 @@ class SaliencyEvaluation(_MethodEvaluation):
                 }
             else:
                 flat = {name: value}
-                if self.with_standard_errors and isinstance(
-                    metric, (InterventionEffect, ClassConfidence)
-                ):
-                    flat[f"{name}_se"] = metric.standard_errors()["value"]
+                standard_errors = getattr(metric, "standard_errors", None)  # as the base's
+                if self.with_standard_errors and callable(standard_errors):
+                    flat[f"{name}_se"] = standard_errors()["value"]
             results.update({k: float(v) for k, v in flat.items() if float(v) == float(v)})
         return results
 
