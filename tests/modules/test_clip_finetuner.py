@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from tests._ddp import run_in_gloo_group
+from tests._trainer import quiet_trainer
 from torch import nn
 from torch.nn import functional as F
 
@@ -36,17 +37,7 @@ def _data(**kwargs) -> ShapesCaptionDataModule:
 
 
 def _trainer(tmp_path=None, **kwargs) -> pl.Trainer:
-    base = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
-    return pl.Trainer(**{**base, **kwargs})
+    return quiet_trainer(tmp_path, **{"num_sanity_val_steps": 0, **kwargs})
 
 
 def _naive_clip_loss(u: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

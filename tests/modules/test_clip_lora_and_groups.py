@@ -11,6 +11,7 @@ import open_clip
 import pytest
 import pytorch_lightning as pl
 import torch
+from tests._trainer import quiet_trainer
 from torch import nn
 
 from lico_lightning.explain import create_pair_explainer, list_pair_explainers
@@ -41,18 +42,7 @@ def _batch(module: CLIPFineTuner, n: int = 8):
 
 
 def _trainer(tmp_path, **kwargs) -> pl.Trainer:
-    base = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    return pl.Trainer(**{**base, **kwargs})
+    return quiet_trainer(tmp_path, **{"num_sanity_val_steps": 0, "limit_val_batches": 0, **kwargs})
 
 
 def _loader(module: CLIPFineTuner, steps: int = 3):

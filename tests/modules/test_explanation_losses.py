@@ -8,6 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from tests._trainer import quiet_trainer
 
 from lico_lightning.data import ShortcutDataModule
 from lico_lightning.functional import gradcam_mask_penalty, right_for_the_right_reasons_loss
@@ -101,17 +102,7 @@ def test_fit_on_the_shortcut_benchmark_logs_every_term(tmp_path) -> None:
     torch.manual_seed(0)
     dm = ShortcutDataModule(num_train=8, num_val=4, num_test=4, batch_size=4)
     model = tiny_model(alpha=0.0, beta=0.0, explanation_losses=GUIDED, lr=0.01)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, dm)
     logged = trainer.callback_metrics
     for key in ("train/rrr", "train/gradcam_mask", "train/ce", "val/acc"):
@@ -132,16 +123,7 @@ def test_data_without_masks_fails_before_the_first_step_naming_loss_and_key(tmp_
     )
     model = tiny_model(alpha=0.0, beta=0.0, explanation_losses={"rrr": {}})
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0)
     with pytest.raises(
         ValueError, match=r"explanation loss 'rrr'.*missing \['cue_mask', 'distractor_mask'\]"
     ):

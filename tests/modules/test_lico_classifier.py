@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from tests._trainer import quiet_trainer
 
 from lico_lightning.data import DigitsDataModule
 from lico_lightning.functional import manifold_matching_loss, sinkhorn_ot_loss
@@ -33,19 +34,9 @@ def tiny_model(class_names=CLASSES, **overrides) -> LICOClassifier:
 
 
 def tiny_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        default_root_dir=tmp_path,
+    return quiet_trainer(
+        tmp_path, **{"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 1, **kwargs}
     )
-    return pl.Trainer(**{**defaults, **kwargs})
 
 
 def test_loss_is_ce_plus_weighted_mm_and_ot_from_feature_maps_and_prompt_tokens() -> None:
